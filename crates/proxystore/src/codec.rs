@@ -1,0 +1,174 @@
+//! Codecs: how objects become bytes and back.
+//!
+//! Byte payloads (`Bytes`, `Vec<u8>`) are never run through serde: they are stored as they are
+//! ([`Codec::Raw`]), so a `Bytes` put is zero-copy and a `Vec<u8>` is copied once.
+
+use std::any::{Any, TypeId};
+
+use std::{fmt, str::FromStr};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::error::{Error, Result};
+
+/// The encoding of one stored object.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// The object's own bytes, for `Bytes` and `Vec<u8>` payloads.
+    Raw,
+    /// [postcard](https://docs.rs/postcard): compact binary, the default.
+    #[default]
+    Postcard,
+    /// JSON, readable by anything.
+    Json,
+    /// MessagePack (self-describing binary).
+    #[serde(rename = "msgpack")]
+    MessagePack,
+}
+
+impl Codec {
+    /// Identifier used in configs and references.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::Raw => "raw",
+            Codec::Postcard => "postcard",
+            Codec::Json => "json",
+            Codec::MessagePack => "msgpack",
+        }
+    }
+
+    /// Encode `value`. Byte payloads bypass the codec and come back tagged [`Codec::Raw`].
+    ///
+    /// # Errors
+    /// [`Error::Encode`] when serde fails.
+    pub fn encode<T: Serialize + 'static>(self, value: &T) -> Result<(Bytes, Codec)> {
+        if let Some(raw) = raw_bytes(value) {
+            return Ok((raw, Codec::Raw));
+        }
+        let err = |source: crate::error::BoxError| Error::Encode {
+            type_name: std::any::type_name::<T>().to_owned(),
+            codec: self.as_str().to_owned(),
+            source,
+        };
+        let out = match self {
+            Codec::Postcard | Codec::Raw => postcard::to_stdvec(value).map_err(|e| err(e.into()))?,
+            Codec::Json => serde_json::to_vec(value).map_err(|e| err(e.into()))?,
+            Codec::MessagePack => rmp_serde::to_vec_named(value).map_err(|e| err(e.into()))?,
+        };
+        Ok((Bytes::from(out), self))
+    }
+
+    /// Decode `data` as `T`. Raw payloads decode into `Bytes` without a copy and into `Vec<u8>`
+    /// with at most one.
+    ///
+    /// # Errors
+    /// A boxed codec error; [`crate::Store`] wraps it into [`Error::Decode`] with context.
+    pub fn decode<T: DeserializeOwned + 'static>(
+        self,
+        data: Bytes,
+    ) -> std::result::Result<T, crate::error::BoxError> {
+        if self == Codec::Raw {
+            return from_raw_bytes::<T>(data).ok_or_else(|| {
+                format!(
+                    "raw bytes can only be read as Bytes or Vec<u8>, not {}",
+                    std::any::type_name::<T>()
+                )
+                .into()
+            });
+        }
+        Ok(match self {
+            Codec::Postcard | Codec::Raw => postcard::from_bytes(&data)?,
+            Codec::Json => serde_json::from_slice(&data)?,
+            Codec::MessagePack => rmp_serde::from_slice(&data)?,
+        })
+    }
+}
+
+impl fmt::Display for Codec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Codec {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "raw" => Ok(Codec::Raw),
+            "postcard" => Ok(Codec::Postcard),
+            "json" => Ok(Codec::Json),
+            "msgpack" => Ok(Codec::MessagePack),
+            other => Err(Error::config(format!(
+                "unknown codec '{other}' (expected postcard, json, msgpack or raw)"
+            ))),
+        }
+    }
+}
+
+/// The bytes of a byte payload, without copying a `Bytes` and copying a `Vec<u8>` once.
+fn raw_bytes<T: 'static>(value: &T) -> Option<Bytes> {
+    let any: &dyn Any = value;
+    if let Some(b) = any.downcast_ref::<Bytes>() {
+        return Some(b.clone());
+    }
+    any.downcast_ref::<Vec<u8>>()
+        .map(|v| Bytes::copy_from_slice(v))
+}
+
+fn from_raw_bytes<T: 'static>(data: Bytes) -> Option<T> {
+    let boxed: Box<dyn Any> = if TypeId::of::<T>() == TypeId::of::<Bytes>() {
+        Box::new(data)
+    } else if TypeId::of::<T>() == TypeId::of::<Vec<u8>>() {
+        Box::new(Vec::<u8>::from(data))
+    } else {
+        return None;
+    };
+    boxed.downcast::<T>().ok().map(|b| *b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    struct Point {
+        x: i32,
+        label: String,
+    }
+
+    #[test]
+    fn serde_codecs_round_trip() {
+        let p = Point { x: -3, label: "a".into() };
+        for c in [Codec::Postcard, Codec::Json, Codec::MessagePack] {
+            let (b, used) = c.encode(&p).unwrap();
+            assert_eq!(used, c);
+            assert_eq!(used.decode::<Point>(b).unwrap(), p);
+            assert_eq!(c.as_str().parse::<Codec>().unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn bytes_pass_through_without_copy() {
+        let data = Bytes::from(vec![7u8; 1024]);
+        let (b, c) = Codec::Postcard.encode(&data).unwrap();
+        assert_eq!(c, Codec::Raw);
+        assert_eq!(b.as_ptr(), data.as_ptr());
+        let back: Bytes = c.decode(b.clone()).unwrap();
+        assert_eq!(back.as_ptr(), data.as_ptr());
+        let v: Vec<u8> = c.decode(b).unwrap();
+        assert_eq!(v, vec![7u8; 1024]);
+        assert!(c.decode::<String>(data).is_err());
+        let (vb, c) = Codec::Json.encode(&vec![1u8, 2]).unwrap();
+        assert_eq!((c, &vb[..]), (Codec::Raw, &[1u8, 2][..]));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for c in [Codec::Postcard, Codec::Json, Codec::MessagePack] {
+            assert!(c.decode::<Point>(Bytes::from_static(&[0xff, 0x00, 0x13])).is_err());
+            assert!(c.decode::<Point>(Bytes::new()).is_err());
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The file connector: one file per object in a directory.
+//!
+//! Writes are atomic: the bytes go to a hidden temporary file in the same directory, which is
+//! then renamed over the final name, so a reader sees the whole object or none of it and a failed
+//! or cancelled put leaves nothing behind. Keys are validated so that no key can name a path
+//! outside the directory.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{Connector, ConnectorConfig, PutOptions};
+use crate::error::{Error, Result};
+use crate::key::Key;
+
+/// Kind name of this connector.
+pub const KIND: &str = "file";
+
+const TMP_PREFIX: &str = ".tmp-";
+
+/// Options of a [`FileConnector`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileConfig {
+    /// The directory holding the objects; created if missing.
+    pub directory: PathBuf,
+    /// Call `fsync` on each object before it becomes visible (default false, as in Python
+    /// ProxyStore: durable against process crashes, not power loss).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fsync: bool,
+}
+
+/// Objects as files in one directory.
+///
+/// ```
+/// # proxystore::runtime::block_on(async {
+/// use proxystore::connector::{Connector, file::FileConnector};
+/// let dir = tempfile::tempdir()?;
+/// let c = FileConnector::new(dir.path())?;
+/// let key = c.put(bytes::Bytes::from_static(b"data")).await?;
+/// assert!(dir.path().join(key.as_str()).exists());
+/// // Keys that would leave the directory are refused.
+/// assert!(c.get(&"../etc/passwd".into()).await.is_err());
+/// # Ok::<_, Box<dyn std::error::Error>>(()) }).unwrap().unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct FileConnector {
+    config: FileConfig,
+}
+
+impl FileConnector {
+    /// Use (and create) `directory`.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when the directory cannot be created.
+    pub fn new(directory: impl AsRef<Path>) -> Result<Self> {
+        Self::with_config(FileConfig {
+            directory: directory.as_ref().to_path_buf(),
+            fsync: false,
+        })
+    }
+
+    /// Use `config`, creating its directory.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when the directory cannot be created, [`Error::Config`] for an empty
+    /// path.
+    pub fn with_config(mut config: FileConfig) -> Result<Self> {
+        if config.directory.as_os_str().is_empty() {
+            return Err(Error::config("file connector needs a directory"));
+        }
+        std::fs::create_dir_all(&config.directory).map_err(|e| {
+            Error::backend(
+                KIND,
+                format!("create directory {}", config.directory.display()),
+                e,
+            )
+        })?;
+        // An absolute path makes the config usable from any working directory.
+        if let Ok(abs) = std::path::absolute(&config.directory) {
+            config.directory = abs;
+        }
+        Ok(FileConnector { config })
+    }
+
+    /// Build from a [`ConnectorConfig`] of kind `file`.
+    ///
+    /// # Errors
+    /// As for [`FileConnector::with_config`].
+    pub fn from_config(config: &ConnectorConfig) -> Result<Arc<dyn Connector>> {
+        Ok(Arc::new(Self::with_config(config.options()?)?))
+    }
+
+    /// The directory holding the objects.
+    pub fn directory(&self) -> &Path {
+        &self.config.directory
+    }
+
+    /// The path of `key`, after checking that it stays inside the directory.
+    fn path(&self, key: &Key) -> Result<PathBuf> {
+        validate_key(key.as_str())?;
+        Ok(self.config.directory.join(key.as_str()))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| Error::backend(KIND, what, e))?
+            .map_err(|e| io_error(what, e))
+    }
+
+    async fn write_new(&self, key: Key, data: Bytes) -> Result<Key> {
+        let path = self.path(&key)?;
+        let tmp = self
+            .config
+            .directory
+            .join(format!("{TMP_PREFIX}{}", Key::random()));
+        let fsync = self.config.fsync;
+        self.blocking("put", move || {
+            let result = (|| {
+                let mut f = std::fs::File::create_new(&tmp)?;
+                f.write_all(&data)?;
+                if fsync {
+                    f.sync_all()?;
+                }
+                drop(f);
+                std::fs::rename(&tmp, &path)
+            })();
+            if result.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            result
+        })
+        .await?;
+        Ok(key)
+    }
+}
+
+fn io_error(what: &str, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded
+    {
+        return Error::LimitExceeded {
+            message: format!("file connector {what}: {e}"),
+        };
+    }
+    Error::backend(KIND, what, e)
+}
+
+/// Reject keys that are not a plain file name inside the directory.
+pub(crate) fn validate_key(key: &str) -> Result<()> {
+    let reason = if key.is_empty() {
+        Some("empty key")
+    } else if key == "." || key == ".." {
+        Some("a relative path component")
+    } else if key.contains(['/', '\\']) {
+        Some("contains a path separator")
+    } else if key.contains('\0') {
+        Some("contains NUL")
+    } else if key.starts_with(TMP_PREFIX) {
+        Some("reserved prefix")
+    } else if key.len() > 255 {
+        Some("longer than 255 bytes")
+    } else {
+        None
+    };
+    match reason {
+        Some(r) => Err(Error::InvalidKey {
+            connector: KIND.into(),
+            key: key.to_owned(),
+            reason: r.into(),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn not_found_is_none<T>(r: std::io::Result<T>) -> std::io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[async_trait]
+impl Connector for FileConnector {
+    fn kind(&self) -> &str {
+        KIND
+    }
+
+    async fn put_opts(&self, data: Bytes, _options: &PutOptions) -> Result<Key> {
+        self.write_new(Key::random(), data).await
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
+        let path = self.path(key)?;
+        let data = self
+            .blocking("get", move || not_found_is_none(std::fs::read(path)))
+            .await?;
+        Ok(data.map(Bytes::from))
+    }
+
+    async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Option<Bytes>> {
+        let path = self.path(key)?;
+        self.blocking("get_range", move || {
+            let Some(mut f) = not_found_is_none(std::fs::File::open(path))? else {
+                return Ok(None);
+            };
+            let len = f.metadata()?.len();
+            let end = range.end.min(len);
+            let start = range.start.min(end);
+            f.seek(SeekFrom::Start(start))?;
+            let mut buf = Vec::with_capacity((end - start) as usize);
+            f.take(end - start).read_to_end(&mut buf)?;
+            Ok(Some(Bytes::from(buf)))
+        })
+        .await
+    }
+
+    async fn exists(&self, key: &Key) -> Result<bool> {
+        let path = self.path(key)?;
+        self.blocking("exists", move || path.try_exists()).await
+    }
+
+    async fn evict(&self, key: &Key) -> Result<()> {
+        let path = self.path(key)?;
+        self.blocking("evict", move || {
+            not_found_is_none(std::fs::remove_file(path)).map(|_| ())
+        })
+        .await
+    }
+
+    fn config(&self) -> ConnectorConfig {
+        ConnectorConfig::new(
+            KIND,
+            serde_json::json!({ "directory": self.config.directory, "fsync": self.config.fsync }),
+        )
+    }
+
+    async fn new_key(&self, _options: &PutOptions) -> Result<Key> {
+        Ok(Key::random())
+    }
+
+    async fn set(&self, key: &Key, data: Bytes) -> Result<()> {
+        self.write_new(key.clone(), data).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hostile_keys_are_rejected_everywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = dir.path().join("store");
+        let c = FileConnector::new(&inner).unwrap();
+        std::fs::write(dir.path().join("secret"), b"s").unwrap();
+        for k in [
+            "../secret",
+            "..",
+            ".",
+            "",
+            "/etc/passwd",
+            "a/b",
+            "a\\b",
+            "nul\0byte",
+            ".tmp-x",
+        ] {
+            let key = Key::from(k);
+            for r in [
+                c.get(&key).await.map(|_| ()),
+                c.exists(&key).await.map(|_| ()),
+                c.evict(&key).await,
+                c.set(&key, Bytes::from_static(b"x")).await,
+                c.get_range(&key, 0..1).await.map(|_| ()),
+            ] {
+                assert!(
+                    matches!(r, Err(Error::InvalidKey { .. })),
+                    "{k:?} gave {r:?}"
+                );
+            }
+        }
+        assert_eq!(std::fs::read(dir.path().join("secret")).unwrap(), b"s");
+        let unicode = Key::from("données-✓ key with spaces");
+        c.set(&unicode, Bytes::from_static(b"u")).await.unwrap();
+        assert_eq!(c.get(&unicode).await.unwrap().unwrap(), "u");
+    }
+
+    #[tokio::test]
+    async fn failed_put_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = FileConnector::new(dir.path()).unwrap();
+        // Make the directory unwritable by replacing it with a file.
+        std::fs::remove_dir(dir.path()).unwrap();
+        std::fs::write(dir.path(), b"not a dir").unwrap();
+        let err = c.put(Bytes::from_static(b"x")).await.unwrap_err();
+        assert!(matches!(err, Error::Backend { .. }), "{err}");
+        std::fs::remove_file(dir.path()).unwrap();
+    }
+}

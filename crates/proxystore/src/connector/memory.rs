@@ -1,0 +1,178 @@
+//! The in-process memory connector.
+//!
+//! Objects live in a named *segment* shared by every `MemoryConnector` of that segment in the
+//! process, so two stores (or a store rebuilt from a proxy's config) see the same objects. Bytes
+//! are handed out without copying.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{Connector, ConnectorConfig, PutOptions};
+use crate::error::Result;
+use crate::key::Key;
+
+/// Kind name of this connector.
+pub const KIND: &str = "memory";
+
+type Segment = RwLock<HashMap<Key, Bytes>>;
+
+fn segment(name: &str) -> Arc<Segment> {
+    static SEGMENTS: OnceLock<RwLock<HashMap<String, Arc<Segment>>>> = OnceLock::new();
+    let segments = SEGMENTS.get_or_init(Default::default);
+    if let Some(s) = segments
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(name)
+    {
+        return s.clone();
+    }
+    segments
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(name.to_owned())
+        .or_default()
+        .clone()
+}
+
+/// Options of a [`MemoryConnector`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MemoryConfig {
+    /// Segment name (default `default`).
+    pub segment: Option<String>,
+}
+
+/// Process-wide in-memory storage.
+///
+/// ```
+/// # proxystore::runtime::block_on(async {
+/// use proxystore::connector::{Connector, memory::MemoryConnector};
+/// let a = MemoryConnector::new("doc-segment");
+/// let key = a.put(bytes::Bytes::from_static(b"hi")).await?;
+/// // Another connector on the same segment sees the object.
+/// let b = MemoryConnector::new("doc-segment");
+/// assert_eq!(b.get(&key).await?.as_deref(), Some(&b"hi"[..]));
+/// # Ok::<_, proxystore::Error>(()) })??;
+/// # Ok::<_, proxystore::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct MemoryConnector {
+    name: String,
+    data: Arc<Segment>,
+}
+
+impl std::fmt::Debug for MemoryConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryConnector")
+            .field("segment", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryConnector {
+    /// Attach to the segment `name`, creating it if needed.
+    pub fn new(name: &str) -> Self {
+        MemoryConnector {
+            name: name.to_owned(),
+            data: segment(name),
+        }
+    }
+
+    /// Build from a [`ConnectorConfig`] of kind `memory`.
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] when the options do not parse.
+    pub fn from_config(config: &ConnectorConfig) -> Result<Arc<dyn Connector>> {
+        let opts: MemoryConfig = if config.options.is_null() {
+            MemoryConfig::default()
+        } else {
+            config.options()?
+        };
+        Ok(Arc::new(MemoryConnector::new(
+            opts.segment.as_deref().unwrap_or("default"),
+        )))
+    }
+
+    /// Number of objects in the segment.
+    pub fn len(&self) -> usize {
+        self.data.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether the segment holds no objects.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Key, Bytes>> {
+        self.data.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Key, Bytes>> {
+        self.data.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl Connector for MemoryConnector {
+    fn kind(&self) -> &str {
+        KIND
+    }
+
+    async fn put_opts(&self, data: Bytes, _options: &PutOptions) -> Result<Key> {
+        let key = Key::random();
+        self.write().insert(key.clone(), data);
+        Ok(key)
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
+        Ok(self.read().get(key).cloned())
+    }
+
+    async fn exists(&self, key: &Key) -> Result<bool> {
+        Ok(self.read().contains_key(key))
+    }
+
+    async fn evict(&self, key: &Key) -> Result<()> {
+        self.write().remove(key);
+        Ok(())
+    }
+
+    fn config(&self) -> ConnectorConfig {
+        ConnectorConfig::new(KIND, serde_json::json!({ "segment": self.name }))
+    }
+
+    async fn put_batch(&self, data: Vec<Bytes>, _options: &PutOptions) -> Result<Vec<Key>> {
+        let keys: Vec<Key> = data.iter().map(|_| Key::random()).collect();
+        let mut map = self.write();
+        for (k, d) in keys.iter().zip(data) {
+            map.insert(k.clone(), d);
+        }
+        Ok(keys)
+    }
+
+    async fn get_batch(&self, keys: &[Key]) -> Result<Vec<Option<Bytes>>> {
+        let map = self.read();
+        Ok(keys.iter().map(|k| map.get(k).cloned()).collect())
+    }
+
+    async fn evict_batch(&self, keys: &[Key]) -> Result<()> {
+        let mut map = self.write();
+        for k in keys {
+            map.remove(k);
+        }
+        Ok(())
+    }
+
+    async fn new_key(&self, _options: &PutOptions) -> Result<Key> {
+        Ok(Key::random())
+    }
+
+    async fn set(&self, key: &Key, data: Bytes) -> Result<()> {
+        self.write().insert(key.clone(), data);
+        Ok(())
+    }
+}

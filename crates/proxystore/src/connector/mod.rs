@@ -1,0 +1,428 @@
+//! The byte-level storage protocol and its implementations.
+//!
+//! A [`Connector`] moves `Bytes` in and out of one backend. It knows nothing of codecs, caches or
+//! proxies; [`crate::Store`] adds those. Every connector describes itself with a
+//! [`ConnectorConfig`], and any process can rebuild it from that config with [`from_config`]:
+//! this is how a proxy that travelled to another process finds its bytes.
+//!
+//! Built in: [`memory`], [`file`] and [`multi`]. Third parties implement [`Connector`] and call
+//! [`register_connector_kind`] so that their kind can be rebuilt from a reference.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::ops::Range;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::error::{Error, Result};
+use crate::key::Key;
+
+pub mod file;
+pub mod memory;
+pub mod multi;
+
+/// Hints a store passes with a put; connectors that route or label objects use them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// A name for the object (an argument path, a file name); [`multi::MultiConnector`] matches
+    /// its glob patterns against it.
+    pub name: Option<String>,
+    /// Tags the chosen backend must carry (see [`multi::Policy::tags`]).
+    pub tags: Vec<String>,
+}
+
+impl PutOptions {
+    /// Options naming the object.
+    pub fn named(name: impl Into<String>) -> Self {
+        PutOptions {
+            name: Some(name.into()),
+            tags: Vec::new(),
+        }
+    }
+
+    /// Add a required tag.
+    #[must_use]
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+}
+
+/// The byte-level protocol every storage backend implements.
+///
+/// Object-safe and used as `Arc<dyn Connector>`. Only the single-object methods are required;
+/// batch and range methods have default implementations that a backend overrides when it can do
+/// better (one round trip, a ranged read).
+///
+/// Implementations must be cheap to call concurrently from many tasks. Networked connectors
+/// should drive their I/O on [`crate::runtime::io_handle`], so that a proxy resolved synchronously
+/// from any thread or runtime cannot deadlock.
+///
+/// # Cancel safety
+/// Dropping a `put` future may leave the object absent or present, never partial: a later `get`
+/// returns either `None` or the whole object.
+#[async_trait]
+pub trait Connector: Debug + Send + Sync + 'static {
+    /// The kind of this connector, as registered with [`register_connector_kind`].
+    fn kind(&self) -> &str;
+
+    /// Store `data` under a new key chosen by the connector.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] on I/O failure, [`Error::LimitExceeded`] when the backend is full.
+    async fn put_opts(&self, data: Bytes, options: &PutOptions) -> Result<Key>;
+
+    /// The object's bytes, or `None` when the key is absent.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] on I/O failure, [`Error::InvalidKey`] for a key this connector never
+    /// makes.
+    async fn get(&self, key: &Key) -> Result<Option<Bytes>>;
+
+    /// Whether the key is present.
+    ///
+    /// # Errors
+    /// As for [`Connector::get`].
+    async fn exists(&self, key: &Key) -> Result<bool>;
+
+    /// Remove the object. Evicting an absent key is not an error.
+    ///
+    /// # Errors
+    /// As for [`Connector::get`].
+    async fn evict(&self, key: &Key) -> Result<()>;
+
+    /// The configuration that rebuilds this connector in any process (see [`from_config`]).
+    fn config(&self) -> ConnectorConfig;
+
+    /// [`Connector::put_opts`] with default options.
+    ///
+    /// # Errors
+    /// As for [`Connector::put_opts`].
+    async fn put(&self, data: Bytes) -> Result<Key> {
+        self.put_opts(data, &PutOptions::default()).await
+    }
+
+    /// Store many objects; keys come back in input order.
+    ///
+    /// # Errors
+    /// As for [`Connector::put_opts`]; objects stored before a failure stay stored.
+    async fn put_batch(&self, data: Vec<Bytes>, options: &PutOptions) -> Result<Vec<Key>> {
+        let mut keys = Vec::with_capacity(data.len());
+        for d in data {
+            keys.push(self.put_opts(d, options).await?);
+        }
+        Ok(keys)
+    }
+
+    /// Fetch many objects; results come back in input order.
+    ///
+    /// # Errors
+    /// As for [`Connector::get`].
+    async fn get_batch(&self, keys: &[Key]) -> Result<Vec<Option<Bytes>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.get(k).await?);
+        }
+        Ok(out)
+    }
+
+    /// Bytes `range` of the object (clamped to its length), or `None` when the key is absent.
+    ///
+    /// # Errors
+    /// As for [`Connector::get`].
+    async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Option<Bytes>> {
+        Ok(self.get(key).await?.map(|b| slice_range(&b, range)))
+    }
+
+    /// Evict many objects.
+    ///
+    /// # Errors
+    /// As for [`Connector::evict`].
+    async fn evict_batch(&self, keys: &[Key]) -> Result<()> {
+        for k in keys {
+            self.evict(k).await?;
+        }
+        Ok(())
+    }
+
+    /// Reserve a key for an object that will be [`Connector::set`] later (a deferred put).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] unless the connector supports deferred puts.
+    async fn new_key(&self, options: &PutOptions) -> Result<Key> {
+        let _ = options;
+        Err(Error::Unsupported {
+            connector: self.kind().to_owned(),
+            operation: "new_key".into(),
+        })
+    }
+
+    /// Store `data` under a key from [`Connector::new_key`].
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] unless the connector supports deferred puts.
+    async fn set(&self, key: &Key, data: Bytes) -> Result<()> {
+        let _ = (key, data);
+        Err(Error::Unsupported {
+            connector: self.kind().to_owned(),
+            operation: "set".into(),
+        })
+    }
+
+    /// Release resources (connections, files). Further calls may fail.
+    ///
+    /// # Errors
+    /// Backend-specific.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Clamp `range` to `data` and slice it without copying.
+pub(crate) fn slice_range(data: &Bytes, range: Range<u64>) -> Bytes {
+    let len = data.len() as u64;
+    let end = range.end.min(len);
+    let start = range.start.min(end);
+    data.slice(start as usize..end as usize)
+}
+
+/// How to rebuild a connector: its kind and kind-specific options.
+///
+/// Options are a JSON object in every codec, so that any kind (including third-party ones) can
+/// carry nested settings; in binary formats they are written as a JSON string, which keeps
+/// non-self-describing codecs such as postcard able to read them.
+///
+/// ```
+/// use proxystore::connector::ConnectorConfig;
+/// let c = ConnectorConfig::new("memory", serde_json::json!({"segment": "demo"}));
+/// assert_eq!(c.kind, "memory");
+/// ```
+#[derive(Clone, PartialEq)]
+pub struct ConnectorConfig {
+    /// Registered kind, e.g. `file`.
+    pub kind: String,
+    /// Kind-specific options (a JSON object).
+    pub options: serde_json::Value,
+}
+
+impl ConnectorConfig {
+    /// A config of `kind` with `options`.
+    pub fn new(kind: impl Into<String>, options: serde_json::Value) -> Self {
+        ConnectorConfig {
+            kind: kind.into(),
+            options,
+        }
+    }
+
+    /// A config of `kind` from a typed options struct.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `options` does not serialize to JSON.
+    pub fn from_options<O: Serialize>(kind: impl Into<String>, options: &O) -> Result<Self> {
+        Ok(ConnectorConfig::new(
+            kind,
+            serde_json::to_value(options)
+                .map_err(|e| Error::config(format!("connector options: {e}")))?,
+        ))
+    }
+
+    /// The options as a typed struct.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the kind when the options do not fit `O`.
+    pub fn options<O: DeserializeOwned>(&self) -> Result<O> {
+        O::deserialize(&self.options)
+            .map_err(|e| Error::config(format!("{} connector options: {e}", self.kind)))
+    }
+}
+
+/// Keys whose values are never shown by `Debug`.
+const SECRET_OPTION_NAMES: &[&str] = &["password", "token", "secret", "secret_access_key"];
+
+impl Debug for ConnectorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn redact(v: &serde_json::Value) -> serde_json::Value {
+            match v {
+                serde_json::Value::Object(m) => m
+                    .iter()
+                    .map(|(k, v)| {
+                        let secret = SECRET_OPTION_NAMES.iter().any(|s| k.contains(s));
+                        let v = if secret && !v.is_null() {
+                            serde_json::Value::String("<redacted>".into())
+                        } else {
+                            redact(v)
+                        };
+                        (k.clone(), v)
+                    })
+                    .collect(),
+                serde_json::Value::Array(a) => a.iter().map(redact).collect(),
+                other => other.clone(),
+            }
+        }
+        f.debug_struct("ConnectorConfig")
+            .field("kind", &self.kind)
+            .field("options", &redact(&self.options))
+            .finish()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct ReadableConfig {
+    kind: String,
+    #[serde(default)]
+    options: serde_json::Value,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BinaryConfig {
+    kind: String,
+    options: String,
+}
+
+impl Serialize for ConnectorConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            ReadableConfig {
+                kind: self.kind.clone(),
+                options: self.options.clone(),
+            }
+            .serialize(s)
+        } else {
+            BinaryConfig {
+                kind: self.kind.clone(),
+                options: self.options_json(),
+            }
+            .serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ConnectorConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let c = ReadableConfig::deserialize(d)?;
+            Ok(ConnectorConfig::new(c.kind, c.options))
+        } else {
+            let c = BinaryConfig::deserialize(d)?;
+            ConnectorConfig::from_json_options(c.kind, &c.options).map_err(serde::de::Error::custom)
+        }
+    }
+}
+
+impl ConnectorConfig {
+    /// The options as compact JSON text (the form used in binary encodings).
+    pub fn options_json(&self) -> String {
+        if self.options.is_null() {
+            String::new()
+        } else {
+            self.options.to_string()
+        }
+    }
+
+    /// Rebuild from a kind and options as JSON text (empty text means no options).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the text is not JSON.
+    pub fn from_json_options(kind: impl Into<String>, json: &str) -> Result<Self> {
+        let kind = kind.into();
+        let options = if json.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(json)
+                .map_err(|e| Error::config(format!("{kind} connector options are not JSON: {e}")))?
+        };
+        Ok(ConnectorConfig::new(kind, options))
+    }
+}
+
+/// Builds a connector of one kind from its config.
+pub type ConnectorBuilder = fn(&ConnectorConfig) -> Result<Arc<dyn Connector>>;
+
+fn kinds() -> &'static RwLock<BTreeMap<String, ConnectorBuilder>> {
+    static KINDS: OnceLock<RwLock<BTreeMap<String, ConnectorBuilder>>> = OnceLock::new();
+    KINDS.get_or_init(|| {
+        let mut m: BTreeMap<String, ConnectorBuilder> = BTreeMap::new();
+        m.insert(memory::KIND.into(), memory::MemoryConnector::from_config);
+        m.insert(file::KIND.into(), file::FileConnector::from_config);
+        m.insert(multi::KIND.into(), multi::MultiConnector::from_config);
+        RwLock::new(m)
+    })
+}
+
+/// Register (or replace) the builder of a connector kind in this process, so that proxies whose
+/// reference names this kind can be resolved here.
+///
+/// ```
+/// use std::sync::Arc;
+/// use proxystore::connector::{register_connector_kind, Connector, ConnectorConfig};
+/// use proxystore::connector::memory::MemoryConnector;
+///
+/// fn build(config: &ConnectorConfig) -> proxystore::Result<Arc<dyn Connector>> {
+///     // A real third-party kind would parse `config.options` into its own settings.
+///     let segment: String = config.options::<String>()?;
+///     Ok(Arc::new(MemoryConnector::new(&segment)))
+/// }
+/// register_connector_kind("my-kind", build);
+/// let c = proxystore::connector::from_config(&ConnectorConfig::new("my-kind", "seg".into())).unwrap();
+/// assert_eq!(c.kind(), "memory");
+/// ```
+pub fn register_connector_kind(kind: impl Into<String>, builder: ConnectorBuilder) {
+    let mut kinds = kinds().write().unwrap_or_else(|e| e.into_inner());
+    kinds.insert(kind.into(), builder);
+}
+
+/// Kinds that can be rebuilt in this process.
+pub fn registered_connector_kinds() -> Vec<String> {
+    let kinds = kinds().read().unwrap_or_else(|e| e.into_inner());
+    kinds.keys().cloned().collect()
+}
+
+/// Build a connector from its config, looking its kind up among the registered kinds.
+///
+/// # Errors
+/// [`Error::UnknownConnectorKind`] when the kind is not registered (for example a feature is
+/// off), or the kind's own [`Error::Config`].
+pub fn from_config(config: &ConnectorConfig) -> Result<Arc<dyn Connector>> {
+    let builder = {
+        let kinds = kinds().read().unwrap_or_else(|e| e.into_inner());
+        kinds.get(&config.kind).copied()
+    };
+    match builder {
+        Some(build) => build(config),
+        None => Err(Error::UnknownConnectorKind {
+            kind: config.kind.clone(),
+            registered: registered_connector_kinds().join(", "),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_round_trips_in_every_codec_and_redacts() {
+        let c = ConnectorConfig::new(
+            "redis",
+            serde_json::json!({"host": "h", "password": "hunter2", "nested": [{"token": "t"}]}),
+        );
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<ConnectorConfig>(&json).unwrap(), c);
+        let pc = postcard::to_stdvec(&c).unwrap();
+        assert_eq!(postcard::from_bytes::<ConnectorConfig>(&pc).unwrap(), c);
+        let mp = rmp_serde::to_vec(&c).unwrap();
+        assert_eq!(rmp_serde::from_slice::<ConnectorConfig>(&mp).unwrap(), c);
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("hunter2") && !dbg.contains("\"t\""), "{dbg}");
+    }
+
+    #[test]
+    fn unknown_kind_is_typed() {
+        let e = from_config(&ConnectorConfig::new("nope", serde_json::Value::Null)).unwrap_err();
+        assert!(matches!(e, Error::UnknownConnectorKind { ref kind, .. } if kind == "nope"));
+        assert!(e.to_string().contains("memory"));
+    }
+}

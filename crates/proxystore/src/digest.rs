@@ -1,0 +1,181 @@
+//! Content digests recorded at put and checked at resolve.
+
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Which digest a store computes over an object's encoded bytes.
+///
+/// `Xxh3` (the default) is a fast non-cryptographic 64-bit hash that catches truncation and
+/// corruption at memory speed; `Blake3` is cryptographic, for when tamper evidence matters;
+/// `None` skips the digest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DigestAlgorithm {
+    /// No digest.
+    None,
+    /// XXH3-64.
+    #[default]
+    Xxh3,
+    /// BLAKE3-256.
+    Blake3,
+}
+
+impl DigestAlgorithm {
+    /// Digest of `data`, or `None` for [`DigestAlgorithm::None`].
+    pub fn digest(self, data: &[u8]) -> Option<Digest> {
+        match self {
+            DigestAlgorithm::None => None,
+            DigestAlgorithm::Xxh3 => Some(Digest::Xxh3(xxhash_rust::xxh3::xxh3_64(data))),
+            DigestAlgorithm::Blake3 => Some(Digest::Blake3(*blake3::hash(data).as_bytes())),
+        }
+    }
+
+    /// Identifier used in configs and references.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DigestAlgorithm::None => "none",
+            DigestAlgorithm::Xxh3 => "xxh3",
+            DigestAlgorithm::Blake3 => "blake3",
+        }
+    }
+}
+
+impl FromStr for DigestAlgorithm {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(DigestAlgorithm::None),
+            "xxh3" => Ok(DigestAlgorithm::Xxh3),
+            "blake3" => Ok(DigestAlgorithm::Blake3),
+            other => Err(Error::config(format!(
+                "unknown digest algorithm '{other}' (expected none, xxh3 or blake3)"
+            ))),
+        }
+    }
+}
+
+/// A content digest. Written as `algorithm:hex`, e.g. `xxh3:9f86d081884c7d65`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Digest {
+    /// XXH3-64 value.
+    Xxh3(u64),
+    /// BLAKE3-256 value.
+    Blake3([u8; 32]),
+}
+
+impl Digest {
+    /// The algorithm that produced this digest.
+    pub fn algorithm(&self) -> DigestAlgorithm {
+        match self {
+            Digest::Xxh3(_) => DigestAlgorithm::Xxh3,
+            Digest::Blake3(_) => DigestAlgorithm::Blake3,
+        }
+    }
+
+    /// Whether `data` has this digest.
+    pub fn matches(&self, data: &[u8]) -> bool {
+        self.algorithm().digest(data).as_ref() == Some(self)
+    }
+
+    /// The raw digest bytes (big-endian for XXH3).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Digest::Xxh3(v) => v.to_be_bytes().to_vec(),
+            Digest::Blake3(b) => b.to_vec(),
+        }
+    }
+
+    /// Rebuild from an algorithm and raw bytes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidReference`] when the length does not fit the algorithm.
+    pub fn from_parts(algorithm: DigestAlgorithm, bytes: &[u8]) -> Result<Option<Self>> {
+        let bad = || Error::InvalidReference {
+            reason: format!(
+                "{} digest of {} bytes has the wrong length",
+                algorithm.as_str(),
+                bytes.len()
+            ),
+        };
+        Ok(match algorithm {
+            DigestAlgorithm::None => None,
+            DigestAlgorithm::Xxh3 => Some(Digest::Xxh3(u64::from_be_bytes(
+                bytes.try_into().map_err(|_| bad())?,
+            ))),
+            DigestAlgorithm::Blake3 => Some(Digest::Blake3(bytes.try_into().map_err(|_| bad())?)),
+        })
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.algorithm().as_str())?;
+        f.write_str(":")?;
+        for b in self.to_bytes() {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for Digest {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |reason: &str| Error::InvalidReference {
+            reason: format!("digest {s:?}: {reason}"),
+        };
+        let (alg, hex) = s.split_once(':').ok_or_else(|| bad("expected algorithm:hex"))?;
+        let alg: DigestAlgorithm = alg.parse().map_err(|_| bad("unknown algorithm"))?;
+        if hex.len() % 2 != 0 || !hex.is_ascii() {
+            return Err(bad("not hexadecimal"));
+        }
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| bad("not hexadecimal"))?;
+        Digest::from_parts(alg, &bytes)?.ok_or_else(|| bad("algorithm none has no value"))
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_round_trip_and_detect_change() {
+        for alg in [DigestAlgorithm::Xxh3, DigestAlgorithm::Blake3] {
+            let d = alg.digest(b"hello").unwrap();
+            assert!(d.matches(b"hello"));
+            assert!(!d.matches(b"hellp"));
+            let s = d.to_string();
+            assert_eq!(s.parse::<Digest>().unwrap(), d);
+        }
+        assert!(DigestAlgorithm::None.digest(b"x").is_none());
+        for bad in ["", "xxh3", "md5:00", "xxh3:zz", "xxh3:00", "blake3:0011", "xxh3:é0"] {
+            assert!(bad.parse::<Digest>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The one error type of the library.
+
+use std::time::Duration;
+
+use crate::key::Key;
+
+/// A boxed error from a lower layer (a backend client, a codec, the OS).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in ProxyStore, as data.
+///
+/// Variants carry the store and key they concern where those are known, so that a message in a
+/// log says which object failed. Match on the variant, not on the message; new variants may be
+/// added in minor releases.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key is not in the store (never put, evicted, or expired).
+    #[error("object {key} not found in store '{store}'")]
+    NotFound {
+        /// Store name (or connector kind when no store is involved).
+        store: String,
+        /// The missing key.
+        key: Key,
+    },
+
+    /// The backend failed: I/O error, lost connection, server error.
+    #[error("{connector} connector: {message}")]
+    Backend {
+        /// Connector kind, e.g. `file` or `redis`.
+        connector: String,
+        /// What was being done.
+        message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// An object could not be encoded by the store's codec.
+    #[error("cannot encode {type_name} with {codec}: {source}")]
+    Encode {
+        /// Rust type that was being encoded.
+        type_name: String,
+        /// Codec identifier.
+        codec: String,
+        /// Codec error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// Stored bytes could not be decoded into the requested type.
+    #[error("cannot decode object {key} of store '{store}' as {type_name} with {codec}: {source}")]
+    Decode {
+        /// Store name.
+        store: String,
+        /// The key of the object.
+        key: Key,
+        /// Requested Rust type.
+        type_name: String,
+        /// Codec identifier.
+        codec: String,
+        /// Codec error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The bytes read do not match the digest recorded when the object was put.
+    #[error("digest mismatch for object {key} of store '{store}': expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// Store name.
+        store: String,
+        /// The key of the object.
+        key: Key,
+        /// Digest recorded in the reference.
+        expected: String,
+        /// Digest of the bytes read.
+        actual: String,
+    },
+
+    /// Serialized reference bytes are corrupt, truncated or not a reference.
+    #[error("invalid proxy reference: {reason}")]
+    InvalidReference {
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A reference written by a newer, incompatible format version.
+    #[error("proxy reference format version {found} is not supported (this build reads up to {supported})")]
+    UnsupportedVersion {
+        /// Version found in the reference.
+        found: u32,
+        /// Highest version this build reads.
+        supported: u32,
+    },
+
+    /// No connector kind of that name is registered in this process.
+    #[error(
+        "unknown connector kind '{kind}' (registered: {registered}); enable its cargo feature or call register_connector_kind"
+    )]
+    UnknownConnectorKind {
+        /// The kind asked for.
+        kind: String,
+        /// Kinds registered in this process, comma separated.
+        registered: String,
+    },
+
+    /// A configuration is invalid.
+    #[error("invalid configuration: {message}")]
+    Config {
+        /// What is wrong.
+        message: String,
+    },
+
+    /// A key is not acceptable to this connector (for example it would escape a directory).
+    #[error("invalid key {key:?} for {connector} connector: {reason}")]
+    InvalidKey {
+        /// Connector kind.
+        connector: String,
+        /// The rejected key.
+        key: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+
+    /// Missing or wrong credentials.
+    #[error("unauthorized: {message}")]
+    Unauthorized {
+        /// Details from the backend.
+        message: String,
+    },
+
+    /// A size, count or quota limit was exceeded.
+    #[error("limit exceeded: {message}")]
+    LimitExceeded {
+        /// Which limit.
+        message: String,
+    },
+
+    /// An operation did not finish in time.
+    #[error("{operation} timed out after {after:?}")]
+    Timeout {
+        /// What was being done.
+        operation: String,
+        /// The configured timeout.
+        after: Duration,
+    },
+
+    /// The connector does not support this operation.
+    #[error("{connector} connector does not support {operation}")]
+    Unsupported {
+        /// Connector kind.
+        connector: String,
+        /// Operation name.
+        operation: String,
+    },
+
+    /// A store of this name is already registered with a different configuration.
+    #[error("a different store named '{name}' is already registered")]
+    StoreExists {
+        /// Store name.
+        name: String,
+    },
+}
+
+impl Error {
+    /// A backend error with a source.
+    pub fn backend(
+        connector: impl Into<String>,
+        message: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::Backend {
+            connector: connector.into(),
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A configuration error.
+    pub fn config(message: impl Into<String>) -> Self {
+        Error::Config {
+            message: message.into(),
+        }
+    }
+
+    /// Whether retrying the same operation later may succeed (backend hiccups and timeouts),
+    /// as opposed to errors that will repeat (bad input, missing objects, bad credentials).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Backend { .. } | Error::Timeout { .. })
+    }
+
+    /// Whether this error means the object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_store_and_key() {
+        let e = Error::NotFound {
+            store: "s".into(),
+            key: Key::from("k1"),
+        };
+        assert_eq!(e.to_string(), "object k1 not found in store 's'");
+        assert!(!e.is_retryable());
+        assert!(e.is_not_found());
+        let e = Error::backend("redis", "get", std::io::Error::other("reset"));
+        assert!(e.is_retryable());
+        assert!(std::error::Error::source(&e).is_some());
+    }
+}

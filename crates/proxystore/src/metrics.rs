@@ -1,0 +1,108 @@
+//! Per-store operation metrics: counts, bytes and time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Counters of one operation kind.
+#[derive(Default)]
+pub(crate) struct OpCounter {
+    count: AtomicU64,
+    bytes: AtomicU64,
+    nanos: AtomicU64,
+}
+
+impl OpCounter {
+    pub(crate) fn record(&self, bytes: u64, elapsed: Duration) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.nanos
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> OpStats {
+        OpStats {
+            count: self.count.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            time: Duration::from_nanos(self.nanos.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// Totals of one operation kind since the store was built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OpStats {
+    /// Number of completed operations (successful or not).
+    pub count: u64,
+    /// Payload bytes moved.
+    pub bytes: u64,
+    /// Total time spent.
+    pub time: Duration,
+}
+
+impl OpStats {
+    /// Mean time per operation, zero when none ran.
+    pub fn mean(&self) -> Duration {
+        if self.count == 0 {
+            Duration::ZERO
+        } else {
+            self.time / self.count as u32
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Metrics {
+    pub(crate) put: OpCounter,
+    pub(crate) get: OpCounter,
+    pub(crate) exists: OpCounter,
+    pub(crate) evict: OpCounter,
+    pub(crate) resolve: OpCounter,
+    pub(crate) cache_hits: AtomicU64,
+    pub(crate) cache_misses: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn hit(&self) {
+        self.cache_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn miss(&self) {
+        self.cache_misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> StoreMetrics {
+        StoreMetrics {
+            put: self.put.snapshot(),
+            get: self.get.snapshot(),
+            exists: self.exists.snapshot(),
+            evict: self.evict.snapshot(),
+            resolve: self.resolve.snapshot(),
+            cache_hits: self.cache_hits.load(Ordering::Relaxed),
+            cache_misses: self.cache_misses.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A snapshot of a store's metrics.
+///
+/// `get` counts connector reads (cache misses of `get` and resolves); `resolve` counts proxy
+/// resolves, whether served from cache or not.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StoreMetrics {
+    /// Puts (one per object, batches included).
+    pub put: OpStats,
+    /// Reads from the connector.
+    pub get: OpStats,
+    /// Existence checks.
+    pub exists: OpStats,
+    /// Evictions.
+    pub evict: OpStats,
+    /// Proxy resolves.
+    pub resolve: OpStats,
+    /// Gets and resolves served from the cache.
+    pub cache_hits: u64,
+    /// Gets and resolves that went to the connector.
+    pub cache_misses: u64,
+}

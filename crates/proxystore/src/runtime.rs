@@ -1,0 +1,154 @@
+//! The library's own I/O runtime, and running async work from sync code.
+//!
+//! A proxy resolves on first `Deref`, which is synchronous and may happen anywhere: on a plain
+//! thread, inside a multi-thread tokio runtime, or inside a current-thread runtime (every default
+//! `#[tokio::test]`). Blocking on the caller's runtime panics or deadlocks in some of those places,
+//! so the library owns a small multi-thread runtime: sync callers spawn the work there and wait
+//! for it (inside `block_in_place` when that is allowed), and networked connectors drive their
+//! connections there, so that their I/O never depends on a runtime the caller may be blocking.
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::runtime::{Handle, RuntimeFlavor};
+
+use crate::error::{Error, Result};
+
+static TIMEOUT_MS: AtomicU64 = AtomicU64::new(300_000);
+
+/// Handle to the library's I/O runtime (two worker threads, started on first use).
+///
+/// # Panics
+/// Never in practice: if the OS refuses to start the threads, the process cannot do I/O; this is
+/// the one place the library aborts with a message.
+pub fn io_handle() -> &'static Handle {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        #[allow(clippy::expect_used)]
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("proxystore-io")
+            .enable_all()
+            .build()
+            .expect("proxystore: cannot start the I/O runtime threads")
+    })
+    .handle()
+}
+
+/// How long a synchronous resolve waits before giving up with [`Error::Timeout`]
+/// (default 300 s; `PROXYSTORE_RESOLVE_TIMEOUT_SECS` sets it at start-up).
+pub fn blocking_timeout() -> Duration {
+    static FROM_ENV: OnceLock<()> = OnceLock::new();
+    FROM_ENV.get_or_init(|| {
+        if let Some(secs) = std::env::var("PROXYSTORE_RESOLVE_TIMEOUT_SECS")
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|s| *s > 0.0)
+        {
+            TIMEOUT_MS.store((secs * 1000.0) as u64, Ordering::Relaxed);
+        }
+    });
+    Duration::from_millis(TIMEOUT_MS.load(Ordering::Relaxed))
+}
+
+/// Set the timeout of synchronous resolves in this process.
+pub fn set_blocking_timeout(timeout: Duration) {
+    let _ = blocking_timeout();
+    TIMEOUT_MS.store(timeout.as_millis() as u64, Ordering::Relaxed);
+}
+
+/// Run `fut` to completion from synchronous code, wherever that code runs.
+///
+/// Outside any runtime it blocks on the I/O runtime. Inside a runtime it spawns `fut` on the I/O
+/// runtime and waits for it, in `block_in_place` on a multi-thread runtime so that other tasks
+/// keep running. It never panics and never deadlocks on the caller's runtime, because `fut` does
+/// not run there.
+///
+/// ```
+/// let v = proxystore::runtime::block_on(async { 40 + 2 }).unwrap();
+/// assert_eq!(v, 42);
+/// ```
+///
+/// # Errors
+/// [`Error::Timeout`] after [`blocking_timeout`]; `fut` is then left to finish in the background.
+pub fn block_on<F>(fut: F) -> Result<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let timeout = blocking_timeout();
+    let Ok(current) = Handle::try_current() else {
+        return io_handle()
+            .block_on(async { tokio::time::timeout(timeout, fut).await })
+            .map_err(|_| timeout_error(timeout));
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    io_handle().spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    let wait = move || rx.recv_timeout(timeout);
+    let out = match current.runtime_flavor() {
+        RuntimeFlavor::MultiThread => tokio::task::block_in_place(wait),
+        _ => wait(),
+    };
+    out.map_err(|_| timeout_error(timeout))
+}
+
+fn timeout_error(after: Duration) -> Error {
+    Error::Timeout {
+        operation: "synchronous resolve".into(),
+        after,
+    }
+}
+
+/// Run `fut` on the I/O runtime and await it from any runtime.
+///
+/// Networked connectors wrap their operations in this, so that their connections belong to the
+/// I/O runtime.
+///
+/// # Errors
+/// [`Error::Backend`] if the task panicked or the runtime is shutting down.
+pub async fn spawn_io<F>(fut: F) -> Result<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    io_handle()
+        .spawn(fut)
+        .await
+        .map_err(|e| Error::backend("runtime", "I/O task failed", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn works_outside_a_runtime() {
+        assert_eq!(block_on(async { 1 }).unwrap(), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn works_in_current_thread_runtime() {
+        assert_eq!(block_on(async { 2 }).unwrap(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn works_in_multi_thread_runtime() {
+        assert_eq!(block_on(async { 3 }).unwrap(), 3);
+        let v = tokio::task::spawn_blocking(|| block_on(async { 4 }).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(v, 4);
+    }
+
+    #[test]
+    fn works_on_the_io_runtime_itself() {
+        let v = io_handle()
+            .block_on(io_handle().spawn(async { block_on(async { 5 }).unwrap() }))
+            .unwrap();
+        assert_eq!(v, 5);
+    }
+}

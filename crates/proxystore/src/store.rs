@@ -1,0 +1,635 @@
+//! The store: a named connector plus a codec, a cache of decoded objects, and metrics.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::cache::ObjectCache;
+use crate::codec::Codec;
+use crate::connector::{self, Connector, ConnectorConfig, PutOptions};
+use crate::digest::{Digest, DigestAlgorithm};
+use crate::error::{Error, Result};
+use crate::key::Key;
+use crate::lifetime::{Lifetime, OwnedProxy};
+use crate::metrics::{Metrics, StoreMetrics};
+use crate::proxy::{Factory, Proxy};
+use crate::reference::Reference;
+
+/// Default byte bound of the decoded-object cache: 256 MiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
+
+/// Everything needed to rebuild a store in another process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoreConfig {
+    /// Store name, unique within a process's registry.
+    pub name: String,
+    /// The connector.
+    pub connector: ConnectorConfig,
+    /// Codec of new objects (default postcard; byte payloads are always raw).
+    #[serde(default)]
+    pub codec: Codec,
+    /// Byte bound of the cache of decoded objects (default 256 MiB; 0 turns it off).
+    #[serde(default = "default_cache_bytes")]
+    pub cache_bytes: u64,
+    /// Digest recorded for new objects (default xxh3).
+    #[serde(default)]
+    pub digest: DigestAlgorithm,
+    /// Check digests on resolve (default true).
+    #[serde(default = "yes")]
+    pub verify_digest: bool,
+}
+
+fn default_cache_bytes() -> u64 {
+    DEFAULT_CACHE_BYTES
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl StoreConfig {
+    /// A config with default settings.
+    pub fn new(name: impl Into<String>, connector: ConnectorConfig) -> Self {
+        StoreConfig {
+            name: name.into(),
+            connector,
+            codec: Codec::default(),
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            digest: DigestAlgorithm::default(),
+            verify_digest: true,
+        }
+    }
+}
+
+/// Anything that can become the connector of a store: a connector value or an
+/// `Arc<dyn Connector>`.
+pub trait IntoConnector {
+    /// Wrap into a shared trait object.
+    fn into_connector(self) -> Arc<dyn Connector>;
+}
+
+impl<C: Connector> IntoConnector for C {
+    fn into_connector(self) -> Arc<dyn Connector> {
+        Arc::new(self)
+    }
+}
+
+impl IntoConnector for Arc<dyn Connector> {
+    fn into_connector(self) -> Arc<dyn Connector> {
+        self
+    }
+}
+
+/// Options of a proxy made by [`Store::proxy_with`].
+#[derive(Default)]
+pub struct ProxyOptions<'a> {
+    /// Evict the object once the proxy resolves (a one-shot hand-off).
+    pub evict_on_resolve: bool,
+    /// Put hints (name, tags) for routing connectors.
+    pub put: PutOptions,
+    /// A lifetime that takes ownership of the object.
+    pub lifetime: Option<&'a dyn Lifetime>,
+}
+
+impl std::fmt::Debug for ProxyOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyOptions")
+            .field("evict_on_resolve", &self.evict_on_resolve)
+            .field("put", &self.put)
+            .field("lifetime", &self.lifetime.is_some())
+            .finish()
+    }
+}
+
+/// Where and how one object was stored.
+struct Stored {
+    key: Key,
+    size: u64,
+    digest: Option<Digest>,
+    codec: Codec,
+}
+
+pub(crate) struct StoreInner {
+    config: StoreConfig,
+    connector: Arc<dyn Connector>,
+    cache: ObjectCache,
+    metrics: Metrics,
+}
+
+/// A named connector with a codec, a byte-bounded cache of decoded objects, and metrics.
+///
+/// Cheap to clone: clones share the connector, cache and metrics.
+///
+/// ```
+/// # proxystore::runtime::block_on(async {
+/// use proxystore::{Store, connector::memory::MemoryConnector};
+/// let store = Store::new("doc-store", MemoryConnector::new("doc-store"));
+/// let key = store.put(&vec![1.0f64, 2.0, 3.0]).await?;
+/// let back: Vec<f64> = store.get(&key).await?.expect("present");
+/// assert_eq!(back, [1.0, 2.0, 3.0]);
+///
+/// // A proxy is a small reference; it fetches on first use.
+/// let proxy = store.proxy(&String::from("hello")).await?;
+/// assert!(!proxy.is_resolved());
+/// assert_eq!(proxy.resolve().await?.len(), 5);
+/// # Ok::<_, proxystore::Error>(()) })??;
+/// # Ok::<_, proxystore::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<StoreInner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("name", &self.inner.config.name)
+            .field("connector", &self.inner.connector)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Store`] with non-default settings.
+#[derive(Debug)]
+pub struct StoreBuilder {
+    config: StoreConfig,
+    connector: Arc<dyn Connector>,
+}
+
+impl StoreBuilder {
+    /// Codec for new objects.
+    #[must_use]
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.config.codec = codec;
+        self
+    }
+
+    /// Byte bound of the decoded-object cache (0 disables it).
+    #[must_use]
+    pub fn cache_bytes(mut self, bytes: u64) -> Self {
+        self.config.cache_bytes = bytes;
+        self
+    }
+
+    /// Digest recorded for new objects.
+    #[must_use]
+    pub fn digest(mut self, digest: DigestAlgorithm) -> Self {
+        self.config.digest = digest;
+        self
+    }
+
+    /// Whether resolves check digests.
+    #[must_use]
+    pub fn verify_digest(mut self, verify: bool) -> Self {
+        self.config.verify_digest = verify;
+        self
+    }
+
+    /// Build the store.
+    pub fn build(self) -> Store {
+        Store::from_parts(self.config, self.connector)
+    }
+}
+
+impl Store {
+    /// A store named `name` over `connector`, with default settings.
+    pub fn new(name: impl Into<String>, connector: impl IntoConnector) -> Self {
+        Store::builder(name, connector).build()
+    }
+
+    /// A builder for a store named `name` over `connector`.
+    pub fn builder(name: impl Into<String>, connector: impl IntoConnector) -> StoreBuilder {
+        let connector = connector.into_connector();
+        StoreBuilder {
+            config: StoreConfig::new(name, connector.config()),
+            connector,
+        }
+    }
+
+    /// Rebuild a store from its config (building the connector through the registered kinds).
+    ///
+    /// # Errors
+    /// [`Error::UnknownConnectorKind`] or the connector's [`Error::Config`].
+    pub fn from_config(config: StoreConfig) -> Result<Self> {
+        let connector = connector::from_config(&config.connector)?;
+        Ok(Store::from_parts(config, connector))
+    }
+
+    fn from_parts(config: StoreConfig, connector: Arc<dyn Connector>) -> Self {
+        Store {
+            inner: Arc::new(StoreInner {
+                cache: ObjectCache::new(config.cache_bytes),
+                config,
+                connector,
+                metrics: Metrics::default(),
+            }),
+        }
+    }
+
+    /// The store's name.
+    pub fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    /// The store's configuration.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// The connector underneath.
+    pub fn connector(&self) -> &Arc<dyn Connector> {
+        &self.inner.connector
+    }
+
+    /// A snapshot of the store's metrics.
+    pub fn metrics(&self) -> StoreMetrics {
+        self.inner.metrics.snapshot()
+    }
+
+    /// Number of objects in the decoded-object cache.
+    pub fn cache_len(&self) -> usize {
+        self.inner.cache.len()
+    }
+
+    /// Bytes accounted to the decoded-object cache.
+    pub fn cache_bytes(&self) -> u64 {
+        self.inner.cache.bytes()
+    }
+
+    /// Empty the decoded-object cache.
+    pub fn clear_cache(&self) {
+        self.inner.cache.clear();
+    }
+
+    /// Whether two handles are the same store.
+    pub fn ptr_eq(&self, other: &Store) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    async fn put_object<T: Serialize + 'static>(
+        &self,
+        obj: &T,
+        options: &PutOptions,
+    ) -> Result<Stored> {
+        let start = Instant::now();
+        let (data, codec) = self.inner.config.codec.encode(obj)?;
+        let size = data.len() as u64;
+        let digest = self.inner.config.digest.digest(&data);
+        let key = self.inner.connector.put_opts(data, options).await;
+        self.inner.metrics.put.record(size, start.elapsed());
+        Ok(Stored {
+            key: key?,
+            size,
+            digest,
+            codec,
+        })
+    }
+
+    /// Encode `obj` and store it under a new key.
+    ///
+    /// `Bytes` are stored without a copy, `Vec<u8>` with one; other types go through the
+    /// store's codec.
+    ///
+    /// # Errors
+    /// [`Error::Encode`], or the connector's error.
+    pub async fn put<T: Serialize + 'static>(&self, obj: &T) -> Result<Key> {
+        Ok(self.put_object(obj, &PutOptions::default()).await?.key)
+    }
+
+    /// [`Store::put`] with routing hints.
+    ///
+    /// # Errors
+    /// As for [`Store::put`].
+    pub async fn put_with<T: Serialize + 'static>(
+        &self,
+        obj: &T,
+        options: &PutOptions,
+    ) -> Result<Key> {
+        Ok(self.put_object(obj, options).await?.key)
+    }
+
+    async fn put_objects<T: Serialize + 'static>(
+        &self,
+        objs: &[T],
+        options: &PutOptions,
+    ) -> Result<Vec<Stored>> {
+        let start = Instant::now();
+        let mut encoded = Vec::with_capacity(objs.len());
+        let mut meta = Vec::with_capacity(objs.len());
+        for obj in objs {
+            let (data, codec) = self.inner.config.codec.encode(obj)?;
+            meta.push((data.len() as u64, self.inner.config.digest.digest(&data), codec));
+            encoded.push(data);
+        }
+        let keys = self.inner.connector.put_batch(encoded, options).await?;
+        if keys.len() != meta.len() {
+            return Err(Error::Backend {
+                connector: self.inner.connector.kind().to_owned(),
+                message: format!("put_batch returned {} keys for {}", keys.len(), meta.len()),
+                source: None,
+            });
+        }
+        let total: u64 = meta.iter().map(|m| m.0).sum();
+        self.inner.metrics.put.record(total, start.elapsed());
+        Ok(keys
+            .into_iter()
+            .zip(meta)
+            .map(|(key, (size, digest, codec))| Stored {
+                key,
+                size,
+                digest,
+                codec,
+            })
+            .collect())
+    }
+
+    /// Store many objects in one connector call where the connector supports it.
+    ///
+    /// # Errors
+    /// As for [`Store::put`].
+    pub async fn put_batch<T: Serialize + 'static>(&self, objs: &[T]) -> Result<Vec<Key>> {
+        Ok(self
+            .put_objects(objs, &PutOptions::default())
+            .await?
+            .into_iter()
+            .map(|s| s.key)
+            .collect())
+    }
+
+    /// The object under `key` as a shared `Arc<T>`, from the cache when possible.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] when the bytes are not a `T`, or the connector's error.
+    pub async fn get_shared<T>(&self, key: &Key) -> Result<Option<Arc<T>>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        if let Some(hit) = self.inner.cache.get::<T>(key) {
+            self.inner.metrics.hit();
+            return Ok(Some(hit));
+        }
+        self.inner.metrics.miss();
+        let Some(data) = self.fetch(key).await? else {
+            return Ok(None);
+        };
+        let codec = codec_for::<T>(self.inner.config.codec);
+        let size = data.len() as u64;
+        let obj = Arc::new(self.decode::<T>(key, codec, data)?);
+        self.inner.cache.insert(key.clone(), obj.clone(), size);
+        Ok(Some(obj))
+    }
+
+    /// The object under `key`, or `None` when absent. A second get of a key is served from the
+    /// cache without connector I/O.
+    ///
+    /// `T: Clone` because the cache keeps its own copy: use `Bytes` or `Arc<U>` for large
+    /// objects to make that clone free, or [`Store::get_shared`].
+    ///
+    /// # Errors
+    /// As for [`Store::get_shared`].
+    pub async fn get<T>(&self, key: &Key) -> Result<Option<T>>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        Ok(self
+            .get_shared::<T>(key)
+            .await?
+            .map(|a| Arc::try_unwrap(a).unwrap_or_else(|a| (*a).clone())))
+    }
+
+    /// The stored bytes under `key`, bypassing codec and cache.
+    ///
+    /// # Errors
+    /// The connector's error.
+    pub async fn get_bytes(&self, key: &Key) -> Result<Option<Bytes>> {
+        self.fetch(key).await
+    }
+
+    async fn fetch(&self, key: &Key) -> Result<Option<Bytes>> {
+        let start = Instant::now();
+        let data = self.inner.connector.get(key).await;
+        let n = data
+            .as_ref()
+            .ok()
+            .and_then(|d| d.as_ref())
+            .map_or(0, |d| d.len() as u64);
+        self.inner.metrics.get.record(n, start.elapsed());
+        data
+    }
+
+    fn decode<T: DeserializeOwned + 'static>(&self, key: &Key, codec: Codec, data: Bytes) -> Result<T> {
+        codec.decode::<T>(data).map_err(|source| Error::Decode {
+            store: self.name().to_owned(),
+            key: key.clone(),
+            type_name: std::any::type_name::<T>().to_owned(),
+            codec: codec.as_str().to_owned(),
+            source,
+        })
+    }
+
+    /// The object a reference points to: cache, then connector, checking size and digest.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::DigestMismatch`], [`Error::Decode`], or the connector's
+    /// error.
+    pub async fn get_by_reference<T>(&self, reference: &Reference) -> Result<Arc<T>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        let start = Instant::now();
+        let result = self.resolve_inner::<T>(reference).await;
+        self.inner
+            .metrics
+            .resolve
+            .record(reference.size, start.elapsed());
+        result
+    }
+
+    async fn resolve_inner<T>(&self, r: &Reference) -> Result<Arc<T>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        if let Some(hit) = self.cached::<T>(&r.key) {
+            return Ok(hit);
+        }
+        self.inner.metrics.miss();
+        let data = self.fetch(&r.key).await?.ok_or_else(|| Error::NotFound {
+            store: self.name().to_owned(),
+            key: r.key.clone(),
+        })?;
+        if self.inner.config.verify_digest {
+            if let Some(expected) = r.digest {
+                if !expected.matches(&data) {
+                    let actual = expected
+                        .algorithm()
+                        .digest(&data)
+                        .map_or_else(String::new, |d| d.to_string());
+                    return Err(Error::DigestMismatch {
+                        store: self.name().to_owned(),
+                        key: r.key.clone(),
+                        expected: expected.to_string(),
+                        actual: format!("{actual} ({} bytes)", data.len()),
+                    });
+                }
+            } else if r.size != 0 && r.size != data.len() as u64 {
+                return Err(Error::DigestMismatch {
+                    store: self.name().to_owned(),
+                    key: r.key.clone(),
+                    expected: format!("{} bytes", r.size),
+                    actual: format!("{} bytes", data.len()),
+                });
+            }
+        }
+        let size = data.len() as u64;
+        let obj = Arc::new(self.decode::<T>(&r.key, r.codec, data)?);
+        if r.evict_on_resolve {
+            self.evict(&r.key).await?;
+        } else {
+            self.inner.cache.insert(r.key.clone(), obj.clone(), size);
+        }
+        Ok(obj)
+    }
+
+    /// The cached object of `key`, counting a hit. No I/O.
+    pub(crate) fn cached<T: Send + Sync + 'static>(&self, key: &Key) -> Option<Arc<T>> {
+        let hit = self.inner.cache.get::<T>(key)?;
+        self.inner.metrics.hit();
+        Some(hit)
+    }
+
+    /// Whether `key` is present (in the cache or the connector).
+    ///
+    /// # Errors
+    /// The connector's error.
+    pub async fn exists(&self, key: &Key) -> Result<bool> {
+        let start = Instant::now();
+        let r = self.inner.connector.exists(key).await;
+        self.inner.metrics.exists.record(0, start.elapsed());
+        r
+    }
+
+    /// Remove `key` from the cache and the connector. Evicting an absent key is not an error.
+    ///
+    /// # Errors
+    /// The connector's error.
+    pub async fn evict(&self, key: &Key) -> Result<()> {
+        let start = Instant::now();
+        self.inner.cache.remove(key);
+        let r = self.inner.connector.evict(key).await;
+        self.inner.metrics.evict.record(0, start.elapsed());
+        r
+    }
+
+    /// Evict many keys.
+    ///
+    /// # Errors
+    /// The connector's error.
+    pub async fn evict_batch(&self, keys: &[Key]) -> Result<()> {
+        let start = Instant::now();
+        for k in keys {
+            self.inner.cache.remove(k);
+        }
+        let r = self.inner.connector.evict_batch(keys).await;
+        self.inner.metrics.evict.record(0, start.elapsed());
+        r
+    }
+
+    fn reference<T: 'static>(&self, stored: Stored, evict_on_resolve: bool) -> Reference {
+        let mut r = Reference::new(
+            self.name(),
+            self.inner.config.connector.clone(),
+            stored.key,
+        );
+        r.size = stored.size;
+        r.digest = stored.digest;
+        r.codec = stored.codec;
+        r.type_name = std::any::type_name::<T>().to_owned();
+        r.evict_on_resolve = evict_on_resolve;
+        r
+    }
+
+    fn proxy_of<T>(&self, reference: Reference) -> Proxy<T> {
+        Proxy::from_factory(Factory::with_store(reference, self.clone()))
+    }
+
+    /// Put `obj` and return a lazy proxy to it.
+    ///
+    /// # Errors
+    /// As for [`Store::put`].
+    pub async fn proxy<T: Serialize + 'static>(&self, obj: &T) -> Result<Proxy<T>> {
+        self.proxy_with(obj, ProxyOptions::default()).await
+    }
+
+    /// [`Store::proxy`] with options (evict on resolve, routing hints, a lifetime).
+    ///
+    /// # Errors
+    /// As for [`Store::put`].
+    pub async fn proxy_with<T: Serialize + 'static>(
+        &self,
+        obj: &T,
+        options: ProxyOptions<'_>,
+    ) -> Result<Proxy<T>> {
+        let stored = self.put_object(obj, &options.put).await?;
+        if let Some(l) = options.lifetime {
+            l.add_key(self, stored.key.clone())?;
+        }
+        Ok(self.proxy_of(self.reference::<T>(stored, options.evict_on_resolve)))
+    }
+
+    /// Proxies to many objects, stored with one batch put.
+    ///
+    /// # Errors
+    /// As for [`Store::put`].
+    pub async fn proxy_batch<T: Serialize + 'static>(&self, objs: &[T]) -> Result<Vec<Proxy<T>>> {
+        Ok(self
+            .put_objects(objs, &PutOptions::default())
+            .await?
+            .into_iter()
+            .map(|s| self.proxy_of(self.reference::<T>(s, false)))
+            .collect())
+    }
+
+    /// A proxy to an object already in the store under `key` (its size and digest unknown, so
+    /// not checked). The store's codec is assumed, or raw for `Bytes` and `Vec<u8>`.
+    pub fn proxy_from_key<T: 'static>(&self, key: Key) -> Proxy<T> {
+        let codec = codec_for::<T>(self.inner.config.codec);
+        let stored = Stored {
+            key,
+            size: 0,
+            digest: None,
+            codec,
+        };
+        self.proxy_of(self.reference::<T>(stored, false))
+    }
+
+    /// Put `obj` and return a proxy that owns it: the object is evicted when the proxy drops.
+    ///
+    /// # Errors
+    /// As for [`Store::put`].
+    pub async fn owned_proxy<T: Serialize + 'static>(&self, obj: &T) -> Result<OwnedProxy<T>> {
+        let proxy = self.proxy(obj).await?;
+        Ok(OwnedProxy::new(proxy, self.clone()))
+    }
+
+    /// Close the connector.
+    ///
+    /// # Errors
+    /// The connector's error.
+    pub async fn close(&self) -> Result<()> {
+        self.inner.cache.clear();
+        self.inner.connector.close().await
+    }
+}
+
+/// The codec of an object known by key alone: byte payloads are always stored raw, everything
+/// else with the store's codec.
+fn codec_for<T: 'static>(store_codec: Codec) -> Codec {
+    use std::any::TypeId;
+    if TypeId::of::<T>() == TypeId::of::<Bytes>() || TypeId::of::<T>() == TypeId::of::<Vec<u8>>() {
+        Codec::Raw
+    } else {
+        store_codec
+    }
+}
