@@ -288,7 +288,7 @@ mod tests {
                 "file",
                 serde_json::json!({"directory": "/tmp/.tmpAbCdEf/objects"}),
             ),
-            Key::random(),
+            Key::from("3f1c2a9e-8d7b-4c6a-9e5f-0a1b2c3d4e5f"),
         );
         r.size = 1 << 20;
         r.digest = DigestAlgorithm::Xxh3.digest(b"x");

@@ -1,0 +1,1 @@
+//! The ProxyStore gRPC store service.

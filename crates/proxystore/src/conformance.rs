@@ -1,0 +1,349 @@
+//! The connector conformance suite: one set of checks every connector must pass.
+//!
+//! Each check is a public async function over a connector; [`conformance_tests!`] expands all
+//! of them into `#[tokio::test]`s for one connector fixture. A new connector is done when it
+//! passes every check. Checks return `Err` with a message naming what broke, so a failure reads
+//! like a bug report.
+//!
+//! ```ignore
+//! async fn fixture() -> proxystore::conformance::Fixture {
+//!     proxystore::conformance::Fixture::new(MyConnector::new())
+//! }
+//! proxystore::conformance_tests!(fixture);
+//! ```
+
+use std::any::Any;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::connector::{self, Connector, PutOptions};
+use crate::error::Error;
+use crate::key::Key;
+
+/// Result of a check: `Err` describes the failure.
+pub type CheckResult = std::result::Result<(), String>;
+
+/// A connector under test, plus whatever must stay alive while it is used (a server process,
+/// a temporary directory).
+pub struct Fixture {
+    /// The connector.
+    pub connector: Arc<dyn Connector>,
+    /// Dropped after the checks.
+    pub guard: Option<Box<dyn Any + Send>>,
+}
+
+impl Fixture {
+    /// A fixture without a guard.
+    pub fn new(connector: impl crate::IntoConnector) -> Self {
+        Fixture {
+            connector: connector.into_connector(),
+            guard: None,
+        }
+    }
+
+    /// A fixture that keeps `guard` alive.
+    pub fn with_guard(connector: impl crate::IntoConnector, guard: impl Any + Send) -> Self {
+        Fixture {
+            connector: connector.into_connector(),
+            guard: Some(Box::new(guard)),
+        }
+    }
+}
+
+fn fail(what: &str, e: impl std::fmt::Display) -> String {
+    format!("{what}: {e}")
+}
+
+/// Deterministic, non-repeating-looking bytes of `len`.
+pub fn payload(len: usize, seed: u64) -> Bytes {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let take = (len - v.len()).min(8);
+        v.extend_from_slice(&x.to_le_bytes()[..take]);
+    }
+    Bytes::from(v)
+}
+
+async fn put_get_evict(c: &dyn Connector, data: Bytes, what: &str) -> CheckResult {
+    let key = c.put(data.clone()).await.map_err(|e| fail(what, e))?;
+    let back = c
+        .get(&key)
+        .await
+        .map_err(|e| fail(what, e))?
+        .ok_or_else(|| format!("{what}: get of {key} after put returned None"))?;
+    if back != data {
+        return Err(format!(
+            "{what}: got {} bytes back, not the {} put (or different content)",
+            back.len(),
+            data.len()
+        ));
+    }
+    c.evict(&key).await.map_err(|e| fail(what, e))
+}
+
+/// Objects of 0 B, 1 B, 1 KiB and 1 MiB come back byte-identical.
+pub async fn round_trip(c: &dyn Connector) -> CheckResult {
+    for (i, len) in [0usize, 1, 1024, 1 << 20].into_iter().enumerate() {
+        put_get_evict(c, payload(len, i as u64), &format!("round trip of {len} B")).await?;
+    }
+    Ok(())
+}
+
+/// A 64 MiB object comes back byte-identical.
+pub async fn large_object(c: &dyn Connector) -> CheckResult {
+    put_get_evict(c, payload(64 << 20, 64), "round trip of 64 MiB").await
+}
+
+/// A key that was put then evicted reads as absent everywhere, and evicting it again is fine.
+pub async fn missing_key(c: &dyn Connector) -> CheckResult {
+    let key = c.put(payload(10, 1)).await.map_err(|e| fail("put", e))?;
+    c.evict(&key).await.map_err(|e| fail("evict", e))?;
+    match c.get(&key).await {
+        Ok(None) => {}
+        other => return Err(format!("get of evicted key gave {other:?}, expected Ok(None)")),
+    }
+    match c.exists(&key).await {
+        Ok(false) => {}
+        other => return Err(format!("exists of evicted key gave {other:?}")),
+    }
+    match c.get_range(&key, 0..5).await {
+        Ok(None) => {}
+        other => return Err(format!("get_range of evicted key gave {other:?}")),
+    }
+    c.evict(&key)
+        .await
+        .map_err(|e| fail("evicting an absent key must not fail", e))
+}
+
+/// `exists` follows put and evict; evicting one key leaves others alone.
+pub async fn exists_and_evict(c: &dyn Connector) -> CheckResult {
+    let a = c.put(payload(100, 2)).await.map_err(|e| fail("put", e))?;
+    let b = c.put(payload(100, 3)).await.map_err(|e| fail("put", e))?;
+    if a == b {
+        return Err("two puts returned the same key".into());
+    }
+    for k in [&a, &b] {
+        if !c.exists(k).await.map_err(|e| fail("exists", e))? {
+            return Err(format!("exists({k}) false right after put"));
+        }
+    }
+    c.evict(&a).await.map_err(|e| fail("evict", e))?;
+    if c.exists(&a).await.map_err(|e| fail("exists", e))? {
+        return Err("exists true after evict".into());
+    }
+    if c.get(&b).await.map_err(|e| fail("get", e))? != Some(payload(100, 3)) {
+        return Err("evicting one key disturbed another".into());
+    }
+    c.evict(&b).await.map_err(|e| fail("evict", e))
+}
+
+/// Batch put, get and evict keep order, and absent keys read as `None` in a batch.
+pub async fn batches(c: &dyn Connector) -> CheckResult {
+    let data: Vec<Bytes> = (0..10).map(|i| payload(i * 37, i as u64)).collect();
+    let keys = c
+        .put_batch(data.clone(), &PutOptions::default())
+        .await
+        .map_err(|e| fail("put_batch", e))?;
+    if keys.len() != data.len() {
+        return Err(format!("put_batch gave {} keys for 10 objects", keys.len()));
+    }
+    c.evict(&keys[3]).await.map_err(|e| fail("evict", e))?;
+    let got = c.get_batch(&keys).await.map_err(|e| fail("get_batch", e))?;
+    for (i, (g, d)) in got.iter().zip(&data).enumerate() {
+        let expected = if i == 3 { None } else { Some(d) };
+        if g.as_ref() != expected {
+            return Err(format!("get_batch item {i} is wrong"));
+        }
+    }
+    c.evict_batch(&keys)
+        .await
+        .map_err(|e| fail("evict_batch", e))?;
+    for k in &keys {
+        if c.exists(k).await.map_err(|e| fail("exists", e))? {
+            return Err(format!("{k} still exists after evict_batch"));
+        }
+    }
+    Ok(())
+}
+
+/// Ranged reads return the right slice, clamped to the object.
+pub async fn ranges(c: &dyn Connector) -> CheckResult {
+    let data = payload(1000, 9);
+    let key = c.put(data.clone()).await.map_err(|e| fail("put", e))?;
+    for (range, expected) in [
+        (0..10, data.slice(0..10)),
+        (500..501, data.slice(500..501)),
+        (990..2000, data.slice(990..1000)),
+        (0..1000, data.clone()),
+        (2000..3000, Bytes::new()),
+        (10..10, Bytes::new()),
+    ] {
+        let got = c
+            .get_range(&key, range.clone())
+            .await
+            .map_err(|e| fail("get_range", e))?;
+        if got.as_ref() != Some(&expected) {
+            return Err(format!(
+                "get_range({range:?}) gave {:?} bytes, expected {}",
+                got.map(|g| g.len()),
+                expected.len()
+            ));
+        }
+    }
+    c.evict(&key).await.map_err(|e| fail("evict", e))
+}
+
+/// 16 concurrent tasks putting, getting and evicting see only their own objects.
+pub async fn concurrency(c: &dyn Connector) -> CheckResult {
+    let tasks = (0..16u64).map(|t| async move {
+        for i in 0..8u64 {
+            let seed = t * 100 + i;
+            put_get_evict(
+                c,
+                payload((seed as usize * 131) % 20_000, seed),
+                &format!("task {t} object {i}"),
+            )
+            .await?;
+        }
+        Ok::<(), String>(())
+    });
+    for r in futures::future::join_all(tasks).await {
+        r?;
+    }
+    Ok(())
+}
+
+/// A connector rebuilt from `config()` has the same config and sees the same objects.
+pub async fn config_round_trip(c: &dyn Connector) -> CheckResult {
+    let config = c.config();
+    let json = serde_json::to_string(&config).map_err(|e| fail("config to JSON", e))?;
+    let parsed: crate::ConnectorConfig =
+        serde_json::from_str(&json).map_err(|e| fail("config from JSON", e))?;
+    let rebuilt = connector::from_config(&parsed).map_err(|e| fail("from_config", e))?;
+    if rebuilt.config() != config {
+        return Err(format!(
+            "rebuilt config differs: {:?} vs {:?}",
+            rebuilt.config(),
+            config
+        ));
+    }
+    let data = payload(4096, 11);
+    let key = c.put(data.clone()).await.map_err(|e| fail("put", e))?;
+    let got = rebuilt
+        .get(&key)
+        .await
+        .map_err(|e| fail("get through rebuilt connector", e))?;
+    if got != Some(data) {
+        return Err("rebuilt connector does not see the object".into());
+    }
+    rebuilt
+        .evict(&key)
+        .await
+        .map_err(|e| fail("evict through rebuilt connector", e))?;
+    if c.exists(&key).await.map_err(|e| fail("exists", e))? {
+        return Err("evict through rebuilt connector not seen by the original".into());
+    }
+    Ok(())
+}
+
+/// Hostile and unusual keys never panic, never reach other objects, and give `None`/`false`
+/// or a typed error; deferred puts (where supported) accept unicode keys.
+pub async fn hostile_keys(c: &dyn Connector) -> CheckResult {
+    let data = payload(64, 12);
+    let victim = c.put(data.clone()).await.map_err(|e| fail("put", e))?;
+    let long = "k".repeat(4096);
+    let hostile = [
+        "",
+        ".",
+        "..",
+        "../x",
+        "../../etc/passwd",
+        "/etc/passwd",
+        "a/b",
+        "a\\b",
+        "nul\0byte",
+        "*",
+        "?",
+        "key with spaces",
+        "ключ-✓-鍵",
+        long.as_str(),
+    ];
+    for k in hostile {
+        let key = Key::from(k);
+        let ok_err = |e: &Error| {
+            matches!(
+                e,
+                Error::InvalidKey { .. } | Error::NotFound { .. } | Error::Backend { .. }
+            )
+        };
+        match c.get(&key).await {
+            Ok(None) => {}
+            Err(e) if ok_err(&e) => {}
+            other => return Err(format!("get({k:?}) gave {other:?}")),
+        }
+        match c.exists(&key).await {
+            Ok(false) => {}
+            Err(e) if ok_err(&e) => {}
+            other => return Err(format!("exists({k:?}) gave {other:?}")),
+        }
+        match c.evict(&key).await {
+            Ok(()) => {}
+            Err(e) if ok_err(&e) => {}
+            Err(e) => return Err(format!("evict({k:?}) gave {e:?}")),
+        }
+    }
+    if c.get(&victim).await.map_err(|e| fail("get", e))? != Some(data) {
+        return Err("a hostile key disturbed another object".into());
+    }
+    c.evict(&victim).await.map_err(|e| fail("evict", e))?;
+    deferred_put(c).await
+}
+
+/// `new_key` + `set` (a deferred put), where supported.
+pub async fn deferred_put(c: &dyn Connector) -> CheckResult {
+    let key = match c.new_key(&PutOptions::default()).await {
+        Ok(k) => k,
+        Err(Error::Unsupported { .. }) => return Ok(()),
+        Err(e) => return Err(fail("new_key", e)),
+    };
+    if c.exists(&key).await.map_err(|e| fail("exists", e))? {
+        return Err("a new key exists before set".into());
+    }
+    let data = payload(300, 13);
+    c.set(&key, data.clone())
+        .await
+        .map_err(|e| fail("set", e))?;
+    if c.get(&key).await.map_err(|e| fail("get", e))? != Some(data) {
+        return Err("get after set returned something else".into());
+    }
+    c.evict(&key).await.map_err(|e| fail("evict", e))
+}
+
+/// Expand every check into a `#[tokio::test]` for the fixture returned by the async function
+/// `$fixture` (of type `async fn() -> Fixture`).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($fixture:path) => {
+        $crate::conformance_tests!(@each $fixture;
+            round_trip, large_object, missing_key, exists_and_evict, batches, ranges,
+            concurrency, config_round_trip, hostile_keys);
+    };
+    (@each $fixture:path; $($check:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let fixture: $crate::conformance::Fixture = $fixture().await;
+                let result = $crate::conformance::$check(&*fixture.connector).await;
+                drop(fixture);
+                if let Err(e) = result {
+                    panic!("conformance check `{}` failed: {e}", stringify!($check));
+                }
+            }
+        )*
+    };
+}

@@ -1,0 +1,7 @@
+//! Support for the cross-process and real-server tests: finding built binaries, starting the
+//! servers the tests need on free loopback ports, and stopping them.
+//!
+//! Every server is started by the test that needs it and stopped when its guard drops; a
+//! missing server binary is a clear failure, never a skip.
+
+pub mod process;
