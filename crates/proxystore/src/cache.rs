@@ -93,7 +93,6 @@ impl ObjectCache {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,7 +106,10 @@ mod tests {
         }
         assert!(c.get::<u64>(&Key::from("99")).is_some());
         assert!(c.get::<u64>(&Key::from("0")).is_none());
-        assert!(c.get::<String>(&Key::from("99")).is_none(), "type mismatch is a miss");
+        assert!(
+            c.get::<String>(&Key::from("99")).is_none(),
+            "type mismatch is a miss"
+        );
         c.insert(Key::from("huge"), Arc::new(0u8), 10_000);
         assert!(c.get::<u8>(&Key::from("huge")).is_none());
         c.remove(&Key::from("99"));

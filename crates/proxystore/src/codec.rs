@@ -53,7 +53,9 @@ impl Codec {
             source,
         };
         let out = match self {
-            Codec::Postcard | Codec::Raw => postcard::to_stdvec(value).map_err(|e| err(e.into()))?,
+            Codec::Postcard | Codec::Raw => {
+                postcard::to_stdvec(value).map_err(|e| err(e.into()))?
+            }
             Codec::Json => serde_json::to_vec(value).map_err(|e| err(e.into()))?,
             Codec::MessagePack => rmp_serde::to_vec_named(value).map_err(|e| err(e.into()))?,
         };
@@ -140,7 +142,10 @@ mod tests {
 
     #[test]
     fn serde_codecs_round_trip() {
-        let p = Point { x: -3, label: "a".into() };
+        let p = Point {
+            x: -3,
+            label: "a".into(),
+        };
         for c in [Codec::Postcard, Codec::Json, Codec::MessagePack] {
             let (b, used) = c.encode(&p).unwrap();
             assert_eq!(used, c);
@@ -167,7 +172,10 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         for c in [Codec::Postcard, Codec::Json, Codec::MessagePack] {
-            assert!(c.decode::<Point>(Bytes::from_static(&[0xff, 0x00, 0x13])).is_err());
+            assert!(
+                c.decode::<Point>(Bytes::from_static(&[0xff, 0x00, 0x13]))
+                    .is_err()
+            );
             assert!(c.decode::<Point>(Bytes::new()).is_err());
         }
     }

@@ -105,7 +105,11 @@ pub async fn missing_key(c: &dyn Connector) -> CheckResult {
     c.evict(&key).await.map_err(|e| fail("evict", e))?;
     match c.get(&key).await {
         Ok(None) => {}
-        other => return Err(format!("get of evicted key gave {other:?}, expected Ok(None)")),
+        other => {
+            return Err(format!(
+                "get of evicted key gave {other:?}, expected Ok(None)"
+            ));
+        }
     }
     match c.exists(&key).await {
         Ok(false) => {}

@@ -133,7 +133,9 @@ impl FromStr for Digest {
         let bad = |reason: &str| Error::InvalidReference {
             reason: format!("digest {s:?}: {reason}"),
         };
-        let (alg, hex) = s.split_once(':').ok_or_else(|| bad("expected algorithm:hex"))?;
+        let (alg, hex) = s
+            .split_once(':')
+            .ok_or_else(|| bad("expected algorithm:hex"))?;
         let alg: DigestAlgorithm = alg.parse().map_err(|_| bad("unknown algorithm"))?;
         if hex.len() % 2 != 0 || !hex.is_ascii() {
             return Err(bad("not hexadecimal"));
@@ -174,7 +176,15 @@ mod tests {
             assert_eq!(s.parse::<Digest>().unwrap(), d);
         }
         assert!(DigestAlgorithm::None.digest(b"x").is_none());
-        for bad in ["", "xxh3", "md5:00", "xxh3:zz", "xxh3:00", "blake3:0011", "xxh3:é0"] {
+        for bad in [
+            "",
+            "xxh3",
+            "md5:00",
+            "xxh3:zz",
+            "xxh3:00",
+            "blake3:0011",
+            "xxh3:é0",
+        ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad}");
         }
     }

@@ -68,7 +68,9 @@ pub enum Error {
     },
 
     /// The bytes read do not match the digest recorded when the object was put.
-    #[error("digest mismatch for object {key} of store '{store}': expected {expected}, got {actual}")]
+    #[error(
+        "digest mismatch for object {key} of store '{store}': expected {expected}, got {actual}"
+    )]
     DigestMismatch {
         /// Store name.
         store: String,
@@ -88,7 +90,9 @@ pub enum Error {
     },
 
     /// A reference written by a newer, incompatible format version.
-    #[error("proxy reference format version {found} is not supported (this build reads up to {supported})")]
+    #[error(
+        "proxy reference format version {found} is not supported (this build reads up to {supported})"
+    )]
     UnsupportedVersion {
         /// Version found in the reference.
         found: u32,

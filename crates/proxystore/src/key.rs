@@ -24,7 +24,9 @@ impl Key {
     /// A new random key (UUID v4, 36 characters), as used by the memory and file connectors.
     pub fn random() -> Self {
         let mut buf = uuid::Uuid::encode_buffer();
-        Key(Arc::from(&*uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf)))
+        Key(Arc::from(
+            &*uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf),
+        ))
     }
 
     /// The key as a string slice.

@@ -70,4 +70,6 @@ pub use metrics::{OpStats, StoreMetrics};
 pub use proxy::{Factory, Proxy};
 pub use reference::{FORMAT_VERSION, Reference};
 pub use registry::{get_store, register_store, unregister_store};
-pub use store::{DEFAULT_CACHE_BYTES, IntoConnector, ProxyOptions, Store, StoreBuilder, StoreConfig};
+pub use store::{
+    DEFAULT_CACHE_BYTES, IntoConnector, ProxyOptions, Store, StoreBuilder, StoreConfig,
+};

@@ -258,7 +258,11 @@ impl Lease {
     /// Push the expiry `by` further into the future (from the current deadline, or from now if
     /// that is later).
     pub fn extend(&self, by: Duration) {
-        let mut d = self.state.deadline.lock().unwrap_or_else(|e| e.into_inner());
+        let mut d = self
+            .state
+            .deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         *d = (*d).max(Instant::now()) + by;
         drop(d);
         self.state.changed.notify_one();

@@ -415,14 +415,16 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Proxy<T> {
         if let Value::Map(m) = &v {
             if m.len() == 1 {
                 if let Some(r) = m.get(&Value::String(REFERENCE_FIELD.to_owned())) {
-                    let r = Reference::deserialize(ValueDeserializer::<D::Error>::new(r.clone()))?;
+                    let r = <Reference as Deserialize>::deserialize(
+                        ValueDeserializer::<D::Error>::new(r.clone()),
+                    )?;
                     return Ok(Proxy::from_reference(r));
                 }
             }
         }
-        Ok(Proxy::from_value(T::deserialize(
-            ValueDeserializer::<D::Error>::new(v),
-        )?))
+        Ok(Proxy::from_value(T::deserialize(ValueDeserializer::<
+            D::Error,
+        >::new(v))?))
     }
 }
 

@@ -74,8 +74,5 @@ pub(crate) fn store_for(reference: &Reference) -> Result<Store> {
         reference.connector.clone(),
     ))?;
     let mut map = stores().write().unwrap_or_else(|e| e.into_inner());
-    Ok(map
-        .entry(reference.store.clone())
-        .or_insert(built)
-        .clone())
+    Ok(map.entry(reference.store.clone()).or_insert(built).clone())
 }

@@ -320,7 +320,11 @@ impl Store {
         let mut meta = Vec::with_capacity(objs.len());
         for obj in objs {
             let (data, codec) = self.inner.config.codec.encode(obj)?;
-            meta.push((data.len() as u64, self.inner.config.digest.digest(&data), codec));
+            meta.push((
+                data.len() as u64,
+                self.inner.config.digest.digest(&data),
+                codec,
+            ));
             encoded.push(data);
         }
         let keys = self.inner.connector.put_batch(encoded, options).await?;
@@ -419,7 +423,12 @@ impl Store {
         data
     }
 
-    fn decode<T: DeserializeOwned + 'static>(&self, key: &Key, codec: Codec, data: Bytes) -> Result<T> {
+    fn decode<T: DeserializeOwned + 'static>(
+        &self,
+        key: &Key,
+        codec: Codec,
+        data: Bytes,
+    ) -> Result<T> {
         codec.decode::<T>(data).map_err(|source| Error::Decode {
             store: self.name().to_owned(),
             key: key.clone(),
@@ -537,11 +546,7 @@ impl Store {
     }
 
     fn reference<T: 'static>(&self, stored: Stored, evict_on_resolve: bool) -> Reference {
-        let mut r = Reference::new(
-            self.name(),
-            self.inner.config.connector.clone(),
-            stored.key,
-        );
+        let mut r = Reference::new(self.name(), self.inner.config.connector.clone(), stored.key);
         r.size = stored.size;
         r.digest = stored.digest;
         r.codec = stored.codec;

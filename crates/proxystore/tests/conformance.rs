@@ -2,16 +2,19 @@
 
 use std::sync::Arc;
 
+use proxystore::conformance::Fixture;
 use proxystore::connector::file::FileConnector;
 use proxystore::connector::memory::MemoryConnector;
 use proxystore::connector::multi::{MultiConnector, Policy};
-use proxystore::conformance::Fixture;
 use proxystore::{Connector, Key};
 
 mod memory {
     use super::*;
     async fn fixture() -> Fixture {
-        Fixture::new(MemoryConnector::new(&format!("conformance-{}", Key::random())))
+        Fixture::new(MemoryConnector::new(&format!(
+            "conformance-{}",
+            Key::random()
+        )))
     }
     proxystore::conformance_tests!(fixture);
 }

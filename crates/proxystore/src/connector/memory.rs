@@ -23,11 +23,7 @@ type Segment = RwLock<HashMap<Key, Bytes>>;
 fn segment(name: &str) -> Arc<Segment> {
     static SEGMENTS: OnceLock<RwLock<HashMap<String, Arc<Segment>>>> = OnceLock::new();
     let segments = SEGMENTS.get_or_init(Default::default);
-    if let Some(s) = segments
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(name)
-    {
+    if let Some(s) = segments.read().unwrap_or_else(|e| e.into_inner()).get(name) {
         return s.clone();
     }
     segments

@@ -40,7 +40,12 @@ pub struct Policy {
 impl Policy {
     /// Whether an object of `size` bytes (unknown for a deferred put) with `options` is
     /// acceptable.
-    fn accepts(&self, size: Option<u64>, options: &PutOptions, pattern: Option<&GlobMatcher>) -> bool {
+    fn accepts(
+        &self,
+        size: Option<u64>,
+        options: &PutOptions,
+        pattern: Option<&GlobMatcher>,
+    ) -> bool {
         let size_ok = size.is_none_or(|size| {
             self.min_size.is_none_or(|m| size >= m) && self.max_size.is_none_or(|m| size <= m)
         });
@@ -205,7 +210,9 @@ impl MultiConnector {
                 )));
             }
             if entries[..i].iter().any(|o| &o.route.label == l) {
-                return Err(Error::config(format!("multi route label {l:?} is repeated")));
+                return Err(Error::config(format!(
+                    "multi route label {l:?} is repeated"
+                )));
             }
         }
         Ok(())
@@ -363,7 +370,10 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, Error::Config { .. }));
         let k = m
-            .put_opts(Bytes::from(vec![0; 100]), &PutOptions::named("train/weights"))
+            .put_opts(
+                Bytes::from(vec![0; 100]),
+                &PutOptions::named("train/weights"),
+            )
             .await
             .unwrap();
         assert!(k.as_str().starts_with("weights:"), "{k}");

@@ -1,0 +1,467 @@
+//! Store, proxy, registry and lifetime behaviour over the built-in connectors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use proxystore::connector::file::FileConnector;
+use proxystore::connector::memory::MemoryConnector;
+use proxystore::lifetime::{Lease, Scope};
+use proxystore::{
+    Codec, DigestAlgorithm, Error, Key, Proxy, ProxyOptions, Reference, Store, get_store,
+    register_store, unregister_store,
+};
+use serde::{Deserialize, Serialize};
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", Key::random())
+}
+
+fn memory_store() -> Store {
+    let name = unique("mem");
+    Store::new(name.clone(), MemoryConnector::new(&name))
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Task {
+    name: String,
+    weights: Proxy<Vec<f64>>,
+    scale: f64,
+}
+
+#[tokio::test]
+async fn put_get_exists_evict_and_cache() {
+    let store = memory_store();
+    let key = store.put(&vec![1u32, 2, 3]).await.unwrap();
+    assert!(store.exists(&key).await.unwrap());
+    assert_eq!(
+        store.get::<Vec<u32>>(&key).await.unwrap(),
+        Some(vec![1, 2, 3])
+    );
+    let before = store.metrics();
+    assert_eq!(
+        store.get::<Vec<u32>>(&key).await.unwrap(),
+        Some(vec![1, 2, 3])
+    );
+    let after = store.metrics();
+    assert_eq!(
+        after.get.count, before.get.count,
+        "second get must not touch the connector"
+    );
+    assert_eq!(after.cache_hits, before.cache_hits + 1);
+    store.evict(&key).await.unwrap();
+    assert!(!store.exists(&key).await.unwrap());
+    assert_eq!(store.get::<Vec<u32>>(&key).await.unwrap(), None);
+    assert_eq!(store.metrics().put.count, 1);
+}
+
+#[tokio::test]
+async fn bytes_are_stored_raw_and_zero_copy() {
+    let store = memory_store();
+    let data = Bytes::from(vec![42u8; 1 << 20]);
+    let key = store.put(&data).await.unwrap();
+    let raw = store.connector().get(&key).await.unwrap().unwrap();
+    assert_eq!(raw.as_ptr(), data.as_ptr(), "put of Bytes copies nothing");
+    let back: Bytes = store.get(&key).await.unwrap().unwrap();
+    assert_eq!(back.as_ptr(), data.as_ptr(), "get of Bytes copies nothing");
+    let v: Vec<u8> = store.get(&key).await.unwrap().unwrap();
+    assert_eq!(v.len(), 1 << 20);
+    let p = store.proxy(&data).await.unwrap();
+    assert_eq!(p.reference().unwrap().codec, Codec::Raw);
+    assert_eq!(p.resolve().await.unwrap().as_ptr(), data.as_ptr());
+}
+
+#[tokio::test]
+async fn batches() {
+    let store = memory_store();
+    let objs: Vec<String> = (0..5).map(|i| format!("obj{i}")).collect();
+    let keys = store.put_batch(&objs).await.unwrap();
+    assert_eq!(keys.len(), 5);
+    for (k, o) in keys.iter().zip(&objs) {
+        assert_eq!(store.get::<String>(k).await.unwrap().as_ref(), Some(o));
+    }
+    let proxies = store.proxy_batch(&objs).await.unwrap();
+    assert_eq!(*proxies[4].resolve().await.unwrap(), "obj4");
+    store.evict_batch(&keys).await.unwrap();
+    assert!(!store.exists(&keys[0]).await.unwrap());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn proxy_derefs_inside_a_current_thread_runtime() {
+    let store = memory_store();
+    let p = store.proxy(&"hello".to_string()).await.unwrap();
+    assert!(!p.is_resolved());
+    assert_eq!(p.len(), 5);
+    assert!(p.is_resolved());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_derefs_inside_a_multi_thread_runtime_and_tasks() {
+    let store = memory_store();
+    let p = store.proxy(&vec![1u8, 2, 3]).await.unwrap();
+    let q = p.clone();
+    let n = tokio::spawn(async move { q.iter().map(|&x| x as u32).sum::<u32>() })
+        .await
+        .unwrap();
+    assert_eq!(n, 6);
+    let r = p.clone();
+    let m = tokio::task::spawn_blocking(move || r.len()).await.unwrap();
+    assert_eq!(m, 3);
+}
+
+#[test]
+fn proxy_derefs_outside_any_runtime() {
+    let store = memory_store();
+    let p = proxystore::runtime::block_on({
+        let store = store.clone();
+        async move { store.proxy(&42u64).await }
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(*p, 42);
+    std::thread::spawn(move || assert_eq!(*p + 1, 43))
+        .join()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn proxy_forwards_traits_and_debug_never_fetches() {
+    let store = memory_store();
+    let p = store.proxy(&"abc".to_string()).await.unwrap();
+    let dbg = format!("{p:?}");
+    assert!(dbg.contains("resolved: false"), "{dbg}");
+    assert!(!p.is_resolved(), "Debug must not fetch");
+    assert_eq!(p.to_string(), "abc");
+    assert_eq!(p, "abc".to_string());
+    let s: &str = p.as_ref();
+    assert_eq!(s, "abc");
+    let q = store.proxy(&"abd".to_string()).await.unwrap();
+    assert!(p < q);
+    assert_eq!(format!("{p:?}").contains("target"), true);
+    let v = store.proxy(&vec![1, 2]).await.unwrap();
+    assert_eq!((&v).into_iter().count(), 2);
+    assert_eq!(v.clone().extract().unwrap(), vec![1, 2]);
+}
+
+#[tokio::test]
+async fn proxies_serialize_as_references_in_every_codec() {
+    let store = memory_store();
+    register_store(&store).unwrap();
+    let weights = vec![0.5f64; 100_000];
+    let task = Task {
+        name: "train".into(),
+        weights: store.proxy(&weights).await.unwrap(),
+        scale: 2.0,
+    };
+    let json = serde_json::to_string(&task).unwrap();
+    assert!(json.len() < 1024, "JSON task is {} bytes", json.len());
+    assert!(json.contains("\"$proxy\""));
+    let post = postcard::to_stdvec(&task).unwrap();
+    assert!(post.len() < 300, "postcard task is {} bytes", post.len());
+    let mp = rmp_serde::to_vec_named(&task).unwrap();
+
+    let a: Task = serde_json::from_str(&json).unwrap();
+    let b: Task = postcard::from_bytes(&post).unwrap();
+    let c: Task = rmp_serde::from_slice(&mp).unwrap();
+    for t in [&a, &b, &c] {
+        assert!(!t.weights.is_resolved());
+        assert_eq!(t.weights.len(), 100_000);
+        assert_eq!(t.name, "train");
+    }
+    unregister_store(store.name());
+}
+
+#[tokio::test]
+async fn proxy_fields_accept_inline_values() {
+    #[derive(Serialize)]
+    struct PlainTask {
+        name: String,
+        weights: Vec<f64>,
+        scale: f64,
+    }
+    let json = serde_json::to_string(&PlainTask {
+        name: "t".into(),
+        weights: vec![1.0, 2.0],
+        scale: 1.0,
+    })
+    .unwrap();
+    let t: Task = serde_json::from_str(&json).unwrap();
+    assert!(t.weights.is_resolved());
+    assert!(t.weights.reference().is_none());
+    assert_eq!(*t.weights, vec![1.0, 2.0]);
+    // Inline proxies re-serialize inline, in binary codecs too.
+    let post = postcard::to_stdvec(&t).unwrap();
+    let back: Task = postcard::from_bytes(&post).unwrap();
+    assert_eq!(*back.weights, vec![1.0, 2.0]);
+}
+
+#[tokio::test]
+async fn a_proxy_rebuilds_its_store_from_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("rebuild");
+    let producer = Store::new(name.clone(), FileConnector::new(dir.path()).unwrap());
+    let p = producer.proxy(&vec![7u16; 1000]).await.unwrap();
+    let bytes = p.reference().unwrap().to_bytes();
+    assert!(get_store(&name).is_none());
+    let q: Proxy<Vec<u16>> = Proxy::from_reference(Reference::from_bytes(&bytes).unwrap());
+    assert_eq!(q.resolve().await.unwrap().len(), 1000);
+    let rebuilt = get_store(&name).expect("resolve registers the rebuilt store");
+    assert_eq!(rebuilt.metrics().resolve.count, 1);
+    assert_eq!(rebuilt.config().connector, producer.config().connector);
+    unregister_store(&name);
+}
+
+#[tokio::test]
+async fn digest_mismatch_and_missing_objects_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for alg in [DigestAlgorithm::Xxh3, DigestAlgorithm::Blake3] {
+        let store = Store::builder(unique("digest"), FileConnector::new(dir.path()).unwrap())
+            .digest(alg)
+            .cache_bytes(0)
+            .build();
+        let p = store.proxy(&vec![1u8; 4096]).await.unwrap();
+        let key = p.key().unwrap().clone();
+        // Corrupt the stored object behind the store's back.
+        std::fs::write(dir.path().join(key.as_str()), vec![2u8; 4096]).unwrap();
+        let e = p.resolve().await.unwrap_err();
+        assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+        assert!(e.to_string().contains(alg.as_str()), "{e}");
+        // Truncated.
+        std::fs::write(dir.path().join(key.as_str()), vec![1u8; 10]).unwrap();
+        assert!(matches!(
+            p.try_get().unwrap_err(),
+            Error::DigestMismatch { .. }
+        ));
+        store.evict(&key).await.unwrap();
+        let e = p.resolve().await.unwrap_err();
+        assert!(matches!(e, Error::NotFound { .. }), "{e}");
+        assert!(e.to_string().contains(key.as_str()));
+    }
+    // With verification off, the digest is not checked.
+    let store = Store::builder(unique("noverify"), FileConnector::new(dir.path()).unwrap())
+        .verify_digest(false)
+        .build();
+    let p = store.proxy(&vec![1u8; 16]).await.unwrap();
+    std::fs::write(dir.path().join(p.key().unwrap().as_str()), vec![3u8; 16]).unwrap();
+    assert_eq!(*p.resolve().await.unwrap(), vec![3u8; 16]);
+}
+
+#[tokio::test]
+async fn decode_into_the_wrong_type_is_a_typed_error() {
+    let store = memory_store();
+    let key = store.put(&"text".to_string()).await.unwrap();
+    // postcard is not self-describing: pick a type whose decoding must fail.
+    let e = store.get::<Vec<bool>>(&key).await.unwrap_err();
+    assert!(matches!(e, Error::Decode { .. }), "{e}");
+    let p: Proxy<u64> = store.proxy_from_key(Key::from("missing"));
+    assert!(matches!(p.try_get().unwrap_err(), Error::NotFound { .. }));
+}
+
+#[tokio::test]
+async fn unknown_connector_kind_in_a_reference() {
+    let mut r = Reference::new(
+        unique("alien"),
+        proxystore::ConnectorConfig::new("alien", serde_json::Value::Null),
+        Key::from("k"),
+    );
+    r.codec = Codec::Json;
+    let p: Proxy<String> = Proxy::from_reference(r);
+    let e = p.try_get().unwrap_err();
+    assert!(matches!(e, Error::UnknownConnectorKind { .. }), "{e}");
+    let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.len())).unwrap_err();
+    let msg = e.downcast_ref::<String>().unwrap();
+    assert!(msg.contains("unknown connector kind 'alien'"), "{msg}");
+}
+
+#[tokio::test]
+async fn corrupt_references_in_serialized_tasks_are_errors() {
+    assert!(
+        serde_json::from_str::<Task>(
+            r#"{"name":"x","weights":{"$proxy":{"version":1}},"scale":1}"#
+        )
+        .is_err()
+    );
+    assert!(serde_json::from_str::<Task>(r#"{"name":"x","weights":{"$proxy":{"version":99,"store":"s","connector":{"kind":"memory"},"key":"k"}},"scale":1}"#).is_err());
+    let store = memory_store();
+    let t = Task {
+        name: "n".into(),
+        weights: store.proxy(&vec![1.0]).await.unwrap(),
+        scale: 1.0,
+    };
+    let post = postcard::to_stdvec(&t).unwrap();
+    for cut in 0..post.len() {
+        let _ = postcard::from_bytes::<Task>(&post[..cut]);
+    }
+    let mut flipped = post.clone();
+    for i in 0..flipped.len() {
+        flipped[i] ^= 0x55;
+        let _ = postcard::from_bytes::<Task>(&flipped);
+        flipped[i] ^= 0x55;
+    }
+}
+
+#[tokio::test]
+async fn evict_on_resolve() {
+    let store = memory_store();
+    let p = store
+        .proxy_with(
+            &"once".to_string(),
+            ProxyOptions {
+                evict_on_resolve: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let key = p.key().unwrap().clone();
+    assert!(store.exists(&key).await.unwrap());
+    assert_eq!(*p.resolve().await.unwrap(), "once");
+    assert!(!store.exists(&key).await.unwrap());
+    // Still usable after eviction: the target is held by the proxy.
+    assert_eq!(p.len(), 4);
+}
+
+#[tokio::test]
+async fn scope_evicts_on_close_and_on_drop() {
+    let store = memory_store();
+    let scope = Scope::new(&store);
+    let a = scope.proxy(&1u8).await.unwrap();
+    let b = scope.proxy(&2u8).await.unwrap();
+    assert_eq!(scope.keys().len(), 2);
+    scope.close().await.unwrap();
+    for p in [&a, &b] {
+        assert!(!store.exists(p.key().unwrap()).await.unwrap());
+    }
+    assert!(
+        scope.proxy(&3u8).await.is_err(),
+        "closed scope refuses new objects"
+    );
+
+    let key = {
+        let scope = Scope::new(&store);
+        scope.proxy(&4u8).await.unwrap().key().unwrap().clone()
+    };
+    wait_until_gone(&store, &key).await;
+
+    let other = memory_store();
+    let scope = Scope::new(&store);
+    let e = other
+        .proxy_with(
+            &5u8,
+            ProxyOptions {
+                lifetime: Some(&scope),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Config { .. }));
+}
+
+async fn wait_until_gone(store: &Store, key: &Key) {
+    for _ in 0..200 {
+        if !store.exists(key).await.unwrap() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{key} was not evicted");
+}
+
+#[tokio::test]
+async fn lease_expires_extends_and_sweeps_after_drop() {
+    let store = memory_store();
+    let lease = Lease::new(&store, Duration::from_millis(200));
+    let p = lease.proxy(&vec![1u8; 10]).await.unwrap();
+    let key = p.key().unwrap().clone();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    lease.extend(Duration::from_millis(400));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        store.exists(&key).await.unwrap(),
+        "extended lease keeps objects"
+    );
+    assert!(!lease.is_expired());
+    drop(lease);
+    wait_until_gone(&store, &key).await;
+
+    let lease = Lease::new(&store, Duration::from_secs(60));
+    let p = lease.proxy(&1u8).await.unwrap();
+    lease.close().await.unwrap();
+    assert!(lease.is_expired());
+    assert!(!store.exists(p.key().unwrap()).await.unwrap());
+}
+
+#[tokio::test]
+async fn owned_proxy_evicts_on_drop_unless_released() {
+    let store = memory_store();
+    let owned = store.owned_proxy(&"mine".to_string()).await.unwrap();
+    let key = owned.key().unwrap().clone();
+    let borrowed = owned.borrow();
+    assert_eq!(owned.len(), 4);
+    drop(owned);
+    wait_until_gone(&store, &key).await;
+    drop(borrowed);
+
+    let owned = store.owned_proxy(&"kept".to_string()).await.unwrap();
+    let plain = owned.into_proxy();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(store.exists(plain.key().unwrap()).await.unwrap());
+}
+
+#[tokio::test]
+async fn registry_rejects_a_different_store_with_the_same_name() {
+    let name = unique("reg");
+    let a = Store::new(name.clone(), MemoryConnector::new(&name));
+    register_store(&a).unwrap();
+    register_store(&a).unwrap();
+    let b = Store::new(name.clone(), MemoryConnector::new("other-segment"));
+    assert!(matches!(register_store(&b), Err(Error::StoreExists { .. })));
+    assert!(unregister_store(&name).unwrap().ptr_eq(&a));
+}
+
+#[tokio::test]
+async fn store_config_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::builder(unique("cfg"), FileConnector::new(dir.path()).unwrap())
+        .codec(Codec::Json)
+        .digest(DigestAlgorithm::Blake3)
+        .cache_bytes(1234)
+        .build();
+    let json = serde_json::to_string(store.config()).unwrap();
+    let rebuilt = Store::from_config(serde_json::from_str(&json).unwrap()).unwrap();
+    assert_eq!(rebuilt.config(), store.config());
+    let key = store.put(&vec!["a".to_string()]).await.unwrap();
+    assert_eq!(
+        rebuilt.get::<Vec<String>>(&key).await.unwrap(),
+        Some(vec!["a".to_string()])
+    );
+    let stored = store.get_bytes(&key).await.unwrap().unwrap();
+    assert_eq!(&stored[..], b"[\"a\"]", "JSON codec in use");
+}
+
+#[tokio::test]
+async fn cache_is_byte_bounded() {
+    let store = Store::builder(unique("bounded"), MemoryConnector::new(&unique("seg")))
+        .cache_bytes(100_000)
+        .build();
+    let mut keys = Vec::new();
+    for i in 0..50u8 {
+        let k = store.put(&Bytes::from(vec![i; 10_000])).await.unwrap();
+        let _: Bytes = store.get(&k).await.unwrap().unwrap();
+        assert!(store.cache_bytes() <= 100_000);
+        keys.push(k);
+    }
+    assert!(store.cache_len() < 50);
+    store.clear_cache();
+    assert_eq!(store.cache_len(), 0);
+}
+
+#[tokio::test]
+async fn shared_gets_share_one_object() {
+    let store = memory_store();
+    let key = store.put(&vec![9u8; 100]).await.unwrap();
+    let a = store.get_shared::<Vec<u8>>(&key).await.unwrap().unwrap();
+    let b = store.get_shared::<Vec<u8>>(&key).await.unwrap().unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+}
