@@ -1,1 +1,23 @@
-//! Protobuf and gRPC code generated from `proto/proxystore/v1`.
+//! Protobuf messages and gRPC stubs generated from `proto/proxystore/v1`.
+//!
+//! - [`v1`]: `proxystore.v1`: the store service ([`v1::store_service_client`],
+//!   [`v1::store_service_server`]) and its messages, and the language-neutral proxy reference
+//!   ([`v1::ProxyReference`]).
+//! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
+//!
+//! Byte fields are [`bytes::Bytes`], so chunks move from the socket to the caller without
+//! copying. This crate depends only on `prost` and `tonic`; the ProxyStore core builds on it
+//! (feature `grpc`), never the other way round.
+
+/// Package `proxystore.v1`.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/proxystore.v1.rs"));
+}
+
+/// The encoded `FileDescriptorSet` of `proxystore/v1/*.proto`, for `tonic-reflection`.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/proxystore_v1_descriptor.bin"));
+
+/// Fully qualified name of the store service, as used by health checks and reflection.
+pub const STORE_SERVICE_NAME: &str = "proxystore.v1.StoreService";
