@@ -13,7 +13,7 @@ const ENTRY_OVERHEAD: u64 = 64;
 type Object = Arc<dyn Any + Send + Sync>;
 
 struct Inner {
-    lru: LruCache<Key, (Object, u64)>,
+    lru: LruCache<Key, (Object, u64), foldhash::fast::RandomState>,
     bytes: u64,
 }
 
@@ -28,7 +28,7 @@ impl ObjectCache {
         ObjectCache {
             capacity: capacity_bytes,
             inner: Mutex::new(Inner {
-                lru: LruCache::unbounded(),
+                lru: LruCache::unbounded_with_hasher(foldhash::fast::RandomState::default()),
                 bytes: 0,
             }),
         }

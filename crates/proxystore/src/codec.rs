@@ -120,14 +120,20 @@ fn raw_bytes<T: 'static>(value: &T) -> Option<Bytes> {
 }
 
 fn from_raw_bytes<T: 'static>(data: Bytes) -> Option<T> {
-    let boxed: Box<dyn Any> = if TypeId::of::<T>() == TypeId::of::<Bytes>() {
-        Box::new(data)
+    // Move the value out through `Option<T>: Any` instead of boxing it.
+    fn take<T: 'static, U: 'static>(value: U) -> Option<T> {
+        let mut slot = Some(value);
+        (&mut slot as &mut dyn Any)
+            .downcast_mut::<Option<T>>()
+            .and_then(Option::take)
+    }
+    if TypeId::of::<T>() == TypeId::of::<Bytes>() {
+        take(data)
     } else if TypeId::of::<T>() == TypeId::of::<Vec<u8>>() {
-        Box::new(Vec::<u8>::from(data))
+        take(Vec::<u8>::from(data))
     } else {
-        return None;
-    };
-    boxed.downcast::<T>().ok().map(|b| *b)
+        None
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,9 @@ use crate::key::Key;
 /// Kind name of this connector.
 pub const KIND: &str = "memory";
 
-type Segment = RwLock<HashMap<Key, Bytes>>;
+// foldhash: several times faster than SipHash on short keys, and still seeded per process.
+type Map = HashMap<Key, Bytes, foldhash::fast::RandomState>;
+type Segment = RwLock<Map>;
 
 fn segment(name: &str) -> Arc<Segment> {
     static SEGMENTS: OnceLock<RwLock<HashMap<String, Arc<Segment>>>> = OnceLock::new();
@@ -103,11 +105,11 @@ impl MemoryConnector {
         self.len() == 0
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Key, Bytes>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Map> {
         self.data.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Key, Bytes>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Map> {
         self.data.write().unwrap_or_else(|e| e.into_inner())
     }
 }
