@@ -30,6 +30,13 @@ use crate::store::Store;
 /// The JSON field that marks a serialized proxy reference.
 pub const REFERENCE_FIELD: &str = "$proxy";
 
+/// The newtype-struct name under which a `Proxy` (de)serializes itself.
+///
+/// Ordinary formats treat newtype structs as transparent, so this changes nothing on the wire;
+/// a transcoding (de)serializer (such as `proxystore-middleware`'s) recognises the name and knows
+/// that the value is already a proxy: it neither proxies it again nor resolves it eagerly.
+pub const PROXY_NEWTYPE_NAME: &str = "$proxystore::Proxy";
+
 /// Knows how to produce the target of a proxy: a reference plus, in the process that made it,
 /// the store itself.
 pub struct Factory<T> {
@@ -391,7 +398,17 @@ where
 
 impl<T: Serialize> Serialize for Proxy<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        match (&self.factory, self.target.get()) {
+        s.serialize_newtype_struct(PROXY_NEWTYPE_NAME, &Wire(self))
+    }
+}
+
+/// The proxy as written inside its newtype wrapper.
+struct Wire<'a, T>(&'a Proxy<T>);
+
+impl<T: Serialize> Serialize for Wire<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let p = self.0;
+        match (&p.factory, p.target.get()) {
             (Some(f), _) if s.is_human_readable() => {
                 let mut m = s.serialize_map(Some(1))?;
                 m.serialize_entry(REFERENCE_FIELD, f.reference())?;
@@ -407,6 +424,23 @@ impl<T: Serialize> Serialize for Proxy<T> {
 
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Proxy<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_newtype_struct(PROXY_NEWTYPE_NAME, NewtypeVisitor(PhantomData))
+    }
+}
+
+struct NewtypeVisitor<T>(PhantomData<fn() -> T>);
+
+impl<'de, T: DeserializeOwned> Visitor<'de> for NewtypeVisitor<T> {
+    type Value = Proxy<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a proxy reference or an inline value")
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Proxy<T>, D::Error> {
         if !d.is_human_readable() {
             return d.deserialize_enum("Proxy", &["Reference", "Inline"], WireVisitor(PhantomData));
         }

@@ -273,8 +273,13 @@ impl Store {
         obj: &T,
         options: &PutOptions,
     ) -> Result<Stored> {
-        let start = Instant::now();
         let (data, codec) = self.inner.config.codec.encode(obj)?;
+        self.store_bytes(data, codec, options).await
+    }
+
+    /// Digest, put and count already encoded bytes.
+    async fn store_bytes(&self, data: Bytes, codec: Codec, options: &PutOptions) -> Result<Stored> {
+        let start = Instant::now();
         let size = data.len() as u64;
         let digest = self.inner.config.digest.digest(&data);
         let key = self.inner.connector.put_opts(data, options).await;
@@ -464,6 +469,35 @@ impl Store {
             return Ok(hit);
         }
         self.inner.metrics.miss();
+        let data = self.fetch_checked(r).await?;
+        let size = data.len() as u64;
+        let obj = Arc::new(self.decode::<T>(&r.key, r.codec, data)?);
+        if r.evict_on_resolve {
+            self.evict(&r.key).await?;
+        } else {
+            self.inner.cache.insert(r.key.clone(), obj.clone(), size);
+        }
+        Ok(obj)
+    }
+
+    /// The stored bytes a reference points to, checked against its digest (or size), without
+    /// decoding or caching them; evicts the object if the reference says so. For code that
+    /// decodes the bytes itself, such as a transcoding deserializer.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::DigestMismatch`], or the connector's error.
+    pub async fn get_verified_bytes(&self, r: &Reference) -> Result<Bytes> {
+        let start = Instant::now();
+        let data = self.fetch_checked(r).await;
+        self.inner.metrics.resolve.record(r.size, start.elapsed());
+        let data = data?;
+        if r.evict_on_resolve {
+            self.evict(&r.key).await?;
+        }
+        Ok(data)
+    }
+
+    async fn fetch_checked(&self, r: &Reference) -> Result<Bytes> {
         let data = self.fetch(&r.key).await?.ok_or_else(|| Error::NotFound {
             store: self.name().to_owned(),
             key: r.key.clone(),
@@ -491,14 +525,7 @@ impl Store {
                 });
             }
         }
-        let size = data.len() as u64;
-        let obj = Arc::new(self.decode::<T>(&r.key, r.codec, data)?);
-        if r.evict_on_resolve {
-            self.evict(&r.key).await?;
-        } else {
-            self.inner.cache.insert(r.key.clone(), obj.clone(), size);
-        }
-        Ok(obj)
+        Ok(data)
     }
 
     /// The cached object of `key`, counting a hit. No I/O.
@@ -557,6 +584,24 @@ impl Store {
 
     fn proxy_of<T>(&self, reference: Reference) -> Proxy<T> {
         Proxy::from_factory(Factory::with_store(reference, self.clone()))
+    }
+
+    /// Store bytes already encoded with `codec` and return a complete reference to them
+    /// (size, digest, `type_name`), for code that encodes objects itself.
+    ///
+    /// # Errors
+    /// The connector's error.
+    pub async fn put_encoded(
+        &self,
+        data: Bytes,
+        codec: Codec,
+        type_name: &str,
+        options: &PutOptions,
+    ) -> Result<Reference> {
+        let stored = self.store_bytes(data, codec, options).await?;
+        let mut r = self.reference::<()>(stored, false);
+        type_name.clone_into(&mut r.type_name);
+        Ok(r)
     }
 
     /// Put `obj` and return a lazy proxy to it.
