@@ -21,7 +21,8 @@ use crate::key::Key;
 /// Kind name of this connector.
 pub const KIND: &str = "file";
 
-const TMP_PREFIX: &str = ".tmp-";
+/// Prefix of in-progress writes; [`validate_key`] refuses it, so no key can name one.
+pub(crate) const TMP_PREFIX: &str = ".tmp-";
 
 /// Options of a [`FileConnector`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -21,6 +21,8 @@ use crate::error::{Error, Result};
 use crate::key::Key;
 
 pub mod file;
+#[cfg(feature = "globus")]
+pub mod globus;
 pub mod memory;
 pub mod multi;
 
@@ -347,6 +349,8 @@ fn kinds() -> &'static RwLock<BTreeMap<String, ConnectorBuilder>> {
         let mut m: BTreeMap<String, ConnectorBuilder> = BTreeMap::new();
         m.insert(memory::KIND.into(), memory::MemoryConnector::from_config);
         m.insert(file::KIND.into(), file::FileConnector::from_config);
+        #[cfg(feature = "globus")]
+        m.insert(globus::KIND.into(), globus::GlobusConnector::from_config);
         m.insert(multi::KIND.into(), multi::MultiConnector::from_config);
         RwLock::new(m)
     })
