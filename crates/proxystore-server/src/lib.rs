@@ -1,1 +1,427 @@
-//! The ProxyStore gRPC store service.
+//! The ProxyStore gRPC store service: a ready object store that proxies can point at,
+//! embedded in a process or run standalone.
+//!
+//! It serves `proxystore.v1.StoreService` (see `proto/proxystore/v1/store.proto`), the
+//! standard `grpc.health.v1.Health` service and server reflection (v1 and v1alpha, so that
+//! `grpcurl` can list and call it). Objects live in memory, in a file directory, or in any
+//! [`proxystore::Connector`] (see [`BackendConfig`]); limits answer `RESOURCE_EXHAUSTED`, a
+//! missing or wrong bearer token `UNAUTHENTICATED`, unknown keys `NOT_FOUND`. Its client is
+//! [`proxystore::connector::grpc::GrpcConnector`].
+//!
+//! # Embedding
+//!
+//! [`spawn`] starts a server on a free loopback port inside the current process and returns
+//! its address and a handle that shuts it down (or stops it when dropped):
+//!
+//! ```
+//! use proxystore::{Store, Proxy};
+//! use proxystore_server::{ServerConfig, spawn};
+//!
+//! let server = spawn(ServerConfig::default())?;
+//! let store = Store::new("doc-grpc", server.connector()?);
+//! let proxy: Proxy<String> = proxystore::runtime::block_on(store.proxy(&"hello".to_string()))??;
+//! assert_eq!(proxy.as_str(), "hello");
+//! drop(server); // stops it
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Standalone
+//!
+//! [`serve`] runs until SIGINT or SIGTERM, then finishes the calls in flight (for up to
+//! [`ServerConfig::shutdown_grace`]). [`Server`] splits that into binding (to learn the
+//! address of port 0) and running. With feature `cli`, [`ServeArgs`] is a `clap` argument
+//! group for command lines, used by the `proxystore-server` binary.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proxystore::connector::grpc::{
+    CONNECTION_WINDOW, GrpcConfig, GrpcConnector, MAX_FRAME_SIZE, STREAM_WINDOW,
+};
+use proxystore_proto::v1::store_service_server::StoreServiceServer;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+mod accounting;
+#[cfg(feature = "cli")]
+mod args;
+mod auth;
+mod backend;
+mod config;
+mod service;
+
+#[cfg(feature = "cli")]
+pub use args::{BackendKind, ServeArgs, parse_size};
+pub use backend::{BackendConfig, MAX_KEY_BYTES};
+pub use config::{DEFAULT_PORT, ServerConfig, TlsConfig};
+
+use accounting::Accounting;
+use auth::BearerAuth;
+use service::{Limits, StoreSvc};
+
+/// Why a server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The settings are inconsistent.
+    #[error("invalid server configuration: {0}")]
+    Config(String),
+    /// The backend could not be opened.
+    #[error("backend: {0}")]
+    Backend(#[from] proxystore::Error),
+    /// The transport failed (TLS set-up, accepting connections).
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The server task ended abnormally.
+    #[error("server task: {0}")]
+    Task(String),
+}
+
+/// A server bound to its address, not yet serving.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), proxystore_server::ServerError> {
+/// let server = proxystore_server::Server::bind(proxystore_server::ServerConfig::default()).await?;
+/// println!("listening on {}", server.url());
+/// server.run().await // until SIGINT or SIGTERM
+/// # }
+/// ```
+pub struct Server {
+    config: ServerConfig,
+    listener: tokio::net::TcpListener,
+    local_addr: SocketAddr,
+    svc: StoreSvc,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Open the backend and bind the address.
+    ///
+    /// # Errors
+    /// [`ServerError::Config`], [`ServerError::Backend`] when the backend cannot be opened,
+    /// [`ServerError::Bind`] when the address is taken.
+    pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
+        config.check()?;
+        let backend = config.backend.build().await?;
+        let acc = Accounting::new(config.max_total_bytes, backend.existing().await?);
+        let svc = StoreSvc::new(
+            backend,
+            acc,
+            Limits {
+                max_object: config.max_object_bytes,
+                max_total: config.max_total_bytes,
+                chunk_size: config.chunk_size,
+                auth_required: config.token.is_some(),
+            },
+        );
+        let listener = tokio::net::TcpListener::bind(config.address)
+            .await
+            .map_err(|source| ServerError::Bind {
+                address: config.address,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            address: config.address,
+            source,
+        })?;
+        Ok(Server {
+            config,
+            listener,
+            local_addr,
+            svc,
+        })
+    }
+
+    /// The bound address (with the actual port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The URL clients use: `http://addr` or, with TLS, `https://addr`.
+    pub fn url(&self) -> String {
+        url(&self.config, self.local_addr)
+    }
+
+    /// Serve until SIGINT or SIGTERM, then shut down gracefully.
+    ///
+    /// # Errors
+    /// As for [`Server::run_until`].
+    pub async fn run(self) -> Result<(), ServerError> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serve until `signal` completes, then stop accepting connections, let the calls in
+    /// flight finish (for up to [`ServerConfig::shutdown_grace`]) and return.
+    ///
+    /// # Errors
+    /// [`ServerError::Transport`] when TLS cannot be set up or serving fails.
+    pub async fn run_until<F>(self, signal: F) -> Result<(), ServerError>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let Server {
+            config,
+            listener,
+            local_addr,
+            svc,
+        } = self;
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status(proxystore_proto::STORE_SERVICE_NAME, ServingStatus::Serving)
+            .await;
+        let reflection_v1 = reflection_builder()
+            .build_v1()
+            .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
+        // grpcurl 1.8 speaks only v1alpha; newer clients ask for v1.
+        let reflection_v1alpha = reflection_builder()
+            .build_v1alpha()
+            .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
+        let store = tonic::service::interceptor::InterceptedService::new(
+            StoreServiceServer::new(svc.clone())
+                .max_decoding_message_size(config.max_message_bytes)
+                .max_encoding_message_size(config.max_message_bytes),
+            BearerAuth::new(config.token.as_deref()),
+        );
+
+        let mut builder = tonic::transport::Server::builder()
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_frame_size(MAX_FRAME_SIZE)
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &config.tls {
+            builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(
+                tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem),
+            ))?;
+        }
+        let router = builder
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(store);
+
+        // Expired objects are evicted in the background for as long as the server runs.
+        let sweeper = AbortOnDrop(tokio::spawn({
+            let svc = svc.clone();
+            let every = config.sweep_interval.max(Duration::from_millis(10));
+            async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    svc.sweep_expired().await;
+                }
+            }
+        }));
+
+        // The builder's TCP_NODELAY does not apply to a custom incoming stream: set it here.
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let stopping = Arc::new(tokio::sync::Notify::new());
+        let shutdown = {
+            let stopping = stopping.clone();
+            let reporter = reporter.clone();
+            async move {
+                signal.await;
+                tracing::info!(%local_addr, "proxystore server shutting down");
+                reporter
+                    .set_service_status(
+                        proxystore_proto::STORE_SERVICE_NAME,
+                        ServingStatus::NotServing,
+                    )
+                    .await;
+                stopping.notify_one();
+            }
+        };
+        tracing::info!(%local_addr, backend = ?config.backend, "proxystore server listening");
+        let serve = router.serve_with_incoming_shutdown(incoming, shutdown);
+        tokio::pin!(serve);
+        let grace = config.shutdown_grace;
+        let result = tokio::select! {
+            r = &mut serve => r.map_err(ServerError::from),
+            () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(%local_addr, ?grace, "calls still in flight after the grace period; closing them");
+                Ok(())
+            }
+        };
+        drop(sweeper);
+        result
+    }
+}
+
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proxystore_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+fn url(config: &ServerConfig, addr: SocketAddr) -> String {
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{addr}")
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// Run a server with `config` until SIGINT or SIGTERM, then finish the calls in flight and
+/// return. The entry point of `proxystore serve` and of the `proxystore-server` binary.
+///
+/// `on_ready` is called with the bound address (useful with port 0) once the server
+/// listens.
+///
+/// # Errors
+/// As for [`Server::bind`] and [`Server::run_until`].
+pub async fn serve(
+    config: ServerConfig,
+    on_ready: impl FnOnce(&Server),
+) -> Result<(), ServerError> {
+    let server = Server::bind(config).await?;
+    on_ready(&server);
+    server.run().await
+}
+
+/// A server running inside this process (see [`spawn`]). Dropping it stops the server.
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    url: String,
+    token: Option<String>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), ServerError>>>,
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Start a server with `config` inside this process, on the library's I/O runtime, and
+/// return once it listens. With the default config it uses memory and a free loopback port.
+///
+/// Callable from synchronous code and from any async runtime.
+///
+/// # Errors
+/// As for [`Server::bind`].
+pub fn spawn(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    let token = config.token.clone();
+    let server = proxystore::runtime::block_on(Server::bind(config))??;
+    let local_addr = server.local_addr();
+    let url = server.url();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = proxystore::runtime::io_handle().spawn(server.run_until(async move {
+        let _ = stopped.await;
+    }));
+    Ok(RunningServer {
+        local_addr,
+        url,
+        token,
+        stop: Some(stop),
+        task: Some(task),
+    })
+}
+
+impl RunningServer {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The URL clients use (`http://127.0.0.1:PORT`).
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// A [`GrpcConfig`] for this server, with its token if it has one.
+    pub fn grpc_config(&self) -> GrpcConfig {
+        let mut c = GrpcConfig::new(self.url());
+        c.token = self.token.clone();
+        c
+    }
+
+    /// A connector to this server (plain HTTP; for TLS build one from [`Self::grpc_config`]
+    /// with the CA to trust).
+    ///
+    /// # Errors
+    /// As for [`GrpcConnector::with_config`].
+    pub fn connector(&self) -> proxystore::Result<GrpcConnector> {
+        GrpcConnector::with_config(self.grpc_config())
+    }
+
+    /// Stop accepting connections, let calls in flight finish, and wait until the server has
+    /// stopped.
+    ///
+    /// # Errors
+    /// The error the server stopped with, or [`ServerError::Task`] if its task failed.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.map_err(|e| ServerError::Task(e.to_string()))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

@@ -21,6 +21,8 @@ use crate::error::{Error, Result};
 use crate::key::Key;
 
 pub mod file;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 #[cfg(feature = "globus")]
 pub mod globus;
 pub mod memory;
@@ -349,6 +351,8 @@ fn kinds() -> &'static RwLock<BTreeMap<String, ConnectorBuilder>> {
         let mut m: BTreeMap<String, ConnectorBuilder> = BTreeMap::new();
         m.insert(memory::KIND.into(), memory::MemoryConnector::from_config);
         m.insert(file::KIND.into(), file::FileConnector::from_config);
+        #[cfg(feature = "grpc")]
+        m.insert(grpc::KIND.into(), grpc::GrpcConnector::from_config);
         #[cfg(feature = "globus")]
         m.insert(globus::KIND.into(), globus::GlobusConnector::from_config);
         m.insert(multi::KIND.into(), multi::MultiConnector::from_config);

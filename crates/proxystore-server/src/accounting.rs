@@ -1,0 +1,200 @@
+//! What the server has stored: sizes for the byte limit, digests, expiry times.
+//!
+//! Uploads reserve their bytes before they are stored (up front when the size is declared,
+//! as chunks arrive otherwise), so that concurrent uploads cannot together overshoot the total
+//! limit; a reservation is released when its upload ends, committed or not.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use proxystore::{Digest, Error, Key, Result};
+
+/// What is known of one stored object.
+#[derive(Clone, Debug)]
+pub(crate) struct Meta {
+    pub(crate) size: u64,
+    pub(crate) digest: Option<Digest>,
+    pub(crate) expires: Option<Instant>,
+}
+
+#[derive(Default)]
+struct State {
+    used: u64,
+    in_flight: u64,
+    objects: HashMap<Key, Meta>,
+}
+
+/// Usage figures for `Stat`.
+pub(crate) struct Usage {
+    pub(crate) objects: u64,
+    pub(crate) used: u64,
+    pub(crate) in_flight: u64,
+}
+
+pub(crate) struct Accounting {
+    max_total: Option<u64>,
+    state: Mutex<State>,
+}
+
+impl Accounting {
+    pub(crate) fn new(max_total: Option<u64>, existing: Vec<(Key, u64)>) -> Arc<Self> {
+        let mut state = State::default();
+        for (k, size) in existing {
+            state.used += size;
+            state.objects.insert(
+                k,
+                Meta {
+                    size,
+                    digest: None,
+                    expires: None,
+                },
+            );
+        }
+        Arc::new(Accounting {
+            max_total,
+            state: Mutex::new(state),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reserve `bytes` for an upload.
+    ///
+    /// # Errors
+    /// [`Error::LimitExceeded`] when the total limit would be exceeded.
+    pub(crate) fn reserve(self: &Arc<Self>, bytes: u64) -> Result<Reservation> {
+        let mut r = Reservation {
+            acc: self.clone(),
+            bytes: 0,
+        };
+        r.grow_to(bytes)?;
+        Ok(r)
+    }
+
+    /// Record a stored object, releasing its reservation and replacing what `key` held.
+    pub(crate) fn commit(&self, key: Key, meta: Meta, mut reservation: Reservation) {
+        let mut s = self.lock();
+        s.in_flight = s.in_flight.saturating_sub(reservation.bytes);
+        reservation.bytes = 0;
+        s.used += meta.size;
+        if let Some(old) = s.objects.insert(key, meta) {
+            s.used = s.used.saturating_sub(old.size);
+        }
+    }
+
+    /// Forget `key`.
+    pub(crate) fn remove(&self, key: &Key) {
+        let mut s = self.lock();
+        if let Some(old) = s.objects.remove(key) {
+            s.used = s.used.saturating_sub(old.size);
+        }
+    }
+
+    pub(crate) fn meta(&self, key: &Key) -> Option<Meta> {
+        self.lock().objects.get(key).cloned()
+    }
+
+    pub(crate) fn is_expired(&self, key: &Key, now: Instant) -> bool {
+        self.lock()
+            .objects
+            .get(key)
+            .and_then(|m| m.expires)
+            .is_some_and(|e| e <= now)
+    }
+
+    /// Keys whose time to live has passed.
+    pub(crate) fn expired(&self, now: Instant) -> Vec<Key> {
+        self.lock()
+            .objects
+            .iter()
+            .filter(|(_, m)| m.expires.is_some_and(|e| e <= now))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    pub(crate) fn usage(&self) -> Usage {
+        let s = self.lock();
+        Usage {
+            objects: s.objects.len() as u64,
+            used: s.used,
+            in_flight: s.in_flight,
+        }
+    }
+}
+
+/// Bytes held for an upload in progress; released on drop.
+pub(crate) struct Reservation {
+    acc: Arc<Accounting>,
+    bytes: u64,
+}
+
+impl Reservation {
+    /// Grow the reservation to `total` bytes.
+    ///
+    /// # Errors
+    /// [`Error::LimitExceeded`] when the total limit would be exceeded; the reservation is
+    /// then unchanged.
+    pub(crate) fn grow_to(&mut self, total: u64) -> Result<()> {
+        if total <= self.bytes {
+            return Ok(());
+        }
+        let extra = total - self.bytes;
+        let mut s = self.acc.lock();
+        if let Some(max) = self.acc.max_total {
+            let after = s.used.saturating_add(s.in_flight).saturating_add(extra);
+            if after > max {
+                return Err(Error::LimitExceeded {
+                    message: format!(
+                        "storing {total} bytes would exceed the server's total limit of {max} \
+                         bytes ({} stored, {} being uploaded)",
+                        s.used, s.in_flight
+                    ),
+                });
+            }
+        }
+        s.in_flight += extra;
+        self.bytes = total;
+        Ok(())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            let mut s = self.acc.lock();
+            s.in_flight = s.in_flight.saturating_sub(self.bytes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_bound_concurrent_uploads_and_release_on_drop() {
+        let acc = Accounting::new(Some(100), vec![(Key::from("old"), 30)]);
+        let a = acc.reserve(50).unwrap();
+        assert!(matches!(acc.reserve(21), Err(Error::LimitExceeded { .. })));
+        let mut b = acc.reserve(20).unwrap();
+        assert!(b.grow_to(21).is_err());
+        drop(a);
+        b.grow_to(60).unwrap();
+        acc.commit(
+            Key::from("old"),
+            Meta {
+                size: 60,
+                digest: None,
+                expires: None,
+            },
+            b,
+        );
+        let u = acc.usage();
+        assert_eq!((u.objects, u.used, u.in_flight), (1, 60, 0));
+        acc.remove(&Key::from("old"));
+        assert_eq!(acc.usage().used, 0);
+    }
+}

@@ -1,0 +1,206 @@
+//! Where the server keeps objects: memory, a file directory, or any [`Connector`].
+//!
+//! A backend stores whole objects but receives them as a sequence of chunks through an
+//! [`ObjectWriter`], which makes the object visible only on [`ObjectWriter::commit`]; dropping
+//! the writer before that discards everything written (a put cut off part-way leaves nothing).
+//! Reads come back as an [`ObjectReader`] that yields chunks on demand, so that a file backend
+//! serves objects larger than memory.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use proxystore::connector::PutOptions;
+use proxystore::{Connector, Error, Key, Result};
+
+mod connector;
+mod file;
+mod memory;
+
+pub(crate) use connector::ConnectorBackend;
+pub(crate) use file::FileBackend;
+pub(crate) use memory::MemoryBackend;
+
+/// Longest key the server accepts, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Which backend a server uses.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum BackendConfig {
+    /// Objects in the server's memory (the default). Bound it with
+    /// [`crate::ServerConfig::max_total_bytes`].
+    #[default]
+    Memory,
+    /// One file per object in a directory (created if missing). Uploads stream to a temporary
+    /// file renamed into place on completion, so server memory per upload is a few chunks,
+    /// whatever the object size. The layout is that of `proxystore`'s `FileConnector`.
+    File {
+        /// The directory.
+        directory: std::path::PathBuf,
+        /// `fsync` each object before it becomes visible.
+        fsync: bool,
+    },
+    /// Any connector (Redis, S3, ...): the server fronts it. Objects are buffered whole in the
+    /// server while they pass through, as the connector API takes whole objects.
+    Connector(Arc<dyn Connector>),
+}
+
+impl std::fmt::Debug for BackendConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendConfig::Memory => f.write_str("Memory"),
+            BackendConfig::File { directory, fsync } => f
+                .debug_struct("File")
+                .field("directory", directory)
+                .field("fsync", fsync)
+                .finish(),
+            BackendConfig::Connector(c) => f.debug_tuple("Connector").field(c).finish(),
+        }
+    }
+}
+
+impl BackendConfig {
+    pub(crate) async fn build(&self) -> Result<Arc<dyn Backend>> {
+        Ok(match self {
+            BackendConfig::Memory => Arc::new(MemoryBackend::default()),
+            BackendConfig::File { directory, fsync } => {
+                Arc::new(FileBackend::open(directory.clone(), *fsync).await?)
+            }
+            BackendConfig::Connector(c) => Arc::new(ConnectorBackend::new(c.clone()).await),
+        })
+    }
+}
+
+/// Receives one object chunk by chunk.
+#[async_trait]
+pub(crate) trait ObjectWriter: Send {
+    /// Append the next bytes.
+    async fn write(&mut self, chunk: Bytes) -> Result<()>;
+    /// Make the object visible under its key and return the key.
+    async fn commit(self: Box<Self>) -> Result<Key>;
+}
+
+/// The source of an object being read.
+pub(crate) enum Body {
+    /// Bytes in memory, sliced into chunks without copying.
+    Bytes(Bytes),
+    /// An open file positioned at the first byte to read.
+    File(std::fs::File),
+}
+
+/// An object (or range of it) ready to be read.
+pub(crate) struct ObjectReader {
+    /// Size of the whole object.
+    pub(crate) object_size: u64,
+    /// Offset of the first byte read.
+    pub(crate) offset: u64,
+    /// Bytes to read.
+    pub(crate) len: u64,
+    pub(crate) body: Body,
+}
+
+impl ObjectReader {
+    /// A reader over bytes in memory, clamped to `range`.
+    pub(crate) fn from_bytes(data: Bytes, range: Option<Range<u64>>) -> Self {
+        let object_size = data.len() as u64;
+        let (start, end) = clamp(range, object_size);
+        ObjectReader {
+            object_size,
+            offset: start,
+            len: end - start,
+            body: Body::Bytes(data.slice(start as usize..end as usize)),
+        }
+    }
+
+    /// The next chunk of at most `max` bytes, or `None` at the end.
+    pub(crate) async fn next_chunk(&mut self, max: usize) -> Result<Option<Bytes>> {
+        if self.len == 0 {
+            return Ok(None);
+        }
+        let n = (max as u64).min(self.len) as usize;
+        let chunk = match &mut self.body {
+            Body::Bytes(b) => b.split_to(n),
+            Body::File(f) => {
+                let mut file = f.try_clone().map_err(|e| file::io_error("read", e))?;
+                tokio::task::spawn_blocking(move || {
+                    use std::io::Read;
+                    let mut buf = vec![0u8; n];
+                    file.read_exact(&mut buf).map(|()| Bytes::from(buf))
+                })
+                .await
+                .map_err(|e| Error::backend("file", "read", e))?
+                .map_err(|e| file::io_error("read", e))?
+            }
+        };
+        self.len -= chunk.len() as u64;
+        Ok(Some(chunk))
+    }
+
+    /// All remaining bytes (for batch responses of small objects).
+    pub(crate) async fn into_bytes(mut self) -> Result<Bytes> {
+        if let Body::Bytes(b) = &self.body {
+            return Ok(b.clone());
+        }
+        let len = self.len as usize;
+        self.next_chunk(len).await.map(Option::unwrap_or_default)
+    }
+}
+
+/// `range` clamped to an object of `size` bytes, as `(start, end)`.
+pub(crate) fn clamp(range: Option<Range<u64>>, size: u64) -> (u64, u64) {
+    match range {
+        None => (0, size),
+        Some(r) => {
+            let end = r.end.min(size);
+            (r.start.min(end), end)
+        }
+    }
+}
+
+/// Object storage behind the service.
+#[async_trait]
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// Backend kind shown by `Stat`.
+    fn kind(&self) -> String;
+    /// Whether callers may choose keys.
+    fn caller_keys(&self) -> bool;
+    /// Reject keys this backend cannot store.
+    fn check_key(&self, key: &str) -> Result<()> {
+        check_key_length(self.kind(), key)
+    }
+    /// Objects already stored when the server starts, with their sizes.
+    async fn existing(&self) -> Result<Vec<(Key, u64)>> {
+        Ok(Vec::new())
+    }
+    /// Start receiving an object: under `key`, or under a new key when `None`.
+    async fn writer(
+        &self,
+        key: Option<Key>,
+        size: Option<u64>,
+        options: PutOptions,
+    ) -> Result<Box<dyn ObjectWriter>>;
+    /// Open an object (or a range of it) for reading; `None` when absent.
+    async fn read(&self, key: &Key, range: Option<Range<u64>>) -> Result<Option<ObjectReader>>;
+    /// The size of an object when present (`Some(None)`: present, size unknown).
+    async fn exists(&self, key: &Key) -> Result<Option<Option<u64>>>;
+    /// Remove an object; whether it was present.
+    async fn evict(&self, key: &Key) -> Result<bool>;
+}
+
+/// The checks every backend applies: non-empty and at most [`MAX_KEY_BYTES`].
+pub(crate) fn check_key_length(kind: String, key: &str) -> Result<()> {
+    let reason = if key.is_empty() {
+        "empty key"
+    } else if key.len() > MAX_KEY_BYTES {
+        "longer than 1024 bytes"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidKey {
+        connector: kind,
+        key: key.to_owned(),
+        reason: reason.into(),
+    })
+}

@@ -1,0 +1,40 @@
+//! `proxystore-server`: run the ProxyStore gRPC store service.
+//!
+//! Prints `proxystore-server listening on <url>` on stdout once it accepts connections, runs
+//! until SIGINT or SIGTERM, then finishes the calls in flight.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Run the ProxyStore gRPC store service (store, health, reflection).
+#[derive(Parser)]
+#[command(name = "proxystore-server", version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    serve: proxystore_server::ServeArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.serve.into_config() {
+        Ok(config) => {
+            proxystore_server::serve(config, |server| {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "proxystore-server listening on {}", server.url());
+                let _ = out.flush();
+            })
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("proxystore-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,461 @@
+//! The `proxystore.v1.StoreService` implementation: limits, digests and expiry on top of a
+//! [`Backend`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use proxystore::connector::PutOptions;
+use proxystore::{Digest, DigestAlgorithm, Error, Key};
+use proxystore_proto::v1;
+use proxystore_proto::v1::store_service_server::StoreService;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::accounting::{Accounting, Meta};
+use crate::backend::Backend;
+
+/// Response budget of one GetBatch: larger objects are marked omitted and fetched with Get.
+const BATCH_RESPONSE_BYTES: u64 = 16 << 20;
+
+/// Settings the service enforces.
+#[derive(Clone, Debug)]
+pub(crate) struct Limits {
+    pub(crate) max_object: Option<u64>,
+    pub(crate) max_total: Option<u64>,
+    pub(crate) chunk_size: usize,
+    pub(crate) auth_required: bool,
+}
+
+/// The store service (cheap to clone).
+#[derive(Clone)]
+pub(crate) struct StoreSvc {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    acc: Arc<Accounting>,
+    limits: Limits,
+}
+
+type GetStream = Pin<Box<dyn Stream<Item = Result<v1::GetResponse, Status>> + Send>>;
+
+fn invalid(message: impl Into<String>) -> Status {
+    Status::invalid_argument(message.into())
+}
+
+/// An incremental digest over the chunks of an upload.
+enum Hasher {
+    Xxh3(Box<xxhash_rust::xxh3::Xxh3>),
+    Blake3(Box<blake3::Hasher>),
+}
+
+impl Hasher {
+    /// The hasher for the digest announced in a header, and that digest; `None` for none.
+    fn for_digest(d: Option<&v1::Digest>) -> Result<Option<(Hasher, Digest)>, Status> {
+        let Some(d) = d else { return Ok(None) };
+        let alg: DigestAlgorithm = d
+            .algorithm
+            .parse()
+            .map_err(|e: Error| invalid(e.to_string()))?;
+        let Some(expected) =
+            Digest::from_parts(alg, &d.value).map_err(|e| invalid(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        let h = match alg {
+            DigestAlgorithm::Blake3 => Hasher::Blake3(Box::default()),
+            _ => Hasher::Xxh3(Box::default()),
+        };
+        Ok(Some((h, expected)))
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Xxh3(h) => h.update(data),
+            Hasher::Blake3(h) => {
+                h.update(data);
+            }
+        }
+    }
+
+    fn finish(&self) -> Digest {
+        match self {
+            Hasher::Xxh3(h) => Digest::Xxh3(h.digest()),
+            Hasher::Blake3(h) => Digest::Blake3(*h.finalize().as_bytes()),
+        }
+    }
+}
+
+fn proto_digest(d: &Digest) -> v1::Digest {
+    v1::Digest {
+        algorithm: d.algorithm().as_str().to_owned(),
+        value: Bytes::from(d.to_bytes()),
+    }
+}
+
+fn expiry(ttl_millis: u64) -> Option<Instant> {
+    (ttl_millis > 0).then(|| Instant::now() + Duration::from_millis(ttl_millis))
+}
+
+/// What a put needs besides the bytes.
+struct Upload {
+    key: Option<Key>,
+    size: Option<u64>,
+    digest: Option<v1::Digest>,
+    ttl_millis: u64,
+    options: PutOptions,
+}
+
+impl StoreSvc {
+    pub(crate) fn new(backend: Arc<dyn Backend>, acc: Arc<Accounting>, limits: Limits) -> Self {
+        StoreSvc {
+            inner: Arc::new(Inner {
+                backend,
+                acc,
+                limits,
+            }),
+        }
+    }
+
+    /// Evict objects whose time to live has passed.
+    pub(crate) async fn sweep_expired(&self) {
+        for key in self.inner.acc.expired(Instant::now()) {
+            if let Err(e) = self.inner.evict(&key).await {
+                tracing::warn!(%key, error = %e, "evicting an expired object failed");
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn key(&self, key: String) -> Result<Key, Status> {
+        self.backend.check_key(&key)?;
+        Ok(Key::from(key))
+    }
+
+    fn not_found(&self, key: &Key) -> Status {
+        Status::from(Error::NotFound {
+            store: self.backend.kind(),
+            key: key.clone(),
+        })
+    }
+
+    fn check_object_size(&self, size: u64) -> Result<(), Status> {
+        match self.limits.max_object {
+            Some(max) if size > max => Err(Status::from(Error::LimitExceeded {
+                message: format!(
+                    "object of {size} bytes exceeds the server's maximum object size of {max} bytes"
+                ),
+            })),
+            _ => Ok(()),
+        }
+    }
+
+    /// Treat an expired object as absent (and evict it) even before the sweeper runs.
+    async fn expire_if_due(&self, key: &Key) -> Result<(), Status> {
+        if self.acc.is_expired(key, Instant::now()) {
+            self.evict(key).await?;
+        }
+        Ok(())
+    }
+
+    async fn evict(&self, key: &Key) -> proxystore::Result<bool> {
+        let existed = self.backend.evict(key).await?;
+        self.acc.remove(key);
+        Ok(existed)
+    }
+
+    /// Store one object from `chunks`. Returns the key and size.
+    async fn store<S>(&self, up: Upload, mut chunks: S) -> Result<(Key, u64), Status>
+    where
+        S: Stream<Item = Result<Bytes, Status>> + Unpin + Send,
+    {
+        if up.key.is_some() && !self.backend.caller_keys() {
+            return Err(Status::from(Error::Unsupported {
+                connector: self.backend.kind(),
+                operation: "caller-chosen keys".into(),
+            }));
+        }
+        if let Some(s) = up.size {
+            self.check_object_size(s)?;
+        }
+        let mut reservation = self.acc.reserve(up.size.unwrap_or(0))?;
+        let mut hasher = Hasher::for_digest(up.digest.as_ref())?;
+        let mut writer = self.backend.writer(up.key, up.size, up.options).await?;
+        let mut received = 0u64;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            received += chunk.len() as u64;
+            match up.size {
+                Some(s) if received > s => {
+                    return Err(invalid(format!(
+                        "Put stream carried more than the {s} bytes its header declared"
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    self.check_object_size(received)?;
+                    reservation.grow_to(received)?;
+                }
+            }
+            if let Some((h, _)) = &mut hasher {
+                h.update(&chunk);
+            }
+            writer.write(chunk).await?;
+        }
+        if let Some(s) = up.size
+            && received != s
+        {
+            return Err(invalid(format!(
+                "Put stream carried {received} of the {s} bytes its header declared"
+            )));
+        }
+        let digest = match hasher {
+            Some((h, expected)) => {
+                let actual = h.finish();
+                if actual != expected {
+                    return Err(Status::from(Error::DigestMismatch {
+                        store: self.backend.kind(),
+                        key: Key::from(""),
+                        expected: expected.to_string(),
+                        actual: actual.to_string(),
+                    }));
+                }
+                Some(expected)
+            }
+            None => None,
+        };
+        let key = writer.commit().await?;
+        self.acc.commit(
+            key.clone(),
+            Meta {
+                size: received,
+                digest,
+                expires: expiry(up.ttl_millis),
+            },
+            reservation,
+        );
+        Ok((key, received))
+    }
+}
+
+#[tonic::async_trait]
+impl StoreService for StoreSvc {
+    async fn put(
+        &self,
+        request: Request<Streaming<v1::PutRequest>>,
+    ) -> Result<Response<v1::PutResponse>, Status> {
+        let mut stream = request.into_inner();
+        let header = match stream.message().await? {
+            Some(v1::PutRequest {
+                msg: Some(v1::put_request::Msg::Header(h)),
+            }) => h,
+            Some(_) => {
+                return Err(invalid(
+                    "the first message of a Put stream must be a header",
+                ));
+            }
+            None => return Err(invalid("empty Put stream: a header is required")),
+        };
+        let key = if header.key.is_empty() {
+            None
+        } else {
+            Some(self.inner.key(header.key)?)
+        };
+        let up = Upload {
+            key,
+            size: header.size,
+            digest: header.digest,
+            ttl_millis: header.ttl_millis,
+            options: PutOptions {
+                name: (!header.name.is_empty()).then_some(header.name),
+                tags: header.tags,
+            },
+        };
+        let chunks = stream.map(|m| match m?.msg {
+            Some(v1::put_request::Msg::Chunk(c)) => Ok(c),
+            Some(v1::put_request::Msg::Header(_)) => {
+                Err(invalid("a Put stream carries exactly one header"))
+            }
+            None => Err(invalid("a Put message with neither header nor chunk")),
+        });
+        let (key, size) = self.inner.store(up, chunks).await?;
+        Ok(Response::new(v1::PutResponse {
+            key: key.to_string(),
+            size,
+        }))
+    }
+
+    type GetStream = GetStream;
+
+    async fn get(
+        &self,
+        request: Request<v1::GetRequest>,
+    ) -> Result<Response<Self::GetStream>, Status> {
+        let r = request.into_inner();
+        let key = self.inner.key(r.key)?;
+        self.inner.expire_if_due(&key).await?;
+        let range = r.range.map(|r| r.start..r.end);
+        let Some(reader) = self.inner.backend.read(&key, range).await? else {
+            return Err(self.inner.not_found(&key));
+        };
+        let digest = self
+            .inner
+            .acc
+            .meta(&key)
+            .and_then(|m| m.digest)
+            .map(|d| proto_digest(&d));
+        let header = v1::GetResponse {
+            msg: Some(v1::get_response::Msg::Header(v1::GetHeader {
+                size: reader.len,
+                object_size: reader.object_size,
+                offset: reader.offset,
+                digest,
+            })),
+        };
+        let chunk = self.inner.limits.chunk_size;
+        // Chunks are read when the transport asks for them, so a slow client holds back the
+        // reads instead of filling server memory.
+        let chunks = futures::stream::try_unfold(reader, move |mut reader| async move {
+            match reader.next_chunk(chunk).await {
+                Ok(Some(c)) => Ok(Some((
+                    v1::GetResponse {
+                        msg: Some(v1::get_response::Msg::Chunk(c)),
+                    },
+                    reader,
+                ))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(Status::from(e)),
+            }
+        });
+        let stream = futures::stream::once(async move { Ok(header) }).chain(chunks);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn exists(
+        &self,
+        request: Request<v1::ExistsRequest>,
+    ) -> Result<Response<v1::ExistsResponse>, Status> {
+        let key = self.inner.key(request.into_inner().key)?;
+        self.inner.expire_if_due(&key).await?;
+        let found = self.inner.backend.exists(&key).await?;
+        let size = match found {
+            Some(Some(s)) => s,
+            Some(None) => self.inner.acc.meta(&key).map_or(0, |m| m.size),
+            None => 0,
+        };
+        Ok(Response::new(v1::ExistsResponse {
+            exists: found.is_some(),
+            size,
+        }))
+    }
+
+    async fn evict(
+        &self,
+        request: Request<v1::EvictRequest>,
+    ) -> Result<Response<v1::EvictResponse>, Status> {
+        let key = self.inner.key(request.into_inner().key)?;
+        let existed = self.inner.evict(&key).await?;
+        Ok(Response::new(v1::EvictResponse { existed }))
+    }
+
+    async fn stat(
+        &self,
+        _request: Request<v1::StatRequest>,
+    ) -> Result<Response<v1::StatResponse>, Status> {
+        let u = self.inner.acc.usage();
+        let l = &self.inner.limits;
+        Ok(Response::new(v1::StatResponse {
+            backend: self.inner.backend.kind(),
+            object_count: u.objects,
+            bytes_used: u.used,
+            bytes_in_flight: u.in_flight,
+            max_object_bytes: l.max_object.unwrap_or(0),
+            max_total_bytes: l.max_total.unwrap_or(0),
+            chunk_size: l.chunk_size as u64,
+            auth_required: l.auth_required,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            caller_keys: self.inner.backend.caller_keys(),
+        }))
+    }
+
+    async fn put_batch(
+        &self,
+        request: Request<v1::PutBatchRequest>,
+    ) -> Result<Response<v1::PutBatchResponse>, Status> {
+        let items = request.into_inner().items;
+        let mut keys = Vec::with_capacity(items.len());
+        for item in items {
+            let key = if item.key.is_empty() {
+                None
+            } else {
+                Some(self.inner.key(item.key)?)
+            };
+            let up = Upload {
+                key,
+                size: Some(item.data.len() as u64),
+                digest: item.digest,
+                ttl_millis: item.ttl_millis,
+                options: PutOptions {
+                    name: (!item.name.is_empty()).then_some(item.name),
+                    tags: Vec::new(),
+                },
+            };
+            let data = futures::stream::iter([Ok(item.data)]);
+            let (key, _) = self.inner.store(up, data).await?;
+            keys.push(key.to_string());
+        }
+        Ok(Response::new(v1::PutBatchResponse { keys }))
+    }
+
+    async fn get_batch(
+        &self,
+        request: Request<v1::GetBatchRequest>,
+    ) -> Result<Response<v1::GetBatchResponse>, Status> {
+        let keys = request.into_inner().keys;
+        let mut budget = BATCH_RESPONSE_BYTES;
+        let mut items = Vec::with_capacity(keys.len());
+        for k in keys {
+            let key = self.inner.key(k)?;
+            self.inner.expire_if_due(&key).await?;
+            let item = match self.inner.backend.read(&key, None).await? {
+                None => v1::GetBatchItem::default(),
+                Some(reader) if reader.len > budget => v1::GetBatchItem {
+                    found: true,
+                    omitted: true,
+                    size: reader.len,
+                    data: Bytes::new(),
+                },
+                Some(reader) => {
+                    budget -= reader.len;
+                    let size = reader.len;
+                    v1::GetBatchItem {
+                        found: true,
+                        omitted: false,
+                        size,
+                        data: reader.into_bytes().await?,
+                    }
+                }
+            };
+            items.push(item);
+        }
+        Ok(Response::new(v1::GetBatchResponse { items }))
+    }
+
+    async fn evict_batch(
+        &self,
+        request: Request<v1::EvictBatchRequest>,
+    ) -> Result<Response<v1::EvictBatchResponse>, Status> {
+        let mut evicted = 0;
+        for k in request.into_inner().keys {
+            let key = self.inner.key(k)?;
+            if self.inner.evict(&key).await? {
+                evicted += 1;
+            }
+        }
+        Ok(Response::new(v1::EvictBatchResponse { evicted }))
+    }
+}
