@@ -1129,6 +1129,14 @@ impl Connector for GrpcConnector {
     }
 
     async fn set(&self, key: &Key, data: Bytes) -> Result<()> {
+        // An empty key in a Put header asks the server to choose one.
+        if key.as_str().is_empty() {
+            return Err(Error::InvalidKey {
+                connector: KIND.to_owned(),
+                key: String::new(),
+                reason: "empty key".into(),
+            });
+        }
         let key = key.clone();
         // A put under a fixed key is idempotent, so it is retried like a get.
         self.io(move |i| async move {

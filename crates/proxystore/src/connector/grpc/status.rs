@@ -56,13 +56,12 @@ impl From<Error> for Status {
             _ => Code::Internal,
         };
         let mut md = MetadataMap::new();
+        // Over-long keys are cut: the receiver still learns which variant it got.
         let mut key = |k: &Key| {
-            if k.as_str().len() <= MAX_TEXT {
-                md.insert_bin(
-                    KEY_METADATA,
-                    MetadataValue::from_bytes(k.as_str().as_bytes()),
-                );
-            }
+            md.insert_bin(
+                KEY_METADATA,
+                MetadataValue::from_bytes(truncate(k.as_str()).as_bytes()),
+            );
         };
         let detail = match &e {
             Error::NotFound { store, key: k } => {
@@ -255,7 +254,14 @@ mod tests {
             reason: long,
         });
         assert!(s.message().len() <= MAX_TEXT);
-        assert!(s.metadata().get_bin(KEY_METADATA).is_none());
+        let key = s
+            .metadata()
+            .get_bin(KEY_METADATA)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        assert!(key.len() <= MAX_TEXT);
+        assert!(matches!(Error::from(s.clone()), Error::InvalidKey { .. }));
         assert!(s.metadata().get(DETAIL_METADATA).is_none());
     }
 }
