@@ -1,6 +1,9 @@
 //! Status codes, limits, auth, malformed streams and clean failure of the store service,
 //! against servers started in this process.
 
+// Helpers outside #[test] functions fail tests the way tests do: by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -324,9 +327,11 @@ fn tmp_files(dir: &std::path::Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_expire_after_their_ttl() {
-    let mut config = ServerConfig::default();
-    config.sweep_interval = Duration::from_millis(50);
-    let server = spawn(config).unwrap();
+    let server = spawn(ServerConfig {
+        sweep_interval: Duration::from_millis(50),
+        ..ServerConfig::default()
+    })
+    .unwrap();
     let c = server.connector().unwrap();
     let key = c
         .put_stream(

@@ -1,30 +1,32 @@
 //! Starting the `proxystore-server` binary for tests, and reading peak memory.
 
 #![allow(dead_code)]
+// Test helpers fail tests the way tests do: by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// The built server binary (cargo builds it for this package's integration tests).
-pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_proxystore-server");
+pub(crate) const SERVER_BIN: &str = env!("CARGO_BIN_EXE_proxystore-server");
 
 /// A server child process, killed when dropped.
-pub struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
     /// `http://127.0.0.1:PORT`
-    pub url: String,
+    pub(crate) url: String,
 }
 
 impl ServerProcess {
     /// Start the binary on a free loopback port with extra `args`, and wait until it
     /// prints the address it listens on.
-    pub fn start(args: &[&str]) -> Self {
+    pub(crate) fn start(args: &[&str]) -> Self {
         Self::start_with_env(args, &[])
     }
 
     /// As [`ServerProcess::start`], with environment variables.
-    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+    pub(crate) fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(SERVER_BIN);
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
@@ -63,23 +65,23 @@ impl ServerProcess {
     }
 
     /// The process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// `host:port` of the server.
-    pub fn authority(&self) -> &str {
+    pub(crate) fn authority(&self) -> &str {
         self.url.trim_start_matches("http://")
     }
 
     /// Kill it hard (SIGKILL) and reap it.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Send SIGTERM and wait for the exit status, at most `timeout`.
-    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+    pub(crate) fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -102,7 +104,7 @@ impl Drop for ServerProcess {
 }
 
 /// A `VmHWM`/`VmRSS`-style field of `/proc/<pid>/status`, in bytes.
-pub fn proc_status_bytes(pid: &str, field: &str) -> u64 {
+pub(crate) fn proc_status_bytes(pid: &str, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
     let line = status
         .lines()
@@ -113,11 +115,11 @@ pub fn proc_status_bytes(pid: &str, field: &str) -> u64 {
 }
 
 /// Reset this process's peak RSS (`VmHWM`) to its current RSS (Linux: clear_refs 5).
-pub fn reset_peak_rss() {
+pub(crate) fn reset_peak_rss() {
     std::fs::write("/proc/self/clear_refs", "5").expect("reset VmHWM");
 }
 
 /// Format bytes as MiB.
-pub fn mib(bytes: u64) -> String {
+pub(crate) fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / (1 << 20) as f64)
 }
