@@ -4,4 +4,5 @@
 //! Every server is started by the test that needs it and stopped when its guard drops; a
 //! missing server binary is a clear failure, never a skip.
 
+pub mod globus_fake;
 pub mod process;
