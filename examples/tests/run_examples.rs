@@ -1,5 +1,7 @@
 //! Every example runs to completion.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::process::Command;
 
 #[test]

@@ -1,6 +1,8 @@
 //! A proxy made in one OS process resolves in another that never registered its store, and a
 //! proxy that the other process does not use is never fetched.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::process::Command;
 
 use proxystore::connector::file::FileConnector;
@@ -13,13 +15,19 @@ async fn proxies_resolve_in_a_second_process_and_unused_ones_are_never_fetched()
         format!("xproc-{}", Key::random()),
         FileConnector::new(dir.path().join("objects")).unwrap(),
     );
-    let objects: Vec<Vec<u64>> = (0..4u64).map(|i| (0..100_000).map(|x| x * i).collect()).collect();
+    let objects: Vec<Vec<u64>> = (0..4u64)
+        .map(|i| (0..100_000).map(|x| x * i).collect())
+        .collect();
     let mut proxies: Vec<Proxy<Vec<u64>>> = Vec::new();
     for o in &objects {
         proxies.push(store.proxy(o).await.unwrap());
     }
     let wire = postcard::to_stdvec(&proxies).unwrap();
-    assert!(wire.len() < 4 * 256, "4 references take {} bytes", wire.len());
+    assert!(
+        wire.len() < 4 * 256,
+        "4 references take {} bytes",
+        wire.len()
+    );
     let file = dir.path().join("proxies.bin");
     std::fs::write(&file, &wire).unwrap();
 
@@ -37,7 +45,10 @@ async fn proxies_resolve_in_a_second_process_and_unused_ones_are_never_fetched()
     assert_eq!(report["registered_before"], false);
     let expected: Vec<u64> = [0, 2, 2].iter().map(|&i| objects[i].iter().sum()).collect();
     assert_eq!(report["sums"], serde_json::json!(expected));
-    assert_eq!(report["resolved"], serde_json::json!([true, false, true, false]));
+    assert_eq!(
+        report["resolved"],
+        serde_json::json!([true, false, true, false])
+    );
     // Two distinct objects fetched; the repeated use of proxy 2 and the unused proxies 1 and 3
     // cost no connector read.
     assert_eq!(report["metrics"]["get"]["count"], 2, "{report}");

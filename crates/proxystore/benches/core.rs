@@ -10,6 +10,9 @@
 //!
 //! Run: `cargo bench -p proxystore --bench core`.
 
+// A benchmark that cannot set itself up has nothing to measure: failing loudly is right.
+#![allow(clippy::expect_used)]
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

@@ -446,15 +446,14 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for NewtypeVisitor<T> {
         }
         use serde_value::{Value, ValueDeserializer};
         let v = Value::deserialize(d)?;
-        if let Value::Map(m) = &v {
-            if m.len() == 1 {
-                if let Some(r) = m.get(&Value::String(REFERENCE_FIELD.to_owned())) {
-                    let r = <Reference as Deserialize>::deserialize(
-                        ValueDeserializer::<D::Error>::new(r.clone()),
-                    )?;
-                    return Ok(Proxy::from_reference(r));
-                }
-            }
+        if let Value::Map(m) = &v
+            && m.len() == 1
+            && let Some(r) = m.get(&Value::String(REFERENCE_FIELD.to_owned()))
+        {
+            let r = <Reference as Deserialize>::deserialize(ValueDeserializer::<D::Error>::new(
+                r.clone(),
+            ))?;
+            return Ok(Proxy::from_reference(r));
         }
         Ok(Proxy::from_value(T::deserialize(ValueDeserializer::<
             D::Error,

@@ -1,0 +1,341 @@
+//! The task codec: an inner, self-describing codec (JSON or MessagePack) wrapped so that large
+//! arguments travel as proxy references.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use proxystore::{Reference, Store};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_value::Value;
+use typed_arena::Arena;
+
+use crate::decode::{DecodeCtx, TreeDe};
+use crate::encode::{EncodeCtx, TreeSer};
+use crate::error::{Error, Result};
+use crate::policy::Policy;
+use crate::stores::Stores;
+
+/// The format of the task document itself (small: large arguments are references in it).
+///
+/// Only self-describing formats can carry "a reference or a value" at any position; for
+/// non-self-describing ones (postcard, bincode) use explicit `Proxy<T>` fields instead.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InnerCodec {
+    /// JSON, as most brokers' default codecs use.
+    #[default]
+    Json,
+    /// MessagePack.
+    #[serde(rename = "msgpack")]
+    MessagePack,
+}
+
+impl InnerCodec {
+    fn encode<T: Serialize>(self, value: &T) -> Result<Vec<u8>> {
+        match self {
+            InnerCodec::Json => serde_json::to_vec(value).map_err(|e| Error::Encode(e.to_string())),
+            InnerCodec::MessagePack => {
+                rmp_serde::to_vec_named(value).map_err(|e| Error::Encode(e.to_string()))
+            }
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T> {
+        match self {
+            InnerCodec::Json => {
+                serde_json::from_slice(bytes).map_err(|e| Error::Decode(e.to_string()))
+            }
+            InnerCodec::MessagePack => {
+                rmp_serde::from_slice(bytes).map_err(|e| Error::Decode(e.to_string()))
+            }
+        }
+    }
+}
+
+/// What travels through the broker: the task tree plus the references the producer made, so
+/// the worker side knows what to clean up when the task ends.
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    /// Format version of the envelope.
+    #[serde(rename = "$proxystore")]
+    version: u32,
+    /// References made for this task (owned by it: evicted when it ends).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    proxied: Vec<Reference>,
+    /// The arguments, large ones replaced by references.
+    args: Value,
+}
+
+const ENVELOPE_VERSION: u32 = 1;
+
+/// An encoded task.
+#[derive(Debug)]
+pub struct Encoded {
+    /// The task document for the broker.
+    pub bytes: Vec<u8>,
+    /// The references made for its large arguments.
+    pub proxied: Vec<Reference>,
+}
+
+/// A decoded task.
+#[derive(Debug)]
+pub struct Decoded<T> {
+    /// The arguments: plain fields resolved, `Proxy<T>` fields still lazy.
+    pub args: T,
+    /// The references the producer made for this task (to evict when it ends).
+    pub proxied: Vec<Reference>,
+    /// How many references were fetched while decoding (plain fields).
+    pub fetched: usize,
+    /// How many references were handed to `Proxy<T>` fields unresolved.
+    pub lazy: usize,
+}
+
+/// Counters of a [`TaskCodec`], shared by its clones.
+#[derive(Debug, Default)]
+pub struct CodecMetrics {
+    tasks_encoded: AtomicU64,
+    tasks_decoded: AtomicU64,
+    args_proxied: AtomicU64,
+    bytes_proxied: AtomicU64,
+    bytes_inline: AtomicU64,
+    refs_fetched: AtomicU64,
+    refs_lazy: AtomicU64,
+    refs_evicted: AtomicU64,
+}
+
+/// A snapshot of [`CodecMetrics`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CodecStats {
+    /// Tasks encoded by this codec.
+    pub tasks_encoded: u64,
+    /// Tasks decoded by this codec.
+    pub tasks_decoded: u64,
+    /// Arguments put into a store instead of the task.
+    pub args_proxied: u64,
+    /// Bytes of those arguments (as stored).
+    pub bytes_proxied: u64,
+    /// Bytes of the task documents (what went through the broker).
+    pub bytes_inline: u64,
+    /// References resolved while decoding tasks.
+    pub refs_fetched: u64,
+    /// References handed to `Proxy<T>` fields unresolved.
+    pub refs_lazy: u64,
+    /// References evicted by cleanup.
+    pub refs_evicted: u64,
+}
+
+impl CodecMetrics {
+    fn snapshot(&self) -> CodecStats {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CodecStats {
+            tasks_encoded: l(&self.tasks_encoded),
+            tasks_decoded: l(&self.tasks_decoded),
+            args_proxied: l(&self.args_proxied),
+            bytes_proxied: l(&self.bytes_proxied),
+            bytes_inline: l(&self.bytes_inline),
+            refs_fetched: l(&self.refs_fetched),
+            refs_lazy: l(&self.refs_lazy),
+            refs_evicted: l(&self.refs_evicted),
+        }
+    }
+}
+
+/// Encodes and decodes tasks, proxying large arguments by policy.
+///
+/// Cheap to clone; clones share the policy and metrics.
+///
+/// ```
+/// use proxystore::{Proxy, Store, connector::memory::MemoryConnector};
+/// use proxystore_middleware::{Policy, TaskCodec};
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Train { weights: Vec<f32>, epochs: u32 }
+///
+/// let store = Store::new("mw-doc", MemoryConnector::new("mw-doc"));
+/// let codec = TaskCodec::new(Policy::with_store("mw-doc")).with_store(store);
+/// let task = Train { weights: vec![0.1; 1_000_000], epochs: 3 };
+///
+/// let enc = codec.encode("train", &task).unwrap();
+/// assert!(enc.bytes.len() < 1024);            // 4 MB of weights left the task document
+/// assert_eq!(enc.proxied.len(), 1);
+///
+/// let dec = codec.decode::<Train>(&enc.bytes).unwrap();
+/// assert_eq!(dec.args.weights.len(), 1_000_000);  // resolved transparently
+/// assert_eq!(dec.args.epochs, 3);
+/// ```
+#[derive(Clone, Debug)]
+pub struct TaskCodec {
+    policy: Arc<Policy>,
+    inner: InnerCodec,
+    stores: Stores,
+    metrics: Arc<CodecMetrics>,
+}
+
+impl TaskCodec {
+    /// A codec with `policy` and JSON documents. Stores named by the policy are looked up in
+    /// the process registry unless given with [`TaskCodec::with_store`].
+    pub fn new(policy: Policy) -> Self {
+        TaskCodec {
+            policy: Arc::new(policy),
+            inner: InnerCodec::default(),
+            stores: Stores::default(),
+            metrics: Arc::default(),
+        }
+    }
+
+    /// Use `inner` for task documents.
+    #[must_use]
+    pub fn with_inner(mut self, inner: InnerCodec) -> Self {
+        self.inner = inner;
+        self
+    }
+
+    /// Use `store` for the policy's store of the same name (instead of the registry).
+    #[must_use]
+    pub fn with_store(mut self, store: Store) -> Self {
+        self.stores.add(store);
+        self
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The inner codec.
+    pub fn inner(&self) -> InnerCodec {
+        self.inner
+    }
+
+    /// Counters since the codec was built.
+    pub fn stats(&self) -> CodecStats {
+        self.metrics.snapshot()
+    }
+
+    /// Encode the arguments of task `task` (its name, matched by the policy's globs), putting
+    /// every argument above the policy into its store.
+    ///
+    /// Synchronous, as broker codecs are; store puts run on the library's I/O runtime.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when a put fails (the task is then not enqueued; objects already put
+    /// for it are evicted), [`Error::UnknownStore`], [`Error::Encode`].
+    pub fn encode<T: Serialize>(&self, task: &str, args: &T) -> Result<Encoded> {
+        let ctx = EncodeCtx {
+            policy: &self.policy,
+            task,
+            stores: &self.stores,
+            proxied: Default::default(),
+        };
+        let tree = TreeSer {
+            ctx: &ctx,
+            path: "",
+            intercept: true,
+        }
+        .root(args);
+        let proxied = ctx.proxied.into_inner();
+        let doc = tree.and_then(|args| {
+            self.inner.encode(&Envelope {
+                version: ENVELOPE_VERSION,
+                proxied: proxied.clone(),
+                args,
+            })
+        });
+        let bytes = match doc {
+            Ok(b) => b,
+            Err(e) => {
+                self.evict_now(&proxied);
+                return Err(e);
+            }
+        };
+        let m = &self.metrics;
+        m.tasks_encoded.fetch_add(1, Ordering::Relaxed);
+        m.args_proxied
+            .fetch_add(proxied.len() as u64, Ordering::Relaxed);
+        m.bytes_proxied
+            .fetch_add(proxied.iter().map(|r| r.size).sum(), Ordering::Relaxed);
+        m.bytes_inline
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(Encoded { bytes, proxied })
+    }
+
+    /// Decode a task document: plain fields that were proxied are fetched and decoded in
+    /// place; `Proxy<T>` fields stay lazy.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when a store is unreachable or an object is missing or corrupt (a task
+    /// failure to retry, never a reason to stop a worker), [`Error::Decode`].
+    pub fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<Decoded<T>> {
+        let envelope: Envelope = self.inner.decode(bytes)?;
+        if envelope.version > ENVELOPE_VERSION {
+            return Err(Error::Decode(format!(
+                "task envelope version {} is newer than this build reads ({ENVELOPE_VERSION})",
+                envelope.version
+            )));
+        }
+        let arena = Arena::new();
+        let ctx = DecodeCtx::new(&arena);
+        let args = T::deserialize(TreeDe {
+            value: envelope.args,
+            ctx: &ctx,
+        })?;
+        let fetched = ctx.fetched.borrow().len();
+        let lazy = ctx.lazy.get();
+        let m = &self.metrics;
+        m.tasks_decoded.fetch_add(1, Ordering::Relaxed);
+        m.refs_fetched.fetch_add(fetched as u64, Ordering::Relaxed);
+        m.refs_lazy.fetch_add(lazy as u64, Ordering::Relaxed);
+        Ok(Decoded {
+            args,
+            proxied: envelope.proxied,
+            fetched,
+            lazy,
+        })
+    }
+
+    /// The references a task document owns, without decoding its arguments.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] when the document is not a task envelope.
+    pub fn proxied_of(&self, bytes: &[u8]) -> Result<Vec<Reference>> {
+        Ok(self.inner.decode::<Envelope>(bytes)?.proxied)
+    }
+
+    /// Evict the objects of `refs` (a finished task's arguments).
+    ///
+    /// # Errors
+    /// [`Error::Store`] for the first eviction that failed (the others are still attempted).
+    pub async fn cleanup(&self, refs: &[Reference]) -> Result<()> {
+        let mut first_error = None;
+        for r in refs {
+            let store = match proxystore::Factory::<()>::new(r.clone()).store() {
+                Ok(s) => s,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
+            match store.evict(&r.key).await {
+                Ok(()) => {
+                    self.metrics.refs_evicted.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), |e| Err(Error::Store(e)))
+    }
+
+    fn evict_now(&self, refs: &[Reference]) {
+        if refs.is_empty() {
+            return;
+        }
+        let this = self.clone();
+        let refs = refs.to_vec();
+        if let Ok(Err(e)) = proxystore::runtime::block_on(async move { this.cleanup(&refs).await })
+        {
+            tracing::warn!(error = %e, "could not evict the objects of a task that failed to encode");
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! Errors of the middleware.
+
+use std::fmt::Display;
+
+/// `Result` with the middleware's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong while proxying or resolving task arguments.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The policy is malformed (a bad glob, an unreadable file).
+    #[error("proxy policy: {0}")]
+    Policy(String),
+    /// The store failed (down, missing object, digest mismatch, ...): the task should fail and
+    /// be retried, not the worker.
+    #[error("store: {0}")]
+    Store(#[from] proxystore::Error),
+    /// The task could not be encoded.
+    #[error("cannot encode task: {0}")]
+    Encode(String),
+    /// The task document or a proxied argument could not be decoded.
+    #[error("cannot decode task: {0}")]
+    Decode(String),
+    /// A policy rule names a store that is not registered in this process.
+    #[error("store '{0}' is not registered in this process (proxystore::register_store)")]
+    UnknownStore(String),
+}
+
+impl Error {
+    /// Whether retrying the task later may succeed (the store was unreachable or slow).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Store(e) if e.is_retryable())
+    }
+}
+
+impl serde::ser::Error for Error {
+    fn custom<T: Display>(msg: T) -> Self {
+        Error::Encode(msg.to_string())
+    }
+}
+
+impl serde::de::Error for Error {
+    fn custom<T: Display>(msg: T) -> Self {
+        Error::Decode(msg.to_string())
+    }
+}

@@ -1,0 +1,34 @@
+//! # Automatic argument proxying for task executors
+//!
+//! Large task arguments leave the broker without any change to the code that consumes them.
+//! Before a task is enqueued, [`TaskCodec::encode`] walks its arguments with serde and puts every
+//! argument above the [`Policy`] (an encoded-size threshold, glob patterns over `task/path`, a
+//! store per rule) into a ProxyStore store, leaving a small reference in the task document. In the
+//! worker, [`TaskCodec::decode`] rebuilds the arguments: a field typed `Proxy<T>` receives the
+//! reference and stays lazy; a field of a plain type is fetched and decoded in place, so the
+//! handler sees its usual types. [`ResolveLayer`] packages the worker side as a tower layer that
+//! also evicts a task's objects when the task is finished for good.
+//!
+//! It works at the serde level for any task type: no annotation is needed. A type opts fields
+//! out with [`Inline`], or opts in explicitly with `proxystore::Proxy` (always a reference, never
+//! resolved before use).
+//!
+//! Executor plugins (such as `proxystore-apalis`) build on these pieces.
+
+mod codec;
+mod decode;
+mod encode;
+mod error;
+mod inline;
+mod layer;
+mod policy;
+mod stores;
+
+pub use codec::{CodecStats, Decoded, Encoded, InnerCodec, TaskCodec};
+pub use error::{Error, Result};
+pub use inline::{INLINE_NEWTYPE_NAME, Inline};
+pub use layer::{ResolveFuture, ResolveLayer, ResolveService, TaskPayload};
+pub use policy::{DEFAULT_THRESHOLD, Decision, Policy, PolicyConfig, Rule};
+
+#[doc(hidden)]
+pub use codec::CodecMetrics;
