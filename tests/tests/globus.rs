@@ -23,7 +23,7 @@ const TOKEN: &str = "fake-transfer-token-3f9a";
 struct Setup {
     fake: FakeGlobus,
     config: GlobusConfig,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Setup {
@@ -65,11 +65,7 @@ impl Setup {
         config.poll_min_ms = 5;
         config.poll_max_ms = 100;
         config.request_timeout_ms = 5_000;
-        Setup {
-            fake,
-            config,
-            _dir: dir,
-        }
+        Setup { fake, config, dir }
     }
 
     fn dir_a(&self) -> PathBuf {
@@ -435,4 +431,71 @@ async fn unknown_task_ids_read_as_absent_and_hostile_keys_as_invalid() {
 
 fn uuid_like() -> String {
     Key::random().to_string()
+}
+
+/// Runs `proxy-consumer` (a second OS process) on serialized proxies, with `env` set and the
+/// Globus variables of this process's environment removed.
+async fn consume(file: PathBuf, indices: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_proxy-consumer"));
+    cmd.arg(file).args(indices);
+    for var in ["PROXYSTORE_GLOBUS_TOKEN", "PROXYSTORE_GLOBUS_ENDPOINT"] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_endpoint_b_resolves_with_its_own_token() {
+    let s = Setup::new(Duration::from_millis(500)).await;
+    // The producer has the token in its config; the reference must not carry it.
+    let mut config = s.config.clone();
+    config.token_file = None;
+    config.token_env = proxystore::connector::globus::DEFAULT_TOKEN_ENV.into();
+    config.token = Some(TOKEN.into());
+    let a = GlobusConnector::with_config(config).unwrap();
+    let store = Store::new(format!("globus-xproc-{}", Key::random()), a);
+    let objects: Vec<Vec<u64>> = (1..=3u64)
+        .map(|i| (0..50_000).map(|x| x * i).collect())
+        .collect();
+    let proxies = store.proxy_batch(&objects).await.unwrap();
+    let wire = postcard::to_stdvec(&proxies).unwrap();
+    assert!(
+        !wire.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+        "the token travelled in the references"
+    );
+    let file = s.dir.path().join("proxies.bin");
+    std::fs::write(&file, &wire).unwrap();
+
+    // Without a token in its environment, the consumer is refused.
+    let out = consume(file.clone(), &["0"], &[("PROXYSTORE_GLOBUS_ENDPOINT", B)]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unauthorized"), "{stderr}");
+
+    // With the token from its environment, and B as its endpoint: it waits for the transfer.
+    let out = consume(
+        file,
+        &["0", "2"],
+        &[
+            ("PROXYSTORE_GLOBUS_TOKEN", TOKEN),
+            ("PROXYSTORE_GLOBUS_ENDPOINT", B),
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "consumer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expected: Vec<u64> = [0, 2].iter().map(|&i| objects[i].iter().sum()).collect();
+    assert_eq!(report["sums"], serde_json::json!(expected));
+    assert_eq!(report["registered_before"], false);
+    // It read B's copies: the batch's transfer has run.
+    let task = tasks_of(proxies[0].key().unwrap());
+    assert_eq!(s.fake.task_status(&task[0]), Some(FakeStatus::Succeeded));
+    assert_eq!(files_in(&s.dir_b()).len(), 3);
 }
