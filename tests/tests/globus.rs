@@ -499,3 +499,31 @@ async fn a_second_process_on_endpoint_b_resolves_with_its_own_token() {
     assert_eq!(s.fake.task_status(&task[0]), Some(FakeStatus::Succeeded));
     assert_eq!(files_in(&s.dir_b()).len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_still_active_at_the_deadline_is_a_timeout() {
+    let mut s = Setup::new(Duration::from_millis(5000)).await;
+    s.config.timeout_ms = 700;
+    let (a, b) = (s.on_a(), s.on_b());
+    let key = a.put(Bytes::from_static(b"slow")).await.unwrap();
+    let [task] = tasks_of(&key).try_into().unwrap();
+    let start = Instant::now();
+    let err = b.get(&key).await.unwrap_err();
+    let elapsed = start.elapsed();
+    match &err {
+        Error::Timeout { operation, after } => {
+            assert!(
+                operation.contains(&task) && operation.contains("ACTIVE"),
+                "{operation}"
+            );
+            assert_eq!(*after, Duration::from_millis(700));
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(err.is_retryable());
+    assert!(
+        elapsed >= Duration::from_millis(650) && elapsed < Duration::from_millis(1700),
+        "gave up after {elapsed:?}"
+    );
+    assert!(matches!(b.exists(&key).await, Err(Error::Timeout { .. })));
+}
