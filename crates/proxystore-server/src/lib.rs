@@ -292,27 +292,37 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+/// A future that completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+///
+/// The handlers are installed when this function is called, not when the future is first
+/// polled, so a signal that arrives in between is not lost. Must be called inside a tokio
+/// runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let int = signal(SignalKind::interrupt()).ok();
+        let term = signal(SignalKind::terminate()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(int) => {}
+                () = wait(term) => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }
 
@@ -329,8 +339,9 @@ pub async fn serve(
     on_ready: impl FnOnce(&Server),
 ) -> Result<(), ServerError> {
     let server = Server::bind(config).await?;
+    let signal = shutdown_signal();
     on_ready(&server);
-    server.run().await
+    server.run_until(signal).await
 }
 
 /// A server running inside this process (see [`spawn`]). Dropping it stops the server.

@@ -305,7 +305,12 @@ async fn cut_off_put_leaves_nothing_behind() {
         .unwrap_err();
     let start = Instant::now();
     while tmp_files(dir.path()) > 0 || stat(&c).await.bytes_in_flight > 0 {
-        assert!(start.elapsed() < Duration::from_secs(10));
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{} temporary files, {:?}",
+            tmp_files(dir.path()),
+            stat(&c).await
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(stat(&c).await.object_count, 0);
