@@ -27,6 +27,10 @@ pub mod grpc;
 pub mod globus;
 pub mod memory;
 pub mod multi;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(feature = "s3")]
+pub mod s3;
 
 /// Hints a store passes with a put; connectors that route or label objects use them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -356,6 +360,10 @@ fn kinds() -> &'static RwLock<BTreeMap<String, ConnectorBuilder>> {
         #[cfg(feature = "globus")]
         m.insert(globus::KIND.into(), globus::GlobusConnector::from_config);
         m.insert(multi::KIND.into(), multi::MultiConnector::from_config);
+        #[cfg(feature = "redis")]
+        m.insert(redis::KIND.into(), redis::RedisConnector::from_config);
+        #[cfg(feature = "s3")]
+        m.insert(s3::KIND.into(), s3::S3Connector::from_config);
         RwLock::new(m)
     })
 }

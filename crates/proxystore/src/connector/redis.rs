@@ -1,0 +1,652 @@
+//! The Redis connector: one Redis string value per object.
+//!
+//! Objects are stored under `prefix + key`, where `key` is a random UUID chosen by the connector.
+//! Keys handed back by users are only ever used as Redis keys, which are binary-safe, so a hostile
+//! key can name nothing but another Redis key under the same prefix.
+//!
+//! The connection is a [`redis::aio::ConnectionManager`] created lazily on the library's I/O
+//! runtime ([`crate::runtime::spawn_io`]); every command runs there. The manager reconnects after
+//! the connection drops, and an operation that failed because the connection dropped is tried
+//! once more on the new connection, so a connector outlives a server restart. No operation takes
+//! longer than `connect_timeout + response_timeout`: it ends with [`Error::Timeout`].
+
+use std::fmt;
+use std::future::Future;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ConnectionInfo, IntoConnectionInfo, RedisError, RedisResult};
+use serde::{Deserialize, Serialize};
+
+use super::{Connector, ConnectorConfig, PutOptions};
+use crate::error::{Error, Result};
+use crate::key::Key;
+use crate::runtime::spawn_io;
+
+/// Kind name of this connector.
+pub const KIND: &str = "redis";
+
+/// Default server URL.
+pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+/// Default response timeout: generous, because a single reply may carry a large object (the
+/// redis crate's own default of 500 ms fails for objects of tens of MiB).
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default timeout of one connection attempt (TCP, TLS and the Redis handshake).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Keys per `DEL` or `MGET` command in batch operations, to bound the size of one command.
+const BATCH_CHUNK: usize = 1000;
+/// Reconnection attempts the manager makes before it reports the failure (then the next
+/// operation starts a new round).
+const RECONNECT_RETRIES: usize = 2;
+
+/// Options of a [`RedisConnector`].
+///
+/// The server is given by `url` (`redis://[user@]host[:port][/db]`, or `rediss://` for TLS);
+/// `host`, `port`, `db` and `username` override the matching part of it, and `password`
+/// overrides a password in it. The connector normalises these into `url` plus `password`, and
+/// [`Connector::config`] returns that normal form, with the password never in the URL so that
+/// the `Debug` of a config redacts it.
+///
+/// ```
+/// use proxystore::connector::redis::RedisConfig;
+/// let c = RedisConfig {
+///     url: "redis://:hunter2@cache.example:6380/2".into(),
+///     prefix: "jobs:".into(),
+///     ttl_ms: Some(3_600_000),
+///     ..RedisConfig::default()
+/// };
+/// assert!(!format!("{c:?}").contains("hunter2"));
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisConfig {
+    /// Server URL (default [`DEFAULT_URL`]).
+    pub url: String,
+    /// Host name or address, overriding the URL's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Port, overriding the URL's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Database number, overriding the URL's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db: Option<i64>,
+    /// ACL user name, overriding the URL's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Password, overriding the URL's. Travels in proxy references like every option.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Prefix of every Redis key this connector writes (default none).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+    /// Expire objects this long after they are put (`SET ... PX`); default never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    /// How long to wait for one reply, in milliseconds (default 30 000).
+    pub response_timeout_ms: u64,
+    /// How long one connection attempt may take, in milliseconds (default 5 000).
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: DEFAULT_URL.into(),
+            host: None,
+            port: None,
+            db: None,
+            username: None,
+            password: None,
+            prefix: String::new(),
+            ttl_ms: None,
+            response_timeout_ms: DEFAULT_RESPONSE_TIMEOUT.as_millis() as u64,
+            connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT.as_millis() as u64,
+        }
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("db", &self.db)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("prefix", &self.prefix)
+            .field("ttl_ms", &self.ttl_ms)
+            .field("response_timeout_ms", &self.response_timeout_ms)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .finish()
+    }
+}
+
+/// The URL with any password replaced, for messages.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("<redacted>"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<unparsable URL>".into(),
+    }
+}
+
+/// Decode `%XX` escapes (a URL's user-info part); invalid escapes are kept as they are.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(&h), Some(&l)) = (bytes.get(i + 1), bytes.get(i + 2))
+            && let (Some(h), Some(l)) = (hex(h), hex(l))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl RedisConfig {
+    /// A config for the server at `url` with defaults for everything else.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            ..RedisConfig::default()
+        }
+    }
+
+    /// The response timeout as a duration.
+    pub fn response_timeout(&self) -> Duration {
+        Duration::from_millis(self.response_timeout_ms)
+    }
+
+    /// The connect timeout as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// The normal form: the overriding fields folded into the URL, the password taken out of it.
+    /// Normalising twice gives the same config.
+    fn normalized(&self) -> Result<RedisConfig> {
+        let bad =
+            |what: &str| Error::config(format!("redis URL {}: {what}", redact_url(&self.url)));
+        let mut url = url::Url::parse(&self.url).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(url.scheme(), "redis" | "rediss" | "redis+unix" | "unix") {
+            return Err(bad("scheme must be redis, rediss, redis+unix or unix"));
+        }
+        let mut password = url.password().map(percent_decode);
+        if url.password().is_some() {
+            url.set_password(None)
+                .map_err(|()| bad("cannot remove the password"))?;
+        }
+        if let Some(p) = &self.password {
+            password = Some(p.clone());
+        }
+        if let Some(host) = &self.host {
+            url.set_host(Some(host))
+                .map_err(|e| bad(&format!("host {host:?}: {e}")))?;
+        }
+        if let Some(port) = self.port {
+            url.set_port(Some(port))
+                .map_err(|()| bad("this URL cannot have a port"))?;
+        }
+        if let Some(db) = self.db {
+            if url.scheme().ends_with("unix") {
+                url.query_pairs_mut().append_pair("db", &db.to_string());
+            } else {
+                url.set_path(&format!("/{db}"));
+            }
+        }
+        if let Some(user) = &self.username {
+            url.set_username(user)
+                .map_err(|()| bad("this URL cannot have a user name"))?;
+        }
+        if self.response_timeout_ms == 0 || self.connect_timeout_ms == 0 {
+            return Err(Error::config("redis timeouts must be above zero"));
+        }
+        if self.ttl_ms == Some(0) {
+            return Err(Error::config("redis ttl_ms must be above zero"));
+        }
+        Ok(RedisConfig {
+            url: url.to_string(),
+            host: None,
+            port: None,
+            db: None,
+            username: None,
+            password,
+            prefix: self.prefix.clone(),
+            ttl_ms: self.ttl_ms,
+            response_timeout_ms: self.response_timeout_ms,
+            connect_timeout_ms: self.connect_timeout_ms,
+        })
+    }
+}
+
+/// Objects in a Redis server.
+///
+/// ```no_run
+/// # proxystore::runtime::block_on(async {
+/// use proxystore::connector::{Connector, redis::{RedisConfig, RedisConnector}};
+/// let c = RedisConnector::with_config(RedisConfig {
+///     prefix: "my-app:".into(),
+///     ..RedisConfig::new("redis://127.0.0.1:6379/0")
+/// })?;
+/// let key = c.put(bytes::Bytes::from_static(b"data")).await?; // stored as my-app:<key>
+/// assert_eq!(c.get(&key).await?.as_deref(), Some(&b"data"[..]));
+/// # Ok::<_, proxystore::Error>(()) })??;
+/// # Ok::<_, proxystore::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct RedisConnector {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: RedisConfig,
+    info: ConnectionInfo,
+    manager: tokio::sync::OnceCell<ConnectionManager>,
+}
+
+impl fmt::Debug for RedisConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConnector")
+            .field("config", &self.inner.config)
+            .field("connected", &self.inner.manager.initialized())
+            .finish()
+    }
+}
+
+impl RedisConnector {
+    /// A connector for the server at `url` (no prefix, no TTL, default timeouts). Does not
+    /// connect: the first operation does.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a URL that is not a Redis URL.
+    pub fn new(url: &str) -> Result<Self> {
+        Self::with_config(RedisConfig::new(url))
+    }
+
+    /// A connector from `config` (see [`RedisConfig`]). Does not connect: the first operation
+    /// does.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid URL, override or timeout.
+    pub fn with_config(config: RedisConfig) -> Result<Self> {
+        let config = config.normalized()?;
+        let info =
+            config.url.as_str().into_connection_info().map_err(|e| {
+                Error::config(format!("redis URL {}: {e}", redact_url(&config.url)))
+            })?;
+        let info = match &config.password {
+            Some(p) => {
+                let settings = info.redis_settings().clone().set_password(p);
+                info.set_redis_settings(settings)
+            }
+            None => info,
+        };
+        if config.url.starts_with("rediss:") {
+            install_crypto_provider();
+        }
+        Ok(RedisConnector {
+            inner: Arc::new(Inner {
+                config,
+                info,
+                manager: tokio::sync::OnceCell::new(),
+            }),
+        })
+    }
+
+    /// Build from a [`ConnectorConfig`] of kind `redis`.
+    ///
+    /// # Errors
+    /// As for [`RedisConnector::with_config`].
+    pub fn from_config(config: &ConnectorConfig) -> Result<Arc<dyn Connector>> {
+        Ok(Arc::new(Self::with_config(config.options()?)?))
+    }
+
+    /// The normalised configuration (password included; its `Debug` redacts it).
+    pub fn redis_config(&self) -> &RedisConfig {
+        &self.inner.config
+    }
+
+    /// The Redis key of `key`.
+    fn redis_key(&self, key: &Key) -> Vec<u8> {
+        let prefix = self.inner.config.prefix.as_bytes();
+        let mut k = Vec::with_capacity(prefix.len() + key.as_str().len());
+        k.extend_from_slice(prefix);
+        k.extend_from_slice(key.as_str().as_bytes());
+        k
+    }
+
+    fn set_cmd(&self, key: Vec<u8>, data: &Bytes) -> redis::Cmd {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(data.as_ref());
+        if let Some(ttl) = self.inner.config.ttl_ms {
+            cmd.arg("PX").arg(ttl);
+        }
+        cmd
+    }
+
+    /// Run `f` on the I/O runtime with the connection, once more if the connection had dropped,
+    /// within the operation's time bound.
+    async fn run<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(ConnectionManager) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = RedisResult<T>> + Send,
+    {
+        let inner = self.inner.clone();
+        spawn_io(async move {
+            let bound = inner.config.connect_timeout() + inner.config.response_timeout();
+            let attempt = async {
+                let con = inner.manager().await?;
+                match f(con.clone()).await {
+                    Err(e) if is_connection_lost(&e) => {
+                        tracing::debug!(op, error = %e, "redis connection lost; retrying once");
+                        f(con).await
+                    }
+                    other => other,
+                }
+                .map_err(|e| inner.error(op, e))
+            };
+            match tokio::time::timeout(bound, attempt).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Timeout {
+                    operation: format!("redis {op}"),
+                    after: bound,
+                }),
+            }
+        })
+        .await?
+    }
+}
+
+impl Inner {
+    async fn manager(&self) -> Result<ConnectionManager> {
+        self.manager
+            .get_or_try_init(|| async {
+                let client = redis::Client::open(self.info.clone())
+                    .map_err(|e| Error::config(format!("redis client: {e}")))?;
+                let config = ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(self.config.response_timeout()))
+                    .set_connection_timeout(Some(self.config.connect_timeout()))
+                    .set_number_of_retries(RECONNECT_RETRIES)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_secs(1));
+                ConnectionManager::new_lazy_with_config(client, config)
+                    .map_err(|e| Error::config(format!("redis connection manager: {e}")))
+            })
+            .await
+            .cloned()
+    }
+
+    fn error(&self, op: &str, e: RedisError) -> Error {
+        if e.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+        {
+            return Error::Unauthorized {
+                message: format!("redis {op}: {e}"),
+            };
+        }
+        if e.is_timeout() {
+            return Error::Timeout {
+                operation: format!("redis {op}"),
+                after: self.config.response_timeout(),
+            };
+        }
+        if e.code() == Some("OOM") {
+            return Error::LimitExceeded {
+                message: format!("redis {op}: {e}"),
+            };
+        }
+        Error::backend(KIND, op, e)
+    }
+}
+
+/// Whether `e` means the connection broke (the manager reconnects, so one retry may succeed),
+/// as opposed to a timeout or an error reply.
+fn is_connection_lost(e: &RedisError) -> bool {
+    e.is_io_error() && !e.is_timeout()
+}
+
+/// rustls needs a process-wide crypto provider; install ours unless one is there already.
+fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
+}
+
+#[async_trait]
+impl Connector for RedisConnector {
+    fn kind(&self) -> &str {
+        KIND
+    }
+
+    async fn put_opts(&self, data: Bytes, _options: &PutOptions) -> Result<Key> {
+        let key = Key::random();
+        self.set(&key, data).await?;
+        Ok(key)
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
+        let k = self.redis_key(key);
+        self.run("GET", move |mut con| {
+            let k = k.clone();
+            async move { redis::cmd("GET").arg(k).query_async(&mut con).await }
+        })
+        .await
+    }
+
+    async fn exists(&self, key: &Key) -> Result<bool> {
+        let k = self.redis_key(key);
+        self.run("EXISTS", move |mut con| {
+            let k = k.clone();
+            async move { redis::cmd("EXISTS").arg(k).query_async(&mut con).await }
+        })
+        .await
+    }
+
+    async fn evict(&self, key: &Key) -> Result<()> {
+        let k = self.redis_key(key);
+        self.run("DEL", move |mut con| {
+            let k = k.clone();
+            async move { redis::cmd("DEL").arg(k).query_async(&mut con).await }
+        })
+        .await
+    }
+
+    fn config(&self) -> ConnectorConfig {
+        ConnectorConfig::new(
+            KIND,
+            serde_json::to_value(&self.inner.config).unwrap_or_default(),
+        )
+    }
+
+    async fn put_batch(&self, data: Vec<Bytes>, _options: &PutOptions) -> Result<Vec<Key>> {
+        if data.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<Key> = data.iter().map(|_| Key::random()).collect();
+        let mut pipe = redis::pipe();
+        for (k, d) in keys.iter().zip(&data) {
+            pipe.add_command(self.set_cmd(self.redis_key(k), d))
+                .ignore();
+        }
+        self.run("SET (pipeline)", move |mut con| {
+            let pipe = pipe.clone();
+            async move { pipe.query_async::<()>(&mut con).await }
+        })
+        .await?;
+        Ok(keys)
+    }
+
+    async fn get_batch(&self, keys: &[Key]) -> Result<Vec<Option<Bytes>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH_CHUNK) {
+            let ks: Vec<Vec<u8>> = chunk.iter().map(|k| self.redis_key(k)).collect();
+            let got: Vec<Option<Bytes>> = self
+                .run("MGET", move |mut con| {
+                    let ks = ks.clone();
+                    async move { redis::cmd("MGET").arg(ks).query_async(&mut con).await }
+                })
+                .await?;
+            if got.len() != chunk.len() {
+                return Err(Error::Backend {
+                    connector: KIND.into(),
+                    message: format!("MGET of {} keys gave {} values", chunk.len(), got.len()),
+                    source: None,
+                });
+            }
+            out.extend(got);
+        }
+        Ok(out)
+    }
+
+    async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Option<Bytes>> {
+        let k = self.redis_key(key);
+        // GETRANGE reads an absent key as empty, so EXISTS in the same transaction tells the two
+        // apart. Its end index is inclusive.
+        let start = range.start.min(i64::MAX as u64) as i64;
+        let end = range.end.min(i64::MAX as u64) as i64;
+        let (exists, data): (bool, Bytes) = if start >= end {
+            let exists = self.exists(key).await?;
+            (exists, Bytes::new())
+        } else {
+            self.run("GETRANGE", move |mut con| {
+                let k = k.clone();
+                async move {
+                    redis::pipe()
+                        .atomic()
+                        .cmd("EXISTS")
+                        .arg(&k)
+                        .cmd("GETRANGE")
+                        .arg(&k)
+                        .arg(start)
+                        .arg(end - 1)
+                        .query_async(&mut con)
+                        .await
+                }
+            })
+            .await?
+        };
+        Ok(exists.then_some(data))
+    }
+
+    async fn evict_batch(&self, keys: &[Key]) -> Result<()> {
+        for chunk in keys.chunks(BATCH_CHUNK) {
+            let ks: Vec<Vec<u8>> = chunk.iter().map(|k| self.redis_key(k)).collect();
+            self.run("DEL", move |mut con| {
+                let ks = ks.clone();
+                async move { redis::cmd("DEL").arg(ks).query_async::<()>(&mut con).await }
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn new_key(&self, _options: &PutOptions) -> Result<Key> {
+        Ok(Key::random())
+    }
+
+    async fn set(&self, key: &Key, data: Bytes) -> Result<()> {
+        let cmd = self.set_cmd(self.redis_key(key), &data);
+        self.run("SET", move |mut con| {
+            let cmd = cmd.clone();
+            async move { cmd.query_async::<()>(&mut con).await }
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_is_normalised_and_redacted() {
+        let c = RedisConnector::with_config(RedisConfig {
+            url: "redis://alice:s%40cret@example.org:7000/3".into(),
+            prefix: "p:".into(),
+            ..RedisConfig::default()
+        })
+        .unwrap();
+        let rc = c.redis_config();
+        assert_eq!(rc.password.as_deref(), Some("s@cret"));
+        assert!(!rc.url.contains("cret"), "{}", rc.url);
+        assert_eq!(rc.url, "redis://alice@example.org:7000/3");
+        let info = &c.inner.info;
+        assert_eq!(info.redis_settings().password(), Some("s@cret"));
+        assert_eq!(info.redis_settings().db(), 3);
+        assert!(!format!("{c:?}").contains("cret"));
+        assert!(!format!("{:?}", c.config()).contains("cret"));
+        let again = RedisConnector::from_config(&c.config()).unwrap();
+        assert_eq!(again.config(), c.config());
+    }
+
+    #[test]
+    fn fields_override_the_url() {
+        let c = RedisConnector::with_config(RedisConfig {
+            url: "redis://:old@h1:1/1".into(),
+            host: Some("h2".into()),
+            port: Some(2),
+            db: Some(5),
+            username: Some("bob".into()),
+            password: Some("new".into()),
+            ..RedisConfig::default()
+        })
+        .unwrap();
+        assert_eq!(c.redis_config().url, "redis://bob@h2:2/5");
+        assert_eq!(c.redis_config().password.as_deref(), Some("new"));
+        assert_eq!(c.inner.info.addr().to_string(), "h2:2");
+    }
+
+    #[test]
+    fn bad_configs_are_config_errors() {
+        for cfg in [
+            RedisConfig::new("http://x"),
+            RedisConfig::new("not a url"),
+            RedisConfig {
+                response_timeout_ms: 0,
+                ..RedisConfig::default()
+            },
+            RedisConfig {
+                ttl_ms: Some(0),
+                ..RedisConfig::default()
+            },
+        ] {
+            let e = RedisConnector::with_config(cfg).unwrap_err();
+            assert!(matches!(e, Error::Config { .. }), "{e}");
+        }
+    }
+
+    #[test]
+    fn tls_urls_are_accepted() {
+        let c = RedisConnector::new("rediss://example.org:6380").unwrap();
+        assert!(matches!(
+            c.inner.info.addr(),
+            redis::ConnectionAddr::TcpTls { .. }
+        ));
+        assert!(rustls::crypto::CryptoProvider::get_default().is_some());
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b%2"), "a b%2");
+        assert_eq!(percent_decode("%e2%9c%93"), "✓");
+    }
+}
