@@ -6,3 +6,5 @@
 
 pub mod globus_fake;
 pub mod process;
+pub mod redis_server;
+pub mod s3_server;

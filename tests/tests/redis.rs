@@ -1,0 +1,253 @@
+//! The Redis connector against a real `redis-server` that each test starts on a free loopback
+//! port: the shared conformance suite, then faults (server killed, restarted, frozen), wrong
+//! passwords, TTL expiry and key prefixes.
+
+use std::time::{Duration, Instant};
+
+use proxystore::conformance::{Fixture, payload};
+use proxystore::connector::redis::{RedisConfig, RedisConnector};
+use proxystore::{Bytes, Connector, Error, Key};
+use proxystore_tests::redis_server::RedisServer;
+
+fn start() -> RedisServer {
+    RedisServer::start().unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn config(server: &RedisServer) -> RedisConfig {
+    RedisConfig {
+        prefix: format!("test-{}:", Key::random()),
+        ..RedisConfig::new(server.url())
+    }
+}
+
+mod conformance {
+    use super::*;
+
+    async fn fixture() -> Fixture {
+        let server = start();
+        let c = RedisConnector::with_config(config(&server)).expect("redis connector");
+        Fixture::with_guard(c, server)
+    }
+    proxystore::conformance_tests!(fixture);
+}
+
+/// Puts objects until one fails, returning how many succeeded and the error.
+async fn put_until_error(c: RedisConnector, size: usize) -> (usize, Error) {
+    let data = payload(size, 7);
+    let mut n = 0;
+    loop {
+        match c.put(data.clone()).await {
+            Ok(_) => n += 1,
+            Err(e) => return (n, e),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_mid_operation_fails_fast_and_the_same_connector_recovers() {
+    let mut server = start();
+    let c = RedisConnector::with_config(RedisConfig {
+        response_timeout_ms: 3_000,
+        connect_timeout_ms: 1_000,
+        ..config(&server)
+    })
+    .unwrap();
+    let before = c.put(Bytes::from_static(b"before")).await.unwrap();
+    assert_eq!(c.get(&before).await.unwrap().unwrap(), "before");
+
+    // 8 MiB puts in a loop; the server dies while they run.
+    let writer = tokio::spawn(put_until_error(c.clone(), 8 << 20));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed_at = Instant::now();
+    server.stop();
+    let (done, err) = tokio::time::timeout(Duration::from_secs(10), writer)
+        .await
+        .expect("a put in flight when the server died must end, not hang")
+        .unwrap();
+    assert!(done > 0, "no put succeeded before the kill");
+    assert!(
+        err.is_retryable(),
+        "expected a retryable error, got {err:?}"
+    );
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        killed_at.elapsed()
+    );
+
+    // While it is down: a typed, retryable error within the connector's bound.
+    let t = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(10), c.get(&before))
+        .await
+        .expect("get against a dead server must not hang")
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Backend { .. } | Error::Timeout { .. }),
+        "{err:?}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+
+    // Same port, same connector object: works again from the first call.
+    server.restart().unwrap();
+    let key = tokio::time::timeout(Duration::from_secs(10), c.put(Bytes::from_static(b"after")))
+        .await
+        .expect("put after restart must not hang")
+        .expect("the same connector works after the server restarts");
+    assert_eq!(c.get(&key).await.unwrap().unwrap(), "after");
+    // The server keeps nothing across restarts (--save ''), so the old object is gone.
+    assert_eq!(c.get(&before).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_server_times_out_then_recovers() {
+    let server = start();
+    let c = RedisConnector::with_config(RedisConfig {
+        response_timeout_ms: 500,
+        connect_timeout_ms: 500,
+        ..config(&server)
+    })
+    .unwrap();
+    let key = c.put(Bytes::from_static(b"x")).await.unwrap();
+    server.pause().unwrap();
+    let t = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(10), c.get(&key)).await;
+    let elapsed = t.elapsed();
+    server.resume().unwrap();
+    let err = result
+        .expect("get from a frozen server must not hang")
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert!(err.is_retryable());
+    assert!(
+        elapsed >= Duration::from_millis(400) && elapsed < Duration::from_secs(3),
+        "timed out after {elapsed:?}, configured 500 ms (+500 ms connect)"
+    );
+    let got = tokio::time::timeout(Duration::from_secs(10), c.get(&key))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.unwrap(), "x");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_or_missing_password_is_unauthorized() {
+    let server = RedisServer::start_with_password("right-password").unwrap();
+    for password in [Some("wrong-password"), None] {
+        let c = RedisConnector::with_config(RedisConfig {
+            password: password.map(str::to_owned),
+            ..config(&server)
+        })
+        .unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(10), c.put(Bytes::from_static(b"x")))
+            .await
+            .expect("must not hang")
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Unauthorized { .. }),
+            "password {password:?}: {err:?}"
+        );
+        assert!(!err.is_retryable());
+        assert!(!format!("{err:?}{c:?}").contains("wrong-password"));
+    }
+    // The right password works, given as a field or inside the URL.
+    for cfg in [
+        RedisConfig {
+            password: Some("right-password".into()),
+            ..config(&server)
+        },
+        RedisConfig::new(format!(
+            "redis://:right-password@127.0.0.1:{}/0",
+            server.port()
+        )),
+    ] {
+        let c = RedisConnector::with_config(cfg).unwrap();
+        assert!(!format!("{:?}", c.config()).contains("right-password"));
+        let key = c.put(Bytes::from_static(b"ok")).await.unwrap();
+        assert_eq!(c.get(&key).await.unwrap().unwrap(), "ok");
+        // The config (password included) rebuilds a working connector.
+        let rebuilt = proxystore::connector::from_config(&c.config()).unwrap();
+        assert_eq!(rebuilt.get(&key).await.unwrap().unwrap(), "ok");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_expire_after_the_ttl() {
+    let server = start();
+    let c = RedisConnector::with_config(RedisConfig {
+        ttl_ms: Some(300),
+        ..config(&server)
+    })
+    .unwrap();
+    let single = c.put(Bytes::from_static(b"short-lived")).await.unwrap();
+    let batch = c
+        .put_batch(vec![payload(10, 1), payload(20, 2)], &Default::default())
+        .await
+        .unwrap();
+    assert!(c.exists(&single).await.unwrap());
+    assert_eq!(
+        c.get_batch(&batch).await.unwrap().iter().flatten().count(),
+        2
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!c.exists(&single).await.unwrap());
+    assert_eq!(c.get(&single).await.unwrap(), None);
+    assert_eq!(c.get_batch(&batch).await.unwrap(), vec![None, None]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefixes_separate_connectors_and_databases_separate_too() {
+    let server = start();
+    let a = RedisConnector::with_config(RedisConfig {
+        prefix: "a:".into(),
+        ..RedisConfig::new(server.url())
+    })
+    .unwrap();
+    let b = RedisConnector::with_config(RedisConfig {
+        prefix: "b:".into(),
+        ..RedisConfig::new(server.url())
+    })
+    .unwrap();
+    let a_db1 = RedisConnector::with_config(RedisConfig {
+        prefix: "a:".into(),
+        db: Some(1),
+        ..RedisConfig::new(server.url())
+    })
+    .unwrap();
+    let key = a.put(Bytes::from_static(b"in a")).await.unwrap();
+    assert_eq!(b.get(&key).await.unwrap(), None);
+    assert!(!b.exists(&key).await.unwrap());
+    assert_eq!(a_db1.get(&key).await.unwrap(), None);
+    // A key that spells another prefix reaches only its own prefixed name.
+    let sneaky = Key::from(format!("../a:{key}"));
+    assert_eq!(b.get(&sneaky).await.unwrap(), None);
+    b.evict(&Key::from(format!("*{key}"))).await.unwrap();
+    assert_eq!(a.get(&key).await.unwrap().unwrap(), "in a");
+}
+
+#[test]
+fn works_from_sync_code_and_a_current_thread_runtime() {
+    let server = start();
+    let c = RedisConnector::with_config(config(&server)).unwrap();
+    // Plain thread, no runtime.
+    let key = proxystore::runtime::block_on({
+        let c = c.clone();
+        async move { c.put(Bytes::from_static(b"sync")).await }
+    })
+    .unwrap()
+    .unwrap();
+    // Inside a current-thread runtime, blocking on it from sync code.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let got = rt.block_on(async {
+        let c = c.clone();
+        let key = key.clone();
+        proxystore::runtime::block_on(async move { c.get(&key).await }).unwrap()
+    });
+    assert_eq!(got.unwrap().unwrap(), "sync");
+}

@@ -1,0 +1,263 @@
+//! The S3 connector against an S3-compatible server (s3s-fs) that each test starts in-process on
+//! a free loopback port: the shared conformance suite, multipart uploads (and their abort on
+//! failure), faults (server stopped, restarted, hung), and wrong credentials.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use proxystore::conformance::{Fixture, payload};
+use proxystore::connector::s3::{MIN_PART_SIZE, S3Config, S3Connector};
+use proxystore::{Bytes, Connector, Error, Key, PutOptions};
+use proxystore_tests::s3_server::S3Server;
+
+fn start() -> S3Server {
+    S3Server::start().unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn prefix() -> String {
+    format!("test-{}/", Key::random())
+}
+
+mod conformance {
+    use super::*;
+
+    async fn fixture() -> Fixture {
+        let server = start();
+        let c = S3Connector::with_config(server.config(&prefix())).expect("s3 connector");
+        Fixture::with_guard(c, server)
+    }
+    proxystore::conformance_tests!(fixture);
+}
+
+/// Files of unfinished multipart uploads that s3s-fs keeps in its root.
+fn upload_leftovers(server: &S3Server) -> Vec<String> {
+    std::fs::read_dir(server.root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".upload"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_above_the_part_size_go_up_in_parts() {
+    let server = start();
+    let c = S3Connector::with_config(S3Config {
+        part_size: MIN_PART_SIZE,
+        ..server.config(&prefix())
+    })
+    .unwrap();
+    let size = 2 * MIN_PART_SIZE as usize + 12_345;
+    let data = payload(size, 5);
+    let key = c.put(data.clone()).await.unwrap();
+    let faults = server.faults();
+    assert_eq!(faults.uploaded_parts.load(Ordering::Relaxed), 3);
+    assert_eq!(faults.completed_uploads.load(Ordering::Relaxed), 1);
+    assert_eq!(c.get(&key).await.unwrap().unwrap(), data);
+    // A range across the boundary between parts 1 and 2.
+    let boundary = MIN_PART_SIZE;
+    let range = boundary - 10..boundary + 10;
+    assert_eq!(
+        c.get_range(&key, range.clone()).await.unwrap().unwrap(),
+        data.slice(range.start as usize..range.end as usize)
+    );
+    // Exactly the part size is still a single PutObject.
+    let small = c.put(payload(MIN_PART_SIZE as usize, 6)).await.unwrap();
+    assert_eq!(faults.uploaded_parts.load(Ordering::Relaxed), 3);
+    c.evict_batch(&[key, small]).await.unwrap();
+    assert!(upload_leftovers(&server).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_multipart_upload_is_aborted_and_leaves_nothing() {
+    let server = start();
+    let c = S3Connector::with_config(S3Config {
+        part_size: MIN_PART_SIZE,
+        max_attempts: 2,
+        ..server.config(&prefix())
+    })
+    .unwrap();
+    server.faults().fail_upload_part.store(2, Ordering::Relaxed);
+    let key = c.new_key(&PutOptions::default()).await.unwrap();
+    let err = c
+        .set(&key, payload(3 * MIN_PART_SIZE as usize, 8))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+    assert!(err.is_retryable());
+    assert_eq!(server.faults().aborted_uploads.load(Ordering::Relaxed), 1);
+    assert_eq!(server.faults().completed_uploads.load(Ordering::Relaxed), 0);
+    assert!(!c.exists(&key).await.unwrap());
+    assert_eq!(upload_leftovers(&server), Vec::<String>::new());
+    // With the fault gone the same connector uploads in parts again.
+    server.faults().fail_upload_part.store(0, Ordering::Relaxed);
+    let data = payload(3 * MIN_PART_SIZE as usize, 9);
+    c.set(&key, data.clone()).await.unwrap();
+    assert_eq!(c.get(&key).await.unwrap().unwrap(), data);
+}
+
+/// Puts objects until one fails, returning how many succeeded and the error.
+async fn put_until_error(c: S3Connector, size: usize) -> (usize, Error) {
+    let data = payload(size, 7);
+    let mut n = 0;
+    loop {
+        match c.put(data.clone()).await {
+            Ok(_) => n += 1,
+            Err(e) => return (n, e),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_stopped_mid_operation_fails_fast_and_the_same_connector_recovers() {
+    let mut server = start();
+    let c = S3Connector::with_config(S3Config {
+        part_size: MIN_PART_SIZE,
+        operation_timeout_ms: 8_000,
+        ..server.config(&prefix())
+    })
+    .unwrap();
+    let before = c.put(Bytes::from_static(b"before")).await.unwrap();
+
+    // 12 MiB multipart puts in a loop; the server stops while they run.
+    let writer = tokio::spawn(put_until_error(c.clone(), 12 << 20));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopped_at = Instant::now();
+    server.stop();
+    let (done, err) = tokio::time::timeout(Duration::from_secs(20), writer)
+        .await
+        .expect("a put in flight when the server stopped must end, not hang")
+        .unwrap();
+    assert!(done > 0, "no put succeeded before the stop");
+    assert!(
+        err.is_retryable(),
+        "expected a retryable error, got {err:?}"
+    );
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        stopped_at.elapsed()
+    );
+
+    let t = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(20), c.get(&before))
+        .await
+        .expect("get against a stopped server must not hang")
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Backend { .. } | Error::Timeout { .. }),
+        "{err:?}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+
+    // Same port, same connector object: works again, and the data on disk survived.
+    server.restart().unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), c.get(&before))
+        .await
+        .expect("get after restart must not hang")
+        .expect("the same connector works after the server restarts");
+    assert_eq!(got.unwrap(), "before");
+    let key = c.put(payload(3 * MIN_PART_SIZE as usize, 3)).await.unwrap();
+    assert!(c.exists(&key).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_server_times_out_then_recovers() {
+    let mut server = start();
+    let c = S3Connector::with_config(S3Config {
+        read_timeout_ms: 500,
+        operation_timeout_ms: 3_000,
+        // The first attempt may meet the pooled connection the stop cut; the second hangs.
+        max_attempts: 2,
+        ..server.config(&prefix())
+    })
+    .unwrap();
+    let key = c.put(Bytes::from_static(b"x")).await.unwrap();
+    server.hang().unwrap();
+    let t = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(10), c.get(&key))
+        .await
+        .expect("get from a hung server must not hang the caller")
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert!(err.is_retryable());
+    assert!(
+        t.elapsed() < Duration::from_millis(3_500),
+        "took {:?}",
+        t.elapsed()
+    );
+    server.restart().unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), c.get(&key))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.unwrap(), "x");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_are_unauthorized() {
+    let server = start();
+    let good = server.config(&prefix());
+    for (id, secret) in [
+        (
+            good.access_key_id.clone(),
+            Some("not-the-secret".to_owned()),
+        ),
+        (Some("AKUNKNOWN".to_owned()), good.secret_access_key.clone()),
+    ] {
+        let c = S3Connector::with_config(S3Config {
+            access_key_id: id,
+            secret_access_key: secret,
+            ..good.clone()
+        })
+        .unwrap();
+        for err in [
+            c.put(Bytes::from_static(b"x")).await.unwrap_err(),
+            c.get(&Key::random()).await.unwrap_err(),
+            c.exists(&Key::random()).await.unwrap_err(),
+        ] {
+            assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
+            assert!(!err.is_retryable());
+            assert!(!format!("{err:?}").contains("not-the-secret"));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bucket_is_a_config_error() {
+    let server = start();
+    let c = S3Connector::with_config(S3Config {
+        bucket: "no-such-bucket".into(),
+        ..server.config("")
+    })
+    .unwrap();
+    let err = c.put(Bytes::from_static(b"x")).await.unwrap_err();
+    assert!(matches!(err, Error::Config { .. }), "{err:?}");
+    let err = c.get(&Key::random()).await.unwrap_err();
+    assert!(matches!(err, Error::Config { .. }), "{err:?}");
+}
+
+#[test]
+fn works_from_sync_code_and_a_current_thread_runtime() {
+    let server = start();
+    let c = S3Connector::with_config(server.config(&prefix())).unwrap();
+    let key = proxystore::runtime::block_on({
+        let c = c.clone();
+        async move { c.put(Bytes::from_static(b"sync")).await }
+    })
+    .unwrap()
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let got = rt.block_on(async {
+        let c = c.clone();
+        let key = key.clone();
+        proxystore::runtime::block_on(async move { c.get(&key).await }).unwrap()
+    });
+    assert_eq!(got.unwrap().unwrap(), "sync");
+}
