@@ -2,6 +2,9 @@
 //! port: the shared conformance suite, then faults (server killed, restarted, frozen), wrong
 //! passwords, TTL expiry and key prefixes.
 
+// Helpers outside #[test] functions fail the test the same way.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::{Duration, Instant};
 
 use proxystore::conformance::{Fixture, payload};

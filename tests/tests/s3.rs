@@ -2,6 +2,9 @@
 //! a free loopback port: the shared conformance suite, multipart uploads (and their abort on
 //! failure), faults (server stopped, restarted, hung), and wrong credentials.
 
+// Helpers outside #[test] functions fail the test the same way.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
