@@ -1,0 +1,647 @@
+//! A map-reduce pipeline on apalis-redis with the plugin, and a throwaway `redis-server`.
+//!
+//! [`run`] is what `proxystore demo --redis <url>` runs: a producer pushes one task per chunk of
+//! a large array of measurements (each chunk with a baseline to compare against), a worker
+//! computes each chunk's statistics, looking at the baseline only when the chunk looks
+//! anomalous, and the partial results are reduced to the statistics of the whole array. The
+//! chunks and baselines travel through the store; Redis carries small documents. The
+//! [`Summary`] says what went where.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use apalis_core::backend::TaskSink;
+use apalis_core::backend::ext::BackendExt;
+use apalis_core::task::data::Data;
+use apalis_core::worker::builder::WorkerBuilder;
+use apalis_redis::{Config, RedisStorage};
+use proxystore::{Key, Proxy, Store};
+use proxystore_middleware::{Policy, TaskCodec};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::{PollEvery, ProxyCodec, resolve};
+
+/// What can stop the demo.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DemoError {
+    /// Redis could not be reached or answered with an error.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] proxystore::Error),
+    /// A task could not be pushed.
+    #[error("cannot push a task: {0}")]
+    Push(String),
+    /// The worker stopped with an error.
+    #[error("worker: {0}")]
+    Worker(String),
+    /// The tasks did not all finish in time.
+    #[error("only {done} of {total} tasks finished within {after:?}")]
+    Timeout {
+        /// Tasks finished.
+        done: usize,
+        /// Tasks pushed.
+        total: usize,
+        /// How long the demo waited.
+        after: Duration,
+    },
+    /// `redis-server` could not be started.
+    #[error("redis-server: {0}")]
+    Server(String),
+}
+
+/// The shape of a demo run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Number of map tasks (chunks).
+    pub tasks: usize,
+    /// Values (f64) per chunk; the baseline has as many. 1,310,720 values = 10 MiB.
+    pub chunk_len: usize,
+    /// Every `anomaly_every`-th chunk is shifted, so its worker resolves its baseline; the
+    /// other baselines are never fetched.
+    pub anomaly_every: usize,
+    /// Size threshold of the policy in bytes.
+    pub threshold: u64,
+    /// Give up waiting for the tasks after this long.
+    pub timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            tasks: 16,
+            chunk_len: 1 << 20,
+            anomaly_every: 4,
+            threshold: proxystore_middleware::DEFAULT_THRESHOLD,
+            timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A map task as the producer writes it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Chunk {
+    /// Position of the chunk in the array.
+    pub index: u32,
+    /// The measurements.
+    pub values: Vec<f64>,
+    /// The same chunk in a reference run, consulted when the chunk looks anomalous.
+    pub baseline: Vec<f64>,
+}
+
+/// The same task as the worker reads it: the baseline stays a lazy proxy until used.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChunkJob {
+    /// Position of the chunk in the array.
+    pub index: u32,
+    /// The measurements (resolved before the task runs).
+    pub values: Vec<f64>,
+    /// Fetched only if the task looks at it.
+    pub baseline: Proxy<Vec<f64>>,
+}
+
+/// What a map task returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Partial {
+    /// Position of the chunk.
+    pub index: u32,
+    /// Number of values.
+    pub count: u64,
+    /// Sum of the values.
+    pub sum: f64,
+    /// Sum of their squares.
+    pub sum_sq: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Whether the chunk looked anomalous (and its baseline was fetched to compare).
+    pub anomalous: bool,
+    /// Mean of the baseline, when it was fetched.
+    pub baseline_mean: Option<f64>,
+}
+
+impl Partial {
+    /// The statistics of `values` (without a baseline).
+    pub fn of(index: u32, values: &[f64]) -> Partial {
+        let mut p = Partial {
+            index,
+            count: values.len() as u64,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            ..Partial::default()
+        };
+        for &v in values {
+            p.sum += v;
+            p.sum_sq += v * v;
+            p.min = p.min.min(v);
+            p.max = p.max.max(v);
+        }
+        p
+    }
+
+    /// Mean of the values.
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum / self.count as f64
+        }
+    }
+}
+
+/// The statistics of the whole array, reduced from the partials.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Totals {
+    /// Number of values.
+    pub count: u64,
+    /// Mean.
+    pub mean: f64,
+    /// Standard deviation.
+    pub std_dev: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+}
+
+/// Reduce partial results (in any order) to the statistics of the whole array.
+pub fn reduce(partials: &[Partial]) -> Totals {
+    let mut count = 0u64;
+    let (mut sum, mut sum_sq) = (0.0, 0.0);
+    let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
+    let mut sorted: Vec<&Partial> = partials.iter().collect();
+    // A fixed order makes the floating-point sums reproducible.
+    sorted.sort_by_key(|p| p.index);
+    for p in sorted {
+        count += p.count;
+        sum += p.sum;
+        sum_sq += p.sum_sq;
+        min = min.min(p.min);
+        max = max.max(p.max);
+    }
+    let n = count.max(1) as f64;
+    let mean = sum / n;
+    Totals {
+        count,
+        mean,
+        std_dev: (sum_sq / n - mean * mean).max(0.0).sqrt(),
+        min,
+        max,
+    }
+}
+
+/// Mean of an ordinary chunk's values (uniform in [0, 1)).
+pub const EXPECTED_MEAN: f64 = 0.5;
+/// A chunk whose mean is further than this from [`EXPECTED_MEAN`] is anomalous.
+pub const ANOMALY_DISTANCE: f64 = 0.1;
+/// How far anomalous chunks are shifted.
+const SHIFT: f64 = 0.25;
+
+/// Deterministic pseudo-random values in [0, 1) for chunk `index` (shifted when anomalous).
+pub fn chunk_values(index: u32, len: usize, shifted: bool, salt: u64) -> Vec<f64> {
+    let mut x = (u64::from(index) + 1)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(salt)
+        | 1;
+    let shift = if shifted { SHIFT } else { 0.0 };
+    (0..len)
+        .map(|_| {
+            // xorshift64*
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
+            r as f64 / (1u64 << 53) as f64 + shift
+        })
+        .collect()
+}
+
+/// The producer's task for chunk `index`.
+pub fn make_chunk(index: u32, options: &Options) -> Chunk {
+    let anomalous =
+        options.anomaly_every > 0 && (index as usize).is_multiple_of(options.anomaly_every);
+    Chunk {
+        index,
+        values: chunk_values(index, options.chunk_len, anomalous, 0),
+        baseline: chunk_values(index, options.chunk_len, false, 0xBA5E),
+    }
+}
+
+/// The map task: statistics of a chunk, with a look at its baseline if it seems anomalous.
+///
+/// # Errors
+/// When the baseline cannot be fetched, or the results channel is closed.
+pub async fn map_chunk(
+    job: ChunkJob,
+    results: Data<mpsc::UnboundedSender<Partial>>,
+) -> Result<Partial, apalis_core::error::BoxDynError> {
+    let mut p = Partial::of(job.index, &job.values);
+    if (p.mean() - EXPECTED_MEAN).abs() > ANOMALY_DISTANCE {
+        p.anomalous = true;
+        let baseline = job.baseline.resolve().await?;
+        p.baseline_mean = Some(Partial::of(job.index, baseline).mean());
+    }
+    results.send(p).map_err(|_| "the reducer has gone")?;
+    Ok(p)
+}
+
+/// What a demo run did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Summary {
+    /// Map tasks pushed and finished.
+    pub tasks: usize,
+    /// Arguments the policy put into the store instead of the task.
+    pub args_proxied: u64,
+    /// Bytes of the task documents that went through Redis.
+    pub bytes_through_broker: u64,
+    /// Bytes that went through the store instead.
+    pub bytes_through_store: u64,
+    /// Largest job stored in Redis, in bytes (as Redis reports it).
+    pub largest_job_in_redis: u64,
+    /// Proxies handed to tasks that the tasks never used (never fetched).
+    pub proxies_never_resolved: u64,
+    /// Objects still in the store after the run (zero when cleanup worked).
+    pub objects_left: usize,
+    /// Chunks whose baseline was fetched.
+    pub anomalies: usize,
+    /// The reduced statistics.
+    pub totals: Totals,
+    /// Whether the reduced statistics match a direct computation over the same data.
+    pub correct: bool,
+    /// From the first push to the last result.
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        writeln!(f, "tasks run               {}", self.tasks)?;
+        writeln!(f, "arguments proxied       {}", self.args_proxied)?;
+        writeln!(
+            f,
+            "bytes through the broker {} ({:.3} MiB; largest job {} B)",
+            self.bytes_through_broker,
+            mib(self.bytes_through_broker),
+            self.largest_job_in_redis
+        )?;
+        writeln!(
+            f,
+            "bytes through the store  {} ({:.1} MiB)",
+            self.bytes_through_store,
+            mib(self.bytes_through_store)
+        )?;
+        writeln!(f, "proxies never resolved  {}", self.proxies_never_resolved)?;
+        writeln!(f, "anomalous chunks        {}", self.anomalies)?;
+        writeln!(f, "objects left behind     {}", self.objects_left)?;
+        writeln!(
+            f,
+            "result                  n={} mean={:.6} std={:.6} min={:.6} max={:.6} ({})",
+            self.totals.count,
+            self.totals.mean,
+            self.totals.std_dev,
+            self.totals.min,
+            self.totals.max,
+            if self.correct { "correct" } else { "WRONG" }
+        )?;
+        write!(f, "time taken              {:.2?}", self.elapsed)
+    }
+}
+
+/// Run the pipeline with `tasks` chunks of 1 MiB values (8 MiB each) on the Redis at
+/// `redis_url`, proxying through `store`; `progress(done, total)` is called as results arrive.
+///
+/// The demo uses its own queue (removed at the end) and leaves nothing in the store.
+///
+/// # Errors
+/// See [`DemoError`].
+pub async fn run(
+    redis_url: &str,
+    store: Store,
+    tasks: usize,
+    progress: impl FnMut(usize, usize) + Send,
+) -> Result<Summary, DemoError> {
+    let options = Options {
+        tasks,
+        ..Options::default()
+    };
+    run_with(redis_url, store, &options, progress).await
+}
+
+/// [`run`] with every knob.
+///
+/// # Errors
+/// See [`DemoError`].
+pub async fn run_with(
+    redis_url: &str,
+    store: Store,
+    options: &Options,
+    mut progress: impl FnMut(usize, usize) + Send,
+) -> Result<Summary, DemoError> {
+    let queue = format!("proxystore-demo-{}", Key::random());
+    let codec = ProxyCodec::new(
+        TaskCodec::new(Policy::from_parts(
+            store.name().to_owned(),
+            options.threshold,
+        ))
+        .with_store(store.clone()),
+    )
+    .named("map")
+    .recording();
+    let config = Config::default()
+        .queue(&queue)
+        .heartbeat_interval(Duration::from_secs(5));
+
+    let mut producer = RedisStorage::<Chunk>::new(crate::connect(redis_url).await?)
+        .with_config(config.clone())
+        .with_codec(codec.clone());
+    let worker_storage = RedisStorage::<ChunkJob>::new(crate::connect(redis_url).await?)
+        .with_config(config.clone())
+        .with_codec(codec.clone())
+        .poll_with_strategy(PollEvery::millis(50));
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<Partial>();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = WorkerBuilder::new(format!("{queue}-worker"))
+        .backend(worker_storage)
+        .data(tx)
+        .build(resolve(map_chunk));
+    let worker = tokio::spawn(worker.run_until(async move {
+        let _ = stop_rx.await;
+        Ok::<_, std::io::Error>(())
+    }));
+
+    let started = Instant::now();
+    let mut expected = Vec::with_capacity(options.tasks);
+    for index in 0..options.tasks {
+        let chunk = make_chunk(index as u32, options);
+        expected.push(Partial::of(chunk.index, &chunk.values));
+        producer
+            .push(chunk)
+            .await
+            .map_err(|e| DemoError::Push(e.to_string()))?;
+    }
+
+    let mut partials = Vec::with_capacity(options.tasks);
+    let deadline = tokio::time::Instant::now() + options.timeout;
+    while partials.len() < options.tasks {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(p)) => {
+                partials.push(p);
+                progress(partials.len(), options.tasks);
+            }
+            _ => {
+                let _ = stop_tx.send(());
+                return Err(DemoError::Timeout {
+                    done: partials.len(),
+                    total: options.tasks,
+                    after: options.timeout,
+                });
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    // Stopping waits for the running tasks, whose cleanup is part of them, and records their
+    // outcomes in Redis.
+    let _ = stop_tx.send(());
+    match worker.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(DemoError::Worker(e.to_string())),
+        Err(e) => return Err(DemoError::Worker(e.to_string())),
+    }
+
+    let mut conn = crate::connect(redis_url).await?;
+    let largest_job_in_redis = largest_job(&mut conn, &config.job_data_hash()).await?;
+    delete_queue(&mut conn, &queue).await?;
+
+    let refs = codec.recorded();
+    let mut objects_left = 0;
+    let keys: HashSet<&Key> = refs.iter().map(|r| &r.key).collect();
+    for key in keys {
+        if store.exists(key).await? {
+            objects_left += 1;
+        }
+    }
+    let stats = codec.stats();
+    let anomalies = partials.iter().filter(|p| p.anomalous).count();
+    let totals = reduce(&partials);
+    let reference = reduce(&expected);
+    let correct = totals.count == reference.count
+        && (totals.mean - reference.mean).abs() < 1e-9
+        && (totals.std_dev - reference.std_dev).abs() < 1e-9
+        && totals.min == reference.min
+        && totals.max == reference.max;
+    Ok(Summary {
+        tasks: partials.len(),
+        args_proxied: stats.args_proxied,
+        bytes_through_broker: stats.bytes_inline,
+        bytes_through_store: stats.bytes_proxied,
+        largest_job_in_redis,
+        proxies_never_resolved: stats.refs_lazy.saturating_sub(anomalies as u64),
+        objects_left,
+        anomalies,
+        totals,
+        correct,
+        elapsed,
+    })
+}
+
+/// The size in bytes of the largest job in an apalis-redis data hash.
+///
+/// # Errors
+/// When Redis fails.
+pub async fn largest_job(
+    conn: &mut apalis_redis::ConnectionManager,
+    data_hash: &str,
+) -> Result<u64, redis::RedisError> {
+    let ids: Vec<String> = redis::cmd("HKEYS").arg(data_hash).query_async(conn).await?;
+    let mut largest = 0;
+    for id in ids {
+        let len: u64 = redis::cmd("HSTRLEN")
+            .arg(data_hash)
+            .arg(&id)
+            .query_async(conn)
+            .await?;
+        largest = largest.max(len);
+    }
+    Ok(largest)
+}
+
+/// Delete every key of an apalis-redis queue (`{queue}:*`).
+///
+/// # Errors
+/// When Redis fails.
+pub async fn delete_queue(
+    conn: &mut apalis_redis::ConnectionManager,
+    queue: &str,
+) -> Result<(), redis::RedisError> {
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{queue}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        if !keys.is_empty() {
+            redis::cmd("DEL").arg(&keys).query_async::<()>(conn).await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+/// A `redis-server` on a free loopback port that keeps nothing on disk
+/// (`--save '' --appendonly no`), killed when dropped. For demos, examples and benchmarks on a
+/// machine without a Redis of its own.
+pub struct LocalRedis {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl fmt::Debug for LocalRedis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalRedis")
+            .field("port", &self.port)
+            .field("pid", &self.child.id())
+            .finish()
+    }
+}
+
+impl LocalRedis {
+    /// Start `redis-server` (found on `PATH`) and wait until it answers.
+    ///
+    /// # Errors
+    /// [`DemoError::Server`] when `redis-server` is not installed (run `scripts/install-deps`)
+    /// or does not answer within 15 s.
+    pub fn start() -> Result<Self, DemoError> {
+        let mut last = String::new();
+        // The port may be taken between choosing and binding it: try a few.
+        for _ in 0..5 {
+            match Self::try_start() {
+                Ok(s) => return Ok(s),
+                Err(e @ DemoError::Server(_)) if e.to_string().contains("install-deps") => {
+                    return Err(e);
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(DemoError::Server(last))
+    }
+
+    fn try_start() -> Result<Self, DemoError> {
+        let err = |what: &str, e: std::io::Error| DemoError::Server(format!("{what}: {e}"));
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| err("no free port", e))?
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("proxystore-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| err("temporary directory", e))?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    DemoError::Server(
+                        "redis-server is not installed (not on PATH): run scripts/install-deps"
+                            .into(),
+                    )
+                } else {
+                    err("cannot start redis-server", e)
+                }
+            })?;
+        let mut server = LocalRedis { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(DemoError::Server(format!(
+                    "redis-server on port {port} exited with {status}"
+                )));
+            }
+            if server.ping() {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                return Err(DemoError::Server(format!(
+                    "redis-server on port {port} did not answer within 15 s"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether our server answers `PING` (and is ours: a server we did not start could have
+    /// won the port, but then our child has exited, which `start` checks first).
+    fn ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        if s.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 16];
+        matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+    }
+
+    /// `redis://127.0.0.1:PORT/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for LocalRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `INFO memory`'s `used_memory_peak` of the server at `url`, in bytes.
+///
+/// # Errors
+/// When Redis fails or the field is missing.
+pub async fn used_memory_peak(url: &str) -> Result<u64, redis::RedisError> {
+    let mut conn = crate::connect(url).await?;
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut conn)
+        .await?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory_peak:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| {
+            redis::RedisError::from(std::io::Error::other("INFO memory has no used_memory_peak"))
+        })
+}

@@ -1,0 +1,405 @@
+//! The worker side: resolution inside the task, cleanup when the task is finished for good.
+//!
+//! apalis runs a worker's services in this order, outermost first (measured, and read in
+//! `Worker::stream`): the backend's own middleware (for apalis-redis, the layer that records each
+//! outcome and reschedules failures), the user's layers in the order of their `.layer()` calls
+//! (the first one outermost), the lifecycle service (counts the attempt, sets the status from the
+//! result), then the task function. [`resolve`] puts:
+//!
+//! - [`ResolveService`] where the task function is, inside the lifecycle: a store failure is a
+//!   failed attempt like any other (counted, rescheduled, retried by a retry layer);
+//! - [`CleanupLayer`] in the backend's middleware, inside the outcome recorder but outside every
+//!   user layer: it sees the result after any retry layer, and evicts the task's objects when the
+//!   task succeeded or failed for the last time.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use apalis_core::backend::finalize::FinalizeBackend;
+use apalis_core::backend::{Backend, BackendConfig, WireFormatBackend};
+use apalis_core::error::{AbortError, BoxDynError};
+use apalis_core::task::status::Status;
+use apalis_core::task::task_fn::{TaskFn, task_fn};
+use apalis_core::task::{ExecutionContext, Task};
+use apalis_core::worker::context::WorkerContext;
+use apalis_core::worker::service::{IntoWorkerService, WorkerService};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use proxystore::Reference;
+use serde::de::DeserializeOwned;
+use tower_layer::{Layer, Stack};
+use tower_service::Service;
+
+use crate::codec::{ProxyCodec, Unresolved};
+use crate::error::ResolveError;
+
+/// apalis-redis gives up on a task after this many attempts whatever its `max_attempts`
+/// (hard-coded in its `handle_results.lua`); the last attempt is the earlier of the two.
+pub const APALIS_REDIS_ATTEMPT_CAP: usize = 25;
+
+/// Build a worker whose task function receives its usual argument type, with every proxied
+/// argument resolved: pass the task function through this in `WorkerBuilder::build`.
+///
+/// The storage must carry a [`ProxyCodec`] (`storage.with_codec(ProxyCodec::new(..))`).
+///
+/// ```no_run
+/// # async fn doc() -> Result<(), Box<dyn std::error::Error>> {
+/// use apalis_core::backend::ext::BackendExt;
+/// use apalis_core::worker::builder::WorkerBuilder;
+/// use apalis_redis::RedisStorage;
+/// use proxystore_apalis::{ProxyCodec, resolve};
+/// use proxystore_middleware::{Policy, TaskCodec};
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Train { weights: Vec<f32>, epochs: u32 }
+///
+/// async fn train(job: Train) -> Result<f32, std::io::Error> {
+///     Ok(job.weights.iter().sum::<f32>() * job.epochs as f32)
+/// }
+///
+/// let conn = proxystore_apalis::connect("redis://127.0.0.1/").await?;
+/// let codec = ProxyCodec::new(TaskCodec::new(Policy::with_store("shared")));
+/// let storage = RedisStorage::<Train>::new(conn)
+///     .with_codec(codec)
+///     .poll_with_strategy(proxystore_apalis::PollEvery::millis(100));
+/// WorkerBuilder::new("trainer").backend(storage).build(resolve(train)).run().await?;
+/// # Ok(()) }
+/// ```
+pub fn resolve<F>(handler: F) -> Resolve<F> {
+    Resolve { handler }
+}
+
+/// A task function that resolves proxied arguments first; see [`resolve`].
+#[derive(Clone)]
+pub struct Resolve<F> {
+    handler: F,
+}
+
+impl<F> fmt::Debug for Resolve<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resolve")
+            .field("handler", &std::any::type_name::<F>())
+            .finish()
+    }
+}
+
+impl<B, A, F, FnArgs, O> IntoWorkerService<B, ResolveService<TaskFn<F, A, FnArgs>, A>>
+    for Resolve<F>
+where
+    B: Backend + BackendConfig<Args = A> + WireFormatBackend<Codec = ProxyCodec>,
+    B::Kind: FinalizeBackend<B, Unresolved<A>, Backend = O>,
+    O: Backend<Task = Task<Unresolved<A>>> + BackendConfig<Args = Unresolved<A>>,
+    TaskFn<F, A, FnArgs>: Service<Task<A>>,
+    ResolveService<TaskFn<F, A, FnArgs>, A>: Service<Task<Unresolved<A>>>,
+{
+    type Task = Task<Unresolved<A>>;
+    type Backend = ProxyBackend<O>;
+
+    fn into_service(
+        self,
+        backend: B,
+    ) -> WorkerService<ProxyBackend<O>, ResolveService<TaskFn<F, A, FnArgs>, A>> {
+        let codec = backend.codec().clone();
+        let backend = <B::Kind as FinalizeBackend<B, Unresolved<A>>>::finalize(backend);
+        WorkerService {
+            backend: ProxyBackend::new(backend, codec.clone()),
+            service: ResolveService::new(task_fn(self.handler), codec),
+        }
+    }
+}
+
+/// Where [`ResolveService`] tells [`CleanupService`] which references a task owns, so that the
+/// document is parsed once.
+#[derive(Clone, Default)]
+struct TaskRefs(Arc<Mutex<Option<Vec<Reference>>>>);
+
+impl TaskRefs {
+    fn set(&self, refs: Vec<Reference>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(refs);
+    }
+
+    fn take(&self) -> Option<Vec<Reference>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Decodes a task's document, resolving its proxied plain fields (off the async threads), and
+/// calls the task function with the usual argument type.
+///
+/// A store failure fails the attempt with a [`ResolveError`] (apalis retries it); a document
+/// that cannot be decoded fails it with an `AbortError` around one (no retry can fix it).
+pub struct ResolveService<S, A> {
+    inner: S,
+    codec: ProxyCodec,
+    _args: PhantomData<fn() -> A>,
+}
+
+impl<S, A> ResolveService<S, A> {
+    /// Wrap `inner`, a service of resolved tasks.
+    pub fn new(inner: S, codec: ProxyCodec) -> Self {
+        ResolveService {
+            inner,
+            codec,
+            _args: PhantomData,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, consuming the wrapper.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, A> Clone for ResolveService<S, A> {
+    fn clone(&self) -> Self {
+        ResolveService::new(self.inner.clone(), self.codec.clone())
+    }
+}
+
+impl<S, A> fmt::Debug for ResolveService<S, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolveService")
+            .field("args", &std::any::type_name::<A>())
+            .field("codec", &self.codec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, A> Service<Task<Unresolved<A>>> for ResolveService<S, A>
+where
+    S: Service<Task<A>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxDynError>,
+    A: DeserializeOwned + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxDynError;
+    type Future = BoxFuture<'static, Result<S::Response, BoxDynError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxDynError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, task: Task<Unresolved<A>>) -> Self::Future {
+        // The ready service goes into the future; a fresh clone waits for the next poll_ready.
+        let fresh = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, fresh);
+        let codec = self.codec.task_codec().clone();
+        async move {
+            let bytes = task.args.bytes().clone();
+            let slot = task.data().get::<TaskRefs>().cloned();
+            let decoding = {
+                let codec = codec.clone();
+                let bytes = bytes.clone();
+                // Decoding fetches and decodes megabytes: keep it off the worker's async threads.
+                proxystore::runtime::io_handle().spawn_blocking(move || codec.decode::<A>(&bytes))
+            };
+            let decoded = decoding.await.unwrap_or_else(|e| {
+                Err(proxystore_middleware::Error::Decode(format!(
+                    "the resolving thread failed: {e}"
+                )))
+            });
+            match decoded {
+                Ok(d) => {
+                    if let Some(slot) = &slot {
+                        slot.set(d.proxied);
+                    }
+                    inner.call(task.map_args(|_| d.args)).await.map_err(Into::into)
+                }
+                Err(e) => {
+                    if let Some(slot) = &slot
+                        && let Ok(refs) = codec.proxied_of(&bytes)
+                    {
+                        slot.set(refs);
+                    }
+                    let e = ResolveError::new(task.ctx().task_id().map(ToString::to_string), e);
+                    tracing::warn!(error = %e, attempt = task.ctx().attempt(), "task arguments not resolved");
+                    Err(if e.is_retryable() {
+                        Box::new(e) as BoxDynError
+                    } else {
+                        Box::new(AbortError::new(e))
+                    })
+                }
+            }
+        }
+        .boxed()
+    }
+}
+
+/// The finalized backend of a [`resolve`] worker: the storage's own, with [`CleanupLayer`]
+/// added to its middleware.
+pub struct ProxyBackend<B> {
+    inner: B,
+    codec: ProxyCodec,
+}
+
+impl<B> ProxyBackend<B> {
+    /// Wrap a finalized backend that yields [`Unresolved`] tasks.
+    pub fn new(inner: B, codec: ProxyCodec) -> Self {
+        ProxyBackend { inner, codec }
+    }
+
+    /// The wrapped backend.
+    pub fn get_ref(&self) -> &B {
+        &self.inner
+    }
+}
+
+impl<B: fmt::Debug> fmt::Debug for ProxyBackend<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyBackend")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> Backend for ProxyBackend<B> {
+    type Task = B::Task;
+    type Error = B::Error;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Result<(), B::Error>> {
+        self.inner.poll_ready(cx, worker)
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Option<Result<B::Task, B::Error>>> {
+        self.inner.poll_next(cx, worker)
+    }
+
+    fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Result<(), B::Error>> {
+        self.inner.poll_close(cx, worker)
+    }
+}
+
+impl<B: BackendConfig> BackendConfig for ProxyBackend<B> {
+    type Args = B::Args;
+    type Id = B::Id;
+    type Kind = B::Kind;
+    type Config = B::Config;
+    type Layer = Stack<CleanupLayer, B::Layer>;
+
+    fn config(&self) -> &B::Config {
+        self.inner.config()
+    }
+
+    fn middleware(&mut self, worker: &mut WorkerContext) -> Self::Layer {
+        // `Stack::new(inner, outer)`: cleanup runs inside the backend's outcome recorder, so the
+        // status it may set (Killed after the last attempt) is the one recorded.
+        Stack::new(
+            CleanupLayer::new(self.codec.clone()),
+            self.inner.middleware(worker),
+        )
+    }
+}
+
+/// Evicts a task's objects when the task is finished for good: after a success, or after a
+/// failure that will not be retried (killed, or its last attempt). On the last attempt it marks
+/// the task `Killed`, so that a backend which would retry further (apalis-redis retries up to
+/// attempt 25 whatever `max_attempts` says) does not run it again without its arguments.
+#[derive(Clone, Debug)]
+pub struct CleanupLayer {
+    codec: ProxyCodec,
+}
+
+impl CleanupLayer {
+    /// A layer evicting through `codec`'s stores.
+    pub fn new(codec: ProxyCodec) -> Self {
+        CleanupLayer { codec }
+    }
+}
+
+impl<S> Layer<S> for CleanupLayer {
+    type Service = CleanupService<S>;
+
+    fn layer(&self, inner: S) -> CleanupService<S> {
+        CleanupService {
+            inner,
+            codec: self.codec.clone(),
+        }
+    }
+}
+
+/// The service made by [`CleanupLayer`].
+#[derive(Clone, Debug)]
+pub struct CleanupService<S> {
+    inner: S,
+    codec: ProxyCodec,
+}
+
+/// Whether a failed task will not be run again.
+fn finally_failed(ctx: &ExecutionContext) -> bool {
+    if ctx.status() == Status::Killed {
+        return true;
+    }
+    let limit = ctx
+        .max_attempts()
+        .unwrap_or(APALIS_REDIS_ATTEMPT_CAP)
+        .min(APALIS_REDIS_ATTEMPT_CAP);
+    ctx.attempt() >= limit
+}
+
+impl<S, A> Service<Task<Unresolved<A>>> for CleanupService<S>
+where
+    S: Service<Task<Unresolved<A>>>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxDynError>,
+    S::Response: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxDynError;
+    type Future = BoxFuture<'static, Result<S::Response, BoxDynError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxDynError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut task: Task<Unresolved<A>>) -> Self::Future {
+        let slot = TaskRefs::default();
+        task.inject_data(slot.clone());
+        let bytes = task.args.bytes().clone();
+        let ctx = task.ctx().clone();
+        let fut = self.inner.call(task);
+        let codec = self.codec.task_codec().clone();
+        async move {
+            let result = fut.await.map_err(Into::into);
+            let finished = result.is_ok() || finally_failed(&ctx);
+            if !finished {
+                return result;
+            }
+            if result.is_err() {
+                ctx.raw_status().store(Status::Killed);
+            }
+            // The resolver reports the references; if it never ran (a layer failed the task
+            // first), read them from the document.
+            let refs = slot
+                .take()
+                .or_else(|| codec.proxied_of(&bytes).ok())
+                .unwrap_or_default();
+            if !refs.is_empty()
+                && let Err(e) = codec.cleanup(&refs).await
+            {
+                tracing::warn!(error = %e, "could not evict the arguments of a finished task");
+            }
+            result
+        }
+        .boxed()
+    }
+}
