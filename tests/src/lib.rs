@@ -5,6 +5,7 @@
 //! missing server binary is a clear failure, never a skip.
 
 pub mod globus_fake;
+pub mod grpc_server;
 pub mod process;
 pub mod redis_server;
 pub mod s3_server;

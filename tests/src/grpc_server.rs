@@ -1,0 +1,117 @@
+//! The project's gRPC store server for tests: started inside the test process
+//! ([`in_process`], [`in_process_file`]), or as the built `proxystore-server` binary in a child
+//! process ([`start_binary`]).
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! let server = proxystore_tests::grpc_server::in_process()?;
+//! let connector = server.connector()?; // a GrpcConnector to it
+//! # Ok(()) }
+//! ```
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+pub use proxystore_server::{RunningServer, ServerConfig, spawn};
+
+use crate::process::ChildGuard;
+
+/// A memory-backed server in this process on a free loopback port; stops when dropped.
+///
+/// # Errors
+/// When the server cannot start.
+pub fn in_process() -> anyhow::Result<RunningServer> {
+    Ok(spawn(ServerConfig::default())?)
+}
+
+/// A file-backed server in this process, with the temporary directory it stores into.
+#[derive(Debug)]
+pub struct FileServer {
+    /// The server (stops when dropped).
+    pub server: RunningServer,
+    /// Its object directory (removed when dropped, after the server).
+    pub dir: tempfile::TempDir,
+}
+
+/// A file-backed server in this process, storing into a new temporary directory.
+///
+/// # Errors
+/// When the directory or the server cannot be created.
+pub fn in_process_file() -> anyhow::Result<FileServer> {
+    let dir = tempfile::tempdir()?;
+    let server = spawn(ServerConfig::default().file(dir.path().join("objects")))?;
+    Ok(FileServer { server, dir })
+}
+
+/// The built `proxystore-server` binary: `$PROXYSTORE_SERVER_BIN`, or the one cargo built into
+/// the same target directory as the running test.
+///
+/// # Errors
+/// When it cannot be found, with a message saying how to build it.
+pub fn server_binary() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("PROXYSTORE_SERVER_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    // Tests run from <target>/<profile>/deps/; binaries live in <target>/<profile>/.
+    let exe = std::env::current_exe()?;
+    let candidate = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("proxystore-server"));
+    match candidate {
+        Some(p) if p.exists() => Ok(p),
+        _ => anyhow::bail!(
+            "the proxystore-server binary is not built next to {}; run \
+             `cargo build -p proxystore-server` (or set PROXYSTORE_SERVER_BIN)",
+            exe.display()
+        ),
+    }
+}
+
+/// The server binary running as a child process; killed when dropped.
+#[derive(Debug)]
+pub struct ServerChild {
+    /// The child process.
+    pub process: ChildGuard,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+/// Start the server binary on a free loopback port with extra `args` (e.g. `--backend file
+/// --directory D`), and wait until it reports the address it listens on.
+///
+/// # Errors
+/// When the binary is missing, fails to start, or does not report an address within 30 s.
+pub fn start_binary(args: &[&str]) -> anyhow::Result<ServerChild> {
+    let bin = server_binary()?;
+    let mut cmd = Command::new(&bin);
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut process = ChildGuard::spawn("proxystore-server", &mut cmd)?;
+    let stdout = process
+        .child_mut()
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout from proxystore-server"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        // Keep draining so that the child never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .map_err(|_| anyhow::anyhow!("{} did not report its address in 30 s", bin.display()))?;
+    let url = line
+        .strip_prefix("proxystore-server listening on ")
+        .ok_or_else(|| anyhow::anyhow!("unexpected first line from proxystore-server: {line:?}"))?
+        .to_owned();
+    Ok(ServerChild { process, url })
+}
