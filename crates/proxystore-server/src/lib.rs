@@ -19,7 +19,8 @@
 //!
 //! let server = spawn(ServerConfig::default())?;
 //! let store = Store::new("doc-grpc", server.connector()?);
-//! let proxy: Proxy<String> = proxystore::runtime::block_on(store.proxy(&"hello".to_string()))??;
+//! let proxy: Proxy<String> =
+//!     proxystore::runtime::block_on(async move { store.proxy(&"hello".to_string()).await })??;
 //! assert_eq!(proxy.as_str(), "hello");
 //! drop(server); // stops it
 //! # Ok::<_, Box<dyn std::error::Error>>(())
