@@ -1,0 +1,251 @@
+//! A producer or worker process on apalis-redis with the plugin, for the cross-process tests.
+//!
+//! ```text
+//! proxystore-apalis-node produce --redis URL --queue Q --store NAME --dir DIR --tasks N
+//!     [--mib 10] [--audit-kib 1024] [--fail-first 2,5] [--max-attempts N] [--threshold B]
+//! proxystore-apalis-node work --redis URL --queue Q --store NAME --dir DIR --name W
+//!     [--batch 1] [--heartbeat-secs 1] [--hang-on INDEX]
+//! ```
+//!
+//! Tasks carry `data`, `mib` MiB of f64 (the worker sums it) and `audit`, bytes that the worker
+//! declares as a lazy `Proxy` and never touches. The worker pushes one JSON line per finished
+//! task to the Redis list `{queue}:results`, runs until its stdin closes, then prints its store
+//! and codec counters as JSON. With `--hang-on I` it never finishes task `I` (after noting it
+//! in `{queue}:started`), to be killed mid-task.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use apalis_core::backend::TaskSink;
+use apalis_core::backend::ext::BackendExt;
+use apalis_core::error::BoxDynError;
+use apalis_core::task::attempt::Attempt;
+use apalis_core::task::builder::TaskBuilder;
+use apalis_core::task::data::Data;
+use apalis_core::worker::builder::WorkerBuilder;
+use apalis_redis::{Config, ConnectionManager, RedisStorage};
+use proxystore::connector::file::FileConnector;
+use proxystore::{Proxy, Store};
+use proxystore_apalis::{PollEvery, ProxyCodec, resolve};
+use proxystore_middleware::{Policy, TaskCodec};
+use serde::{Deserialize, Serialize};
+
+/// The task as the producer writes it (apalis codecs need both serde directions).
+#[derive(Serialize, Deserialize)]
+struct JobOut {
+    index: u32,
+    data: Vec<f64>,
+    audit: Vec<u8>,
+    fail_first: bool,
+}
+
+/// The task as the worker reads it: `audit` stays a reference unless used.
+#[derive(Serialize, Deserialize)]
+struct JobIn {
+    index: u32,
+    data: Vec<f64>,
+    audit: Proxy<Vec<u8>>,
+    fail_first: bool,
+}
+
+/// Value `i` of task `index`'s data (the tests recompute the sums).
+fn value(index: u32, i: usize) -> f64 {
+    (i % 1000) as f64 + f64::from(index)
+}
+
+#[derive(Clone)]
+struct Ctx {
+    conn: ConnectionManager,
+    queue: String,
+    worker: String,
+    hang_on: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct Outcome<'a> {
+    index: u32,
+    sum: f64,
+    attempt: usize,
+    worker: &'a str,
+    audit_resolved: bool,
+}
+
+async fn work(job: JobIn, attempt: Attempt, ctx: Data<Ctx>) -> Result<f64, BoxDynError> {
+    let mut conn = ctx.conn.clone();
+    if ctx.hang_on == Some(job.index) {
+        redis::cmd("RPUSH")
+            .arg(format!("{}:started", ctx.queue))
+            .arg(job.index)
+            .query_async::<()>(&mut conn)
+            .await?;
+        std::future::pending::<()>().await;
+    }
+    if job.fail_first && attempt.current() <= 1 {
+        return Err(format!("task {}: planned failure on the first attempt", job.index).into());
+    }
+    let sum: f64 = job.data.iter().sum();
+    // Long enough for the second worker to get its share.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let line = serde_json::to_string(&Outcome {
+        index: job.index,
+        sum,
+        attempt: attempt.current(),
+        worker: &ctx.worker,
+        audit_resolved: job.audit.is_resolved(),
+    })?;
+    redis::cmd("RPUSH")
+        .arg(format!("{}:results", ctx.queue))
+        .arg(line)
+        .query_async::<()>(&mut conn)
+        .await?;
+    Ok(sum)
+}
+
+struct Args(HashMap<String, String>);
+
+impl Args {
+    fn parse(args: &[String]) -> Result<Self, String> {
+        let mut map = HashMap::new();
+        let mut it = args.iter();
+        while let Some(k) = it.next() {
+            let key = k
+                .strip_prefix("--")
+                .ok_or_else(|| format!("expected --option, got {k:?}"))?;
+            let v = it.next().ok_or_else(|| format!("--{key} needs a value"))?;
+            map.insert(key.to_owned(), v.clone());
+        }
+        Ok(Args(map))
+    }
+
+    fn get(&self, key: &str) -> Result<&str, String> {
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| format!("--{key} is required"))
+    }
+
+    fn num<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T, String> {
+        match self.0.get(key) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| format!("--{key}: bad number {v:?}")),
+        }
+    }
+}
+
+fn store(args: &Args) -> Result<Store, BoxDynError> {
+    let store = Store::new(args.get("store")?, FileConnector::new(args.get("dir")?)?);
+    proxystore::register_store(&store)?;
+    Ok(store)
+}
+
+async fn produce(args: &Args) -> Result<(), BoxDynError> {
+    let store = store(args)?;
+    let threshold = args.num("threshold", proxystore_middleware::DEFAULT_THRESHOLD)?;
+    let codec = ProxyCodec::new(
+        TaskCodec::new(Policy::from_parts(store.name().to_owned(), threshold)).with_store(store),
+    )
+    .named("xproc");
+    let conn = proxystore_apalis::connect(args.get("redis")?).await?;
+    let mut storage = RedisStorage::<JobOut>::new(conn)
+        .with_config(Config::default().queue(args.get("queue")?))
+        .with_codec(codec.clone());
+    let tasks: u32 = args.num("tasks", 1)?;
+    let len = args.num::<usize>("mib", 10)? * 1024 * 1024 / 8;
+    let audit = vec![7u8; args.num::<usize>("audit-kib", 1024)? * 1024];
+    let fail_first: Vec<u32> = match args.0.get("fail-first") {
+        Some(list) if !list.is_empty() => list
+            .split(',')
+            .map(|s| s.trim().parse())
+            .collect::<Result<_, _>>()?,
+        _ => Vec::new(),
+    };
+    let max_attempts: Option<usize> = args.0.get("max-attempts").map(|v| v.parse()).transpose()?;
+    for index in 0..tasks {
+        let job = JobOut {
+            index,
+            data: (0..len).map(|i| value(index, i)).collect(),
+            audit: audit.clone(),
+            fail_first: fail_first.contains(&index),
+        };
+        let mut task = TaskBuilder::new(job);
+        if let Some(m) = max_attempts {
+            task = task.max_attempts(m);
+        }
+        storage.push_task(task.build()).await?;
+    }
+    println!("{}", serde_json::to_string(&codec.stats())?);
+    Ok(())
+}
+
+async fn run_worker(args: &Args) -> Result<(), BoxDynError> {
+    let store = store(args)?;
+    let queue = args.get("queue")?.to_owned();
+    let name = args.get("name")?.to_owned();
+    let codec =
+        ProxyCodec::new(TaskCodec::new(Policy::with_store(store.name())).with_store(store.clone()));
+    let url = args.get("redis")?;
+    let heartbeat = Duration::from_secs(args.num("heartbeat-secs", 5)?);
+    let config = Config::default()
+        .queue(&queue)
+        .batch_size(args.num("batch", 1)?)
+        .heartbeat_interval(heartbeat)
+        .missed_heartbeats(2);
+    let storage = RedisStorage::<JobIn>::new(proxystore_apalis::connect(url).await?)
+        .with_config(config)
+        .with_codec(codec.clone())
+        .poll_with_strategy(PollEvery::millis(50));
+    let ctx = Ctx {
+        conn: proxystore_apalis::connect(url).await?,
+        queue,
+        worker: name.clone(),
+        hang_on: args.0.get("hang-on").map(|v| v.parse()).transpose()?,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // Run until the parent closes our stdin.
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        let _ = stop_tx.send(());
+    });
+    WorkerBuilder::new(name)
+        .backend(storage)
+        .data(ctx)
+        .build(resolve(work))
+        .run_until(async move {
+            let _ = stop_rx.await;
+            Ok::<_, std::io::Error>(())
+        })
+        .await?;
+    let m = store.metrics();
+    println!(
+        "{}",
+        serde_json::json!({
+            "gets": m.get.count,
+            "get_bytes": m.get.bytes,
+            "evicts": m.evict.count,
+            "codec": codec.stats(),
+        })
+    );
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let result = match argv.split_first() {
+        Some((cmd, rest)) => match Args::parse(rest) {
+            Ok(args) if cmd == "produce" => produce(&args).await,
+            Ok(args) if cmd == "work" => run_worker(&args).await,
+            Ok(_) => Err(format!("unknown command {cmd:?} (produce | work)").into()),
+            Err(e) => Err(e.into()),
+        },
+        None => Err("usage: proxystore-apalis-node (produce | work) --option value ...".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("proxystore-apalis-node: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
