@@ -1,0 +1,565 @@
+//! Policy decisions, store failures, retries and cleanup through a real apalis-redis worker.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use apalis_core::backend::TaskSink;
+use apalis_core::backend::ext::BackendExt;
+use apalis_core::error::{AbortError, BoxDynError};
+use apalis_core::task::attempt::Attempt;
+use apalis_core::task::builder::TaskBuilder;
+use apalis_core::task::data::Data;
+use apalis_core::worker::builder::WorkerBuilder;
+use apalis_core::worker::event::Event;
+use apalis_core::worker::ext::event_listener::EventListenerExt;
+use apalis_redis::{Config, ConnectionManager, RedisStorage};
+use proxystore::connector::file::FileConnector;
+use proxystore::{Key, Store};
+use proxystore_apalis::demo::LocalRedis;
+use proxystore_apalis::{PollEvery, ProxyCodec, ResolveError, resolve};
+use proxystore_middleware::{Policy, PolicyConfig, TaskCodec};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+/// A redis-server, a file store in a temporary directory and a queue of their own.
+struct Env {
+    _redis: LocalRedis,
+    url: String,
+    dir: tempfile::TempDir,
+    store: Store,
+    queue: String,
+}
+
+impl Env {
+    fn new() -> Self {
+        let redis = LocalRedis::start().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(
+            format!("worker-{}", Key::random()),
+            FileConnector::new(dir.path()).unwrap(),
+        );
+        proxystore::register_store(&store).unwrap();
+        Env {
+            url: redis.url(),
+            _redis: redis,
+            dir,
+            store,
+            queue: format!("q{}", Key::random()),
+        }
+    }
+
+    fn codec(&self, threshold: u64) -> ProxyCodec {
+        self.codec_with(Policy::from_parts(self.store.name().to_owned(), threshold))
+    }
+
+    fn codec_with(&self, policy: Policy) -> ProxyCodec {
+        ProxyCodec::new(TaskCodec::new(policy).with_store(self.store.clone())).recording()
+    }
+
+    fn config(&self) -> Config {
+        Config::default().queue(&self.queue)
+    }
+
+    async fn conn(&self) -> ConnectionManager {
+        proxystore_apalis::connect(&self.url).await.unwrap()
+    }
+
+    fn objects(&self) -> usize {
+        std::fs::read_dir(self.dir.path())
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// The task ids in the queue's data hash.
+    async fn task_ids(&self) -> Vec<String> {
+        redis::cmd("HKEYS")
+            .arg(format!("{}:data", self.queue))
+            .query_async(&mut self.conn().await)
+            .await
+            .unwrap()
+    }
+
+    /// A field of a task's metadata (status, attempts, result).
+    async fn meta(&self, id: &str, field: &str) -> Option<String> {
+        redis::cmd("HGET")
+            .arg(format!("{}:meta:{id}", self.queue))
+            .arg(field)
+            .query_async(&mut self.conn().await)
+            .await
+            .unwrap()
+    }
+
+    async fn job_len(&self, id: &str) -> u64 {
+        redis::cmd("HSTRLEN")
+            .arg(format!("{}:data", self.queue))
+            .arg(id)
+            .query_async(&mut self.conn().await)
+            .await
+            .unwrap()
+    }
+
+    async fn is_dead(&self, id: &str) -> bool {
+        redis::cmd("SISMEMBER")
+            .arg(format!("{}:dead", self.queue))
+            .arg(id)
+            .query_async(&mut self.conn().await)
+            .await
+            .unwrap()
+    }
+}
+
+/// Poll `f` until it returns `Some`.
+async fn wait_for<T, Fut: Future<Output = Option<T>>>(
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Fut,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Errors a worker reported through its events.
+#[derive(Clone, Default)]
+struct Errors(Arc<Mutex<Vec<Arc<BoxDynError>>>>);
+
+impl Errors {
+    fn listener(&self) -> impl Fn(&apalis_core::worker::context::WorkerContext, &Event) + use<> {
+        let errors = self.0.clone();
+        move |_, ev| {
+            if let Event::Error(e) = ev {
+                errors.lock().unwrap().push(e.clone());
+            }
+        }
+    }
+
+    fn all(&self) -> Vec<Arc<BoxDynError>> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Build a worker with `resolve(handler)` on `storage` and run it until the returned sender
+/// fires; the join handle says whether it stopped cleanly.
+macro_rules! spawn_worker {
+    ($name:expr, $storage:expr, $errors:expr, $data:expr, $handler:expr) => {{
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let worker = WorkerBuilder::new($name)
+            .backend($storage)
+            .data($data)
+            .on_event($errors.listener())
+            .build(resolve($handler));
+        let handle = tokio::spawn(worker.run_until(async move {
+            let _ = stop_rx.await;
+            Ok::<_, std::io::Error>(())
+        }));
+        (stop_tx, handle)
+    }};
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Bulk {
+    index: u32,
+    values: Vec<f64>,
+    raw: Vec<u8>,
+    label: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Seen {
+    index: u32,
+    sum: f64,
+    raw_len: usize,
+    attempt: usize,
+}
+
+async fn record_bulk(
+    job: Bulk,
+    attempt: Attempt,
+    seen: Data<mpsc::UnboundedSender<Seen>>,
+) -> Result<f64, BoxDynError> {
+    let sum = job.values.iter().sum();
+    seen.send(Seen {
+        index: job.index,
+        sum,
+        raw_len: job.raw.len(),
+        attempt: attempt.current(),
+    })?;
+    Ok(sum)
+}
+
+fn bulk(index: u32, values: usize, raw: usize) -> Bulk {
+    Bulk {
+        index,
+        values: (0..values).map(|i| i as f64 + f64::from(index)).collect(),
+        raw: vec![3; raw],
+        label: format!("bulk {index}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arguments_below_the_threshold_or_excluded_stay_in_the_job() {
+    let env = Env::new();
+    let policy = PolicyConfig {
+        store: env.store.name().to_owned(),
+        threshold: 100_000,
+        exclude: vec!["bulk/raw".into()],
+        ..PolicyConfig::default()
+    }
+    .compile()
+    .unwrap();
+    let codec = env.codec_with(policy).named("bulk");
+    let mut producer = RedisStorage::<Bulk>::new(env.conn().await)
+        .with_config(env.config())
+        .with_codec(codec.clone());
+
+    // values: 1.6 MB, proxied; raw: 300 kB but excluded; label: small.
+    let big = bulk(0, 200_000, 300_000);
+    producer.push(big.clone()).await.unwrap();
+    assert_eq!(codec.recorded().len(), 1, "only `values` went to the store");
+    assert_eq!(env.objects(), 1);
+    let id = env.task_ids().await.pop().unwrap();
+    let len = env.job_len(&id).await;
+    assert!(
+        len > 300_000,
+        "the excluded argument is inline ({len} bytes)"
+    );
+    assert!(
+        len < 1_600_000,
+        "the large argument is not inline ({len} bytes)"
+    );
+
+    // Everything below the threshold: nothing in the store, the job holds it all.
+    let small = bulk(1, 1_000, 1_000);
+    producer.push(small.clone()).await.unwrap();
+    assert_eq!(codec.recorded().len(), 1);
+    assert_eq!(env.objects(), 1);
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<Seen>();
+    let errors = Errors::default();
+    let storage = RedisStorage::<Bulk>::new(env.conn().await)
+        .with_config(env.config())
+        .with_codec(codec.clone())
+        .poll_with_strategy(PollEvery::millis(50));
+    let (stop, handle) = spawn_worker!("bulk-worker", storage, errors, tx, record_bulk);
+    let mut got = [rx.recv().await.unwrap(), rx.recv().await.unwrap()];
+    got.sort_by_key(|s| s.index);
+    for (s, job) in got.iter().zip([&big, &small]) {
+        assert_eq!(s.sum, job.values.iter().sum::<f64>());
+        assert_eq!(s.raw_len, job.raw.len());
+    }
+    wait_for(Duration::from_secs(10), "an empty store", || async {
+        (env.objects() == 0).then_some(())
+    })
+    .await;
+    stop.send(()).unwrap();
+    handle.await.unwrap().unwrap();
+    assert!(errors.all().is_empty());
+    assert_eq!(codec.stats().refs_evicted, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_object_fails_the_attempt_with_a_typed_error_and_the_retry_resolves() {
+    let env = Env::new();
+    let codec = env.codec(10_000);
+    let mut producer = RedisStorage::<Bulk>::new(env.conn().await)
+        .with_config(env.config())
+        .with_codec(codec.clone());
+    let job = bulk(0, 100_000, 10);
+    producer.push(job.clone()).await.unwrap();
+    let key = codec.recorded()[0].key.clone();
+    let path = env.dir.path().join(key.as_str());
+    let saved = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let id = env.task_ids().await.pop().unwrap();
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<Seen>();
+    let errors = Errors::default();
+    let storage = RedisStorage::<Bulk>::new(env.conn().await)
+        .with_config(env.config())
+        .with_codec(codec.clone())
+        .poll_with_strategy(PollEvery::millis(50));
+    let (stop, handle) = spawn_worker!("missing-worker", storage, errors, tx, record_bulk);
+
+    // The attempt fails with a typed, retryable error, recorded by apalis.
+    let e = wait_for(Duration::from_secs(10), "a resolve error", || async {
+        errors.all().first().cloned()
+    })
+    .await;
+    let re = e.downcast_ref::<ResolveError>().expect("a ResolveError");
+    assert!(re.is_retryable());
+    assert_eq!(re.task_id(), Some(id.as_str()));
+    assert!(
+        matches!(
+            re.cause(),
+            proxystore_middleware::Error::Store(proxystore::Error::NotFound { .. })
+        ),
+        "{re}"
+    );
+    let result = wait_for(Duration::from_secs(10), "the failure in Redis", || async {
+        env.meta(&id, "result").await
+    })
+    .await;
+    assert!(
+        result.contains("cannot resolve the arguments of task"),
+        "{result}"
+    );
+    assert_eq!(env.meta(&id, "status").await.as_deref(), Some("Failed"));
+
+    // The worker keeps running other tasks.
+    let other = bulk(1, 100_000, 10);
+    producer.push(other.clone()).await.unwrap();
+    let s = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.index, 1);
+    assert_eq!(s.sum, other.values.iter().sum::<f64>());
+
+    // The store is back: the retry finds the arguments.
+    std::fs::write(&path, saved).unwrap();
+    let s = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.index, 0);
+    assert!(s.attempt >= 2, "{s:?}");
+    assert_eq!(s.sum, job.values.iter().sum::<f64>());
+    wait_for(Duration::from_secs(10), "an empty store", || async {
+        (env.objects() == 0).then_some(())
+    })
+    .await;
+    stop.send(()).unwrap();
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_store_kills_the_task_after_max_attempts_and_the_worker_goes_on() {
+    let env = Env::new();
+    let codec = env.codec(10_000);
+    let mut producer = RedisStorage::<Bulk>::new(env.conn().await)
+        .with_config(env.config())
+        .with_codec(codec.clone());
+    producer
+        .push_task(
+            TaskBuilder::new(bulk(0, 100_000, 10))
+                .max_attempts(2)
+                .build(),
+        )
+        .await
+        .unwrap();
+    let id = env.task_ids().await.pop().unwrap();
+    // The whole store directory disappears.
+    std::fs::remove_dir_all(env.dir.path()).unwrap();
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<Seen>();
+    let errors = Errors::default();
+    let storage = RedisStorage::<Bulk>::new(env.conn().await)
+        .with_config(env.config())
+        .with_codec(codec.clone())
+        .poll_with_strategy(PollEvery::millis(50));
+    let (stop, handle) = spawn_worker!("removed-worker", storage, errors, tx, record_bulk);
+
+    wait_for(
+        Duration::from_secs(20),
+        "the task in the dead set",
+        || async { env.is_dead(&id).await.then_some(()) },
+    )
+    .await;
+    assert_eq!(env.meta(&id, "status").await.as_deref(), Some("Killed"));
+    assert_eq!(env.meta(&id, "attempts").await.as_deref(), Some("2"));
+    let all = errors.all();
+    assert_eq!(all.len(), 2, "one failure per attempt: {all:?}");
+    for e in &all {
+        let re = e.downcast_ref::<ResolveError>().expect("a ResolveError");
+        assert!(
+            matches!(re.cause(), proxystore_middleware::Error::Store(_)),
+            "{re}"
+        );
+    }
+
+    // Still alive: a task small enough to travel inline runs.
+    producer.push(bulk(1, 10, 10)).await.unwrap();
+    let s = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.index, 1);
+    stop.send(()).unwrap();
+    handle.await.unwrap().unwrap();
+}
+
+async fn always_fails(job: Bulk, calls: Data<Arc<AtomicU32>>) -> Result<f64, BoxDynError> {
+    calls.fetch_add(1, Ordering::SeqCst);
+    Err(format!("task {} always fails", job.index).into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_attempts_is_honoured_and_the_last_failure_evicts_the_arguments() {
+    let env = Env::new();
+    let codec = env.codec(10_000);
+    let mut producer = RedisStorage::<Bulk>::new(env.conn().await)
+        .with_config(env.config())
+        .with_codec(codec.clone());
+    producer
+        .push_task(
+            TaskBuilder::new(bulk(0, 100_000, 20_000))
+                .max_attempts(3)
+                .build(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(env.objects(), 2);
+    let id = env.task_ids().await.pop().unwrap();
+
+    let calls = Arc::new(AtomicU32::new(0));
+    let errors = Errors::default();
+    let storage = RedisStorage::<Bulk>::new(env.conn().await)
+        .with_config(env.config())
+        .with_codec(codec.clone())
+        .poll_with_strategy(PollEvery::millis(50));
+    let (stop, handle) = spawn_worker!(
+        "failing-worker",
+        storage,
+        errors,
+        calls.clone(),
+        always_fails
+    );
+
+    wait_for(
+        Duration::from_secs(20),
+        "the task in the dead set",
+        || async { env.is_dead(&id).await.then_some(()) },
+    )
+    .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(env.meta(&id, "status").await.as_deref(), Some("Killed"));
+    wait_for(Duration::from_secs(10), "an empty store", || async {
+        (env.objects() == 0).then_some(())
+    })
+    .await;
+    // Without the plugin apalis-redis would run it again after a second.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    stop.send(()).unwrap();
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_that_is_not_a_task_is_killed_without_stopping_the_worker() {
+    let env = Env::new();
+    let codec = env.codec(10_000);
+    // Another producer writes plain JSON into the queue.
+    let mut stranger = RedisStorage::<u32>::new(env.conn().await).with_config(env.config());
+    stranger.push(7).await.unwrap();
+    let id = env.task_ids().await.pop().unwrap();
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<Seen>();
+    let errors = Errors::default();
+    let storage = RedisStorage::<Bulk>::new(env.conn().await)
+        .with_config(env.config())
+        .with_codec(codec.clone())
+        .poll_with_strategy(PollEvery::millis(50));
+    let (stop, handle) = spawn_worker!("strict-worker", storage, errors, tx, record_bulk);
+    wait_for(
+        Duration::from_secs(10),
+        "the task in the dead set",
+        || async { env.is_dead(&id).await.then_some(()) },
+    )
+    .await;
+    let all = errors.all();
+    assert_eq!(all.len(), 1, "killed at once, not retried: {all:?}");
+    let abort = all[0].downcast_ref::<AbortError>().expect("an AbortError");
+    let re = std::error::Error::source(abort)
+        .and_then(|s| s.downcast_ref::<ResolveError>())
+        .expect("around a ResolveError");
+    assert!(
+        matches!(re.cause(), proxystore_middleware::Error::Decode(_)),
+        "{re}"
+    );
+
+    let mut producer = RedisStorage::<Bulk>::new(env.conn().await)
+        .with_config(env.config())
+        .with_codec(codec);
+    producer.push(bulk(1, 100_000, 10)).await.unwrap();
+    let s = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.index, 1);
+    stop.send(()).unwrap();
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_evicts_the_objects_of_tasks_nobody_runs() {
+    let env = Env::new();
+    let codec = env.codec(10_000).with_lease(Duration::from_millis(300));
+    let mut producer = RedisStorage::<Bulk>::new(env.conn().await)
+        .with_config(env.config())
+        .with_codec(codec);
+    producer.push(bulk(0, 100_000, 20_000)).await.unwrap();
+    assert_eq!(env.objects(), 2);
+    wait_for(Duration::from_secs(5), "the lease to expire", || async {
+        (env.objects() == 0).then_some(())
+    })
+    .await;
+}
+
+async fn plain_handler(
+    job: Bulk,
+    seen: Data<mpsc::UnboundedSender<Seen>>,
+) -> Result<f64, BoxDynError> {
+    let sum = job.values.iter().sum();
+    seen.send(Seen {
+        index: job.index,
+        sum,
+        raw_len: job.raw.len(),
+        attempt: 0,
+    })?;
+    Ok(sum)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_codec_alone_also_resolves_for_a_plain_worker() {
+    // Without `resolve`, apalis decodes with `Codec<Bulk>`: arguments are resolved while the
+    // storage is polled (a store failure would stop this worker, and nothing is evicted).
+    let env = Env::new();
+    let codec = env.codec(10_000);
+    let mut producer = RedisStorage::<Bulk>::new(env.conn().await)
+        .with_config(env.config())
+        .with_codec(codec.clone());
+    let job = bulk(0, 100_000, 10);
+    producer.push(job.clone()).await.unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Seen>();
+    let storage = RedisStorage::<Bulk>::new(env.conn().await)
+        .with_config(env.config())
+        .with_codec(codec)
+        .poll_with_strategy(PollEvery::millis(50));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let worker = WorkerBuilder::new("plain-worker")
+        .backend(storage)
+        .data(tx)
+        .build(plain_handler);
+    let handle = tokio::spawn(worker.run_until(async move {
+        let _ = stop_rx.await;
+        Ok::<_, std::io::Error>(())
+    }));
+    let s = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.sum, job.values.iter().sum::<f64>());
+    stop_tx.send(()).unwrap();
+    handle.await.unwrap().unwrap();
+}
