@@ -18,3 +18,25 @@ fn quickstart_runs() {
     assert!(stdout.contains("consumer: resolved = true"), "{stdout}");
     assert!(stdout.contains("trace = 499999500"), "{stdout}");
 }
+
+#[test]
+fn pipeline_runs_on_apalis_redis_and_cleans_up() {
+    // Without REDIS_URL the example starts its own redis-server.
+    let out = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+        .env_remove("REDIS_URL")
+        .output()
+        .expect("run pipeline");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pipeline failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("histogram: correct"), "{stdout}");
+    assert!(stdout.contains("objects left in the store: 0"), "{stdout}");
+    assert!(
+        stdout.contains("last-week arguments never fetched: 10 of 12"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("sensor 3 drifted"), "{stdout}");
+}
