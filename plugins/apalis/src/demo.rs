@@ -70,6 +70,8 @@ pub struct Options {
     pub anomaly_every: usize,
     /// Size threshold of the policy in bytes.
     pub threshold: u64,
+    /// Worker instances (each an apalis worker with its own connection) on the queue.
+    pub workers: usize,
     /// Give up waiting for the tasks after this long.
     pub timeout: Duration,
 }
@@ -81,6 +83,7 @@ impl Default for Options {
             chunk_len: 1 << 20,
             anomaly_every: 4,
             threshold: proxystore_middleware::DEFAULT_THRESHOLD,
+            workers: 2,
             timeout: Duration::from_secs(300),
         }
     }
@@ -363,21 +366,25 @@ pub async fn run_with(
     let mut producer = RedisStorage::<Chunk>::new(crate::connect(redis_url).await?)
         .with_config(config.clone())
         .with_codec(codec.clone());
-    let worker_storage = RedisStorage::<ChunkJob>::new(crate::connect(redis_url).await?)
-        .with_config(config.clone())
-        .with_codec(codec.clone())
-        .poll_with_strategy(PollEvery::millis(50));
-
     let (tx, mut rx) = mpsc::unbounded_channel::<Partial>();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let worker = WorkerBuilder::new(format!("{queue}-worker"))
-        .backend(worker_storage)
-        .data(tx)
-        .build(resolve(map_chunk));
-    let worker = tokio::spawn(worker.run_until(async move {
-        let _ = stop_rx.await;
-        Ok::<_, std::io::Error>(())
-    }));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::new();
+    for i in 0..options.workers.max(1) {
+        let storage = RedisStorage::<ChunkJob>::new(crate::connect(redis_url).await?)
+            .with_config(config.clone())
+            .with_codec(codec.clone())
+            .poll_with_strategy(PollEvery::millis(50));
+        let worker = WorkerBuilder::new(format!("{queue}-worker-{i}"))
+            .backend(storage)
+            .data(tx.clone())
+            .build(resolve(map_chunk));
+        let mut stop = stop_rx.clone();
+        workers.push(tokio::spawn(worker.run_until(async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+            Ok::<_, std::io::Error>(())
+        })));
+    }
+    drop(tx);
 
     let started = Instant::now();
     let mut expected = Vec::with_capacity(options.tasks);
@@ -399,7 +406,7 @@ pub async fn run_with(
                 progress(partials.len(), options.tasks);
             }
             _ => {
-                let _ = stop_tx.send(());
+                let _ = stop_tx.send(true);
                 return Err(DemoError::Timeout {
                     done: partials.len(),
                     total: options.tasks,
@@ -411,11 +418,13 @@ pub async fn run_with(
     let elapsed = started.elapsed();
     // Stopping waits for the running tasks, whose cleanup is part of them, and records their
     // outcomes in Redis.
-    let _ = stop_tx.send(());
-    match worker.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(DemoError::Worker(e.to_string())),
-        Err(e) => return Err(DemoError::Worker(e.to_string())),
+    let _ = stop_tx.send(true);
+    for worker in workers {
+        match worker.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(DemoError::Worker(e.to_string())),
+            Err(e) => return Err(DemoError::Worker(e.to_string())),
+        }
     }
 
     let mut conn = crate::connect(redis_url).await?;
