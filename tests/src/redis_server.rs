@@ -14,10 +14,21 @@ use anyhow::{Context, Result, bail};
 /// How long a starting server may take to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Certificate and key (PEM files) for a TLS port.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// Server certificate; also given as the server's CA file.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+}
+
 /// A running (or stopped) `redis-server` owned by a test.
 pub struct RedisServer {
     port: u16,
     password: Option<String>,
+    /// TLS files and the TLS port (the plain port stays open for the readiness probe).
+    tls: Option<(TlsFiles, u16)>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -43,7 +54,16 @@ impl RedisServer {
     /// # Errors
     /// When `redis-server` is missing (run `scripts/install-deps`) or does not answer in time.
     pub fn start() -> Result<Self> {
-        Self::start_with(None)
+        Self::start_with(None, None)
+    }
+
+    /// Start a server that also serves TLS with `files` on a second free port (see
+    /// [`RedisServer::tls_url`]); clients are not asked for certificates.
+    ///
+    /// # Errors
+    /// As for [`RedisServer::start`].
+    pub fn start_tls(files: TlsFiles) -> Result<Self> {
+        Self::start_with(None, Some(files))
     }
 
     /// Start a server that requires `password` (`--requirepass`).
@@ -51,16 +71,20 @@ impl RedisServer {
     /// # Errors
     /// As for [`RedisServer::start`].
     pub fn start_with_password(password: &str) -> Result<Self> {
-        Self::start_with(Some(password.to_owned()))
+        Self::start_with(Some(password.to_owned()), None)
     }
 
-    fn start_with(password: Option<String>) -> Result<Self> {
+    fn start_with(password: Option<String>, tls: Option<TlsFiles>) -> Result<Self> {
         let mut last = None;
         // Another process may take the port between picking and binding it: try a few.
         for _ in 0..5 {
             let mut s = RedisServer {
                 port: free_port()?,
                 password: password.clone(),
+                tls: match &tls {
+                    Some(files) => Some((files.clone(), free_port()?)),
+                    None => None,
+                },
                 dir: tempfile::tempdir().context("temporary directory for redis-server")?,
                 child: None,
             };
@@ -81,6 +105,13 @@ impl RedisServer {
     /// `redis://127.0.0.1:PORT` (without the password).
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT` when started with [`RedisServer::start_tls`].
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls
+            .as_ref()
+            .map(|(_, port)| format!("rediss://127.0.0.1:{port}"))
     }
 
     /// The process id while running.
@@ -163,6 +194,17 @@ impl RedisServer {
             .stderr(stderr);
         if let Some(p) = &self.password {
             cmd.args(["--requirepass", p]);
+        }
+        if let Some((files, port)) = &self.tls {
+            cmd.arg("--tls-port")
+                .arg(port.to_string())
+                .arg("--tls-cert-file")
+                .arg(&files.cert)
+                .arg("--tls-key-file")
+                .arg(&files.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&files.cert)
+                .args(["--tls-auth-clients", "no"]);
         }
         let child = match cmd.spawn() {
             Ok(c) => c,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use proxystore::conformance::{Fixture, payload};
 use proxystore::connector::redis::{RedisConfig, RedisConnector};
 use proxystore::{Bytes, Connector, Error, Key};
-use proxystore_tests::redis_server::RedisServer;
+use proxystore_tests::redis_server::{RedisServer, TlsFiles};
 
 fn start() -> RedisServer {
     RedisServer::start().unwrap_or_else(|e| panic!("{e:#}"))
@@ -253,4 +253,41 @@ fn works_from_sync_code_and_a_current_thread_runtime() {
         proxystore::runtime::block_on(async move { c.get(&key).await }).unwrap()
     });
     assert_eq!(got.unwrap().unwrap(), "sync");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let files = TlsFiles {
+        cert: dir.path().join("cert.pem"),
+        key: dir.path().join("key.pem"),
+    };
+    std::fs::write(&files.cert, ck.cert.pem()).unwrap();
+    std::fs::write(&files.key, ck.signing_key.serialize_pem()).unwrap();
+    let server = RedisServer::start_tls(files.clone()).unwrap();
+    let url = server.tls_url().unwrap();
+
+    let c = RedisConnector::with_config(RedisConfig {
+        tls_ca_file: Some(files.cert.clone()),
+        ..RedisConfig::new(&url)
+    })
+    .unwrap();
+    let data = payload(3 << 20, 4);
+    let key = c.put(data.clone()).await.unwrap();
+    assert_eq!(c.get(&key).await.unwrap().unwrap(), data);
+    let rebuilt = proxystore::connector::from_config(&c.config()).unwrap();
+    assert!(rebuilt.exists(&key).await.unwrap());
+
+    // Without the private CA the server's certificate is not trusted: an error, not a hang.
+    let untrusting = RedisConnector::with_config(RedisConfig {
+        connect_timeout_ms: 1_000,
+        ..RedisConfig::new(&url)
+    })
+    .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), untrusting.get(&key))
+        .await
+        .expect("must not hang");
+    assert!(result.is_err(), "{result:?}");
 }

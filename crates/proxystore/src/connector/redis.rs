@@ -13,6 +13,7 @@
 use std::fmt;
 use std::future::Future;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,6 +83,10 @@ pub struct RedisConfig {
     /// Password, overriding the URL's. Travels in proxy references like every option.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// PEM file of the certificate authorities to trust for a `rediss://` server, instead of
+    /// the system's roots (for a private CA or a self-signed server certificate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
     /// Prefix of every Redis key this connector writes (default none).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub prefix: String,
@@ -103,6 +108,7 @@ impl Default for RedisConfig {
             db: None,
             username: None,
             password: None,
+            tls_ca_file: None,
             prefix: String::new(),
             ttl_ms: None,
             response_timeout_ms: DEFAULT_RESPONSE_TIMEOUT.as_millis() as u64,
@@ -120,6 +126,7 @@ impl fmt::Debug for RedisConfig {
             .field("db", &self.db)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls_ca_file", &self.tls_ca_file)
             .field("prefix", &self.prefix)
             .field("ttl_ms", &self.ttl_ms)
             .field("response_timeout_ms", &self.response_timeout_ms)
@@ -222,6 +229,9 @@ impl RedisConfig {
         if self.ttl_ms == Some(0) {
             return Err(Error::config("redis ttl_ms must be above zero"));
         }
+        if self.tls_ca_file.is_some() && url.scheme() != "rediss" {
+            return Err(bad("tls_ca_file needs a rediss:// URL"));
+        }
         Ok(RedisConfig {
             url: url.to_string(),
             host: None,
@@ -229,6 +239,7 @@ impl RedisConfig {
             db: None,
             username: None,
             password,
+            tls_ca_file: self.tls_ca_file.clone(),
             prefix: self.prefix.clone(),
             ttl_ms: self.ttl_ms,
             response_timeout_ms: self.response_timeout_ms,
@@ -259,6 +270,8 @@ pub struct RedisConnector {
 struct Inner {
     config: RedisConfig,
     info: ConnectionInfo,
+    /// Contents of `tls_ca_file`.
+    tls_roots: Option<Vec<u8>>,
     manager: tokio::sync::OnceCell<ConnectionManager>,
 }
 
@@ -285,7 +298,8 @@ impl RedisConnector {
     /// does.
     ///
     /// # Errors
-    /// [`Error::Config`] for an invalid URL, override or timeout.
+    /// [`Error::Config`] for an invalid URL, override or timeout, or an unreadable
+    /// `tls_ca_file`.
     pub fn with_config(config: RedisConfig) -> Result<Self> {
         let config = config.normalized()?;
         let info =
@@ -302,10 +316,17 @@ impl RedisConnector {
         if config.url.starts_with("rediss:") {
             install_crypto_provider();
         }
+        let tls_roots = match &config.tls_ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                Error::config(format!("redis tls_ca_file {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
         Ok(RedisConnector {
             inner: Arc::new(Inner {
                 config,
                 info,
+                tls_roots,
                 manager: tokio::sync::OnceCell::new(),
             }),
         })
@@ -380,8 +401,17 @@ impl Inner {
     async fn manager(&self) -> Result<ConnectionManager> {
         self.manager
             .get_or_try_init(|| async {
-                let client = redis::Client::open(self.info.clone())
-                    .map_err(|e| Error::config(format!("redis client: {e}")))?;
+                let client = match &self.tls_roots {
+                    Some(roots) => redis::Client::build_with_tls(
+                        self.info.clone(),
+                        redis::TlsCertificates {
+                            client_tls: None,
+                            root_cert: Some(roots.clone()),
+                        },
+                    ),
+                    None => redis::Client::open(self.info.clone()),
+                }
+                .map_err(|e| Error::config(format!("redis client: {e}")))?;
                 let config = ConnectionManagerConfig::new()
                     .set_response_timeout(Some(self.config.response_timeout()))
                     .set_connection_timeout(Some(self.config.connect_timeout()))
@@ -627,6 +657,14 @@ mod tests {
             RedisConfig {
                 ttl_ms: Some(0),
                 ..RedisConfig::default()
+            },
+            RedisConfig {
+                tls_ca_file: Some("/no/such/ca.pem".into()),
+                ..RedisConfig::new("rediss://localhost")
+            },
+            RedisConfig {
+                tls_ca_file: Some("/etc/hostname".into()),
+                ..RedisConfig::new("redis://localhost")
             },
         ] {
             let e = RedisConnector::with_config(cfg).unwrap_err();
