@@ -46,7 +46,7 @@ pub struct FileConfig {
 /// assert!(dir.path().join(key.as_str()).exists());
 /// // Keys that would leave the directory are refused.
 /// assert!(c.get(&"../etc/passwd".into()).await.is_err());
-/// # Ok::<_, Box<dyn std::error::Error>>(()) }).unwrap().unwrap();
+/// # Ok::<_, Box<dyn std::error::Error + Send + Sync>>(()) }).unwrap().unwrap();
 /// ```
 #[derive(Debug, Clone)]
 pub struct FileConnector {
