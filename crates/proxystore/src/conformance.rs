@@ -5,11 +5,15 @@
 //! passes every check. Checks return `Err` with a message naming what broke, so a failure reads
 //! like a bug report.
 //!
-//! ```ignore
+//! ```
+//! // In a connector's test file (tests/conformance.rs):
+//! use proxystore::connector::memory::MemoryConnector;
+//!
 //! async fn fixture() -> proxystore::conformance::Fixture {
-//!     proxystore::conformance::Fixture::new(MyConnector::new())
+//!     proxystore::conformance::Fixture::new(MemoryConnector::new("conformance-doc"))
 //! }
 //! proxystore::conformance_tests!(fixture);
+//! # fn main() {}
 //! ```
 
 use std::any::Any;
