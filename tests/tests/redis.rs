@@ -291,3 +291,39 @@ async fn tls_with_a_private_ca_round_trips() {
         .expect("must not hang");
     assert!(result.is_err(), "{result:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_resolve_in_a_second_process() {
+    let server = RedisServer::start_with_password("xproc-password").unwrap();
+    let store = proxystore::Store::new(
+        format!("redis-xproc-{}", Key::random()),
+        RedisConnector::with_config(RedisConfig {
+            password: Some("xproc-password".into()),
+            ..config(&server)
+        })
+        .unwrap(),
+    );
+    let objects: Vec<Vec<u64>> = (0..3u64)
+        .map(|i| (0..50_000).map(|x| x * i + 1).collect())
+        .collect();
+    let proxies = store.proxy_batch(&objects).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxies.bin");
+    std::fs::write(&file, postcard::to_stdvec(&proxies).unwrap()).unwrap();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_proxy-consumer"))
+        .arg(&file)
+        .args(["0", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "consumer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["registered_before"], false);
+    let expected: Vec<u64> = [0, 2].iter().map(|&i| objects[i].iter().sum()).collect();
+    assert_eq!(report["sums"], serde_json::json!(expected));
+    assert_eq!(report["resolved"], serde_json::json!([true, false, true]));
+}

@@ -264,3 +264,74 @@ fn works_from_sync_code_and_a_current_thread_runtime() {
     });
     assert_eq!(got.unwrap().unwrap(), "sync");
 }
+
+/// Runs `proxy-consumer` on `file` with only the given environment.
+fn consumer(file: &std::path::Path, env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_proxy-consumer"));
+    cmd.env_clear().arg(file).args(["0", "1"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_reads_with_credentials_from_its_environment() {
+    let server = start();
+    let prefix = prefix();
+    // The producer writes with explicit keys; the proxies name a connector without any, so
+    // the references carry no secret and each reader uses its own standard chain.
+    let writer = proxystore::Store::new(
+        format!("s3-writer-{}", Key::random()),
+        S3Connector::with_config(server.config(&prefix)).unwrap(),
+    );
+    let keyless = S3Config {
+        access_key_id: None,
+        secret_access_key: None,
+        ..server.config(&prefix)
+    };
+    let reader = proxystore::Store::new(
+        format!("s3-chain-{}", Key::random()),
+        S3Connector::with_config(keyless).unwrap(),
+    );
+    let objects: Vec<Vec<u64>> = (0..2u64)
+        .map(|i| (0..40_000).map(|x| x + i).collect())
+        .collect();
+    let mut proxies: Vec<proxystore::Proxy<Vec<u64>>> = Vec::new();
+    for o in &objects {
+        let key = writer.put(o).await.unwrap();
+        proxies.push(reader.proxy_from_key(key));
+    }
+    let wire = postcard::to_stdvec(&proxies).unwrap();
+    assert!(!String::from_utf8_lossy(&wire).contains(server.secret_key()));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxies.bin");
+    std::fs::write(&file, &wire).unwrap();
+    let missing = dir.path().join("none");
+    let missing = missing.to_str().unwrap();
+    // No instance metadata service here, and no config files: only the environment counts.
+    let isolated = [
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", missing),
+        ("AWS_SHARED_CREDENTIALS_FILE", missing),
+    ];
+
+    let mut env = isolated.to_vec();
+    env.push(("AWS_ACCESS_KEY_ID", server.access_key()));
+    env.push(("AWS_SECRET_ACCESS_KEY", server.secret_key()));
+    let out = consumer(&file, &env);
+    assert!(
+        out.status.success(),
+        "consumer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expected: Vec<u64> = objects.iter().map(|o| o.iter().sum()).collect();
+    assert_eq!(report["sums"], serde_json::json!(expected));
+
+    // Without credentials in its environment the same reader cannot read.
+    let out = consumer(&file, &isolated);
+    assert!(!out.status.success(), "read without credentials succeeded");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no credentials"), "{stderr}");
+}
