@@ -40,6 +40,10 @@ pub(crate) struct DemoArgs {
     /// Arguments whose encoded size exceeds this many bytes travel as proxies.
     #[arg(long, default_value_t = proxystore_middleware::DEFAULT_THRESHOLD)]
     threshold: u64,
+    /// Run the same kind of pipeline on apalis with Redis as the broker (e.g.
+    /// redis://127.0.0.1:6379) instead of the in-process broker.
+    #[arg(long, env = "PROXYSTORE_DEMO_REDIS", value_name = "URL")]
+    redis: Option<String>,
     /// Hide the progress bar (for logs and tests).
     #[arg(long)]
     quiet: bool,
@@ -102,12 +106,59 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     rt.block_on(run_async(args))
 }
 
+fn progress_bar(args: &DemoArgs) -> ProgressBar {
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(u64::from(args.tasks))
+    };
+    bar.set_style(
+        ProgressStyle::with_template("  {bar:40} {pos}/{len} tasks {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// The pipeline on apalis-redis, through the `proxystore-apalis` plugin.
+async fn run_on_apalis(args: &DemoArgs, url: &str, store: Store) -> anyhow::Result<()> {
+    println!(
+        "ProxyStore demo on apalis-redis ({url}): {} map tasks x {} MiB arrays, {} workers",
+        args.tasks, args.mib, args.workers
+    );
+    let bar = progress_bar(args);
+    let options = proxystore_apalis::demo::Options {
+        tasks: args.tasks as usize,
+        chunk_len: args.mib as usize * (1 << 20) / 8,
+        workers: args.workers as usize,
+        threshold: args.threshold,
+        ..proxystore_apalis::demo::Options::default()
+    };
+    let summary = proxystore_apalis::demo::run_with(url, store, &options, |done, _| {
+        bar.set_position(done as u64);
+    })
+    .await?;
+    bar.finish_and_clear();
+    println!("{summary}");
+    anyhow::ensure!(summary.correct, "the pipeline computed a wrong result");
+    anyhow::ensure!(
+        summary.objects_left == 0,
+        "the workflow left {} objects behind",
+        summary.objects_left
+    );
+    Ok(())
+}
+
 async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let server = spawn(ServerConfig::default()).context("starting the embedded store service")?;
     let connector = server.connector()?;
     let store = Store::new("demo", connector.clone());
     proxystore::register_store(&store)?;
+    if let Some(url) = &args.redis {
+        run_on_apalis(&args, url, store).await?;
+        server.shutdown().await?;
+        return Ok(());
+    }
     let codec = TaskCodec::new(
         PolicyConfig {
             store: "demo".into(),
@@ -141,15 +192,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let (results_tx, mut results_rx) = tokio::sync::mpsc::unbounded_channel();
 
-    let bar = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(u64::from(args.tasks))
-    };
-    bar.set_style(
-        ProgressStyle::with_template("  {bar:40} {pos}/{len} tasks {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar(&args);
 
     let mut workers = Vec::new();
     for _ in 0..args.workers {

@@ -42,3 +42,29 @@ fn demo_runs_on_the_embedded_default() {
         "{stdout}"
     );
 }
+
+#[test]
+fn demo_runs_on_apalis_redis() {
+    let redis = proxystore_apalis::demo::LocalRedis::start().expect("start redis-server");
+    let out = Command::new(env!("CARGO_BIN_EXE_proxystore"))
+        .args([
+            "demo",
+            "--tasks",
+            "6",
+            "--mib",
+            "1",
+            "--workers",
+            "2",
+            "--quiet",
+        ])
+        .args(["--redis", &redis.url()])
+        .output()
+        .expect("run proxystore demo --redis");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("apalis-redis"), "{stdout}");
+}
