@@ -517,8 +517,10 @@ impl Connector for RedisConnector {
             pipe.add_command(self.set_cmd(self.redis_key(k), d))
                 .ignore();
         }
+        // Shared, not cloned, between attempts: it holds a copy of every object.
+        let pipe = Arc::new(pipe);
         self.run("SET (pipeline)", move |mut con| {
-            let pipe = pipe.clone();
+            let pipe = Arc::clone(&pipe);
             async move { pipe.query_async::<()>(&mut con).await }
         })
         .await?;
@@ -594,9 +596,10 @@ impl Connector for RedisConnector {
     }
 
     async fn set(&self, key: &Key, data: Bytes) -> Result<()> {
-        let cmd = self.set_cmd(self.redis_key(key), &data);
+        // Shared, not cloned, between attempts: it holds a copy of the object.
+        let cmd = Arc::new(self.set_cmd(self.redis_key(key), &data));
         self.run("SET", move |mut con| {
-            let cmd = cmd.clone();
+            let cmd = Arc::clone(&cmd);
             async move { cmd.query_async::<()>(&mut con).await }
         })
         .await
