@@ -28,7 +28,7 @@ impl DigestAlgorithm {
     pub fn digest(self, data: &[u8]) -> Option<Digest> {
         match self {
             DigestAlgorithm::None => None,
-            DigestAlgorithm::Xxh3 => Some(Digest::Xxh3(xxhash_rust::xxh3::xxh3_64(data))),
+            DigestAlgorithm::Xxh3 => Some(Digest::Xxh3(twox_hash::XxHash3_64::oneshot(data))),
             DigestAlgorithm::Blake3 => Some(Digest::Blake3(*blake3::hash(data).as_bytes())),
         }
     }
@@ -165,6 +165,15 @@ impl<'de> Deserialize<'de> for Digest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xxh3_matches_the_reference_test_vector() {
+        // XXH3_64bits("") with seed 0, from the xxHash reference implementation.
+        assert_eq!(
+            DigestAlgorithm::Xxh3.digest(b""),
+            Some(Digest::Xxh3(0x2D06_8005_38D3_94C2))
+        );
+    }
 
     #[test]
     fn digests_round_trip_and_detect_change() {
