@@ -6,8 +6,9 @@
 //! or orphaned parts remain. Ranged reads use the HTTP `Range` header.
 //!
 //! The client is built lazily on the library's I/O runtime ([`crate::runtime::spawn_io`]) from
-//! aws-config's standard chain (environment variables, shared config and credentials files,
-//! and so on), with the region, endpoint and credentials of the config taking precedence. Every
+//! aws-config's standard chain (environment variables, shared config and credentials files with
+//! `credential_process`, web identity, ECS and EC2 metadata; SSO profiles are not built in), with
+//! the region, endpoint and credentials of the config taking precedence. Every
 //! request runs on that runtime, and no operation takes longer than
 //! [`S3Config::operation_timeout_ms`]: it ends with [`Error::Timeout`].
 //!
