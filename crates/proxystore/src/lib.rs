@@ -39,6 +39,7 @@
 //! - [`register_store`] / [`get_store`]: the process-wide registry;
 //! - [`lifetime`]: scopes, leases and owned proxies that evict what they own;
 //! - [`runtime`]: how synchronous code resolves proxies without deadlocks;
+//! - [`trace`]: the spans of every operation, and trace context carried across processes;
 //! - [`Error`]: one typed error for everything.
 
 pub mod codec;
@@ -50,6 +51,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod reference;
 pub mod runtime;
+pub mod trace;
 
 mod cache;
 mod key;

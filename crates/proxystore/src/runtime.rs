@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::runtime::{Handle, RuntimeFlavor};
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 
@@ -64,7 +65,7 @@ pub fn set_blocking_timeout(timeout: Duration) {
 /// Outside any runtime it blocks on the I/O runtime. Inside a runtime it spawns `fut` on the I/O
 /// runtime and waits for it, in `block_in_place` on a multi-thread runtime so that other tasks
 /// keep running. It never panics and never deadlocks on the caller's runtime, because `fut` does
-/// not run there.
+/// not run there. `fut` runs in the caller's current `tracing` span.
 ///
 /// ```
 /// let v = proxystore::runtime::block_on(async { 40 + 2 }).unwrap();
@@ -85,9 +86,12 @@ where
             .map_err(|_| timeout_error(timeout));
     };
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    io_handle().spawn(async move {
-        let _ = tx.send(fut.await);
-    });
+    io_handle().spawn(
+        async move {
+            let _ = tx.send(fut.await);
+        }
+        .in_current_span(),
+    );
     let wait = move || rx.recv_timeout(timeout);
     let out = match current.runtime_flavor() {
         RuntimeFlavor::MultiThread => tokio::task::block_in_place(wait),
@@ -106,7 +110,8 @@ fn timeout_error(after: Duration) -> Error {
 /// Run `fut` on the I/O runtime and await it from any runtime.
 ///
 /// Networked connectors wrap their operations in this, so that their connections belong to the
-/// I/O runtime.
+/// I/O runtime. `fut` runs in the caller's current `tracing` span, so that what it records
+/// (and the trace context a connector sends) belongs to the caller's operation.
 ///
 /// # Errors
 /// [`Error::Backend`] if the task panicked or the runtime is shutting down.
@@ -116,7 +121,7 @@ where
     F::Output: Send + 'static,
 {
     io_handle()
-        .spawn(fut)
+        .spawn(fut.in_current_span())
         .await
         .map_err(|e| Error::backend("runtime", "I/O task failed", e))
 }

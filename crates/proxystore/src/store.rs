@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tracing::{Instrument, Span, field::display};
 
 use crate::cache::ObjectCache;
 use crate::codec::Codec;
@@ -16,6 +17,7 @@ use crate::lifetime::{Lifetime, OwnedProxy};
 use crate::metrics::{Metrics, StoreMetrics};
 use crate::proxy::{Factory, Proxy};
 use crate::reference::Reference;
+use crate::trace::{self, TraceContext, op_span};
 
 /// Default byte bound of the decoded-object cache: 256 MiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
@@ -109,6 +111,25 @@ struct Stored {
     size: u64,
     digest: Option<Digest>,
     codec: Codec,
+    /// Context of the `proxystore.put` span, for the references made to the object.
+    trace: Option<TraceContext>,
+}
+
+/// Run `fut` inside `span` and record its outcome there.
+async fn traced<T>(span: Span, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    let result = fut.instrument(span.clone()).await;
+    trace::record_result(&span, &result);
+    result
+}
+
+/// Record the outcome of a lookup that may find nothing.
+fn record_lookup<T>(span: &Span, result: &Result<Option<T>>) {
+    match result {
+        Ok(None) => {
+            span.record("outcome", "absent");
+        }
+        r => trace::record_result(span, r),
+    }
 }
 
 pub(crate) struct StoreInner {
@@ -273,22 +294,36 @@ impl Store {
         obj: &T,
         options: &PutOptions,
     ) -> Result<Stored> {
-        let (data, codec) = self.inner.config.codec.encode(obj)?;
-        self.store_bytes(data, codec, options).await
+        let span = op_span!("proxystore.put", self);
+        traced(span.clone(), async {
+            let (data, codec) = self.inner.config.codec.encode(obj)?;
+            self.store_bytes(&span, data, codec, options).await
+        })
+        .await
     }
 
-    /// Digest, put and count already encoded bytes.
-    async fn store_bytes(&self, data: Bytes, codec: Codec, options: &PutOptions) -> Result<Stored> {
+    /// Digest, put and count already encoded bytes, inside the put span `span`.
+    async fn store_bytes(
+        &self,
+        span: &Span,
+        data: Bytes,
+        codec: Codec,
+        options: &PutOptions,
+    ) -> Result<Stored> {
         let start = Instant::now();
         let size = data.len() as u64;
+        span.record("bytes", size);
         let digest = self.inner.config.digest.digest(&data);
         let key = self.inner.connector.put_opts(data, options).await;
         self.inner.metrics.put.record(size, start.elapsed());
+        let key = key?;
+        span.record("key", display(&key));
         Ok(Stored {
-            key: key?,
+            key,
             size,
             digest,
             codec,
+            trace: trace::inject(span),
         })
     }
 
@@ -320,6 +355,17 @@ impl Store {
         objs: &[T],
         options: &PutOptions,
     ) -> Result<Vec<Stored>> {
+        let span = op_span!("proxystore.put", self);
+        traced(span.clone(), self.put_objects_in(&span, objs, options)).await
+    }
+
+    async fn put_objects_in<T: Serialize + 'static>(
+        &self,
+        span: &Span,
+        objs: &[T],
+        options: &PutOptions,
+    ) -> Result<Vec<Stored>> {
+        span.record("count", objs.len());
         let start = Instant::now();
         let mut encoded = Vec::with_capacity(objs.len());
         let mut meta = Vec::with_capacity(objs.len());
@@ -342,6 +388,8 @@ impl Store {
         }
         let total: u64 = meta.iter().map(|m| m.0).sum();
         self.inner.metrics.put.record(total, start.elapsed());
+        span.record("bytes", total);
+        let context = trace::inject(span);
         Ok(keys
             .into_iter()
             .zip(meta)
@@ -350,6 +398,7 @@ impl Store {
                 size,
                 digest,
                 codec,
+                trace: context.clone(),
             })
             .collect())
     }
@@ -375,19 +424,30 @@ impl Store {
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
-        if let Some(hit) = self.inner.cache.get::<T>(key) {
-            self.inner.metrics.hit();
-            return Ok(Some(hit));
+        let span = op_span!("proxystore.get", self);
+        span.record("key", display(key));
+        let result = async {
+            if let Some(hit) = self.inner.cache.get::<T>(key) {
+                self.inner.metrics.hit();
+                span.record("cache_hit", true);
+                return Ok(Some(hit));
+            }
+            span.record("cache_hit", false);
+            self.inner.metrics.miss();
+            let Some(data) = self.fetch(key).await? else {
+                return Ok(None);
+            };
+            let codec = codec_for::<T>(self.inner.config.codec);
+            let size = data.len() as u64;
+            span.record("bytes", size);
+            let obj = Arc::new(self.decode::<T>(key, codec, data)?);
+            self.inner.cache.insert(key.clone(), obj.clone(), size);
+            Ok(Some(obj))
         }
-        self.inner.metrics.miss();
-        let Some(data) = self.fetch(key).await? else {
-            return Ok(None);
-        };
-        let codec = codec_for::<T>(self.inner.config.codec);
-        let size = data.len() as u64;
-        let obj = Arc::new(self.decode::<T>(key, codec, data)?);
-        self.inner.cache.insert(key.clone(), obj.clone(), size);
-        Ok(Some(obj))
+        .instrument(span.clone())
+        .await;
+        record_lookup(&span, &result);
+        result
     }
 
     /// The object under `key`, or `None` when absent. A second get of a key is served from the
@@ -413,7 +473,14 @@ impl Store {
     /// # Errors
     /// The connector's error.
     pub async fn get_bytes(&self, key: &Key) -> Result<Option<Bytes>> {
-        self.fetch(key).await
+        let span = op_span!("proxystore.get", self);
+        span.record("key", display(key));
+        let result = self.fetch(key).instrument(span.clone()).await;
+        if let Ok(Some(d)) = &result {
+            span.record("bytes", d.len());
+        }
+        record_lookup(&span, &result);
+        result
     }
 
     async fn fetch(&self, key: &Key) -> Result<Option<Bytes>> {
@@ -452,22 +519,43 @@ impl Store {
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
+        let span = self.resolve_span(reference);
         let start = Instant::now();
-        let result = self.resolve_inner::<T>(reference).await;
+        let result = self
+            .resolve_inner::<T>(&span, reference)
+            .instrument(span.clone())
+            .await;
         self.inner
             .metrics
             .resolve
             .record(reference.size, start.elapsed());
+        trace::record_result(&span, &result);
         result
     }
 
-    async fn resolve_inner<T>(&self, r: &Reference) -> Result<Arc<T>>
+    /// The `proxystore.resolve` span of `r`, linked to the span that made the reference.
+    fn resolve_span(&self, r: &Reference) -> Span {
+        let span = op_span!("proxystore.resolve", self);
+        if !span.is_disabled() {
+            span.record("key", display(&r.key));
+            span.record("bytes", r.size);
+            if !r.type_name.is_empty() {
+                span.record("type", r.type_name.as_str());
+            }
+            trace::add_link(&span, &r.traceparent, &r.tracestate);
+        }
+        span
+    }
+
+    async fn resolve_inner<T>(&self, span: &Span, r: &Reference) -> Result<Arc<T>>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
         if let Some(hit) = self.cached::<T>(&r.key) {
+            span.record("cache_hit", true);
             return Ok(hit);
         }
+        span.record("cache_hit", false);
         self.inner.metrics.miss();
         let data = self.fetch_checked(r).await?;
         let size = data.len() as u64;
@@ -487,17 +575,38 @@ impl Store {
     /// # Errors
     /// [`Error::NotFound`], [`Error::DigestMismatch`], or the connector's error.
     pub async fn get_verified_bytes(&self, r: &Reference) -> Result<Bytes> {
+        let span = self.resolve_span(r);
+        span.record("cache_hit", false);
         let start = Instant::now();
-        let data = self.fetch_checked(r).await;
-        self.inner.metrics.resolve.record(r.size, start.elapsed());
-        let data = data?;
-        if r.evict_on_resolve {
-            self.evict(&r.key).await?;
+        let result = async {
+            let data = self.fetch_checked(r).await;
+            self.inner.metrics.resolve.record(r.size, start.elapsed());
+            let data = data?;
+            if r.evict_on_resolve {
+                self.evict(&r.key).await?;
+            }
+            Ok(data)
         }
-        Ok(data)
+        .instrument(span.clone())
+        .await;
+        trace::record_result(&span, &result);
+        result
     }
 
+    /// Fetch the bytes of `r` and check them, in a `proxystore.get` span (the transfer part of
+    /// a resolve).
     async fn fetch_checked(&self, r: &Reference) -> Result<Bytes> {
+        let span = op_span!("proxystore.get", self);
+        span.record("key", display(&r.key));
+        let result = self.fetch_checked_in(r).instrument(span.clone()).await;
+        if let Ok(d) = &result {
+            span.record("bytes", d.len());
+        }
+        trace::record_result(&span, &result);
+        result
+    }
+
+    async fn fetch_checked_in(&self, r: &Reference) -> Result<Bytes> {
         let data = self.fetch(&r.key).await?.ok_or_else(|| Error::NotFound {
             store: self.name().to_owned(),
             key: r.key.clone(),
@@ -540,10 +649,15 @@ impl Store {
     /// # Errors
     /// The connector's error.
     pub async fn exists(&self, key: &Key) -> Result<bool> {
-        let start = Instant::now();
-        let r = self.inner.connector.exists(key).await;
-        self.inner.metrics.exists.record(0, start.elapsed());
-        r
+        let span = op_span!("proxystore.exists", self);
+        span.record("key", display(key));
+        traced(span, async {
+            let start = Instant::now();
+            let r = self.inner.connector.exists(key).await;
+            self.inner.metrics.exists.record(0, start.elapsed());
+            r
+        })
+        .await
     }
 
     /// Remove `key` from the cache and the connector. Evicting an absent key is not an error.
@@ -551,11 +665,16 @@ impl Store {
     /// # Errors
     /// The connector's error.
     pub async fn evict(&self, key: &Key) -> Result<()> {
-        let start = Instant::now();
-        self.inner.cache.remove(key);
-        let r = self.inner.connector.evict(key).await;
-        self.inner.metrics.evict.record(0, start.elapsed());
-        r
+        let span = op_span!("proxystore.evict", self);
+        span.record("key", display(key));
+        traced(span, async {
+            let start = Instant::now();
+            self.inner.cache.remove(key);
+            let r = self.inner.connector.evict(key).await;
+            self.inner.metrics.evict.record(0, start.elapsed());
+            r
+        })
+        .await
     }
 
     /// Evict many keys.
@@ -563,13 +682,18 @@ impl Store {
     /// # Errors
     /// The connector's error.
     pub async fn evict_batch(&self, keys: &[Key]) -> Result<()> {
-        let start = Instant::now();
-        for k in keys {
-            self.inner.cache.remove(k);
-        }
-        let r = self.inner.connector.evict_batch(keys).await;
-        self.inner.metrics.evict.record(0, start.elapsed());
-        r
+        let span = op_span!("proxystore.evict", self);
+        span.record("count", keys.len());
+        traced(span, async {
+            let start = Instant::now();
+            for k in keys {
+                self.inner.cache.remove(k);
+            }
+            let r = self.inner.connector.evict_batch(keys).await;
+            self.inner.metrics.evict.record(0, start.elapsed());
+            r
+        })
+        .await
     }
 
     fn reference<T: 'static>(&self, stored: Stored, evict_on_resolve: bool) -> Reference {
@@ -579,6 +703,10 @@ impl Store {
         r.codec = stored.codec;
         r.type_name = std::any::type_name::<T>().to_owned();
         r.evict_on_resolve = evict_on_resolve;
+        if let Some(t) = stored.trace {
+            r.traceparent = t.traceparent;
+            r.tracestate = t.tracestate;
+        }
         r
     }
 
@@ -598,7 +726,8 @@ impl Store {
         type_name: &str,
         options: &PutOptions,
     ) -> Result<Reference> {
-        let stored = self.store_bytes(data, codec, options).await?;
+        let span = op_span!("proxystore.put", self);
+        let stored = traced(span.clone(), self.store_bytes(&span, data, codec, options)).await?;
         let mut r = self.reference::<()>(stored, false);
         type_name.clone_into(&mut r.type_name);
         Ok(r)
@@ -650,6 +779,7 @@ impl Store {
             size: 0,
             digest: None,
             codec,
+            trace: trace::current(),
         };
         self.proxy_of(self.reference::<T>(stored, false))
     }

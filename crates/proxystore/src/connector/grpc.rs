@@ -21,6 +21,9 @@
 //! # Ok::<_, proxystore::Error>(())
 //! ```
 //!
+//! Every call runs in a `grpc.client` span that sends its trace context to the server in
+//! request metadata (see [`rpc_trace`]).
+//!
 //! Beyond the [`Connector`] trait, [`GrpcConnector::put_stream`] and
 //! [`GrpcConnector::get_stream`] move objects larger than memory, and [`GrpcConnector::stat`]
 //! describes the server.
@@ -49,7 +52,9 @@ use crate::digest::{Digest, DigestAlgorithm};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::runtime;
+use rpc_trace::{RpcTrace, Side};
 
+pub mod rpc_trace;
 mod status;
 
 pub use status::{DETAIL_METADATA, KEY_METADATA};
@@ -355,11 +360,11 @@ struct Inner {
     config: GrpcConfig,
     endpoint: Endpoint,
     auth: Option<MetadataValue<Ascii>>,
-    client: OnceLock<StoreServiceClient<Channel>>,
+    client: OnceLock<Client>,
     caller_keys: tokio::sync::OnceCell<bool>,
 }
 
-type Client = StoreServiceClient<Channel>;
+type Client = StoreServiceClient<RpcTrace<Channel>>;
 
 impl GrpcConnector {
     /// A connector for the server at `address` with default settings.
@@ -553,7 +558,7 @@ impl Inner {
     fn client(&self) -> Client {
         self.client
             .get_or_init(|| {
-                StoreServiceClient::new(self.endpoint.connect_lazy())
+                StoreServiceClient::new(RpcTrace::new(self.endpoint.connect_lazy(), Side::Client))
                     .max_decoding_message_size(MAX_MESSAGE_SIZE)
                     .max_encoding_message_size(MAX_MESSAGE_SIZE)
             })

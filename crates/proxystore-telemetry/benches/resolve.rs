@@ -1,0 +1,189 @@
+//! What tracing costs a proxy's resolve: a 1 MiB object (a `Vec<f64>` in postcard) in a memory
+//! store with the object cache off, so every resolve fetches, checks the digest and decodes.
+//!
+//! - `by_hand`: the connector's `get`, the digest check and the decode, written out;
+//! - `resolve_no_subscriber`: `Proxy::resolve` of a fresh proxy, with no `tracing` subscriber
+//!   (the W3C propagator installed, the reference carrying a `traceparent`);
+//! - `resolve_otlp_sampled`: the same with `proxystore-telemetry`'s subscriber (OpenTelemetry
+//!   layer, every trace sampled) exporting over OTLP/gRPC to a receiver in this process.
+//!
+//! Criterion measures each; then interleaved rounds (the three variants in turn, many times)
+//! give ratios to `by_hand` that drift on a busy machine affects less, printed at the end.
+//!
+//! Run: `cargo bench -p proxystore-telemetry --bench resolve`.
+
+// A benchmark that cannot set itself up has nothing to measure: failing loudly is right.
+#![allow(clippy::expect_used, missing_docs)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use proxystore::connector::memory::MemoryConnector;
+use proxystore::{Connector, Proxy, Reference, Store};
+use proxystore_telemetry::Config;
+use proxystore_telemetry::receiver::OtlpReceiver;
+
+const LEN: usize = (1 << 20) / 8;
+
+/// Resolves run with the OpenTelemetry subscriber (each makes two spans).
+static TRACED: AtomicU64 = AtomicU64::new(0);
+
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    store: Store,
+    reference: Reference,
+    otel: tracing::Dispatch,
+    guard: proxystore_telemetry::TelemetryGuard,
+    receiver: OtlpReceiver,
+}
+
+fn setup() -> Setup {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let receiver = OtlpReceiver::start().expect("receiver");
+    let (otel, guard) = Config::from_env("resolve-bench")
+        .endpoint(receiver.endpoint())
+        .without_logs()
+        .sample_all()
+        .build()
+        .expect("telemetry");
+    proxystore_telemetry::install_propagator();
+    let store = Store::builder("bench-otel", MemoryConnector::new("bench-otel"))
+        .cache_bytes(0)
+        .build();
+    proxystore::register_store(&store).expect("register");
+    let data: Vec<f64> = (0..LEN).map(|i| i as f64 * 0.5).collect();
+    let proxy = tracing::dispatcher::with_default(&otel, || {
+        let _producer = tracing::info_span!("producer").entered();
+        rt.block_on(store.proxy(&data)).expect("put")
+    });
+    let reference = proxy.reference().expect("reference").clone();
+    assert!(reference.size >= 1 << 20 && !reference.traceparent.is_empty());
+    Setup {
+        rt,
+        store,
+        reference,
+        otel,
+        guard,
+        receiver,
+    }
+}
+
+async fn by_hand(connector: &Arc<dyn Connector>, r: &Reference) -> Vec<f64> {
+    let data = connector.get(&r.key).await.expect("get").expect("present");
+    assert!(r.digest.expect("digest").matches(&data));
+    r.codec.decode::<Vec<f64>>(data).expect("decode")
+}
+
+async fn resolve(r: &Reference) -> usize {
+    let p: Proxy<Vec<f64>> = Proxy::from_reference(r.clone());
+    p.resolve().await.expect("resolve").len()
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Variant {
+    ByHand,
+    NoSubscriber,
+    OtlpSampled,
+}
+
+fn run(s: &Setup, v: Variant, iters: u64) -> Duration {
+    let connector = s.store.connector().clone();
+    let go = || {
+        s.rt.block_on(async {
+            let start = Instant::now();
+            for _ in 0..iters {
+                match v {
+                    Variant::ByHand => {
+                        black_box(by_hand(&connector, &s.reference).await);
+                    }
+                    _ => {
+                        black_box(resolve(&s.reference).await);
+                    }
+                }
+            }
+            start.elapsed()
+        })
+    };
+    match v {
+        Variant::OtlpSampled => {
+            TRACED.fetch_add(iters, Ordering::Relaxed);
+            tracing::dispatcher::with_default(&s.otel, || {
+                let _task = tracing::info_span!("consumer").entered();
+                go()
+            })
+        }
+        _ => go(),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let s = setup();
+    let mut g = c.benchmark_group("resolve_1MiB");
+    g.measurement_time(Duration::from_secs(8));
+    for v in [Variant::ByHand, Variant::NoSubscriber, Variant::OtlpSampled] {
+        let name = match v {
+            Variant::ByHand => "by_hand",
+            Variant::NoSubscriber => "resolve_no_subscriber",
+            Variant::OtlpSampled => "resolve_otlp_sampled",
+        };
+        g.bench_function(name, |b| b.iter_custom(|iters| run(&s, v, iters)));
+    }
+    g.finish();
+    ratios(&s);
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Interleaved rounds: each variant in turn, `PER_ROUND` resolves each, medians of the
+/// per-resolve means.
+fn ratios(s: &Setup) {
+    const ROUNDS: usize = 60;
+    const PER_ROUND: u64 = 40;
+    let variants = [Variant::ByHand, Variant::NoSubscriber, Variant::OtlpSampled];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    for round in 0..ROUNDS {
+        for i in 0..variants.len() {
+            // Rotate the order so that no variant always runs after the same one.
+            let k = (i + round) % variants.len();
+            let t = run(s, variants[k], PER_ROUND);
+            times[k].push(t.as_secs_f64() * 1e6 / PER_ROUND as f64);
+        }
+    }
+    let m: Vec<f64> = times.into_iter().map(median).collect();
+    s.guard.flush().expect("flush");
+    let resolves = TRACED.load(Ordering::Relaxed);
+    let received = s
+        .receiver
+        .spans()
+        .iter()
+        .filter(|sp| sp.name == "proxystore.resolve")
+        .count();
+    println!();
+    println!("resolve of 1 MiB, interleaved medians over {ROUNDS} rounds x {PER_ROUND}:");
+    println!("  by hand (get + digest + decode): {:8.1} us", m[0]);
+    println!(
+        "  resolve, no subscriber:          {:8.1} us  ratio {:.4}",
+        m[1],
+        m[1] / m[0]
+    );
+    println!(
+        "  resolve, OTLP, all sampled:      {:8.1} us  ratio {:.4}",
+        m[2],
+        m[2] / m[0]
+    );
+    println!(
+        "  traced resolves: {resolves}, resolve spans received by the OTLP receiver: {received}"
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
