@@ -55,6 +55,16 @@ impl fmt::Display for Coded {
 
 impl std::error::Error for Coded {}
 
+/// An error writing to standard output. A closed pipe (`proxystore get K | head -c 100`) means
+/// the reader chose to stop: the command then ends quietly with success, as ripgrep does.
+pub(crate) fn output_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Coded::new(OK, "").into()
+    } else {
+        anyhow::Error::new(e).context("cannot write to standard output")
+    }
+}
+
 /// The exit code of `e`: from the first [`Coded`] or [`proxystore::Error`] in its chain.
 pub(crate) fn code_of(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {

@@ -1,6 +1,6 @@
 //! `proxystore stat`, `proxystore exists` and `proxystore evict`.
 
-use std::io::Write;
+use std::fmt::Write as _;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -8,7 +8,7 @@ use proxystore::{Connector, Key};
 
 use crate::client::ClientArgs;
 use crate::exit;
-use crate::util::bytes_human;
+use crate::util::{bytes_human, print};
 
 /// Options of `proxystore stat`.
 #[derive(Debug, Args)]
@@ -29,7 +29,7 @@ pub(crate) async fn stat(args: StatArgs) -> anyhow::Result<u8> {
         .stat()
         .await
         .with_context(|| format!("stat {url}"))?;
-    let mut out = std::io::stdout().lock();
+    let mut out = String::new();
     if args.json {
         let mut v = serde_json::to_value(&s)?;
         if let Some(m) = v.as_object_mut() {
@@ -56,7 +56,7 @@ pub(crate) async fn stat(args: StatArgs) -> anyhow::Result<u8> {
             writeln!(out, "{name:<19} {value}")?;
         }
     }
-    out.flush()?;
+    print(&out)?;
     Ok(exit::OK)
 }
 
@@ -83,7 +83,7 @@ pub(crate) async fn exists(args: ExistsArgs) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("exists {key} on {}", args.client.url))?;
     if !args.quiet {
-        println!("{found}");
+        print(&format!("{found}\n"))?;
     }
     Ok(if found { exit::OK } else { exit::NOT_FOUND })
 }

@@ -1,6 +1,7 @@
 //! `proxystore inspect`: decode a serialized proxy reference and show it, fetching nothing.
 
-use std::io::{Read, Write};
+use std::fmt::Write as _;
+use std::io::Read;
 
 use anyhow::Context as _;
 use base64::Engine as _;
@@ -9,7 +10,7 @@ use proxystore::Reference;
 use serde_json::{Value, json};
 
 use crate::exit::{self, Coded};
-use crate::util::{bytes_human, from_hex};
+use crate::util::{bytes_human, from_hex, print};
 
 /// Longest input read: references are a few hundred bytes; anything this large is not one.
 const MAX_INPUT: u64 = 1 << 20;
@@ -64,7 +65,7 @@ impl Form {
 pub(crate) fn inspect(args: InspectArgs) -> anyhow::Result<u8> {
     let input = read_input(&args.reference)?;
     let (r, form) = decode(&input)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = String::new();
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&to_json(&r, form))?)?;
     } else {
@@ -74,7 +75,7 @@ pub(crate) fn inspect(args: InspectArgs) -> anyhow::Result<u8> {
             writeln!(out, "{name:<width$}  {value}")?;
         }
     }
-    out.flush()?;
+    print(&out)?;
     Ok(exit::OK)
 }
 

@@ -152,6 +152,9 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = exit::code_of(&e);
+            if code == exit::OK {
+                return ExitCode::SUCCESS;
+            }
             eprintln!("error: {}", exit::message(&e));
             if let Some(hint) = exit::hint(code) {
                 eprintln!("hint: {hint}");

@@ -16,7 +16,7 @@ use proxystore::{Codec, Digest, DigestAlgorithm, Key, Reference};
 
 use crate::client::ClientArgs;
 use crate::exit::{self, Coded};
-use crate::util::{Progress, parse_duration, parse_range, to_hex};
+use crate::util::{Progress, parse_duration, parse_range, print, to_hex};
 
 /// Chunks read from the input and in flight to the server at once (each
 /// [`DEFAULT_CHUNK_SIZE`]): the whole memory a put needs, whatever the object's size.
@@ -163,9 +163,8 @@ pub(crate) async fn put(args: PutArgs) -> anyhow::Result<u8> {
         .map_err(|_| anyhow::anyhow!("the reader thread failed"))?
         .context("the input ended abnormally")?;
 
-    let mut out = std::io::stdout().lock();
     match encoding {
-        None => writeln!(out, "{key}")?,
+        None => print(&format!("{key}\n"))?,
         Some(encoding) => {
             let mut r = Reference::new(
                 args.store.clone().unwrap_or_else(|| url.clone()),
@@ -184,10 +183,9 @@ pub(crate) async fn put(args: PutArgs) -> anyhow::Result<u8> {
                 RefEncoding::Hex => to_hex(&r.to_bytes()),
                 RefEncoding::Json => r.to_json(),
             };
-            writeln!(out, "{text}")?;
+            print(&format!("{text}\n"))?;
         }
     }
-    out.flush()?;
     Ok(exit::OK)
 }
 
@@ -318,7 +316,7 @@ impl Sink {
 
     fn commit(self) -> anyhow::Result<()> {
         match self {
-            Sink::Stdout(mut o) => Ok(o.flush()?),
+            Sink::Stdout(mut o) => o.flush().map_err(exit::output_error),
             Sink::File { tmp, path } => {
                 tmp.persist(&path)
                     .with_context(|| format!("cannot write {}", path.display()))?;
@@ -399,10 +397,12 @@ pub(crate) async fn get(args: GetArgs) -> anyhow::Result<u8> {
         }
         if let Err(e) = sink.write_all(&chunk) {
             progress.finish();
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return Err(Coded::new(exit::FAILURE, "output closed early (broken pipe)").into());
-            }
-            return Err(anyhow::Error::new(e).context("cannot write the output"));
+            return Err(match sink {
+                Sink::Stdout(_) => exit::output_error(e),
+                Sink::File { path, .. } => {
+                    anyhow::Error::new(e).context(format!("cannot write {}", path.display()))
+                }
+            });
         }
         progress.inc(chunk.len() as u64);
     }

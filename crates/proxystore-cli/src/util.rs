@@ -125,6 +125,15 @@ impl Progress {
     }
 }
 
+/// Write `text` to standard output and flush it (see [`crate::exit::output_error`]).
+pub(crate) fn print(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(crate::exit::output_error)
+}
+
 /// Lower-case hexadecimal.
 pub(crate) fn to_hex(bytes: &[u8]) -> String {
     use std::fmt::Write;

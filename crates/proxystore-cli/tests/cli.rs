@@ -869,3 +869,41 @@ fn local_input_problems_are_clear() {
     // A bad URL is a usage error.
     run(&["stat", "--url", "http://[::1"], &[], None).expect_code(2);
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_get_quietly() {
+    let server = memory_server();
+    let body = data(8 << 20, 13);
+    let key = run(&["put", "-"], &pairs(&env_for(&server)), Some(body.clone())).line();
+    // `proxystore get KEY | head -c 10`: the reader takes 10 bytes and closes the pipe.
+    let mut child = Command::new(BIN)
+        .args(["get", &key])
+        .env_clear()
+        .env("PROXYSTORE_URL", server.url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 10];
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(first, body[..10]);
+    drop(stdout);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < DEADLINE, "get did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(err.is_empty(), "{err}");
+}
