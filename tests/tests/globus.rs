@@ -525,5 +525,10 @@ async fn task_still_active_at_the_deadline_is_a_timeout() {
         elapsed >= Duration::from_millis(650) && elapsed < Duration::from_millis(1700),
         "gave up after {elapsed:?}"
     );
-    assert!(matches!(b.exists(&key).await, Err(Error::Timeout { .. })));
+    // exists waits the same way; on a loaded machine the last status poll itself may be cut by
+    // the deadline (a retryable backend error) instead of the wait (a timeout): both are typed.
+    match b.exists(&key).await {
+        Err(e @ (Error::Timeout { .. } | Error::Backend { .. })) => assert!(e.is_retryable()),
+        other => panic!("exists of a key whose transfer is still ACTIVE gave {other:?}"),
+    }
 }
