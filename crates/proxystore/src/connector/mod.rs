@@ -21,10 +21,10 @@ use crate::error::{Error, Result};
 use crate::key::Key;
 
 pub mod file;
-#[cfg(feature = "grpc")]
-pub mod grpc;
 #[cfg(feature = "globus")]
 pub mod globus;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod memory;
 pub mod multi;
 #[cfg(feature = "redis")]
