@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::error::{Error, Result};
 
+/// Nesting depth at which MessagePack decoding stops with an error instead of recursing on:
+/// serde_json's limit, low enough for a 2 MiB thread stack in a debug build.
+pub const MAX_DEPTH: usize = 128;
+
 /// The encoding of one stored object.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -83,7 +87,11 @@ impl Codec {
         Ok(match self {
             Codec::Postcard | Codec::Raw => postcard::from_bytes(&data)?,
             Codec::Json => serde_json::from_slice(&data)?,
-            Codec::MessagePack => rmp_serde::from_slice(&data)?,
+            Codec::MessagePack => {
+                let mut de = rmp_serde::Deserializer::from_read_ref(&data[..]);
+                de.set_max_depth(MAX_DEPTH);
+                T::deserialize(&mut de)?
+            }
         })
     }
 }
@@ -173,6 +181,15 @@ mod tests {
         assert!(c.decode::<String>(data).is_err());
         let (vb, c) = Codec::Json.encode(&vec![1u8, 2]).unwrap();
         assert_eq!((c, &vb[..]), (Codec::Raw, &[1u8, 2][..]));
+    }
+
+    #[test]
+    fn deep_messagepack_nesting_is_an_error_not_a_stack_overflow() {
+        // 100,000 nested one-element arrays.
+        let mut doc = vec![0x91u8; 100_000];
+        doc.push(0xc0);
+        let e = Codec::MessagePack.decode::<serde_value::Value>(Bytes::from(doc));
+        assert!(e.is_err());
     }
 
     #[test]
