@@ -45,6 +45,11 @@ pub(crate) struct ClientArgs {
     /// PEM file of a CA certificate to trust for https:// URLs (default: the system's roots).
     #[arg(long, env = "PROXYSTORE_CA_FILE", value_name = "PEM")]
     ca_file: Option<PathBuf>,
+
+    /// Server name to verify in its certificate instead of the URL's host (e.g. when the URL
+    /// names an IP address).
+    #[arg(long, env = "PROXYSTORE_TLS_DOMAIN", value_name = "NAME")]
+    tls_domain: Option<String>,
 }
 
 impl ClientArgs {
@@ -62,6 +67,7 @@ impl ClientArgs {
             .as_millis()
             .clamp(1, u128::from(u64::MAX)) as u64;
         c.tls_ca_file = self.ca_file.clone();
+        c.tls_domain = self.tls_domain.clone();
         if self.token().is_some() {
             c.token_env = Some(TOKEN_ENV.to_owned());
         }

@@ -907,3 +907,52 @@ fn a_reader_that_stops_early_ends_get_quietly() {
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(err.is_empty(), "{err}");
 }
+
+#[cfg(feature = "tls")]
+#[test]
+fn serve_and_clients_over_tls() {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let server = ServeChild::start(
+        &[
+            "--port",
+            "0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    let env = [
+        ("PROXYSTORE_URL", server.url.as_str()),
+        ("PROXYSTORE_CA_FILE", cert.to_str().unwrap()),
+        ("PROXYSTORE_TLS_DOMAIN", "localhost"),
+    ];
+    let body = data(3 << 20, 14);
+    let put = run(&["put", "-", "--reference"], &env, Some(body.clone()));
+    put.expect_code(0);
+    let shown = run(&["inspect", "--json", &put.line()], &[], None);
+    let v: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(v["connector"]["options"]["tls_domain"], "localhost");
+    let get = run(&["get", v["key"].as_str().unwrap()], &env, None);
+    get.expect_code(0);
+    assert!(get.stdout == body);
+    // Without the CA the certificate is not trusted: a failure, not a hang.
+    let untrusted = run(
+        &["stat", "--retries", "0"],
+        &[("PROXYSTORE_URL", server.url.as_str())],
+        None,
+    );
+    assert_ne!(untrusted.code, 0, "{}", untrusted.stderr);
+    drop(server);
+}
