@@ -94,5 +94,7 @@ fn consume() -> anyhow::Result<()> {
 }
 
 fn trace(m: &Matrix) -> f64 {
-    (0..m.rows.min(m.cols)).map(|i| m.data[i * m.cols + i]).sum()
+    (0..m.rows.min(m.cols))
+        .map(|i| m.data[i * m.cols + i])
+        .sum()
 }
