@@ -46,7 +46,10 @@ impl InnerCodec {
                 serde_json::from_slice(bytes).map_err(|e| Error::Decode(e.to_string()))
             }
             InnerCodec::MessagePack => {
-                rmp_serde::from_slice(bytes).map_err(|e| Error::Decode(e.to_string()))
+                // Task documents come from outside: bound the nesting like serde_json does.
+                let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+                de.set_max_depth(proxystore::codec::MAX_DEPTH);
+                T::deserialize(&mut de).map_err(|e| Error::Decode(e.to_string()))
             }
         }
     }

@@ -330,3 +330,15 @@ trait LayerExt<S> {
     }
 }
 impl<S, L: tower::Layer<S>> LayerExt<S> for L {}
+
+#[test]
+fn deeply_nested_messagepack_documents_are_errors_not_stack_overflows() {
+    let s = store();
+    let c = codec(&s, 100).with_inner(InnerCodec::MessagePack);
+    let mut doc = vec![0x91u8; 100_000];
+    doc.push(0xc0);
+    assert!(matches!(
+        c.decode::<Vec<u64>>(&doc).unwrap_err(),
+        Error::Decode(_)
+    ));
+}
