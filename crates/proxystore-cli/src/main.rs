@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod client;
 mod demo;
 mod exit;
@@ -122,6 +123,19 @@ Examples:
     /// Run a small workflow whose large arguments travel as proxies, on the embedded default
     /// store, and show what moved where.
     Demo(demo::DemoArgs),
+
+    /// Measure every connector against the raw client of its backend (and, with --python,
+    /// against Python ProxyStore) on this machine; print ratios, write JSON and a report.
+    ///
+    /// Starts redis-server, an S3 server and the gRPC store service on loopback unless given
+    /// their addresses. Run it from a release build.
+    #[command(after_help = "\
+Examples:
+  cargo run --release -p proxystore-cli -- bench
+  proxystore bench --sizes 1KiB,1MiB --connectors memory,file --json out.json
+  proxystore bench --python --rss --json bench/results/bench.json \\
+      --update-doc docs/benchmarks.md --plots docs/images      # what scripts/bench-report runs")]
+    Bench(Box<bench::BenchArgs>),
 }
 
 /// A runtime for the client commands: their transfers run on the library's own I/O runtime,
@@ -147,6 +161,7 @@ fn main() -> ExitCode {
         Command::Evict(args) => client(info::evict(args)),
         Command::Inspect(args) => inspect::inspect(args),
         Command::Demo(args) => demo::run(args).map(|()| exit::OK),
+        Command::Bench(args) => bench::run(*args).map(|()| exit::OK),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,0 +1,486 @@
+//! Latency of each store operation on one connector at one object size, and of the raw
+//! baselines, repeated by [`Repeat`].
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use bytes::Bytes;
+use futures::future::LocalBoxFuture;
+use proxystore::{Proxy, Store};
+use serde::{Deserialize, Serialize};
+
+use super::stats::{Repeat, Summary};
+use super::subjects::{Raw, RawKey, RawKind, Subject};
+
+/// One measured operation.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Row {
+    /// Connector name, or `raw` for a baseline.
+    pub(crate) connector: String,
+    pub(crate) op: String,
+    pub(crate) size_bytes: u64,
+    #[serde(flatten)]
+    pub(crate) summary: Summary,
+    /// `size / median`.
+    #[serde(rename = "throughput_Bps")]
+    pub(crate) throughput_bps: f64,
+    /// The baseline row this one is compared with (`raw/<op>`), if any.
+    pub(crate) baseline: Option<String>,
+    /// Median over the baseline's median (below 1: faster than the baseline).
+    pub(crate) ratio: Option<f64>,
+}
+
+impl Row {
+    pub(crate) fn new(connector: &str, op: &str, size: u64, summary: Summary) -> Self {
+        Row {
+            connector: connector.to_owned(),
+            op: op.to_owned(),
+            size_bytes: size,
+            throughput_bps: size as f64 / summary.median_s,
+            summary,
+            baseline: None,
+            ratio: None,
+        }
+    }
+}
+
+/// Sizes of a serialized proxy reference of one connector.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct RefSize {
+    pub(crate) connector: String,
+    /// `postcard::to_stdvec(&proxy)`: what travels in binary task payloads.
+    pub(crate) postcard_bytes: usize,
+    /// `Reference::to_bytes()`: the protobuf message of `proxy.proto`.
+    pub(crate) protobuf_bytes: usize,
+    /// `serde_json::to_string(&proxy)`.
+    pub(crate) json_bytes: usize,
+}
+
+/// The two stores of a connector: one without cache (cold gets, first resolves, puts), one
+/// with a cache large enough for every size (warm gets).
+pub(crate) struct Stores {
+    pub(crate) cold: Store,
+    pub(crate) warm: Store,
+}
+
+impl Stores {
+    pub(crate) fn new(subject: &Subject) -> Result<Self> {
+        let cold = Store::builder(
+            format!("bench-{}-cold", subject.name),
+            subject.connector.clone(),
+        )
+        .cache_bytes(0)
+        .build();
+        // Deserialized proxies of this store name resolve through it, without a cache.
+        proxystore::register_store(&cold)?;
+        let warm = Store::builder(
+            format!("bench-{}-warm", subject.name),
+            subject.connector.clone(),
+        )
+        .cache_bytes(u64::MAX)
+        .build();
+        Ok(Stores { cold, warm })
+    }
+}
+
+fn row(subject: &Subject, op: &str, size: u64, s: Summary) -> Row {
+    Row::new(subject.name, op, size, s)
+}
+
+/// A store operation measured alternately with its baseline: ratio of their medians.
+fn paired(
+    subject: &Subject,
+    op: &str,
+    size: u64,
+    ours: Summary,
+    base: &Summary,
+    base_op: &str,
+) -> Row {
+    let mut r = row(subject, op, size, ours);
+    r.baseline = Some(format!("raw/{base_op}"));
+    r.ratio = Some(r.summary.median_s / base.median_s);
+    r
+}
+
+/// The raw baseline of one connector at one size: write and read operations to interleave
+/// with the store's.
+pub(crate) struct Base {
+    raw: Raw,
+    kind: RawKind,
+    payload: Bytes,
+    /// An object written beforehand, for reads.
+    read_key: Option<Rc<RawKey>>,
+    /// Memcpy destination, allocated once (and touched by the warm-up call).
+    buf: Rc<RefCell<Vec<u8>>>,
+}
+
+impl Base {
+    pub(crate) async fn new(raw: &Raw, kind: RawKind, payload: &Bytes) -> Result<Self> {
+        let (read_key, buf) = if kind == RawKind::Memcpy {
+            (None, vec![0u8; payload.len()])
+        } else {
+            (Some(Rc::new(raw.write(kind, payload).await?.1)), Vec::new())
+        };
+        Ok(Base {
+            raw: raw.clone(),
+            kind,
+            payload: payload.clone(),
+            read_key,
+            buf: Rc::new(RefCell::new(buf)),
+        })
+    }
+
+    fn memcpy(&self) -> LocalBoxFuture<'static, Result<Duration>> {
+        let (buf, d) = (self.buf.clone(), self.payload.clone());
+        Box::pin(async move {
+            let mut b = buf.borrow_mut();
+            let start = Instant::now();
+            b.copy_from_slice(&d);
+            let dt = start.elapsed();
+            std::hint::black_box(&mut *b);
+            Ok(dt)
+        })
+    }
+
+    /// Write a new object (timed), then remove it (untimed).
+    pub(crate) fn write(&self) -> LocalBoxFuture<'static, Result<Duration>> {
+        if self.kind == RawKind::Memcpy {
+            return self.memcpy();
+        }
+        let (raw, kind, d) = (self.raw.clone(), self.kind, self.payload.clone());
+        Box::pin(async move {
+            let (dt, key) = raw.write(kind, &d).await?;
+            raw.delete(kind, key).await?;
+            Ok(dt)
+        })
+    }
+
+    /// Read the object written beforehand.
+    pub(crate) fn read(&self) -> LocalBoxFuture<'static, Result<Duration>> {
+        let Some(key) = self.read_key.clone() else {
+            return self.memcpy();
+        };
+        let (raw, kind, size) = (self.raw.clone(), self.kind, self.payload.len());
+        Box::pin(async move {
+            let (dt, n) = raw.read(kind, &key).await?;
+            ensure!(n == size, "raw read returned {n} bytes");
+            Ok(dt)
+        })
+    }
+
+    /// Remove the object written for reads.
+    pub(crate) async fn close(self) -> Result<()> {
+        if let Some(key) = self.read_key.and_then(|k| Rc::try_unwrap(k).ok()) {
+            self.raw.delete(self.kind, key).await?;
+        }
+        Ok(())
+    }
+}
+
+/// put, cold get, warm get, proxy create and first resolve (in this process) of `payload`,
+/// each alternated with the raw write or read of the connector's baseline. Returns the store
+/// rows and the baseline rows (write and read, from the put and cold-get pairings).
+pub(crate) async fn store_ops(
+    subject: &Subject,
+    stores: &Stores,
+    payload: &Bytes,
+    repeat: &Repeat,
+    raw: &Raw,
+) -> Result<(Vec<Row>, Vec<Row>)> {
+    let size = payload.len() as u64;
+    let (write_op, read_op) = subject.baseline.ops();
+    let base = Base::new(raw, subject.baseline, payload).await?;
+    let mut rows = Vec::new();
+    let mut raw_rows = Vec::new();
+    let cold = &stores.cold;
+
+    let (s, b) = repeat
+        .run_paired(
+            || {
+                let (st, d) = (cold.clone(), payload.clone());
+                async move {
+                    let start = Instant::now();
+                    let key = st.put(&d).await?;
+                    let dt = start.elapsed();
+                    st.evict(&key).await?;
+                    Ok(dt)
+                }
+            },
+            || base.write(),
+        )
+        .await
+        .context("put")?;
+    rows.push(paired(subject, "put", size, s, &b, write_op));
+    raw_rows.push(Row::new("raw", write_op, size, b));
+
+    let key = cold.put(payload).await?;
+    let (s, b) = repeat
+        .run_paired(
+            || {
+                let (st, k) = (cold.clone(), key.clone());
+                async move {
+                    let start = Instant::now();
+                    let v: Bytes = st.get(&k).await?.context("object vanished")?;
+                    let dt = start.elapsed();
+                    ensure!(v.len() as u64 == size, "get returned {} bytes", v.len());
+                    Ok(dt)
+                }
+            },
+            || base.read(),
+        )
+        .await
+        .context("cold get")?;
+    cold.evict(&key).await?;
+    rows.push(paired(subject, "get_cold", size, s, &b, read_op));
+    if read_op != write_op {
+        raw_rows.push(Row::new("raw", read_op, size, b));
+    }
+
+    let warm = &stores.warm;
+    let key = warm.put(payload).await?;
+    let _: Option<Bytes> = warm.get(&key).await?;
+    ensure!(warm.cache_len() > 0, "warm store did not cache");
+    let (s, b) = repeat
+        .run_paired(
+            || {
+                let (st, k) = (warm.clone(), key.clone());
+                async move {
+                    let start = Instant::now();
+                    let v: Bytes = st.get(&k).await?.context("object vanished")?;
+                    let dt = start.elapsed();
+                    std::hint::black_box(v);
+                    Ok(dt)
+                }
+            },
+            || base.read(),
+        )
+        .await
+        .context("warm get")?;
+    warm.evict(&key).await?;
+    rows.push(paired(subject, "get_warm", size, s, &b, read_op));
+
+    let (s, b) = repeat
+        .run_paired(
+            || {
+                let (st, d) = (cold.clone(), payload.clone());
+                async move {
+                    let start = Instant::now();
+                    let p = st.proxy(&d).await?;
+                    let dt = start.elapsed();
+                    if let Some(k) = p.key() {
+                        st.evict(k).await?;
+                    }
+                    Ok(dt)
+                }
+            },
+            || base.write(),
+        )
+        .await
+        .context("proxy create")?;
+    rows.push(paired(subject, "proxy_create", size, s, &b, write_op));
+
+    // As Python's resolve_first: a proxy deserialized (untimed) then used for the first time,
+    // its store registered without a cache.
+    let proxy = cold.proxy(payload).await?;
+    let wire = postcard::to_stdvec(&proxy)?;
+    let (s, b) = repeat
+        .run_paired(
+            || {
+                let wire = wire.clone();
+                async move {
+                    let q: Proxy<Bytes> = postcard::from_bytes(&wire)?;
+                    let start = Instant::now();
+                    let n = q.resolve().await?.len();
+                    let dt = start.elapsed();
+                    ensure!(n as u64 == size, "resolve returned {n} bytes");
+                    Ok(dt)
+                }
+            },
+            || base.read(),
+        )
+        .await
+        .context("first resolve")?;
+    if let Some(k) = proxy.key() {
+        cold.evict(k).await?;
+    }
+    rows.push(paired(subject, "resolve_first", size, s, &b, read_op));
+    base.close().await?;
+    Ok((rows, raw_rows))
+}
+
+/// The reference sizes of a connector's proxies.
+pub(crate) async fn ref_size(subject: &Subject, stores: &Stores) -> Result<RefSize> {
+    let proxy = stores.cold.proxy(&Bytes::from_static(b"x")).await?;
+    let reference = proxy.reference().context("proxy without reference")?;
+    let sizes = RefSize {
+        connector: subject.name.to_owned(),
+        postcard_bytes: postcard::to_stdvec(&proxy)?.len(),
+        protobuf_bytes: reference.to_bytes().len(),
+        json_bytes: serde_json::to_string(&proxy)?.len(),
+    };
+    if let Some(k) = proxy.key() {
+        stores.cold.evict(k).await?;
+    }
+    Ok(sizes)
+}
+
+/// What a resolving child process reads.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ChildInput {
+    /// Object size, to check what resolves.
+    pub(crate) size: u64,
+    /// Serialized proxies (postcard), one per object.
+    pub(crate) refs: Vec<Vec<u8>>,
+}
+
+/// What a resolving child process reports.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct ChildOutput {
+    /// The first resolve of the process: builds the store from the reference and connects.
+    pub(crate) first_s: f64,
+    /// Deserializing the first proxy.
+    pub(crate) first_decode_s: f64,
+    /// The following resolves (each of another object, store already built).
+    pub(crate) rest_s: Vec<f64>,
+}
+
+/// First resolves in fresh processes: `processes` children of this binary each resolve
+/// `per_process` proxies of `payload` put beforehand. Gives `resolve_new_process` (the first
+/// resolve of each child: store built from the reference, connection opened) and
+/// `resolve_child` (the following resolves in those children).
+pub(crate) async fn fresh_process(
+    subject: &Subject,
+    stores: &Stores,
+    payload: &Bytes,
+    processes: usize,
+    per_process: usize,
+    work: &Path,
+) -> Result<Vec<Row>> {
+    let size = payload.len() as u64;
+    let exe = std::env::current_exe().context("path of this executable")?;
+    let mut first = Vec::new();
+    let mut rest = Vec::new();
+    for i in 0..processes {
+        let mut refs = Vec::with_capacity(per_process);
+        let mut keys = Vec::with_capacity(per_process);
+        for _ in 0..per_process {
+            let p = stores.cold.proxy(payload).await?;
+            refs.push(postcard::to_stdvec(&p)?);
+            keys.extend(p.key().cloned());
+        }
+        let input = work.join(format!("refs-{}-{i}.json", subject.name));
+        std::fs::write(&input, serde_json::to_vec(&ChildInput { size, refs })?)?;
+        let out = tokio::task::spawn_blocking({
+            let (exe, input) = (exe.clone(), input.clone());
+            move || {
+                Command::new(exe)
+                    .args(["bench", "resolve-child"])
+                    .arg(&input)
+                    .output()
+            }
+        })
+        .await??;
+        let _ = std::fs::remove_file(&input);
+        stores.cold.evict_batch(&keys).await?;
+        if !out.status.success() {
+            bail!(
+                "resolving child failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let report: ChildOutput = serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "child output {:?}",
+                String::from_utf8_lossy(&out.stdout).trim()
+            )
+        })?;
+        first.push(report.first_s);
+        rest.extend(report.rest_s);
+    }
+    let mut rows = Vec::new();
+    first.sort_by(f64::total_cmp);
+    rows.push(row(
+        subject,
+        "resolve_new_process",
+        size,
+        Summary::of_sorted_secs(&first),
+    ));
+    if !rest.is_empty() {
+        rest.sort_by(f64::total_cmp);
+        rows.push(row(
+            subject,
+            "resolve_child",
+            size,
+            Summary::of_sorted_secs(&rest),
+        ));
+    }
+    Ok(rows)
+}
+
+/// The child side of [`fresh_process`]: resolve every proxy of `input` through the synchronous
+/// path (`Deref` uses it) and print a [`ChildOutput`] as JSON.
+pub(crate) fn resolve_child(input: &Path) -> Result<()> {
+    let input: ChildInput = serde_json::from_slice(
+        &std::fs::read(input).with_context(|| format!("read {}", input.display()))?,
+    )?;
+    let mut out = ChildOutput::default();
+    for (i, wire) in input.refs.iter().enumerate() {
+        let start = Instant::now();
+        let p: Proxy<Bytes> = postcard::from_bytes(wire)?;
+        let decode = start.elapsed();
+        let start = Instant::now();
+        let n = p.try_get()?.len();
+        let dt = start.elapsed().as_secs_f64();
+        ensure!(
+            n as u64 == input.size,
+            "resolved {n} bytes of {}",
+            input.size
+        );
+        if i == 0 {
+            out.first_s = dt;
+            out.first_decode_s = decode.as_secs_f64();
+        } else {
+            out.rest_s.push(dt);
+        }
+    }
+    println!("{}", serde_json::to_string(&out)?);
+    Ok(())
+}
+
+/// The baseline op each store op is compared with.
+pub(crate) fn baseline_op(kind: RawKind, op: &str) -> &'static str {
+    let (write, read) = kind.ops();
+    match op {
+        "put" | "proxy_create" => write,
+        _ => read,
+    }
+}
+
+/// Fill in `baseline` and `ratio` of the non-raw rows that have none yet (those measured
+/// without a paired baseline) from the raw rows of the same size.
+pub(crate) fn attach_baselines(rows: &mut [Row], baselines: &BTreeMap<&str, RawKind>) {
+    let raw: BTreeMap<(String, u64), f64> = rows
+        .iter()
+        .filter(|r| r.connector == "raw")
+        .map(|r| ((r.op.clone(), r.size_bytes), r.summary.median_s))
+        .collect();
+    for r in rows
+        .iter_mut()
+        .filter(|r| r.connector != "raw" && r.ratio.is_none())
+    {
+        let Some(kind) = baselines.get(r.connector.as_str()) else {
+            continue;
+        };
+        let op = baseline_op(*kind, &r.op);
+        r.baseline = Some(format!("raw/{op}"));
+        r.ratio = raw
+            .get(&(op.to_owned(), r.size_bytes))
+            .map(|b| r.summary.median_s / b);
+    }
+}

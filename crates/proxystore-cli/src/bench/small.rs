@@ -1,0 +1,229 @@
+//! Small objects (100 B): put+get pairs per second with 1 and with N concurrent clients, for
+//! each connector's store (without a cache, as Python ProxyStore's baseline measures it) and
+//! for each raw client.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use proxystore::{Key, Store};
+use serde::Serialize;
+
+use super::subjects::{Raw, RawKey, RawKind};
+
+/// Object size of the small-object loops.
+pub(crate) const SMALL_SIZE: usize = 100;
+
+/// Pairs per second of one loop.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct SmallOps {
+    /// Connector name, or `raw_<backend>`.
+    pub(crate) connector: String,
+    pub(crate) clients: usize,
+    pub(crate) object_size_bytes: usize,
+    pub(crate) pairs: u64,
+    pub(crate) elapsed_s: f64,
+    pub(crate) put_get_pairs_per_s: f64,
+    pub(crate) ops_per_s: f64,
+    /// Mean put and get latency (single client only: with many clients they overlap).
+    pub(crate) mean_put_s: Option<f64>,
+    pub(crate) mean_get_s: Option<f64>,
+    /// The raw loop this one is compared with, and this rate over that rate.
+    pub(crate) baseline: Option<String>,
+    pub(crate) ratio: Option<f64>,
+}
+
+/// What a pair leaves behind, removed after the loop.
+pub(crate) enum Cleanup {
+    Store(Key),
+    Raw(RawKey),
+}
+
+/// One put+get, returning the time of each half.
+pub(crate) type Pair =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<(Duration, Duration, Cleanup)>> + Send + Sync>;
+
+/// One put+get of a new object through `store`.
+pub(crate) fn store_pair(store: Store) -> Pair {
+    let obj = Bytes::from(vec![7u8; SMALL_SIZE]);
+    Arc::new(move || {
+        let (store, obj) = (store.clone(), obj.clone());
+        Box::pin(async move {
+            let t0 = Instant::now();
+            let key = store.put(&obj).await?;
+            let t1 = Instant::now();
+            let v: Bytes = store.get(&key).await?.context("object vanished")?;
+            let t2 = Instant::now();
+            anyhow::ensure!(v.len() == SMALL_SIZE, "got {} bytes", v.len());
+            Ok((t1 - t0, t2 - t1, Cleanup::Store(key)))
+        })
+    })
+}
+
+/// One raw write+read of a new object.
+pub(crate) fn raw_pair(raw: Raw, kind: RawKind) -> Pair {
+    let obj = Bytes::from(vec![7u8; SMALL_SIZE]);
+    Arc::new(move || {
+        let (raw, obj) = (raw.clone(), obj.clone());
+        Box::pin(async move {
+            let (put, key) = raw.write(kind, &obj).await?;
+            let (get, n) = raw.read(kind, &key).await?;
+            anyhow::ensure!(n == SMALL_SIZE, "got {n} bytes");
+            Ok((put, get, Cleanup::Raw(key)))
+        })
+    })
+}
+
+struct Tally {
+    pairs: u64,
+    put: Duration,
+    get: Duration,
+    cleanup: Vec<Cleanup>,
+}
+
+async fn client_loop(pair: Pair, until: Instant) -> Result<Tally> {
+    let mut t = Tally {
+        pairs: 0,
+        put: Duration::ZERO,
+        get: Duration::ZERO,
+        cleanup: Vec::new(),
+    };
+    loop {
+        for _ in 0..25 {
+            let (p, g, c) = pair().await?;
+            t.put += p;
+            t.get += g;
+            t.cleanup.push(c);
+        }
+        t.pairs += 25;
+        if Instant::now() >= until {
+            return Ok(t);
+        }
+    }
+}
+
+/// Two slices of one loop as one: pairs, time and latency sums added.
+pub(crate) fn merge(acc: Option<SmallOps>, next: SmallOps) -> SmallOps {
+    let Some(mut a) = acc else {
+        return next;
+    };
+    let (pa, pn) = (a.pairs as f64, next.pairs as f64);
+    let mean = |x: Option<f64>, y: Option<f64>| match (x, y) {
+        (Some(x), Some(y)) if pa + pn > 0.0 => Some((x * pa + y * pn) / (pa + pn)),
+        _ => None,
+    };
+    a.mean_put_s = mean(a.mean_put_s, next.mean_put_s);
+    a.mean_get_s = mean(a.mean_get_s, next.mean_get_s);
+    a.pairs += next.pairs;
+    a.elapsed_s += next.elapsed_s;
+    a.put_get_pairs_per_s = a.pairs as f64 / a.elapsed_s;
+    a.ops_per_s = 2.0 * a.put_get_pairs_per_s;
+    a
+}
+
+/// What [`run`] loops over and how.
+pub(crate) struct Loop<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) clients: usize,
+    pub(crate) seconds: f64,
+    /// The store whose keys the loop leaves behind.
+    pub(crate) store: Option<&'a Store>,
+    pub(crate) raw: &'a Raw,
+    /// The raw backend whose objects the loop leaves behind.
+    pub(crate) raw_kind: Option<RawKind>,
+    pub(crate) blocking: bool,
+}
+
+/// Run `pair` in a loop for `seconds` on `clients` concurrent tasks (on the library's I/O
+/// runtime when more than one; in the calling task otherwise), after a warm-up of at least 20
+/// pairs and 0.25 s; then clean up what was stored, untimed.
+///
+/// `blocking`: the pair blocks its thread (raw `std::fs`), so concurrent clients get threads
+/// of their own instead of tasks.
+pub(crate) async fn run(l: Loop<'_>, pair: Pair) -> Result<SmallOps> {
+    let Loop {
+        name,
+        clients,
+        seconds,
+        store,
+        raw,
+        raw_kind,
+        blocking,
+    } = l;
+    let warm_until = Instant::now() + Duration::from_millis(250);
+    let mut warm = Vec::new();
+    while warm.len() < 20 || Instant::now() < warm_until {
+        warm.push(pair().await?.2);
+    }
+    let start = Instant::now();
+    let until = start + Duration::from_secs_f64(seconds);
+    let tallies = if clients <= 1 {
+        vec![client_loop(pair, until).await?]
+    } else if blocking {
+        let handle = tokio::runtime::Handle::current();
+        let mut threads = Vec::new();
+        for _ in 0..clients {
+            let (pair, handle) = (pair.clone(), handle.clone());
+            threads.push(tokio::task::spawn_blocking(move || {
+                handle.block_on(client_loop(pair, until))
+            }));
+        }
+        let mut out = Vec::new();
+        for t in threads {
+            out.push(t.await??);
+        }
+        out
+    } else {
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            tasks.push(tokio::spawn(client_loop(pair.clone(), until)));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await??);
+        }
+        out
+    };
+    let elapsed = start.elapsed().as_secs_f64();
+    let pairs: u64 = tallies.iter().map(|t| t.pairs).sum();
+    let (put, get): (Duration, Duration) = tallies
+        .iter()
+        .fold((Duration::ZERO, Duration::ZERO), |(p, g), t| {
+            (p + t.put, g + t.get)
+        });
+    let mut keys = Vec::new();
+    for c in warm
+        .into_iter()
+        .chain(tallies.into_iter().flat_map(|t| t.cleanup))
+    {
+        match c {
+            Cleanup::Store(k) => keys.push(k),
+            Cleanup::Raw(k) => {
+                if let Some(kind) = raw_kind {
+                    raw.delete(kind, k).await?;
+                }
+            }
+        }
+    }
+    if let Some(store) = store {
+        for chunk in keys.chunks(1000) {
+            store.evict_batch(chunk).await?;
+        }
+    }
+    let single = clients <= 1 && pairs > 0;
+    Ok(SmallOps {
+        connector: name.to_owned(),
+        clients,
+        object_size_bytes: SMALL_SIZE,
+        pairs,
+        elapsed_s: elapsed,
+        put_get_pairs_per_s: pairs as f64 / elapsed,
+        ops_per_s: 2.0 * pairs as f64 / elapsed,
+        mean_put_s: single.then(|| put.as_secs_f64() / pairs as f64),
+        mean_get_s: single.then(|| get.as_secs_f64() / pairs as f64),
+        baseline: None,
+        ratio: None,
+    })
+}

@@ -1,0 +1,251 @@
+//! What is measured: each connector under test, and the raw client of its backend that it is
+//! compared with (memcpy, `std::fs`, the redis crate, aws-sdk-s3).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use proxystore::Connector;
+use proxystore::connector::s3::S3Config;
+
+/// A connector under test.
+pub(crate) struct Subject {
+    /// `memory`, `file`, `redis`, `s3` or `grpc`.
+    pub(crate) name: &'static str,
+    pub(crate) connector: Arc<dyn Connector>,
+    /// The raw client it is compared with.
+    pub(crate) baseline: RawKind,
+    /// Whether another process can resolve its references (not the in-process memory store).
+    pub(crate) cross_process: bool,
+}
+
+/// A raw backend client used as a baseline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum RawKind {
+    /// A copy of the bytes into a buffer allocated beforehand.
+    Memcpy,
+    /// `std::fs::write` of a new file / `std::fs::read`, in the file connector's directory.
+    Fs,
+    /// The redis crate: `SET` / `GET` on a multiplexed connection.
+    Redis,
+    /// aws-sdk-s3: `put_object` / `get_object`, body collected.
+    S3,
+}
+
+impl RawKind {
+    /// Names of the write and read operations, as they appear in the results.
+    pub(crate) fn ops(self) -> (&'static str, &'static str) {
+        match self {
+            RawKind::Memcpy => ("memcpy", "memcpy"),
+            RawKind::Fs => ("fs_write", "fs_read"),
+            RawKind::Redis => ("redis_set", "redis_get"),
+            RawKind::S3 => ("s3_put_object", "s3_get_object"),
+        }
+    }
+
+    /// Name of this baseline in the small-object results.
+    pub(crate) fn small_name(self) -> &'static str {
+        match self {
+            RawKind::Memcpy => "raw_memcpy",
+            RawKind::Fs => "raw_fs",
+            RawKind::Redis => "raw_redis",
+            RawKind::S3 => "raw_s3",
+        }
+    }
+}
+
+/// The raw clients, shared by every measurement of a run.
+#[derive(Clone)]
+pub(crate) struct Raw {
+    pub(crate) fs_dir: PathBuf,
+    pub(crate) redis: Option<redis::aio::MultiplexedConnection>,
+    pub(crate) s3: Option<(aws_sdk_s3::Client, String, String)>,
+}
+
+/// The handle of one object written by a raw client.
+pub(crate) enum RawKey {
+    Path(PathBuf),
+    Name(String),
+}
+
+impl Raw {
+    /// Raw clients for the backends of this run.
+    ///
+    /// # Errors
+    /// When the Redis connection cannot be made.
+    pub(crate) async fn new(
+        fs_dir: PathBuf,
+        redis_url: Option<&str>,
+        s3: Option<&S3Config>,
+    ) -> Result<Self> {
+        let redis = match redis_url {
+            Some(url) => {
+                let client = redis::Client::open(url).context("redis URL")?;
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_response_timeout(Some(Duration::from_secs(120)))
+                    .set_connection_timeout(Some(Duration::from_secs(5)));
+                Some(
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await
+                        .with_context(|| format!("connect to {url}"))?,
+                )
+            }
+            None => None,
+        };
+        let s3 = s3.map(|c| {
+            let mut b = aws_sdk_s3::Config::builder()
+                .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+                .region(aws_sdk_s3::config::Region::new(
+                    c.region.clone().unwrap_or_else(|| "us-east-1".into()),
+                ))
+                .force_path_style(c.force_path_style);
+            if let Some(e) = &c.endpoint_url {
+                b = b.endpoint_url(e);
+            }
+            if let (Some(id), Some(secret)) = (&c.access_key_id, &c.secret_access_key) {
+                b = b.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                    id,
+                    secret,
+                    c.session_token.clone(),
+                    None,
+                    "proxystore-bench",
+                ));
+            }
+            (
+                aws_sdk_s3::Client::from_conf(b.build()),
+                c.bucket.clone(),
+                format!("{}raw/", c.prefix),
+            )
+        });
+        Ok(Raw { fs_dir, redis, s3 })
+    }
+
+    fn redis(&self) -> Result<redis::aio::MultiplexedConnection> {
+        match &self.redis {
+            Some(c) => Ok(c.clone()),
+            None => bail!("no Redis server in this run"),
+        }
+    }
+
+    fn s3(&self) -> Result<&(aws_sdk_s3::Client, String, String)> {
+        match &self.s3 {
+            Some(c) => Ok(c),
+            None => bail!("no S3 server in this run"),
+        }
+    }
+
+    /// Write `data` as a new object; returns the time of the write alone and the handle.
+    pub(crate) async fn write(&self, kind: RawKind, data: &Bytes) -> Result<(Duration, RawKey)> {
+        match kind {
+            RawKind::Memcpy => bail!("memcpy keeps no objects"),
+            RawKind::Fs => {
+                let path = self
+                    .fs_dir
+                    .join(format!("raw-{}", proxystore::Key::random()));
+                let start = Instant::now();
+                std::fs::write(&path, data).with_context(|| format!("write {}", path.display()))?;
+                Ok((start.elapsed(), RawKey::Path(path)))
+            }
+            RawKind::Redis => {
+                let mut con = self.redis()?;
+                let key = format!("bench-raw-{}", proxystore::Key::random());
+                let start = Instant::now();
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(data.as_ref())
+                    .query_async::<()>(&mut con)
+                    .await
+                    .context("redis SET")?;
+                Ok((start.elapsed(), RawKey::Name(key)))
+            }
+            RawKind::S3 => {
+                let (client, bucket, prefix) = self.s3()?;
+                let key = format!("{prefix}{}", proxystore::Key::random());
+                let start = Instant::now();
+                client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(&key)
+                    .body(ByteStream::from(data.clone()))
+                    .send()
+                    .await
+                    .context("s3 put_object")?;
+                Ok((start.elapsed(), RawKey::Name(key)))
+            }
+        }
+    }
+
+    /// Read the object back; returns the time and the number of bytes read.
+    pub(crate) async fn read(&self, kind: RawKind, key: &RawKey) -> Result<(Duration, usize)> {
+        match (kind, key) {
+            (RawKind::Fs, RawKey::Path(path)) => {
+                let start = Instant::now();
+                let v = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+                Ok((start.elapsed(), std::hint::black_box(v).len()))
+            }
+            (RawKind::Redis, RawKey::Name(key)) => {
+                let mut con = self.redis()?;
+                let start = Instant::now();
+                let v: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(key)
+                    .query_async(&mut con)
+                    .await
+                    .context("redis GET")?;
+                let dt = start.elapsed();
+                Ok((dt, v.map_or(0, |v| v.len())))
+            }
+            (RawKind::S3, RawKey::Name(key)) => {
+                let (client, bucket, _) = self.s3()?;
+                let start = Instant::now();
+                let out = client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .context("s3 get_object")?;
+                let body = out
+                    .body
+                    .collect()
+                    .await
+                    .context("s3 get_object body")?
+                    .into_bytes();
+                Ok((start.elapsed(), body.len()))
+            }
+            _ => bail!("raw read with a key of another backend"),
+        }
+    }
+
+    /// Remove the object (untimed).
+    pub(crate) async fn delete(&self, kind: RawKind, key: RawKey) -> Result<()> {
+        match (kind, key) {
+            (RawKind::Fs, RawKey::Path(p)) => {
+                std::fs::remove_file(&p).with_context(|| format!("remove {}", p.display()))
+            }
+            (RawKind::Redis, RawKey::Name(k)) => {
+                let mut con = self.redis()?;
+                redis::cmd("DEL")
+                    .arg(k)
+                    .query_async::<()>(&mut con)
+                    .await
+                    .context("redis DEL")
+            }
+            (RawKind::S3, RawKey::Name(k)) => {
+                let (client, bucket, _) = self.s3()?;
+                client
+                    .delete_object()
+                    .bucket(bucket)
+                    .key(k)
+                    .send()
+                    .await
+                    .context("s3 delete_object")?;
+                Ok(())
+            }
+            _ => bail!("raw delete with a key of another backend"),
+        }
+    }
+}
