@@ -12,7 +12,8 @@
 //! and evicts them when the task is done.
 //!
 //! Run with `cargo run -p proxystore-examples --bin pipeline` (starts its own redis-server
-//! unless `REDIS_URL` is set).
+//! unless `REDIS_URL` is set). With `OTEL_EXPORTER_OTLP_ENDPOINT` set, each task's trace
+//! (encode, puts, the task with its resolves and evictions) goes to that OTLP collector.
 
 use std::time::{Duration, Instant};
 
@@ -116,6 +117,7 @@ async fn map(
 
 #[tokio::main]
 async fn main() -> Result<(), BoxDynError> {
+    let _telemetry = proxystore_telemetry::init("pipeline")?;
     // Redis: the one in REDIS_URL, or a throwaway local redis-server.
     let local;
     let url = match std::env::var("REDIS_URL") {

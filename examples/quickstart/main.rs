@@ -1,7 +1,9 @@
 //! The ProxyStore walk-through: build a store, put and get, make a proxy, send it to another
 //! process, and use it there as if it were the object.
 //!
-//! Run with `cargo run -p proxystore-examples --bin quickstart`.
+//! Run with `cargo run -p proxystore-examples --bin quickstart`. With
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` set, both processes export their spans: the consumer's resolve
+//! links to the producer's put (see `docs/observability.md`).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -20,8 +22,10 @@ struct Matrix {
 
 fn main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some("consume") {
+        let _telemetry = proxystore_telemetry::init("quickstart-consumer")?;
         return consume();
     }
+    let _telemetry = proxystore_telemetry::init("quickstart")?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(produce())
 }

@@ -152,6 +152,11 @@ where
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Logs on stderr (RUST_LOG); spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set,
+    // flushed when the guard drops at the end of main.
+    let _telemetry = proxystore_telemetry::init("proxystore")
+        .map_err(|e| eprintln!("warning: telemetry off: {e}"))
+        .ok();
     let result = match cli.command {
         Command::Serve(args) => serve::serve(args),
         Command::Put(args) => client(transfer::put(args)),

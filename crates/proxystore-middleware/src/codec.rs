@@ -4,9 +4,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use proxystore::trace::TraceContext;
 use proxystore::{Reference, Store};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_value::Value;
+use tracing::Span;
+use tracing::field::Empty;
 use typed_arena::Arena;
 
 use crate::decode::{DecodeCtx, TreeDe};
@@ -56,12 +59,22 @@ impl InnerCodec {
 }
 
 /// What travels through the broker: the task tree plus the references the producer made, so
-/// the worker side knows what to clean up when the task ends.
+/// the worker side knows what to clean up when the task ends, and the trace context of the
+/// code that enqueued it, so that the worker's spans continue that trace.
 #[derive(Serialize, Deserialize)]
 struct Envelope {
     /// Format version of the envelope.
     #[serde(rename = "$proxystore")]
     version: u32,
+    /// The task's name, as the producer gave it to the policy.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    task: String,
+    /// W3C `traceparent` of the producer's `proxystore.encode` span (empty without tracing).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    traceparent: String,
+    /// W3C `tracestate` accompanying `traceparent`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    tracestate: String,
     /// References made for this task (owned by it: evicted when it ends).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     proxied: Vec<Reference>,
@@ -70,6 +83,76 @@ struct Envelope {
 }
 
 const ENVELOPE_VERSION: u32 = 1;
+
+/// The envelope's fields a worker needs before decoding the arguments.
+#[derive(Deserialize)]
+struct Head {
+    #[serde(rename = "$proxystore")]
+    version: u32,
+    #[serde(default)]
+    task: String,
+    #[serde(default)]
+    traceparent: String,
+    #[serde(default)]
+    tracestate: String,
+}
+
+/// What a worker learns from a task document without decoding its arguments.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskInfo {
+    /// The task's name as the producer gave it (empty in documents of older producers).
+    pub task: String,
+    /// The trace context of the producer's `proxystore.encode` span.
+    pub trace: Option<TraceContext>,
+}
+
+impl TaskInfo {
+    /// A `proxystore.task` span for running this task (kind `consumer`, named after the task),
+    /// whose parent is the producer's context, so that the task's spans continue the trace of
+    /// the code that enqueued it. Without a context it is a child of the current span.
+    ///
+    /// It declares `task_id`, `attempt`, `fetched` and `lazy` for the executor to record, and
+    /// `outcome` and the error status for [`TaskInfo::record_outcome`].
+    pub fn span(&self) -> Span {
+        let name = if self.task.is_empty() {
+            "proxystore.task"
+        } else {
+            self.task.as_str()
+        };
+        let span = tracing::info_span!(
+            "proxystore.task",
+            otel.name = name,
+            otel.kind = "consumer",
+            task = self.task.as_str(),
+            task_id = Empty,
+            attempt = Empty,
+            fetched = Empty,
+            lazy = Empty,
+            outcome = Empty,
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+        );
+        if let Some(t) = &self.trace {
+            proxystore::trace::set_parent(&span, &t.traceparent, &t.tracestate);
+        }
+        span
+    }
+
+    /// Record how the task ended on its span: `outcome = "ok"`, or the error status with
+    /// `error`'s message.
+    pub fn record_outcome(span: &Span, error: Option<&dyn std::fmt::Display>) {
+        match error {
+            None => {
+                span.record("outcome", "ok");
+            }
+            Some(e) => {
+                span.record("outcome", "error");
+                span.record("otel.status_code", "ERROR");
+                span.record("otel.status_description", tracing::field::display(e));
+            }
+        }
+    }
+}
 
 /// An encoded task.
 #[derive(Debug)]
@@ -91,6 +174,8 @@ pub struct Decoded<T> {
     pub fetched: usize,
     /// How many references were handed to `Proxy<T>` fields unresolved.
     pub lazy: usize,
+    /// The task's name and the producer's trace context.
+    pub info: TaskInfo,
 }
 
 /// Counters of a [`TaskCodec`], shared by its clones.
@@ -220,10 +305,34 @@ impl TaskCodec {
     ///
     /// Synchronous, as broker codecs are; store puts run on the library's I/O runtime.
     ///
+    /// Runs in a `proxystore.encode` span (kind `producer`) whose context the document carries:
+    /// the worker's task span continues it (see [`TaskInfo::span`]).
+    ///
     /// # Errors
     /// [`Error::Store`] when a put fails (the task is then not enqueued; objects already put
     /// for it are evicted), [`Error::UnknownStore`], [`Error::Encode`].
     pub fn encode<T: Serialize>(&self, task: &str, args: &T) -> Result<Encoded> {
+        let span = tracing::info_span!(
+            "proxystore.encode",
+            otel.name = format_args!("encode {task}"),
+            otel.kind = "producer",
+            task,
+            proxied = Empty,
+            bytes_proxied = Empty,
+            bytes_inline = Empty,
+            outcome = Empty,
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+        );
+        let result = span.in_scope(|| self.encode_in(&span, task, args));
+        match &result {
+            Ok(_) => TaskInfo::record_outcome(&span, None),
+            Err(e) => TaskInfo::record_outcome(&span, Some(e)),
+        }
+        result
+    }
+
+    fn encode_in<T: Serialize>(&self, span: &Span, task: &str, args: &T) -> Result<Encoded> {
         let ctx = EncodeCtx {
             policy: &self.policy,
             task,
@@ -237,9 +346,13 @@ impl TaskCodec {
         }
         .root(args);
         let proxied = ctx.proxied.into_inner();
+        let trace = proxystore::trace::inject(span).unwrap_or_default();
         let doc = tree.and_then(|args| {
             self.inner.encode(&Envelope {
                 version: ENVELOPE_VERSION,
+                task: task.to_owned(),
+                traceparent: trace.traceparent,
+                tracestate: trace.tracestate,
                 proxied: proxied.clone(),
                 args,
             })
@@ -259,6 +372,9 @@ impl TaskCodec {
             .fetch_add(proxied.iter().map(|r| r.size).sum(), Ordering::Relaxed);
         m.bytes_inline
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        span.record("proxied", proxied.len());
+        span.record("bytes_proxied", proxied.iter().map(|r| r.size).sum::<u64>());
+        span.record("bytes_inline", bytes.len());
         Ok(Encoded { bytes, proxied })
     }
 
@@ -288,11 +404,38 @@ impl TaskCodec {
         m.tasks_decoded.fetch_add(1, Ordering::Relaxed);
         m.refs_fetched.fetch_add(fetched as u64, Ordering::Relaxed);
         m.refs_lazy.fetch_add(lazy as u64, Ordering::Relaxed);
+        let span = Span::current();
+        span.record("fetched", fetched);
+        span.record("lazy", lazy);
         Ok(Decoded {
             args,
             proxied: envelope.proxied,
             fetched,
             lazy,
+            info: TaskInfo {
+                task: envelope.task,
+                trace: TraceContext::from_parts(&envelope.traceparent, &envelope.tracestate),
+            },
+        })
+    }
+
+    /// The task's name and the producer's trace context, without decoding the arguments: a
+    /// worker opens the task's span ([`TaskInfo::span`]) with it, then decodes inside that
+    /// span so that the resolves of proxied arguments are part of the task's trace.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] when the document is not a task envelope.
+    pub fn task_info(&self, bytes: &[u8]) -> Result<TaskInfo> {
+        let head: Head = self.inner.decode(bytes)?;
+        if head.version > ENVELOPE_VERSION {
+            return Err(Error::Decode(format!(
+                "task envelope version {} is newer than this build reads ({ENVELOPE_VERSION})",
+                head.version
+            )));
+        }
+        Ok(TaskInfo {
+            task: head.task,
+            trace: TraceContext::from_parts(&head.traceparent, &head.tracestate),
         })
     }
 

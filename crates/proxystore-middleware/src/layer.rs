@@ -10,6 +10,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use tower_layer::Layer;
 use tower_service::Service;
+use tracing::Instrument;
 
 use crate::codec::TaskCodec;
 use crate::error::Error;
@@ -41,6 +42,9 @@ impl TaskPayload {
 }
 
 /// Wraps a service of decoded task arguments into a service of [`TaskPayload`]s.
+///
+/// Each task runs in a `proxystore.task` span that continues the trace of the code that
+/// encoded it (see [`crate::TaskInfo::span`]): decoding, the task and the cleanup.
 ///
 /// ```
 /// # proxystore::runtime::block_on(async {
@@ -152,28 +156,43 @@ where
     fn call(&mut self, payload: TaskPayload) -> Self::Future {
         let codec = self.codec.clone();
         let last = payload.is_last_attempt();
-        match codec.decode::<Args>(&payload.bytes) {
+        let span = codec.task_info(&payload.bytes).unwrap_or_default().span();
+        span.record("attempt", payload.attempt);
+        match span.in_scope(|| codec.decode::<Args>(&payload.bytes)) {
             Err(e) => {
+                crate::TaskInfo::record_outcome(&span, Some(&e));
                 if last && let Ok(refs) = codec.proxied_of(&payload.bytes) {
-                    return Box::pin(async move {
-                        let _ = codec.cleanup(&refs).await;
-                        Err(e.into())
-                    });
+                    return Box::pin(
+                        async move {
+                            let _ = codec.cleanup(&refs).await;
+                            Err(e.into())
+                        }
+                        .instrument(span),
+                    );
                 }
                 Box::pin(std::future::ready(Err(e.into())))
             }
             Ok(decoded) => {
-                let fut = self.inner.call(decoded.args);
+                let fut = span.in_scope(|| self.inner.call(decoded.args));
                 let refs = decoded.proxied;
-                Box::pin(async move {
-                    let result = fut.await;
-                    if (result.is_ok() || last)
-                        && let Err(e) = codec.cleanup(&refs).await
-                    {
-                        tracing::warn!(error = %e, "could not evict a finished task's arguments");
+                let outcome = span.clone();
+                Box::pin(
+                    async move {
+                        let result = fut.await;
+                        let failed = result.as_ref().err().map(|_| "the task failed");
+                        crate::TaskInfo::record_outcome(
+                            &outcome,
+                            failed.as_ref().map(|m| m as &dyn std::fmt::Display),
+                        );
+                        if (result.is_ok() || last)
+                            && let Err(e) = codec.cleanup(&refs).await
+                        {
+                            tracing::warn!(error = %e, "could not evict a finished task's arguments");
+                        }
+                        result
                     }
-                    result
-                })
+                    .instrument(span),
+                )
             }
         }
     }

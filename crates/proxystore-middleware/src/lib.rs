@@ -24,7 +24,7 @@ mod layer;
 mod policy;
 mod stores;
 
-pub use codec::{CodecStats, Decoded, Encoded, InnerCodec, TaskCodec};
+pub use codec::{CodecStats, Decoded, Encoded, InnerCodec, TaskCodec, TaskInfo};
 pub use error::{Error, Result};
 pub use inline::{INLINE_NEWTYPE_NAME, Inline};
 pub use layer::{ResolveFuture, ResolveLayer, ResolveService, TaskPayload};

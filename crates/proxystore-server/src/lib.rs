@@ -8,6 +8,12 @@
 //! missing or wrong bearer token `UNAUTHENTICATED`, unknown keys `NOT_FOUND`. Its client is
 //! [`proxystore::connector::grpc::GrpcConnector`].
 //!
+//! Every store call runs in a `grpc.server` span (`otel.name` = `proxystore.v1.StoreService/Get`
+//! and so on, with `key`, `bytes` and `rpc.grpc.status_code`) whose parent is the trace context
+//! the client sent in its `traceparent`/`tracestate` metadata; see
+//! [`proxystore::connector::grpc::rpc_trace`]. The `proxystore-server` binary exports these
+//! spans over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (through `proxystore-telemetry`).
+//!
 //! # Embedding
 //!
 //! [`spawn`] starts a server on a free loopback port inside the current process and returns
@@ -38,6 +44,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use proxystore::connector::grpc::rpc_trace::RpcTraceLayer;
 use proxystore::connector::grpc::{
     CONNECTION_WINDOW, GrpcConfig, GrpcConnector, MAX_FRAME_SIZE, STREAM_WINDOW,
 };
@@ -216,7 +223,10 @@ impl Server {
                 tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem),
             ))?;
         }
+        // A `grpc.server` span per store call, continuing the caller's trace context; health
+        // checks and reflection stay out of the traces.
         let router = builder
+            .layer(RpcTraceLayer::server().only(STORE_CALL_PREFIX))
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -269,6 +279,9 @@ impl Server {
         result
     }
 }
+
+/// Path prefix of the store service's calls.
+const STORE_CALL_PREFIX: &str = "/proxystore.v1.StoreService/";
 
 fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()

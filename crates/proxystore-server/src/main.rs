@@ -1,7 +1,9 @@
 //! `proxystore-server`: run the ProxyStore gRPC store service.
 //!
 //! Prints `proxystore-server listening on <url>` on stdout once it accepts connections, runs
-//! until SIGINT or SIGTERM, then finishes the calls in flight.
+//! until SIGINT or SIGTERM, then finishes the calls in flight. Logs go to stderr (`RUST_LOG`);
+//! with `OTEL_EXPORTER_OTLP_ENDPOINT` set, a span per call is exported over OTLP (see
+//! `proxystore-telemetry`).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -19,6 +21,9 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _telemetry = proxystore_telemetry::init("proxystore-server")
+        .map_err(|e| eprintln!("proxystore-server: telemetry off: {e}"))
+        .ok();
     let result = match cli.serve.into_config() {
         Ok(config) => {
             proxystore_server::serve(config, |server| {

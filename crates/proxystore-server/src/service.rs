@@ -100,6 +100,13 @@ fn expiry(ttl_millis: u64) -> Option<Instant> {
     (ttl_millis > 0).then(|| Instant::now() + Duration::from_millis(ttl_millis))
 }
 
+/// Record the object of a call on its `grpc.server` span (see `RpcTraceLayer`).
+fn record_call(key: &Key, bytes: u64) {
+    let span = tracing::Span::current();
+    span.record("key", tracing::field::display(key));
+    span.record("bytes", bytes);
+}
+
 /// What a put needs besides the bytes.
 struct Upload {
     key: Option<Key>,
@@ -283,6 +290,7 @@ impl StoreService for StoreSvc {
             None => Err(invalid("a Put message with neither header nor chunk")),
         });
         let (key, size) = self.inner.store(up, chunks).await?;
+        record_call(&key, size);
         Ok(Response::new(v1::PutResponse {
             key: key.to_string(),
             size,
@@ -302,6 +310,7 @@ impl StoreService for StoreSvc {
         let Some(reader) = self.inner.backend.read(&key, range).await? else {
             return Err(self.inner.not_found(&key));
         };
+        record_call(&key, reader.len);
         let digest = self
             .inner
             .acc
@@ -340,6 +349,7 @@ impl StoreService for StoreSvc {
         request: Request<v1::ExistsRequest>,
     ) -> Result<Response<v1::ExistsResponse>, Status> {
         let key = self.inner.key(request.into_inner().key)?;
+        tracing::Span::current().record("key", tracing::field::display(&key));
         self.inner.expire_if_due(&key).await?;
         let found = self.inner.backend.exists(&key).await?;
         let size = match found {
@@ -358,6 +368,7 @@ impl StoreService for StoreSvc {
         request: Request<v1::EvictRequest>,
     ) -> Result<Response<v1::EvictResponse>, Status> {
         let key = self.inner.key(request.into_inner().key)?;
+        tracing::Span::current().record("key", tracing::field::display(&key));
         let existed = self.inner.evict(&key).await?;
         Ok(Response::new(v1::EvictResponse { existed }))
     }

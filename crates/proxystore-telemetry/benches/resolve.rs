@@ -7,8 +7,15 @@
 //! - `resolve_otlp_sampled`: the same with `proxystore-telemetry`'s subscriber (OpenTelemetry
 //!   layer, every trace sampled) exporting over OTLP/gRPC to a receiver in this process.
 //!
-//! Criterion measures each; then interleaved rounds (the three variants in turn, many times)
-//! give ratios to `by_hand` that drift on a busy machine affects less, printed at the end.
+//! Criterion measures each; then interleaved rounds (one resolve of each variant in turn,
+//! thousands of times) give medians and ratios to `by_hand` that load from other processes on a
+//! busy machine affects less, printed at the end.
+//!
+//! The OpenTelemetry subscriber is used as a scoped dispatcher (`with_default`), the only one in
+//! the process. `tracing` then decides whether a callsite is enabled from whichever dispatcher
+//! is in scope when the callsite is first hit (and when interest is rebuilt), so the set-up
+//! resolves once and rebuilds the interest cache inside its scope; otherwise the resolve spans
+//! would be cached as disabled and never reach the exporter.
 //!
 //! Run: `cargo bench -p proxystore-telemetry --bench resolve`.
 
@@ -36,6 +43,8 @@ struct Setup {
     store: Store,
     reference: Reference,
     otel: tracing::Dispatch,
+    /// The span the traced resolves run in, as a task's span would be.
+    consumer: tracing::Span,
     guard: proxystore_telemetry::TelemetryGuard,
     receiver: OtlpReceiver,
 }
@@ -64,11 +73,17 @@ fn setup() -> Setup {
     });
     let reference = proxy.reference().expect("reference").clone();
     assert!(reference.size >= 1 << 20 && !reference.traceparent.is_empty());
+    let consumer = tracing::dispatcher::with_default(&otel, || {
+        tracing::callsite::rebuild_interest_cache();
+        rt.block_on(resolve(&reference));
+        tracing::info_span!("consumer")
+    });
     Setup {
         rt,
         store,
         reference,
         otel,
+        consumer,
         guard,
         receiver,
     }
@@ -113,10 +128,7 @@ fn run(s: &Setup, v: Variant, iters: u64) -> Duration {
     match v {
         Variant::OtlpSampled => {
             TRACED.fetch_add(iters, Ordering::Relaxed);
-            tracing::dispatcher::with_default(&s.otel, || {
-                let _task = tracing::info_span!("consumer").entered();
-                go()
-            })
+            tracing::dispatcher::with_default(&s.otel, || s.consumer.in_scope(go))
         }
         _ => go(),
     }
@@ -143,11 +155,10 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Interleaved rounds: each variant in turn, `PER_ROUND` resolves each, medians of the
-/// per-resolve means.
+/// Interleaved rounds: one resolve of each variant in turn; medians of the single times.
 fn ratios(s: &Setup) {
-    const ROUNDS: usize = 60;
-    const PER_ROUND: u64 = 40;
+    const ROUNDS: usize = 3000;
+    const PER_ROUND: u64 = 1;
     let variants = [Variant::ByHand, Variant::NoSubscriber, Variant::OtlpSampled];
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for round in 0..ROUNDS {
@@ -168,7 +179,7 @@ fn ratios(s: &Setup) {
         .filter(|sp| sp.name == "proxystore.resolve")
         .count();
     println!();
-    println!("resolve of 1 MiB, interleaved medians over {ROUNDS} rounds x {PER_ROUND}:");
+    println!("resolve of 1 MiB, medians of {ROUNDS} interleaved rounds:");
     println!("  by hand (get + digest + decode): {:8.1} us", m[0]);
     println!(
         "  resolve, no subscriber:          {:8.1} us  ratio {:.4}",

@@ -192,6 +192,11 @@ impl Config {
     /// Build the subscriber without installing it. Installs nothing global either: use
     /// [`install_propagator`] for context propagation.
     ///
+    /// Used as the only dispatcher of a process in scopes (`tracing::dispatcher::with_default`),
+    /// mind that `tracing` caches whether a callsite is enabled from the dispatcher in scope
+    /// when the callsite is first hit: call `tracing::callsite::rebuild_interest_cache()`
+    /// inside its scope, or spans first met outside it stay disabled.
+    ///
     /// # Errors
     /// [`Error::Filter`] for a malformed filter, [`Error::Exporter`] when the exporter cannot
     /// be built.

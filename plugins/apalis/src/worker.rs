@@ -11,6 +11,11 @@
 //! - [`CleanupLayer`] in the backend's middleware, inside the outcome recorder but outside every
 //!   user layer: it sees the result after any retry layer, and evicts the task's objects when the
 //!   task succeeded or failed for the last time.
+//!
+//! Each attempt runs in a `proxystore.task` span (named after the task, kind `consumer`, with
+//! `task_id` and `attempt`) whose parent is the producer's `proxystore.encode` span, carried in
+//! the task document: the resolves of its arguments, the task function's own spans and the
+//! final evictions continue the trace of the code that enqueued the task.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -31,9 +36,11 @@ use proxystore::Reference;
 use serde::de::DeserializeOwned;
 use tower_layer::{Layer, Stack};
 use tower_service::Service;
+use tracing::{Instrument, Span};
 
 use crate::codec::{ProxyCodec, Unresolved};
 use crate::error::ResolveError;
+use proxystore_middleware::TaskInfo;
 
 /// apalis-redis gives up on a task after this many attempts whatever its `max_attempts`
 /// (hard-coded in its `handle_results.lua`); the last attempt is the earlier of the two.
@@ -111,17 +118,27 @@ where
 }
 
 /// Where [`ResolveService`] tells [`CleanupService`] which references a task owns, so that the
-/// document is parsed once.
+/// document is parsed once, and in which span the task ran, so that the evictions join it.
 #[derive(Clone, Default)]
-struct TaskRefs(Arc<Mutex<Option<Vec<Reference>>>>);
+struct TaskRefs(Arc<Mutex<Reported>>);
+
+#[derive(Default)]
+struct Reported {
+    refs: Option<Vec<Reference>>,
+    span: Option<Span>,
+}
 
 impl TaskRefs {
     fn set(&self, refs: Vec<Reference>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(refs);
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).refs = Some(refs);
     }
 
-    fn take(&self) -> Option<Vec<Reference>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    fn set_span(&self, span: Span) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).span = Some(span);
+    }
+
+    fn take(&self) -> Reported {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -192,14 +209,27 @@ where
         let fresh = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, fresh);
         let codec = self.codec.task_codec().clone();
+        let bytes = task.args.bytes().clone();
+        let span = codec.task_info(&bytes).unwrap_or_default().span();
+        if !span.is_disabled() {
+            if let Some(id) = task.ctx().task_id() {
+                span.record("task_id", tracing::field::display(id));
+            }
+            span.record("attempt", task.ctx().attempt());
+        }
+        let slot = task.data().get::<TaskRefs>().cloned();
+        if let Some(slot) = &slot {
+            slot.set_span(span.clone());
+        }
+        let outcome = span.clone();
         async move {
-            let bytes = task.args.bytes().clone();
-            let slot = task.data().get::<TaskRefs>().cloned();
             let decoding = {
                 let codec = codec.clone();
                 let bytes = bytes.clone();
+                let span = Span::current();
                 // Decoding fetches and decodes megabytes: keep it off the worker's async threads.
-                proxystore::runtime::io_handle().spawn_blocking(move || codec.decode::<A>(&bytes))
+                proxystore::runtime::io_handle()
+                    .spawn_blocking(move || span.in_scope(|| codec.decode::<A>(&bytes)))
             };
             let decoded = decoding.await.unwrap_or_else(|e| {
                 Err(proxystore_middleware::Error::Decode(format!(
@@ -211,7 +241,13 @@ where
                     if let Some(slot) = &slot {
                         slot.set(d.proxied);
                     }
-                    inner.call(task.map_args(|_| d.args)).await.map_err(Into::into)
+                    let result: Result<S::Response, BoxDynError> =
+                        inner.call(task.map_args(|_| d.args)).await.map_err(Into::into);
+                    TaskInfo::record_outcome(
+                        &outcome,
+                        result.as_ref().err().map(|e| e as &dyn std::fmt::Display),
+                    );
+                    result
                 }
                 Err(e) => {
                     if let Some(slot) = &slot
@@ -220,6 +256,7 @@ where
                         slot.set(refs);
                     }
                     let e = ResolveError::new(task.ctx().task_id().map(ToString::to_string), e);
+                    TaskInfo::record_outcome(&outcome, Some(&e));
                     tracing::warn!(error = %e, attempt = task.ctx().attempt(), "task arguments not resolved");
                     Err(if e.is_retryable() {
                         Box::new(e) as BoxDynError
@@ -229,6 +266,7 @@ where
                 }
             }
         }
+        .instrument(span)
         .boxed()
     }
 }
@@ -389,12 +427,15 @@ where
             }
             // The resolver reports the references; if it never ran (a layer failed the task
             // first), read them from the document.
-            let refs = slot
-                .take()
+            let Reported { refs, span } = slot.take();
+            let refs = refs
                 .or_else(|| codec.proxied_of(&bytes).ok())
                 .unwrap_or_default();
             if !refs.is_empty()
-                && let Err(e) = codec.cleanup(&refs).await
+                && let Err(e) = codec
+                    .cleanup(&refs)
+                    .instrument(span.unwrap_or_else(Span::current))
+                    .await
             {
                 tracing::warn!(error = %e, "could not evict the arguments of a finished task");
             }

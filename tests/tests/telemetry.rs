@@ -1,0 +1,321 @@
+//! Traces across OS processes, checked on the spans an OTLP/gRPC receiver in this test gets:
+//! proxies made here and resolved by another process, a gRPC client here and the
+//! `proxystore-server` binary, an apalis producer here and a worker process.
+//!
+//! This process exports with `proxystore_telemetry::Config` pointed at the receiver; the child
+//! processes with `proxystore_telemetry::init` and `OTEL_EXPORTER_OTLP_ENDPOINT`, as any
+//! deployment would.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use apalis_core::backend::TaskSink;
+use apalis_core::backend::ext::BackendExt;
+use apalis_redis::{Config as QueueConfig, RedisStorage};
+use proxystore::connector::file::FileConnector;
+use proxystore::connector::grpc::GrpcConnector;
+use proxystore::{Proxy, Store};
+use proxystore_apalis::ProxyCodec;
+use proxystore_middleware::{Policy, TaskCodec};
+use proxystore_telemetry::receiver::{OtlpReceiver, ReceivedSpan};
+use proxystore_telemetry::{Config, TelemetryGuard};
+use proxystore_tests::process::ChildGuard;
+use proxystore_tests::redis_server::RedisServer;
+use tracing::Instrument;
+
+const NODE: &str = env!("CARGO_BIN_EXE_otel-node");
+const WAIT: Duration = Duration::from_secs(30);
+
+fn setup() -> (OtlpReceiver, TelemetryGuard) {
+    let receiver = OtlpReceiver::start().unwrap();
+    let guard = Config::from_env("telemetry-test")
+        .endpoint(receiver.endpoint())
+        .without_logs()
+        .sample_all()
+        .install()
+        .unwrap();
+    (receiver, guard)
+}
+
+/// A command that exports its spans to `receiver` promptly.
+fn exporting(program: impl Into<PathBuf>, receiver: &OtlpReceiver) -> Command {
+    let mut cmd = Command::new(program.into());
+    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env_remove("OTEL_SERVICE_NAME")
+        .env_remove("OTEL_RESOURCE_ATTRIBUTES")
+        .env_remove("OTEL_TRACES_SAMPLER")
+        .env_remove("OTEL_SDK_DISABLED");
+    cmd
+}
+
+fn run_json(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.stderr(Stdio::inherit()).output().unwrap();
+    assert!(out.status.success(), "{cmd:?} failed: {}", out.status);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn of<'a>(spans: &'a [ReceivedSpan], service: &str, name: &str) -> Vec<&'a ReceivedSpan> {
+    spans
+        .iter()
+        .filter(|s| s.service == service && s.name == name)
+        .collect()
+}
+
+fn count(service: &'static str, name: &'static str, n: usize) -> impl Fn(&[ReceivedSpan]) -> bool {
+    move |spans| of(spans, service, name).len() >= n
+}
+
+/// The spans of gRPC calls on one side (OTLP kind 3 client, 2 server), exported under their
+/// `otel.name`, `service/method`.
+fn rpc<'a>(spans: &'a [ReceivedSpan], service: &str, kind: i32) -> Vec<&'a ReceivedSpan> {
+    spans
+        .iter()
+        .filter(|s| s.service == service && s.kind == kind && s.attr("rpc.system") == Some("grpc"))
+        .collect()
+}
+
+fn parent_of<'a>(spans: &'a [ReceivedSpan], child: &ReceivedSpan) -> &'a ReceivedSpan {
+    spans
+        .iter()
+        .find(|s| s.is_parent_of(child))
+        .unwrap_or_else(|| panic!("no parent of {child} in {spans:#?}"))
+}
+
+#[test]
+fn proxies_resolved_in_another_process_link_to_their_puts() {
+    let (receiver, guard) = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new("otel-xproc", FileConnector::new(dir.path()).unwrap());
+    let proxies: Vec<Proxy<Vec<u64>>> = proxystore::runtime::block_on({
+        let store = store.clone();
+        async move {
+            let mut out = Vec::new();
+            for i in 0..3u64 {
+                out.push(store.proxy(&vec![i; 100_000]).await.unwrap());
+            }
+            out
+        }
+        .instrument(tracing::info_span!("producer"))
+    })
+    .unwrap();
+    let file = dir.path().join("proxies.bin");
+    std::fs::write(&file, postcard::to_stdvec(&proxies).unwrap()).unwrap();
+
+    let out = run_json(exporting(NODE, &receiver).arg("consume").arg(&file));
+    assert_eq!(out["sums"], serde_json::json!([0, 100_000, 200_000]));
+    guard.flush().unwrap();
+
+    let consumer_svc = "otel-node-consume";
+    let spans = receiver
+        .wait_for(WAIT, |s| {
+            count(consumer_svc, "proxystore.resolve", 3)(s)
+                && count(consumer_svc, "proxystore.get", 3)(s)
+                && count("telemetry-test", "proxystore.put", 3)(s)
+        })
+        .unwrap_or_else(|s| panic!("spans missing: {s:#?}"));
+    let producer = &of(&spans, "telemetry-test", "producer")[0];
+    let consumer = &of(&spans, consumer_svc, "consumer")[0];
+    assert_ne!(producer.trace_id, consumer.trace_id);
+    let puts = of(&spans, "telemetry-test", "proxystore.put");
+    for p in &proxies {
+        let key = p.key().unwrap().as_str();
+        let put = puts
+            .iter()
+            .find(|s| s.attr("key") == Some(key))
+            .unwrap_or_else(|| panic!("no put of {key}"));
+        assert!(producer.is_parent_of(put));
+        assert_eq!(put.attr("connector"), Some("file"));
+        let resolve = of(&spans, consumer_svc, "proxystore.resolve")
+            .into_iter()
+            .find(|s| s.attr("key") == Some(key))
+            .unwrap_or_else(|| panic!("no resolve of {key}"));
+        assert!(consumer.is_parent_of(resolve), "{resolve}");
+        assert!(
+            resolve.links_to(put),
+            "the resolve in the consumer process links to the put in this one: {resolve}"
+        );
+        assert_eq!(resolve.attr("store"), Some("otel-xproc"));
+        assert_eq!(resolve.attr("bytes"), put.attr("bytes"));
+        assert_eq!(resolve.attr("outcome"), Some("ok"));
+        let get = of(&spans, consumer_svc, "proxystore.get")
+            .into_iter()
+            .find(|s| s.attr("key") == Some(key))
+            .unwrap();
+        assert!(resolve.is_parent_of(get));
+    }
+}
+
+/// The `proxystore-server` binary as a child exporting to `receiver`; its URL.
+fn traced_server(receiver: &OtlpReceiver) -> (ChildGuard, String) {
+    let bin = proxystore_tests::grpc_server::server_binary().unwrap();
+    let mut cmd = exporting(bin, receiver);
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = ChildGuard::spawn("proxystore-server", &mut cmd).unwrap();
+    let stdout = child.child_mut().stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let line = lines.next().unwrap().unwrap();
+    std::thread::spawn(move || for _ in lines {});
+    let url = line
+        .strip_prefix("proxystore-server listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    (child, url)
+}
+
+#[test]
+fn grpc_client_and_server_spans_join_one_trace() {
+    let (receiver, guard) = setup();
+    let (_server, url) = traced_server(&receiver);
+    let store = Store::new("otel-grpc", GrpcConnector::new(url).unwrap());
+    let (key, len) = proxystore::runtime::block_on({
+        let store = store.clone();
+        async move {
+            let proxy = store.proxy(&vec![5u8; 2 << 20]).await.unwrap();
+            let fresh = Proxy::<Vec<u8>>::from_reference(proxy.reference().unwrap().clone());
+            store.clear_cache();
+            let len = fresh.resolve().await.unwrap().len();
+            (proxy.key().unwrap().clone(), len)
+        }
+        .instrument(tracing::info_span!("client work"))
+    })
+    .unwrap();
+    assert_eq!(len, 2 << 20);
+    guard.flush().unwrap();
+
+    let server_svc = "proxystore-server";
+    let spans = receiver
+        .wait_for(WAIT, |s| {
+            rpc(s, server_svc, 2).len() >= 2 && rpc(s, "telemetry-test", 3).len() >= 2
+        })
+        .unwrap_or_else(|s| panic!("spans missing: {s:#?}"));
+    let work = &of(&spans, "telemetry-test", "client work")[0];
+    for (op, method) in [("proxystore.put", "Put"), ("proxystore.get", "Get")] {
+        let server = rpc(&spans, server_svc, 2)
+            .into_iter()
+            .find(|s| s.attr("rpc.method") == Some(method))
+            .unwrap_or_else(|| panic!("no server span of {method}"));
+        let client = parent_of(&spans, server);
+        assert_eq!(client.service, "telemetry-test", "{client}");
+        assert_eq!(client.name, format!("proxystore.v1.StoreService/{method}"));
+        assert_eq!(client.kind, 3);
+        assert_eq!(server.name, client.name);
+        assert_eq!(client.attr("rpc.method"), Some(method));
+        assert_eq!(
+            server.trace_id, work.trace_id,
+            "one trace across the processes"
+        );
+        assert_eq!(server.attr("key"), Some(key.as_str()));
+        assert_eq!(server.attr("rpc.grpc.status_code"), Some("0"));
+        let operation = parent_of(&spans, client);
+        assert_eq!(operation.name, op);
+        assert_eq!(operation.attr("store"), Some("otel-grpc"));
+        assert_eq!(operation.attr("connector"), Some("grpc"));
+    }
+}
+
+/// The task as the producer writes it (the worker's `Job` has the same fields).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct JobOut {
+    index: u32,
+    data: Vec<f64>,
+}
+
+#[test]
+fn apalis_tasks_continue_the_trace_of_the_code_that_enqueued_them() {
+    let (receiver, guard) = setup();
+    let redis = RedisServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store_name = "otel-apalis";
+    let queue = format!("otel{}", std::process::id());
+    let store = Store::new(store_name, FileConnector::new(dir.path()).unwrap());
+    proxystore::register_store(&store).unwrap();
+    let codec =
+        ProxyCodec::new(TaskCodec::new(Policy::with_store(store_name)).with_store(store.clone()))
+            .named("sum");
+    proxystore::runtime::block_on({
+        let url = redis.url();
+        let queue = queue.clone();
+        async move {
+            let mut storage = RedisStorage::<JobOut>::new(proxystore_apalis::connect(&url).await?)
+                .with_config(QueueConfig::default().queue(&queue))
+                .with_codec(codec);
+            for index in 0..2u32 {
+                let job = JobOut {
+                    index,
+                    data: vec![f64::from(index) + 0.5; 200_000],
+                };
+                storage
+                    .push(job)
+                    .instrument(tracing::info_span!("enqueue", index))
+                    .await?;
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        }
+    })
+    .unwrap()
+    .unwrap();
+
+    let out = run_json(
+        exporting(NODE, &receiver)
+            .args(["apalis-work", &redis.url(), &queue, store_name])
+            .arg(dir.path())
+            .arg("2"),
+    );
+    assert_eq!(
+        out["sums"],
+        serde_json::json!([[0, 100_000.0], [1, 300_000.0]])
+    );
+    guard.flush().unwrap();
+
+    let worker = "otel-node-apalis-work";
+    let spans = receiver
+        .wait_for(WAIT, |s| {
+            count(worker, "sum", 2)(s)
+                && count(worker, "proxystore.evict", 2)(s)
+                && count(worker, "sum body", 2)(s)
+        })
+        .unwrap_or_else(|s| panic!("spans missing: {s:#?}"));
+    for enqueue in of(&spans, "telemetry-test", "enqueue") {
+        let encode = spans
+            .iter()
+            .find(|s| s.name == "encode sum" && enqueue.is_parent_of(s))
+            .unwrap_or_else(|| panic!("no encode under {enqueue}"));
+        let put = spans
+            .iter()
+            .find(|s| s.name == "proxystore.put" && encode.is_parent_of(s))
+            .unwrap_or_else(|| panic!("no put under {encode}"));
+        let task = spans
+            .iter()
+            .find(|s| s.name == "sum" && encode.is_parent_of(s))
+            .unwrap_or_else(|| panic!("no task span continues {encode}: {spans:#?}"));
+        assert_eq!(task.service, worker);
+        assert_eq!(task.trace_id, enqueue.trace_id);
+        assert_eq!(task.kind, 5);
+        assert_eq!(task.attr("outcome"), Some("ok"));
+        assert!(
+            task.attr("task_id").is_some_and(|t| !t.is_empty()),
+            "{task}"
+        );
+        let child = |name: &str| {
+            spans
+                .iter()
+                .find(|s| s.name == name && task.is_parent_of(s))
+                .unwrap_or_else(|| panic!("no {name} under {task}: {spans:#?}"))
+        };
+        let resolve = child("proxystore.resolve");
+        assert!(resolve.links_to(put), "{resolve}");
+        assert_eq!(resolve.attr("key"), put.attr("key"));
+        let body = child("sum body");
+        assert_eq!(body.attr("index"), enqueue.attr("index"));
+        let evict = child("proxystore.evict");
+        assert_eq!(evict.attr("key"), put.attr("key"));
+    }
+}
