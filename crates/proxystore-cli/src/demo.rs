@@ -11,6 +11,10 @@
 //! By default everything is embedded: the gRPC store service runs in this process on a free
 //! loopback port, and the broker is an in-process queue that carries encoded task documents
 //! (bytes), exactly as a networked broker would.
+//!
+//! With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the run is one trace under a `proxystore demo` span:
+//! each task's encode (with the puts of its arguments and their gRPC calls), the task itself as
+//! a child of its encode (with the resolves, transfers and evictions), and the server's spans.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +28,7 @@ use proxystore::{Proxy, Store};
 use proxystore_middleware::{PolicyConfig, TaskCodec};
 use proxystore_server::{ServerConfig, spawn};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 /// Options of `proxystore demo`.
 #[derive(Debug, Args)]
@@ -103,7 +108,13 @@ struct Broker {
 
 pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(run_async(args))
+    let span = tracing::info_span!(
+        "proxystore demo",
+        tasks = args.tasks,
+        mib = args.mib,
+        workers = args.workers
+    );
+    rt.block_on(run_async(args).instrument(span))
 }
 
 fn progress_bar(args: &DemoArgs) -> ProgressBar {
@@ -205,16 +216,23 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
                     return Ok::<(), anyhow::Error>(());
                 };
                 let codec2 = codec.clone();
+                // The task's span continues the trace of its encode, carried in the document.
+                let span = codec.task_info(&doc)?.span();
+                let task_span = span.clone();
                 // Decoding resolves proxied plain fields; it may block on the store, so it
                 // runs off the async workers, as the task body does.
                 let (result, used_calibration, proxied) = tokio::task::spawn_blocking(move || {
-                    let decoded = codec2.decode::<MapTask>(&doc)?;
-                    let result = map(&decoded.args);
-                    let used = decoded.args.calibration.is_resolved();
-                    Ok::<_, anyhow::Error>((result, used, decoded.proxied))
+                    task_span.in_scope(|| {
+                        let decoded = codec2.decode::<MapTask>(&doc)?;
+                        let result = tracing::info_span!("map", chunk = decoded.args.chunk)
+                            .in_scope(|| map(&decoded.args));
+                        let used = decoded.args.calibration.is_resolved();
+                        Ok::<_, anyhow::Error>((result, used, decoded.proxied))
+                    })
                 })
                 .await??;
-                codec.cleanup(&proxied).await?;
+                codec.cleanup(&proxied).instrument(span.clone()).await?;
+                proxystore_middleware::TaskInfo::record_outcome(&span, None);
                 let _ = results.send((result, used_calibration));
             }
         }));
@@ -225,6 +243,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         let codec = codec.clone();
         let broker = broker.clone();
         let calibration = calibration.clone();
+        let demo_span = tracing::Span::current();
         tokio::spawn(async move {
             for chunk in 0..args.tasks {
                 let task = MapTask {
@@ -235,7 +254,11 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
                     scale: 0.5,
                 };
                 let codec = codec.clone();
-                let doc = tokio::task::spawn_blocking(move || codec.encode("map", &task)).await??;
+                let span = demo_span.clone();
+                let doc = tokio::task::spawn_blocking(move || {
+                    span.in_scope(|| codec.encode("map", &task))
+                })
+                .await??;
                 broker
                     .bytes
                     .fetch_add(doc.bytes.len() as u64, Ordering::Relaxed);

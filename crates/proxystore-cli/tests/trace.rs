@@ -1,0 +1,96 @@
+//! The demo's trace, as an OTLP collector receives it from `proxystore demo` run with
+//! `OTEL_EXPORTER_OTLP_ENDPOINT`: what `docs/observability.md` shows in a dashboard.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use proxystore_telemetry::receiver::{OtlpReceiver, ReceivedSpan};
+
+fn children<'a>(
+    spans: &'a [ReceivedSpan],
+    parent: &ReceivedSpan,
+    name: &str,
+) -> Vec<&'a ReceivedSpan> {
+    spans
+        .iter()
+        .filter(|s| s.name == name && parent.is_parent_of(s))
+        .collect()
+}
+
+#[test]
+fn the_demo_is_one_trace_of_encodes_tasks_transfers_and_server_calls() {
+    let receiver = OtlpReceiver::start().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_proxystore"))
+        .args([
+            "demo",
+            "--tasks",
+            "4",
+            "--mib",
+            "1",
+            "--workers",
+            "2",
+            "--quiet",
+        ])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
+        .env_remove("OTEL_SERVICE_NAME")
+        .env_remove("OTEL_TRACES_SAMPLER")
+        .env_remove("OTEL_SDK_DISABLED")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The process flushed its spans before exiting.
+    let spans = receiver
+        .wait_for(Duration::from_secs(10), |s| {
+            s.iter().filter(|x| x.name == "map" && x.kind == 5).count() == 4
+        })
+        .unwrap_or_else(|s| panic!("spans missing: {s:#?}"));
+    assert!(spans.iter().all(|s| s.service == "proxystore"));
+    let roots: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == "proxystore demo")
+        .collect();
+    assert_eq!(roots.len(), 1);
+    let demo = roots[0];
+    assert!(
+        spans.iter().all(|s| s.trace_id == demo.trace_id),
+        "the whole run is one trace"
+    );
+    let encodes = children(&spans, demo, "encode map");
+    assert_eq!(encodes.len(), 4);
+    for encode in encodes {
+        let put = children(&spans, encode, "proxystore.put");
+        assert_eq!(put.len(), 1, "the samples argument is put: {encode}");
+        let put = put[0];
+        assert_eq!(put.attr("connector"), Some("grpc"));
+        let client = children(&spans, put, "proxystore.v1.StoreService/Put");
+        assert_eq!(client.len(), 1);
+        assert_eq!(
+            children(&spans, client[0], "proxystore.v1.StoreService/Put").len(),
+            1,
+            "the server's span of the call"
+        );
+        let task = children(&spans, encode, "map");
+        assert_eq!(task.len(), 1, "the task continues its encode: {encode}");
+        let task = task[0];
+        let resolves = children(&spans, task, "proxystore.resolve");
+        let resolve = resolves
+            .iter()
+            .find(|r| r.links_to(put))
+            .unwrap_or_else(|| panic!("no resolve of the put {put} in {task}"));
+        let get = children(&spans, resolve, "proxystore.get");
+        assert_eq!(get.len(), 1);
+        assert_eq!(get[0].attr("bytes"), put.attr("bytes"));
+        assert_eq!(
+            children(&spans, get[0], "proxystore.v1.StoreService/Get").len(),
+            1
+        );
+        assert!(!children(&spans, task, "proxystore.evict").is_empty());
+    }
+}
