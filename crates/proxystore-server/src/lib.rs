@@ -210,6 +210,7 @@ impl Server {
             BearerAuth::new(config.token.as_deref()),
         );
 
+        #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
         let mut builder = tonic::transport::Server::builder()
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)

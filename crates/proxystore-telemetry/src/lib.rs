@@ -223,6 +223,11 @@ impl Config {
                 Ok::<_, Error>(
                     tracing_opentelemetry::layer()
                         .with_tracer(p.tracer("proxystore"))
+                        // Per span, the thread attributes cost an allocation and context
+                        // activation a thread-local push on every poll; parents come from the
+                        // tracing span tree without it.
+                        .with_threads(false)
+                        .with_context_activation(false)
                         .with_filter(self.trace_filter()?),
                 )
             })

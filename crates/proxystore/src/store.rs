@@ -424,8 +424,7 @@ impl Store {
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
-        let span = op_span!("proxystore.get", self);
-        span.record("key", display(key));
+        let span = op_span!("proxystore.get", self, key = key.as_str());
         let result = async {
             if let Some(hit) = self.inner.cache.get::<T>(key) {
                 self.inner.metrics.hit();
@@ -473,8 +472,7 @@ impl Store {
     /// # Errors
     /// The connector's error.
     pub async fn get_bytes(&self, key: &Key) -> Result<Option<Bytes>> {
-        let span = op_span!("proxystore.get", self);
-        span.record("key", display(key));
+        let span = op_span!("proxystore.get", self, key = key.as_str());
         let result = self.fetch(key).instrument(span.clone()).await;
         if let Ok(Some(d)) = &result {
             span.record("bytes", d.len());
@@ -535,15 +533,14 @@ impl Store {
 
     /// The `proxystore.resolve` span of `r`, linked to the span that made the reference.
     fn resolve_span(&self, r: &Reference) -> Span {
-        let span = op_span!("proxystore.resolve", self);
-        if !span.is_disabled() {
-            span.record("key", display(&r.key));
-            span.record("bytes", r.size);
-            if !r.type_name.is_empty() {
-                span.record("type", r.type_name.as_str());
-            }
-            trace::add_link(&span, &r.traceparent, &r.tracestate);
-        }
+        let span = op_span!(
+            "proxystore.resolve",
+            self,
+            key = r.key.as_str(),
+            bytes = r.size,
+            r#type = r.type_name.as_str()
+        );
+        trace::add_link(&span, &r.traceparent, &r.tracestate);
         span
     }
 
@@ -596,8 +593,7 @@ impl Store {
     /// Fetch the bytes of `r` and check them, in a `proxystore.get` span (the transfer part of
     /// a resolve).
     async fn fetch_checked(&self, r: &Reference) -> Result<Bytes> {
-        let span = op_span!("proxystore.get", self);
-        span.record("key", display(&r.key));
+        let span = op_span!("proxystore.get", self, key = r.key.as_str());
         let result = self.fetch_checked_in(r).instrument(span.clone()).await;
         if let Ok(d) = &result {
             span.record("bytes", d.len());
@@ -649,8 +645,7 @@ impl Store {
     /// # Errors
     /// The connector's error.
     pub async fn exists(&self, key: &Key) -> Result<bool> {
-        let span = op_span!("proxystore.exists", self);
-        span.record("key", display(key));
+        let span = op_span!("proxystore.exists", self, key = key.as_str());
         traced(span, async {
             let start = Instant::now();
             let r = self.inner.connector.exists(key).await;
@@ -665,8 +660,7 @@ impl Store {
     /// # Errors
     /// The connector's error.
     pub async fn evict(&self, key: &Key) -> Result<()> {
-        let span = op_span!("proxystore.evict", self);
-        span.record("key", display(key));
+        let span = op_span!("proxystore.evict", self, key = key.as_str());
         traced(span, async {
             let start = Instant::now();
             self.inner.cache.remove(key);

@@ -186,18 +186,37 @@ pub fn error_type(e: &Error) -> &'static str {
     }
 }
 
-/// A span for one store operation, with the fields every operation records.
+/// A span for one store operation, with the fields every operation records. Values known when
+/// the span opens are given then: one recording instead of one per field later.
 macro_rules! op_span {
     ($name:literal, $store:expr) => {
+        $crate::trace::op_span!(
+            $name,
+            $store,
+            key = tracing::field::Empty,
+            bytes = tracing::field::Empty,
+            r#type = tracing::field::Empty
+        )
+    };
+    ($name:literal, $store:expr, key = $key:expr) => {
+        $crate::trace::op_span!(
+            $name,
+            $store,
+            key = $key,
+            bytes = tracing::field::Empty,
+            r#type = tracing::field::Empty
+        )
+    };
+    ($name:literal, $store:expr, key = $key:expr, bytes = $bytes:expr, r#type = $type:expr) => {
         tracing::info_span!(
             $name,
             store = $store.name(),
             connector = $store.connector().kind(),
-            key = tracing::field::Empty,
-            bytes = tracing::field::Empty,
+            key = $key,
+            bytes = $bytes,
             count = tracing::field::Empty,
             cache_hit = tracing::field::Empty,
-            r#type = tracing::field::Empty,
+            r#type = $type,
             outcome = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
             otel.status_description = tracing::field::Empty,
