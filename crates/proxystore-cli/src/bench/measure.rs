@@ -182,8 +182,8 @@ impl Base {
     }
 }
 
-/// put, cold get, warm get, proxy create and first resolve (in this process) of `payload`,
-/// each alternated with the raw write or read of the connector's baseline. Returns the store
+/// put, connector put and get, cold get, warm get, proxy create and first resolve (in this
+/// process) of `payload`, each alternated with the raw write or read of the connector's baseline. Returns the store
 /// rows and the baseline rows (write and read, from the put and cold-get pairings).
 pub(crate) async fn store_ops(
     subject: &Subject,
@@ -217,6 +217,46 @@ pub(crate) async fn store_ops(
         .context("put")?;
     rows.push(paired(subject, "put", size, s, &b, write_op));
     raw_rows.push(Row::new("raw", write_op, size, b));
+
+    // The connector alone (no codec, digest, cache, metrics or tracing): its own overhead
+    // over the raw client.
+    let conn = &subject.connector;
+    let (s, b) = repeat
+        .run_paired(
+            || {
+                let (c, d) = (conn.clone(), payload.clone());
+                async move {
+                    let start = Instant::now();
+                    let key = c.put(d).await?;
+                    let dt = start.elapsed();
+                    c.evict(&key).await?;
+                    Ok(dt)
+                }
+            },
+            || base.write(),
+        )
+        .await
+        .context("connector put")?;
+    rows.push(paired(subject, "connector_put", size, s, &b, write_op));
+    let key = conn.put(payload.clone()).await?;
+    let (s, b) = repeat
+        .run_paired(
+            || {
+                let (c, k) = (conn.clone(), key.clone());
+                async move {
+                    let start = Instant::now();
+                    let v = c.get(&k).await?.context("object vanished")?;
+                    let dt = start.elapsed();
+                    ensure!(v.len() as u64 == size, "get returned {} bytes", v.len());
+                    Ok(dt)
+                }
+            },
+            || base.read(),
+        )
+        .await
+        .context("connector get")?;
+    conn.evict(&key).await?;
+    rows.push(paired(subject, "connector_get", size, s, &b, read_op));
 
     let key = cold.put(payload).await?;
     let (s, b) = repeat
@@ -457,7 +497,7 @@ pub(crate) fn resolve_child(input: &Path) -> Result<()> {
 pub(crate) fn baseline_op(kind: RawKind, op: &str) -> &'static str {
     let (write, read) = kind.ops();
     match op {
-        "put" | "proxy_create" => write,
+        "put" | "proxy_create" | "connector_put" => write,
         _ => read,
     }
 }

@@ -7,10 +7,13 @@ use std::process::Command;
 use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
 use proxystore::connector::ConnectorConfig;
+use proxystore::connector::file::FileConfig;
+use proxystore::connector::redis::RedisConfig;
+use proxystore::connector::s3::S3Config;
 use proxystore::{Proxy, Store};
 use serde::{Deserialize, Serialize};
 
-use super::subjects::Subject;
+use super::subjects::{Raw, RawKey, RawKind, Subject};
 
 /// One connector's peak RSS figures.
 #[derive(Clone, Debug, Serialize)]
@@ -25,6 +28,12 @@ pub(crate) struct RssRow {
     pub(crate) resolve_ratio: f64,
     /// Peak RSS of a child right after start-up, before any object exists (for context).
     pub(crate) idle_peak_bytes: u64,
+    /// The same for the raw client of the backend (redis crate, aws-sdk-s3, `std::fs`), when
+    /// it has one.
+    pub(crate) raw_put_peak_bytes: Option<u64>,
+    pub(crate) raw_put_ratio: Option<f64>,
+    pub(crate) raw_get_peak_bytes: Option<u64>,
+    pub(crate) raw_get_ratio: Option<f64>,
 }
 
 /// What one RSS child reports.
@@ -84,6 +93,72 @@ pub(crate) enum RssOp {
     Resolve,
     /// Both in this process (for the in-process memory connector); the peak is reset between.
     PutResolve,
+    /// Write the object with the backend's raw client; the handle goes to the refs file.
+    RawPut,
+    /// Read it back with the raw client.
+    RawGet,
+}
+
+impl RssOp {
+    fn name(self) -> &'static str {
+        match self {
+            RssOp::Put => "put",
+            RssOp::Resolve => "resolve",
+            RssOp::PutResolve => "put-resolve",
+            RssOp::RawPut => "raw-put",
+            RssOp::RawGet => "raw-get",
+        }
+    }
+}
+
+/// The raw client matching a connector config, and its kind.
+fn raw_for(config: &ConnectorConfig) -> Result<Option<(RawKind, Raw)>> {
+    let rt = proxystore::runtime::io_handle();
+    Ok(Some(match config.kind.as_str() {
+        "redis" => {
+            let c: RedisConfig = config.options()?;
+            (
+                RawKind::Redis,
+                rt.block_on(Raw::new(PathBuf::new(), Some(&c.url), None))?,
+            )
+        }
+        "s3" => {
+            let c: S3Config = config.options()?;
+            (
+                RawKind::S3,
+                rt.block_on(Raw::new(PathBuf::new(), None, Some(&c)))?,
+            )
+        }
+        "file" => {
+            let c: FileConfig = config.options()?;
+            (RawKind::Fs, rt.block_on(Raw::new(c.directory, None, None))?)
+        }
+        _ => return Ok(None),
+    }))
+}
+
+fn raw_child(op: RssOp, config: &ConnectorConfig, size: u64, refs: &Path) -> Result<u64> {
+    let (kind, raw) = raw_for(config)?.context("no raw client for this connector")?;
+    let rt = proxystore::runtime::io_handle();
+    if op == RssOp::RawPut {
+        let data = payload(usize::try_from(size)?, 0x9e37_79b9_7f4a_7c15);
+        let (_, key) = rt.block_on(raw.write(kind, &data))?;
+        let handle = match key {
+            RawKey::Path(p) => p.display().to_string(),
+            RawKey::Name(n) => n,
+        };
+        std::fs::write(refs, handle)?;
+    } else {
+        let handle = std::fs::read_to_string(refs)?;
+        let key = if kind == RawKind::Fs {
+            RawKey::Path(PathBuf::from(handle))
+        } else {
+            RawKey::Name(handle)
+        };
+        let (_, n) = rt.block_on(raw.read(kind, &key))?;
+        ensure!(n as u64 == size, "raw read {n} bytes of {size}");
+    }
+    hwm()
 }
 
 /// The child side: perform `op` and print an [`RssReport`] as JSON.
@@ -93,6 +168,16 @@ pub(crate) fn child(op: RssOp, connector: &str, size: u64, refs: &Path) -> Resul
         ..RssReport::default()
     };
     let config: ConnectorConfig = serde_json::from_str(connector).context("connector config")?;
+    if matches!(op, RssOp::RawPut | RssOp::RawGet) {
+        let peak = raw_child(op, &config, size, refs)?;
+        if op == RssOp::RawPut {
+            report.put_hwm = Some(peak);
+        } else {
+            report.resolve_hwm = Some(peak);
+        }
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
     let wire = if matches!(op, RssOp::Put | RssOp::PutResolve) {
         let data = payload(usize::try_from(size)?, 0x9e37_79b9_7f4a_7c15);
         let store = Store::new("bench-rss", proxystore::connector::from_config(&config)?);
@@ -121,12 +206,7 @@ pub(crate) fn child(op: RssOp, connector: &str, size: u64, refs: &Path) -> Resul
 fn run_child(op: RssOp, config: &ConnectorConfig, size: u64, refs: &Path) -> Result<RssReport> {
     let exe = std::env::current_exe().context("path of this executable")?;
     let out = Command::new(exe)
-        .args(["bench", "rss-child", "--op"])
-        .arg(match op {
-            RssOp::Put => "put",
-            RssOp::Resolve => "resolve",
-            RssOp::PutResolve => "put-resolve",
-        })
+        .args(["bench", "rss-child", "--op", op.name()])
         .arg("--connector")
         .arg(serde_json::to_string(config)?)
         .arg("--size")
@@ -191,6 +271,12 @@ pub(crate) async fn measure(subject: &Subject, size: u64, work: &Path) -> Result
         )
     };
     let _ = std::fs::remove_file(&refs);
+    let (raw_put, raw_get) = if subject.name == "grpc" {
+        // Its baseline is Redis, measured with the redis connector.
+        (None, None)
+    } else {
+        raw_peaks(&config, size, work).await?
+    };
     let put_peak = put.put_hwm.context("put child reported no peak")?;
     let resolve_peak = resolve
         .resolve_hwm
@@ -203,5 +289,42 @@ pub(crate) async fn measure(subject: &Subject, size: u64, work: &Path) -> Result
         resolve_peak_bytes: resolve_peak,
         resolve_ratio: resolve_peak as f64 / size as f64,
         idle_peak_bytes: put.idle_hwm,
+        raw_put_peak_bytes: raw_put,
+        raw_put_ratio: raw_put.map(|p| p as f64 / size as f64),
+        raw_get_peak_bytes: raw_get,
+        raw_get_ratio: raw_get.map(|p| p as f64 / size as f64),
     })
+}
+
+/// Peak RSS of a raw write and of a raw read of a `size`-byte object, each in a child; the
+/// object is removed afterwards. `None`s when the connector has no raw client here.
+async fn raw_peaks(
+    config: &ConnectorConfig,
+    size: u64,
+    work: &Path,
+) -> Result<(Option<u64>, Option<u64>)> {
+    let Some((kind, raw)) = ({
+        let c = config.clone();
+        tokio::task::spawn_blocking(move || raw_for(&c)).await??
+    }) else {
+        return Ok((None, None));
+    };
+    let refs = work.join("rss-raw.ref");
+    let put = {
+        let (c, r) = (config.clone(), refs.clone());
+        tokio::task::spawn_blocking(move || run_child(RssOp::RawPut, &c, size, &r)).await??
+    };
+    let get = {
+        let (c, r) = (config.clone(), refs.clone());
+        tokio::task::spawn_blocking(move || run_child(RssOp::RawGet, &c, size, &r)).await?
+    };
+    let handle = std::fs::read_to_string(&refs)?;
+    let _ = std::fs::remove_file(&refs);
+    let key = if kind == RawKind::Fs {
+        RawKey::Path(PathBuf::from(handle))
+    } else {
+        RawKey::Name(handle)
+    };
+    raw.delete(kind, key).await?;
+    Ok((put.put_hwm, get?.resolve_hwm))
 }

@@ -148,17 +148,21 @@ pub(crate) struct S3Server {
     addr: SocketAddr,
     access_key: String,
     secret_key: String,
+    /// The credentials came from the environment: configs leave them out.
+    from_env: bool,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     _root: tempfile::TempDir,
 }
 
 impl S3Server {
-    /// Start one with the bucket [`S3_BUCKET`], keeping objects under `parent`.
+    /// Start one with the bucket [`S3_BUCKET`], keeping objects under `parent`, accepting
+    /// `credentials` (access key id, secret) or, without them, a generated pair that
+    /// [`S3Server::config`] then carries.
     ///
     /// # Errors
     /// When the directory, listener or runtime cannot be made.
-    pub(crate) fn start(parent: &Path) -> Result<Self> {
+    pub(crate) fn start(parent: &Path, credentials: Option<(String, String)>) -> Result<Self> {
         let root = tempfile::Builder::new()
             .prefix("s3-server-")
             .tempdir_in(parent)
@@ -167,8 +171,13 @@ impl S3Server {
         let listener = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
-        let access_key = format!("AKBENCH{}", &random_hex()[..12]).to_uppercase();
-        let secret_key = random_hex();
+        let from_env = credentials.is_some();
+        let (access_key, secret_key) = credentials.unwrap_or_else(|| {
+            (
+                format!("AKBENCH{}", &random_hex()[..12]).to_uppercase(),
+                random_hex(),
+            )
+        });
         let fs = s3s_fs::FileSystem::new(root.path())
             .map_err(|e| anyhow::anyhow!("s3s-fs over {}: {e:?}", root.path().display()))?;
         let service = {
@@ -215,21 +224,24 @@ impl S3Server {
             addr,
             access_key,
             secret_key,
+            from_env,
             stop: Some(stop),
             thread: Some(thread),
             _root: root,
         })
     }
 
-    /// A connector config for this server (path-style, its credentials, [`S3_BUCKET`]).
+    /// A connector config for this server (path-style, [`S3_BUCKET`], and its credentials
+    /// unless they come from the environment).
     pub(crate) fn config(&self, prefix: &str) -> S3Config {
+        let keys = !self.from_env;
         S3Config {
             prefix: prefix.to_owned(),
             region: Some("us-east-1".into()),
             endpoint_url: Some(format!("http://{}", self.addr)),
             force_path_style: true,
-            access_key_id: Some(self.access_key.clone()),
-            secret_access_key: Some(self.secret_key.clone()),
+            access_key_id: keys.then(|| self.access_key.clone()),
+            secret_access_key: keys.then(|| self.secret_key.clone()),
             ..S3Config::new(S3_BUCKET)
         }
     }

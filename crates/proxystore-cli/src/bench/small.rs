@@ -134,11 +134,13 @@ pub(crate) struct Loop<'a> {
     /// The raw backend whose objects the loop leaves behind.
     pub(crate) raw_kind: Option<RawKind>,
     pub(crate) blocking: bool,
+    /// Warm up first (at least 20 pairs and 0.25 s).
+    pub(crate) warm_up: bool,
 }
 
 /// Run `pair` in a loop for `seconds` on `clients` concurrent tasks (on the library's I/O
 /// runtime when more than one; in the calling task otherwise), after a warm-up of at least 20
-/// pairs and 0.25 s; then clean up what was stored, untimed.
+/// pairs and 0.25 s if asked; then clean up what was stored, untimed.
 ///
 /// `blocking`: the pair blocks its thread (raw `std::fs`), so concurrent clients get threads
 /// of their own instead of tasks.
@@ -151,10 +153,11 @@ pub(crate) async fn run(l: Loop<'_>, pair: Pair) -> Result<SmallOps> {
         raw,
         raw_kind,
         blocking,
+        warm_up,
     } = l;
     let warm_until = Instant::now() + Duration::from_millis(250);
     let mut warm = Vec::new();
-    while warm.len() < 20 || Instant::now() < warm_until {
+    while warm_up && (warm.len() < 20 || Instant::now() < warm_until) {
         warm.push(pair().await?.2);
     }
     let start = Instant::now();

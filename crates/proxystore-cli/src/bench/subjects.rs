@@ -106,11 +106,18 @@ impl Raw {
             if let Some(e) = &c.endpoint_url {
                 b = b.endpoint_url(e);
             }
-            if let (Some(id), Some(secret)) = (&c.access_key_id, &c.secret_access_key) {
+            // As the connector: the config's keys, else the environment's.
+            let env = |k: &str| std::env::var(k).ok();
+            let id = c.access_key_id.clone().or_else(|| env("AWS_ACCESS_KEY_ID"));
+            let secret = c
+                .secret_access_key
+                .clone()
+                .or_else(|| env("AWS_SECRET_ACCESS_KEY"));
+            if let (Some(id), Some(secret)) = (id, secret) {
                 b = b.credentials_provider(aws_sdk_s3::config::Credentials::new(
                     id,
                     secret,
-                    c.session_token.clone(),
+                    c.session_token.clone().or_else(|| env("AWS_SESSION_TOKEN")),
                     None,
                     "proxystore-bench",
                 ));
