@@ -1,8 +1,10 @@
 //! The W3C trace-context propagator behind [`proxystore::trace`].
 
+use std::str::FromStr;
+
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use proxystore::trace::{Propagator, TraceContext};
 use tracing::Span;
@@ -82,12 +84,46 @@ impl Propagator for W3cPropagator {
     }
 
     fn add_link(&self, span: &Span, traceparent: &str, tracestate: &str) {
-        let cx = self.extract(traceparent, tracestate);
-        let linked = cx.span().span_context().clone();
-        if linked.is_valid() {
+        if let Some(linked) = parse(traceparent, tracestate) {
             span.add_link(linked);
         }
     }
+}
+
+/// A version-00 `traceparent` (and its `tracestate`) as a remote span context; `None` when
+/// malformed or invalid. The propagator's `extract` does the same through a `Context`, which
+/// costs allocations that resolving every proxy would pay.
+fn parse(traceparent: &str, tracestate: &str) -> Option<SpanContext> {
+    let mut parts = traceparent.trim().split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let lower_hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if version != "00"
+        || parts.next().is_some()
+        || !lower_hex(trace, 32)
+        || !lower_hex(span, 16)
+        || !lower_hex(flags, 2)
+    {
+        return None;
+    }
+    let flags = TraceFlags::new(u8::from_str_radix(flags, 16).ok()?) & TraceFlags::SAMPLED;
+    let state = if tracestate.is_empty() {
+        TraceState::default()
+    } else {
+        TraceState::from_str(tracestate).unwrap_or_default()
+    };
+    let cx = SpanContext::new(
+        TraceId::from_hex(trace).ok()?,
+        SpanId::from_hex(span).ok()?,
+        flags,
+        true,
+        state,
+    );
+    cx.is_valid().then_some(cx)
 }
 
 #[cfg(test)]
@@ -108,5 +144,25 @@ mod tests {
         let sc = cx.span().span_context().clone();
         assert!(sc.is_valid() && sc.is_remote() && sc.is_sampled());
         assert_eq!(sc.trace_state().header(), "vendor=x");
+        let parsed = parse(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "vendor=x",
+        );
+        assert_eq!(
+            parsed.as_ref(),
+            Some(&sc),
+            "the fast parse agrees with the propagator"
+        );
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(parse(bad, ""), None, "{bad:?}");
+        }
     }
 }

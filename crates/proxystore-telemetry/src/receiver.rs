@@ -27,6 +27,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
 /// A span as received, with ids in lowercase hex (as W3C `traceparent` writes them).
 #[derive(Clone, Debug, PartialEq)]
@@ -114,9 +115,56 @@ fn attributes(kvs: &[KeyValue]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Keeps what it receives as it came (decoding it into [`ReceivedSpan`]s only when asked, so
+/// that a benchmark exporting to it pays little for the receiving side).
 #[derive(Clone, Default)]
 struct Collector {
-    spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    received: Arc<Mutex<Vec<ResourceSpans>>>,
+}
+
+impl Collector {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ResourceSpans>> {
+        self.received.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn decode(received: &[ResourceSpans]) -> Vec<ReceivedSpan> {
+    let mut out = Vec::new();
+    for rs in received {
+        let resource = rs
+            .resource
+            .as_ref()
+            .map(|r| attributes(&r.attributes))
+            .unwrap_or_default();
+        let service = resource.get("service.name").cloned().unwrap_or_default();
+        for ss in &rs.scope_spans {
+            for s in &ss.spans {
+                out.push(ReceivedSpan {
+                    service: service.clone(),
+                    name: s.name.clone(),
+                    trace_id: hex(&s.trace_id),
+                    span_id: hex(&s.span_id),
+                    parent_span_id: hex(&s.parent_span_id),
+                    kind: s.kind,
+                    attributes: attributes(&s.attributes),
+                    links: s
+                        .links
+                        .iter()
+                        .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+                        .collect(),
+                    status_code: s.status.as_ref().map_or(0, |st| st.code),
+                    status_message: s
+                        .status
+                        .as_ref()
+                        .map(|st| st.message.clone())
+                        .unwrap_or_default(),
+                    start_unix_nano: s.start_time_unix_nano,
+                    end_unix_nano: s.end_time_unix_nano,
+                });
+            }
+        }
+    }
+    out
 }
 
 #[tonic::async_trait]
@@ -125,40 +173,7 @@ impl TraceService for Collector {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut received = Vec::new();
-        for rs in request.into_inner().resource_spans {
-            let resource = rs
-                .resource
-                .map(|r| attributes(&r.attributes))
-                .unwrap_or_default();
-            let service = resource.get("service.name").cloned().unwrap_or_default();
-            for ss in rs.scope_spans {
-                for s in ss.spans {
-                    received.push(ReceivedSpan {
-                        service: service.clone(),
-                        name: s.name,
-                        trace_id: hex(&s.trace_id),
-                        span_id: hex(&s.span_id),
-                        parent_span_id: hex(&s.parent_span_id),
-                        kind: s.kind,
-                        attributes: attributes(&s.attributes),
-                        links: s
-                            .links
-                            .iter()
-                            .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
-                            .collect(),
-                        status_code: s.status.as_ref().map_or(0, |st| st.code),
-                        status_message: s.status.map(|st| st.message).unwrap_or_default(),
-                        start_unix_nano: s.start_time_unix_nano,
-                        end_unix_nano: s.end_time_unix_nano,
-                    });
-                }
-            }
-        }
-        self.spans
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(received);
+        self.lock().extend(request.into_inner().resource_spans);
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
         }))
@@ -225,20 +240,22 @@ impl OtlpReceiver {
 
     /// Every span received so far.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
+        decode(&self.collector.lock())
+    }
+
+    /// How many spans were received so far (cheaper than [`OtlpReceiver::spans`]).
+    pub fn span_count(&self) -> usize {
         self.collector
-            .spans
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .map(|ss| ss.spans.len())
+            .sum()
     }
 
     /// Forget the spans received so far.
     pub fn clear(&self) {
-        self.collector
-            .spans
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.collector.lock().clear();
     }
 
     /// Wait (polling, blocking the thread) until `done` holds for the spans received, or
