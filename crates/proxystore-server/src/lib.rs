@@ -44,6 +44,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use proxystore::connector::grpc::rpc_trace::RpcTraceLayer;
 use proxystore::connector::grpc::{
     CONNECTION_WINDOW, GrpcConfig, GrpcConnector, MAX_FRAME_SIZE, STREAM_WINDOW,
@@ -58,6 +59,7 @@ mod args;
 mod auth;
 mod backend;
 mod config;
+mod linger;
 mod service;
 
 #[cfg(feature = "cli")]
@@ -248,7 +250,10 @@ impl Server {
         }));
 
         // The builder's TCP_NODELAY does not apply to a custom incoming stream: set it here.
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        // Each connection closes with a lingering drain (see `linger`).
+        let incoming = TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .map_ok(linger::LingeringStream::new);
         let stopping = Arc::new(tokio::sync::Notify::new());
         let shutdown = {
             let stopping = stopping.clone();

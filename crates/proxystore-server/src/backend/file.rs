@@ -147,16 +147,23 @@ impl Backend for FileBackend {
         let tmp = self
             .directory
             .join(format!("{TMP_PREFIX}{}", Key::random()));
-        let t = tmp.clone();
-        let file = blocking("create", move || std::fs::File::create_new(t)).await?;
-        Ok(Box::new(FileWriter {
-            key,
-            path,
-            tmp,
-            file: Some(file),
-            fsync: self.fsync,
-            committed: false,
-        }))
+        let fsync = self.fsync;
+        // The writer (whose drop removes the temporary file) is made on the blocking thread, so a
+        // call cancelled while the file is being created still cleans it up: tokio drops the
+        // output of a blocking task nobody awaits any more.
+        let writer = blocking("create", move || {
+            let file = std::fs::File::create_new(&tmp)?;
+            Ok(FileWriter {
+                key,
+                path,
+                tmp,
+                file: Some(file),
+                fsync,
+                committed: false,
+            })
+        })
+        .await?;
+        Ok(Box::new(writer))
     }
 
     async fn read(&self, key: &Key, range: Option<Range<u64>>) -> Result<Option<ObjectReader>> {
