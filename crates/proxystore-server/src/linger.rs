@@ -23,24 +23,27 @@ const LINGER: Duration = Duration::from_secs(2);
 
 /// A TCP connection that drains its peer's last bytes before it closes (see the module docs).
 pub(crate) struct LingeringStream {
+    /// Taken only by `drop`.
     inner: Option<TcpStream>,
+    info: TcpConnectInfo,
 }
 
 impl LingeringStream {
     pub(crate) fn new(stream: TcpStream) -> Self {
         Self {
+            info: stream.connect_info(),
             inner: Some(stream),
         }
     }
 
-    fn stream(self: Pin<&mut Self>) -> Pin<&mut TcpStream> {
-        // `inner` is only taken in `drop`.
-        Pin::new(
-            self.get_mut()
-                .inner
-                .as_mut()
-                .expect("stream present until drop"),
-        )
+    fn with<T>(
+        self: Pin<&mut Self>,
+        f: impl FnOnce(Pin<&mut TcpStream>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match self.get_mut().inner.as_mut() {
+            Some(s) => f(Pin::new(s)),
+            None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
     }
 }
 
@@ -71,10 +74,7 @@ impl Connected for LingeringStream {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner
-            .as_ref()
-            .expect("stream present until drop")
-            .connect_info()
+        self.info.clone()
     }
 }
 
@@ -84,7 +84,7 @@ impl AsyncRead for LingeringStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.stream().poll_read(cx, buf)
+        self.with(|s| s.poll_read(cx, buf))
     }
 }
 
@@ -94,7 +94,7 @@ impl AsyncWrite for LingeringStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.stream().poll_write(cx, buf)
+        self.with(|s| s.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -102,7 +102,7 @@ impl AsyncWrite for LingeringStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.stream().poll_write_vectored(cx, bufs)
+        self.with(|s| s.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -112,10 +112,10 @@ impl AsyncWrite for LingeringStream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.stream().poll_flush(cx)
+        self.with(|s| s.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.stream().poll_shutdown(cx)
+        self.with(|s| s.poll_shutdown(cx))
     }
 }
