@@ -4,8 +4,9 @@
 // Test helpers fail tests the way tests do: by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The built server binary (cargo builds it for this package's integration tests).
@@ -16,6 +17,8 @@ pub(crate) struct ServerProcess {
     child: Child,
     /// `http://127.0.0.1:PORT`
     pub(crate) url: String,
+    output: Arc<Mutex<Vec<u8>>>,
+    drains: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl ServerProcess {
@@ -27,29 +30,71 @@ impl ServerProcess {
 
     /// As [`ServerProcess::start`], with environment variables.
     pub(crate) fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_on("127.0.0.1:0", args, env, false)
+    }
+
+    /// Start the binary listening on `listen` (e.g. the port of a server that was killed, to
+    /// restart it there). With `capture`, everything it writes to stdout and stderr is kept
+    /// (see [`ServerProcess::output`]) instead of stderr going to the test's stderr.
+    pub(crate) fn start_on(
+        listen: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        capture: bool,
+    ) -> Self {
         let mut cmd = Command::new(SERVER_BIN);
         cmd.arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .args(args)
             .env_remove("PROXYSTORE_TOKEN")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(if capture {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            });
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {SERVER_BIN}: {e}"));
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let mut drains = Vec::new();
+        if let Some(stderr) = child.stderr.take() {
+            let output = output.clone();
+            drains.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                let mut stderr = stderr;
+                while let Ok(n) = stderr.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    output.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            }));
+        }
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
+        drains.push(std::thread::spawn({
+            let output = output.clone();
+            move || {
+                let mut lines = BufReader::new(stdout).split(b'\n');
+                if let Some(Ok(line)) = lines.next() {
+                    output.lock().unwrap().extend_from_slice(&line);
+                    output.lock().unwrap().push(b'\n');
+                    let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
+                }
+                // Keep draining so the child never blocks on a full pipe.
+                for line in lines.map_while(Result::ok) {
+                    if capture {
+                        let mut out = output.lock().unwrap();
+                        out.extend_from_slice(&line);
+                        out.push(b'\n');
+                    }
+                }
             }
-            // Keep draining so the child never blocks on a full pipe.
-            for _ in lines {}
-        });
+        }));
         let line = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(l) => l,
             Err(_) => {
@@ -61,7 +106,21 @@ impl ServerProcess {
             .strip_prefix("proxystore-server listening on ")
             .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"))
             .to_owned();
-        ServerProcess { child, url }
+        ServerProcess {
+            child,
+            url,
+            output,
+            drains,
+        }
+    }
+
+    /// Everything the process wrote to stdout and (when started with `capture`) stderr, once
+    /// it has exited: call after [`ServerProcess::kill`] or [`ServerProcess::terminate`].
+    pub(crate) fn output(&mut self) -> Vec<u8> {
+        for d in self.drains.drain(..) {
+            let _ = d.join();
+        }
+        self.output.lock().unwrap().clone()
     }
 
     /// The process id.
