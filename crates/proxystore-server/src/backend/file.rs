@@ -97,6 +97,46 @@ fn check_file_key(key: &str) -> Result<()> {
     }
 }
 
+/// Open the object file at `path` for reading, with its length; `None` when absent.
+///
+/// Only a regular file is an object (as in the file connector): a symbolic link planted in the
+/// directory would make a key read a file outside it, and opening a FIFO would block. The entry
+/// is checked without following links before it is opened, and the opened file must be that
+/// same entry.
+fn open_object(path: &Path) -> std::io::Result<Option<(std::fs::File, u64)>> {
+    let not_an_object = || {
+        std::io::Error::other(format!(
+            "{} is not a regular file (a symbolic link or special file in the directory)",
+            path.display()
+        ))
+    };
+    let Some(entry) = not_found_is_none(std::fs::symlink_metadata(path))? else {
+        return Ok(None);
+    };
+    if !entry.is_file() {
+        return Err(not_an_object());
+    }
+    let Some(f) = not_found_is_none(std::fs::File::open(path))? else {
+        return Ok(None);
+    };
+    let opened = f.metadata()?;
+    if !same_file(&entry, &opened) {
+        return Err(not_an_object());
+    }
+    Ok(Some((f, opened.len())))
+}
+
+#[cfg(unix)]
+fn same_file(entry: &std::fs::Metadata, opened: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    entry.dev() == opened.dev() && entry.ino() == opened.ino()
+}
+
+#[cfg(not(unix))]
+fn same_file(_entry: &std::fs::Metadata, opened: &std::fs::Metadata) -> bool {
+    opened.is_file()
+}
+
 fn not_found_is_none<T>(r: std::io::Result<T>) -> std::io::Result<Option<T>> {
     match r {
         Ok(v) => Ok(Some(v)),
@@ -169,10 +209,9 @@ impl Backend for FileBackend {
     async fn read(&self, key: &Key, range: Option<Range<u64>>) -> Result<Option<ObjectReader>> {
         let path = self.path(key)?;
         blocking("open", move || {
-            let Some(mut f) = not_found_is_none(std::fs::File::open(path))? else {
+            let Some((mut f, object_size)) = open_object(&path)? else {
                 return Ok(None);
             };
-            let object_size = f.metadata()?.len();
             let (start, end) = clamp(range, object_size);
             f.seek(SeekFrom::Start(start))?;
             Ok(Some(ObjectReader {
@@ -188,7 +227,9 @@ impl Backend for FileBackend {
     async fn exists(&self, key: &Key) -> Result<Option<Option<u64>>> {
         let path = self.path(key)?;
         blocking("exists", move || {
-            Ok(not_found_is_none(std::fs::metadata(path))?.map(|m| Some(m.len())))
+            Ok(not_found_is_none(std::fs::symlink_metadata(path))?
+                .filter(std::fs::Metadata::is_file)
+                .map(|m| Some(m.len())))
         })
         .await
     }

@@ -196,6 +196,46 @@ pub(crate) fn validate_key(key: &str) -> Result<()> {
     }
 }
 
+/// Open the object file at `path` for reading, with its length; `None` when absent.
+///
+/// Only a regular file is an object. A symbolic link planted in the directory by someone who
+/// can write to it would make a key read a file outside the directory, and opening a FIFO would
+/// block: the entry is checked without following links before it is opened, and the opened file
+/// must be that same entry (so a swap in between is refused too).
+fn open_object(path: &Path) -> std::io::Result<Option<(std::fs::File, u64)>> {
+    let not_an_object = || {
+        std::io::Error::other(format!(
+            "{} is not a regular file (a symbolic link or special file in the directory)",
+            path.display()
+        ))
+    };
+    let Some(entry) = not_found_is_none(std::fs::symlink_metadata(path))? else {
+        return Ok(None);
+    };
+    if !entry.is_file() {
+        return Err(not_an_object());
+    }
+    let Some(f) = not_found_is_none(std::fs::File::open(path))? else {
+        return Ok(None);
+    };
+    let opened = f.metadata()?;
+    if !same_file(&entry, &opened) {
+        return Err(not_an_object());
+    }
+    Ok(Some((f, opened.len())))
+}
+
+#[cfg(unix)]
+fn same_file(entry: &std::fs::Metadata, opened: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    entry.dev() == opened.dev() && entry.ino() == opened.ino()
+}
+
+#[cfg(not(unix))]
+fn same_file(_entry: &std::fs::Metadata, opened: &std::fs::Metadata) -> bool {
+    opened.is_file()
+}
+
 fn not_found_is_none<T>(r: std::io::Result<T>) -> std::io::Result<Option<T>> {
     match r {
         Ok(v) => Ok(Some(v)),
@@ -217,7 +257,14 @@ impl Connector for FileConnector {
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
         let path = self.path(key)?;
         let data = self
-            .blocking("get", move || not_found_is_none(std::fs::read(path)))
+            .blocking("get", move || {
+                let Some((mut f, len)) = open_object(&path)? else {
+                    return Ok(None);
+                };
+                let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+                f.read_to_end(&mut buf)?;
+                Ok(Some(buf))
+            })
             .await?;
         Ok(data.map(Bytes::from))
     }
@@ -225,10 +272,9 @@ impl Connector for FileConnector {
     async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Option<Bytes>> {
         let path = self.path(key)?;
         self.blocking("get_range", move || {
-            let Some(mut f) = not_found_is_none(std::fs::File::open(path))? else {
+            let Some((mut f, len)) = open_object(&path)? else {
                 return Ok(None);
             };
-            let len = f.metadata()?.len();
             let end = range.end.min(len);
             let start = range.start.min(end);
             f.seek(SeekFrom::Start(start))?;
@@ -241,7 +287,10 @@ impl Connector for FileConnector {
 
     async fn exists(&self, key: &Key) -> Result<bool> {
         let path = self.path(key)?;
-        self.blocking("exists", move || path.try_exists()).await
+        self.blocking("exists", move || {
+            Ok(not_found_is_none(std::fs::symlink_metadata(path))?.is_some_and(|m| m.is_file()))
+        })
+        .await
     }
 
     async fn evict(&self, key: &Key) -> Result<()> {
