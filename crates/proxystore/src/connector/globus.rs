@@ -689,27 +689,7 @@ impl Inner {
             .bytes()
             .await
             .map_err(|e| ApiError::Transient(transport_message(&e), Some(Box::new(e))))?;
-        if status.is_success() {
-            return serde_json::from_slice(&body).map_err(|e| ApiError::Rejected {
-                status: status.as_u16(),
-                message: format!("answer is not JSON: {e}"),
-            });
-        }
-        let message = error_message(&body);
-        match status.as_u16() {
-            401 | 403 => Err(ApiError::Unauthorized(format!(
-                "HTTP {}: {message}",
-                status.as_u16()
-            ))),
-            429 | 500..=599 => Err(ApiError::Transient(
-                format!("HTTP {}: {message}", status.as_u16()),
-                None,
-            )),
-            code => Err(ApiError::Rejected {
-                status: code,
-                message,
-            }),
-        }
+        answer(status.as_u16(), &body)
     }
 
     /// [`Inner::call`], retried with backoff while the failure is transient and time is left.
@@ -742,29 +722,13 @@ impl Inner {
         let mut deadline = Deadline::new(&self.config);
         let id = self
             .call_retrying(&Method::Get, "/submission_id", &mut deadline)
-            .await
-            .map_err(|e| e.into_error("get a submission id"))?;
-        let Some(submission_id) = id.get("value").and_then(Value::as_str) else {
-            return Err(Error::Backend {
-                connector: KIND.into(),
-                message: "GET /submission_id answer has no `value`".into(),
-                source: None,
-            });
-        };
-        document["submission_id"] = Value::String(submission_id.to_owned());
+            .await;
+        document["submission_id"] = Value::String(submission_id(id)?);
         // Resubmitting with the same submission id cannot create a second task.
         let result = self
             .call_retrying(&Method::Post(document), path, &mut deadline)
-            .await
-            .map_err(|e| e.into_error(what))?;
-        match result.get("task_id").and_then(Value::as_str) {
-            Some(t) if is_task_id(t) => Ok(t.to_owned()),
-            other => Err(Error::Backend {
-                connector: KIND.into(),
-                message: format!("{what}: answer has no usable task_id ({other:?})"),
-                source: None,
-            }),
-        }
+            .await;
+        submitted_task(result, what)
     }
 
     /// Submit one transfer of `names` from the local endpoint to `dst`.
@@ -843,41 +807,14 @@ impl Inner {
         task: &str,
         deadline: &mut Deadline,
     ) -> Result<Option<TaskInfo>, ApiError> {
-        let doc = match self
+        let answer = self
             .call_retrying(&Method::Get, &format!("/task/{task}"), deadline)
-            .await
-        {
-            Ok(doc) => doc,
-            Err(ApiError::Rejected {
-                status: 400 | 404, ..
-            }) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let field = |name: &str| doc.get(name).and_then(Value::as_str).map(str::to_owned);
-        let status = match field("status").as_deref() {
-            Some("SUCCEEDED") => TaskStatus::Succeeded,
-            Some("FAILED") => {
-                let fatal = doc.get("fatal_error");
-                let part = |n: &str| fatal.and_then(|f| f.get(n)).and_then(Value::as_str);
-                TaskStatus::Failed(match (part("code"), part("description")) {
-                    (Some(c), Some(d)) => format!("{c}: {d}"),
-                    (Some(c), None) => c.to_owned(),
-                    (None, Some(d)) => d.to_owned(),
-                    (None, None) => "no fatal_error given".into(),
-                })
-            }
-            Some(other) => TaskStatus::Running(other.to_owned()),
-            None => TaskStatus::Running("<no status>".into()),
-        };
-        let info = TaskInfo {
-            source: field("source_endpoint_id"),
-            destination: field("destination_endpoint_id"),
-            status,
-        };
-        if info.status.is_terminal() {
-            self.remember(task, info.clone());
+            .await;
+        let info = task_info(answer)?;
+        if let Some(i) = info.as_ref().filter(|i| i.status.is_terminal()) {
+            self.remember(task, i.clone());
         }
-        Ok(Some(info))
+        Ok(info)
     }
 
     /// Wait for the key's tasks that `which` selects to end, within one deadline.
@@ -922,7 +859,33 @@ impl Inner {
                 match self.fetch_task(task, &mut deadline).await {
                     Ok(Some(i)) => info = Some(i),
                     Ok(None) => return Ok(Waited::UnknownTask),
-                    Err(e) => return Err(e.into_error(&format!("status of task {task}"))),
+                    Err(e) => {
+                        let running = match &info {
+                            Some(TaskInfo {
+                                status: TaskStatus::Running(status),
+                                ..
+                            }) => Some(status),
+                            _ => None,
+                        };
+                        // The deadline ran out during a status poll of a task last seen running
+                        // (the poll was cut by it): the wait timed out. An API that cannot be
+                        // reached stays a backend error.
+                        if let (ApiError::Transient(message, Some(source)), Some(status)) =
+                            (&e, running)
+                            && source
+                                .downcast_ref::<reqwest::Error>()
+                                .is_some_and(reqwest::Error::is_timeout)
+                            && deadline.remaining().is_zero()
+                        {
+                            return Err(Error::Timeout {
+                                operation: format!(
+                                    "waiting for Globus task {task} (still {status}; last poll: {message})"
+                                ),
+                                after: Duration::from_millis(self.config.timeout_ms),
+                            });
+                        }
+                        return Err(e.into_error(&format!("status of task {task}")));
+                    }
                 }
             }
         }
@@ -1050,6 +1013,121 @@ fn transport_message(e: &reqwest::Error) -> String {
         "cannot connect".into()
     } else {
         e.to_string()
+    }
+}
+
+/// What an answer of the API (HTTP `status`, `body`) means: its JSON document, or why not.
+fn answer(status: u16, body: &[u8]) -> Result<Value, ApiError> {
+    if (200..300).contains(&status) {
+        return serde_json::from_slice(body).map_err(|e| ApiError::Rejected {
+            status,
+            message: format!("answer is not JSON: {e}"),
+        });
+    }
+    let message = error_message(body);
+    match status {
+        401 | 403 => Err(ApiError::Unauthorized(format!("HTTP {status}: {message}"))),
+        429 | 500..=599 => Err(ApiError::Transient(
+            format!("HTTP {status}: {message}"),
+            None,
+        )),
+        code => Err(ApiError::Rejected {
+            status: code,
+            message,
+        }),
+    }
+}
+
+/// The submission id in the answer to `GET /submission_id`.
+fn submission_id(answer: Result<Value, ApiError>) -> Result<String> {
+    let doc = answer.map_err(|e| e.into_error("get a submission id"))?;
+    match doc.get("value").and_then(Value::as_str) {
+        Some(id) => Ok(id.to_owned()),
+        None => Err(Error::Backend {
+            connector: KIND.into(),
+            message: "GET /submission_id answer has no `value`".into(),
+            source: None,
+        }),
+    }
+}
+
+/// The task id in the answer to a transfer or delete submission (`what`); only ids that can
+/// go into a URL path unescaped.
+fn submitted_task(answer: Result<Value, ApiError>, what: &str) -> Result<String> {
+    let doc = answer.map_err(|e| e.into_error(what))?;
+    match doc.get("task_id").and_then(Value::as_str) {
+        Some(t) if is_task_id(t) => Ok(t.to_owned()),
+        other => Err(Error::Backend {
+            connector: KIND.into(),
+            message: format!("{what}: answer has no usable task_id ({other:?})"),
+            source: None,
+        }),
+    }
+}
+
+/// The task in the answer to `GET /task/{id}`; `None` when the API does not know the id.
+fn task_info(answer: Result<Value, ApiError>) -> Result<Option<TaskInfo>, ApiError> {
+    let doc = match answer {
+        Ok(doc) => doc,
+        Err(ApiError::Rejected {
+            status: 400 | 404, ..
+        }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let field = |name: &str| doc.get(name).and_then(Value::as_str).map(str::to_owned);
+    let status = match field("status").as_deref() {
+        Some("SUCCEEDED") => TaskStatus::Succeeded,
+        Some("FAILED") => {
+            let fatal = doc.get("fatal_error");
+            let part = |n: &str| fatal.and_then(|f| f.get(n)).and_then(Value::as_str);
+            TaskStatus::Failed(match (part("code"), part("description")) {
+                (Some(c), Some(d)) => format!("{c}: {d}"),
+                (Some(c), None) => c.to_owned(),
+                (None, Some(d)) => d.to_owned(),
+                (None, None) => "no fatal_error given".into(),
+            })
+        }
+        Some(other) => TaskStatus::Running(other.to_owned()),
+        None => TaskStatus::Running("<no status>".into()),
+    };
+    Ok(Some(TaskInfo {
+        source: field("source_endpoint_id"),
+        destination: field("destination_endpoint_id"),
+        status,
+    }))
+}
+
+/// Not part of the API (hidden from the docs; may change at any time).
+///
+/// The parsers the connector applies to the Transfer API's answers are private and sit behind
+/// HTTP calls; this hook runs one answer through each of them, without a network, for the
+/// fuzz target `globus_responses` in `fuzz/` and its corpus replay test.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{answer, submission_id, submitted_task, task_info};
+    use crate::error::Result;
+
+    /// What the connector makes of one answer, taken as the answer to each of its calls.
+    #[derive(Debug)]
+    pub struct Parsed {
+        /// As the answer to `GET /submission_id`: the submission id.
+        pub submission_id: Result<String>,
+        /// As the answer to `POST /transfer` or `POST /delete`: the task id.
+        pub task_id: Result<String>,
+        /// As the answer to `GET /task/{id}`: the task as the connector sees it (its `Debug`
+        /// form), `None` when the API does not know it, or the error (before retries).
+        pub task: Result<Option<String>>,
+    }
+
+    /// Run the answer (HTTP `status`, `body`) through every parser.
+    pub fn parse(status: u16, body: &[u8]) -> Parsed {
+        Parsed {
+            submission_id: submission_id(answer(status, body)),
+            task_id: submitted_task(answer(status, body), "submit"),
+            task: task_info(answer(status, body))
+                .map(|t| t.map(|t| format!("{t:?}")))
+                .map_err(|e| e.into_error("status of task")),
+        }
     }
 }
 
