@@ -8,17 +8,23 @@
 //! SDK validates the CRC32 checksum S3 returns with the object (recorded at upload) and the
 //! connector fails first, with `Error::Backend` carrying the SDK's checksum mismatch (retryable:
 //! the SDK cannot tell corruption in transit from corruption at rest).
+//!
+//! Also here: Redis and S3 servers stopped in the middle of a get and restarted (their
+//! mid-put cases are in `redis.rs` and `s3.rs`, the gRPC server's in the server's tests).
 
 // Helpers outside #[test] functions fail the test the same way.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
+use proxystore::conformance::payload;
 use proxystore::connector::file::FileConnector;
 use proxystore::connector::redis::{RedisConfig, RedisConnector};
-use proxystore::connector::s3::S3Connector;
-use proxystore::{Connector, DigestAlgorithm, Error, Key, Proxy, Store};
+use proxystore::connector::s3::{MIN_PART_SIZE, S3Config, S3Connector};
+use proxystore::{Bytes, Connector, DigestAlgorithm, Error, Key, Proxy, Store};
 use proxystore_tests::grpc_server;
 use proxystore_tests::redis_server::RedisServer;
 use proxystore_tests::s3_server::{BUCKET, S3Server};
@@ -272,4 +278,130 @@ fn base64url(data: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Gets `key` until one fails, checking that every get that succeeds returns all of `expected`
+/// and counting them in `done`; returns the error.
+async fn get_until_error(
+    c: Arc<dyn Connector>,
+    key: Key,
+    expected: Bytes,
+    done: Arc<AtomicUsize>,
+) -> Error {
+    loop {
+        match c.get(&key).await {
+            Ok(Some(b)) => {
+                assert!(b == expected, "a get returned {} other bytes", b.len());
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(None) => panic!("the object vanished while the server was up"),
+            Err(e) => return e,
+        }
+    }
+}
+
+/// Starts gets of a large object in a loop, calls `stop` once one has completed (so the next
+/// is under way), and checks that the get in flight ends with a typed, retryable error within
+/// `bound`, without returning part of the object.
+async fn stop_mid_get(
+    c: Arc<dyn Connector>,
+    key: &Key,
+    data: &Bytes,
+    bound: Duration,
+    stop: impl FnOnce(),
+) {
+    let done = Arc::new(AtomicUsize::new(0));
+    let reader = tokio::spawn(get_until_error(
+        c.clone(),
+        key.clone(),
+        data.clone(),
+        done.clone(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done.load(Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no get succeeded within a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let stopped_at = Instant::now();
+    stop();
+    let e = tokio::time::timeout(bound + Duration::from_secs(20), reader)
+        .await
+        .expect("a get in flight when the server stopped must end, not hang")
+        .expect("no panic");
+    let after = stopped_at.elapsed();
+    assert!(
+        matches!(e, Error::Backend { .. } | Error::Timeout { .. }),
+        "typed error: {e:?}"
+    );
+    assert!(e.is_retryable(), "{e:?}");
+    assert!(
+        after < bound,
+        "the get ended {after:?} after the stop (bound {bound:?})"
+    );
+    println!(
+        "{}: get in flight ended {after:?} after the stop: {e}",
+        c.kind()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_get_then_restarted() {
+    let mut server = RedisServer::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let c: Arc<dyn Connector> = Arc::new(
+        RedisConnector::with_config(RedisConfig {
+            prefix: format!("faults-{}:", Key::random()),
+            response_timeout_ms: 3_000,
+            connect_timeout_ms: 1_000,
+            ..RedisConfig::new(server.url())
+        })
+        .unwrap(),
+    );
+    let data = payload(32 << 20, 21);
+    let key = c.put(data.clone()).await.unwrap();
+    // The connector's bound is 1 s + 3 s; the rest is slack for a loaded machine.
+    stop_mid_get(c.clone(), &key, &data, Duration::from_secs(8), || {
+        server.stop()
+    })
+    .await;
+
+    // Same port, same connector: works again (this server keeps nothing across restarts).
+    server.restart().unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), c.get(&key))
+        .await
+        .expect("no hang after the restart")
+        .expect("the same connector works after the restart");
+    assert_eq!(got, None);
+    let key = c.put(data.clone()).await.unwrap();
+    assert_eq!(c.get(&key).await.unwrap(), Some(data));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_stopped_mid_get_then_restarted() {
+    let mut server = S3Server::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let c: Arc<dyn Connector> = Arc::new(
+        S3Connector::with_config(S3Config {
+            part_size: MIN_PART_SIZE,
+            operation_timeout_ms: 8_000,
+            ..server.config(&format!("faults-{}/", Key::random()))
+        })
+        .unwrap(),
+    );
+    let data = payload(32 << 20, 22);
+    let key = c.put(data.clone()).await.unwrap();
+    stop_mid_get(c.clone(), &key, &data, Duration::from_secs(12), || {
+        server.stop()
+    })
+    .await;
+
+    // Same port, same connector; the object on disk survived and comes back whole.
+    server.restart().unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(30), c.get(&key))
+        .await
+        .expect("no hang after the restart")
+        .expect("the same connector works after the restart");
+    assert!(got == Some(data), "the object did not come back whole");
 }
