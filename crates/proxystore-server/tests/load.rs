@@ -253,13 +253,26 @@ async fn sixty_four_clients_lose_nothing_and_memory_stays_bounded() {
         })
         .collect();
     // Meanwhile the server's own figures: stored plus reserved bytes never pass the limit.
+    // In long runs, the server's RSS every 10 s shows whether it levels off.
     let monitor = tokio::spawn({
         let c = GrpcConnector::new(server.url.clone()).unwrap();
+        let pid = pid.clone();
         async move {
             let mut most = 0u64;
+            let mut next_sample = started;
             while Instant::now() < deadline {
                 let s = c.stat().await.unwrap();
                 most = most.max(s.bytes_used + s.bytes_in_flight);
+                if run >= Duration::from_secs(60) && Instant::now() >= next_sample {
+                    println!(
+                        "load: at {:>4.0?}: server RSS {}, peak {}, {} stored",
+                        started.elapsed(),
+                        mib(proc_status_bytes(&pid, "VmRSS:")),
+                        mib(proc_status_bytes(&pid, "VmHWM:")),
+                        mib(s.bytes_used)
+                    );
+                    next_sample += Duration::from_secs(10);
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             most
@@ -469,4 +482,50 @@ async fn a_full_store_refuses_puts_instead_of_growing() {
     assert!(c.exists(&k).await.unwrap());
     let s = c.stat().await.unwrap();
     assert_eq!((s.bytes_used, s.bytes_in_flight), (FULL_LIMIT, 0), "{s:?}");
+}
+
+/// Many small objects cost about their size plus bookkeeping, not a transport buffer each: a
+/// 100 B object received as one chunk used to keep its whole receive buffer (about 7 KiB)
+/// alive, so 20 000 of them took 125 MiB for 2 MiB of data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_objects_do_not_pin_receive_buffers() {
+    const OBJECTS: usize = 32_000;
+    const SIZE: usize = 100;
+    const PUTTERS: usize = 16;
+    let server = ServerProcess::start(&["--max-total-bytes", "64MiB"]);
+    let pid = server.pid().to_string();
+    let c = GrpcConnector::new(server.url.clone()).unwrap();
+    c.put(Bytes::from_static(b"warm-up")).await.unwrap();
+    let before = proc_status_bytes(&pid, "VmRSS:");
+    let tasks: Vec<_> = (0..PUTTERS)
+        .map(|t| {
+            let c = GrpcConnector::new(server.url.clone()).unwrap();
+            tokio::spawn(async move {
+                for i in 0..OBJECTS / PUTTERS {
+                    let seed = (t * OBJECTS + i) as u64;
+                    c.put(proxystore::conformance::payload(SIZE, seed))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .expect("puts hung")
+            .unwrap();
+    }
+    let s = c.stat().await.unwrap();
+    assert_eq!(s.object_count, OBJECTS as u64 + 1);
+    let grown = proc_status_bytes(&pid, "VmRSS:").saturating_sub(before);
+    let per_object = grown / OBJECTS as u64;
+    println!(
+        "{OBJECTS} objects of {SIZE} B: server RSS grew by {} ({per_object} B per object)",
+        mib(grown)
+    );
+    assert!(
+        per_object < 2048,
+        "each {SIZE} B object costs the server {per_object} B"
+    );
 }

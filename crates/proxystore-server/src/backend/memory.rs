@@ -72,8 +72,12 @@ impl Backend for MemoryBackend {
     }
 }
 
-/// Buffers one object; a declared size is allocated once, and an object that arrives as a
-/// single chunk of that size is kept as received, without a copy.
+/// Buffers one object; a declared size is allocated once.
+///
+/// An object that arrives as one chunk is copied into an allocation of its own when committed:
+/// the chunk is a slice of the transport's receive buffer and would keep all of it alive for as
+/// long as the object is stored (a 100 B object held about 7 KiB, so a store full of small
+/// objects used many times its byte limit).
 struct MemoryWriter {
     objects: Map,
     key: Key,
@@ -111,7 +115,10 @@ impl ObjectWriter for MemoryWriter {
             buf,
             ..
         } = *self;
-        let data = single.unwrap_or_else(|| Bytes::from(buf));
+        let data = match single {
+            Some(chunk) => Bytes::copy_from_slice(&chunk),
+            None => Bytes::from(buf),
+        };
         objects
             .write()
             .unwrap_or_else(|e| e.into_inner())
