@@ -32,6 +32,9 @@
 //! # Ok::<_, Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! [`store_service`] gives the store service alone, to mount in a tonic router of one's own
+//! next to other services.
+//!
 //! # Standalone
 //!
 //! [`serve`] runs until SIGINT or SIGTERM, then finishes the calls in flight (for up to
@@ -45,11 +48,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use proxystore::connector::grpc::rpc_trace::RpcTraceLayer;
 use proxystore::connector::grpc::{
     CONNECTION_WINDOW, GrpcConfig, GrpcConnector, MAX_FRAME_SIZE, STREAM_WINDOW,
 };
-use proxystore_proto::v1::store_service_server::StoreServiceServer;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
@@ -60,16 +61,14 @@ mod auth;
 mod backend;
 mod config;
 mod linger;
+mod mount;
 mod service;
 
 #[cfg(feature = "cli")]
 pub use args::{BackendKind, ServeArgs, parse_size};
 pub use backend::{BackendConfig, MAX_KEY_BYTES};
 pub use config::{DEFAULT_PORT, ServerConfig, TlsConfig};
-
-use accounting::Accounting;
-use auth::BearerAuth;
-use service::{Limits, StoreSvc};
+pub use mount::{StoreService, store_service};
 
 /// Why a server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +110,7 @@ pub struct Server {
     config: ServerConfig,
     listener: tokio::net::TcpListener,
     local_addr: SocketAddr,
-    svc: StoreSvc,
+    store: StoreService,
 }
 
 impl std::fmt::Debug for Server {
@@ -130,19 +129,7 @@ impl Server {
     /// [`ServerError::Config`], [`ServerError::Backend`] when the backend cannot be opened,
     /// [`ServerError::Bind`] when the address is taken.
     pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
-        config.check()?;
-        let backend = config.backend.build().await?;
-        let acc = Accounting::new(config.max_total_bytes, backend.existing().await?);
-        let svc = StoreSvc::new(
-            backend,
-            acc,
-            Limits {
-                max_object: config.max_object_bytes,
-                max_total: config.max_total_bytes,
-                chunk_size: config.chunk_size,
-                auth_required: config.token.is_some(),
-            },
-        );
+        let store = store_service(&config).await?;
         let listener = tokio::net::TcpListener::bind(config.address)
             .await
             .map_err(|source| ServerError::Bind {
@@ -157,7 +144,7 @@ impl Server {
             config,
             listener,
             local_addr,
-            svc,
+            store,
         })
     }
 
@@ -192,7 +179,7 @@ impl Server {
             config,
             listener,
             local_addr,
-            svc,
+            store,
         } = self;
         let (reporter, health) = tonic_health::server::health_reporter();
         reporter
@@ -205,13 +192,6 @@ impl Server {
         let reflection_v1alpha = reflection_builder()
             .build_v1alpha()
             .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
-        let store = tonic::service::interceptor::InterceptedService::new(
-            StoreServiceServer::new(svc.clone())
-                .max_decoding_message_size(config.max_message_bytes)
-                .max_encoding_message_size(config.max_message_bytes),
-            BearerAuth::new(config.token.as_deref()),
-        );
-
         #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
         let mut builder = tonic::transport::Server::builder()
             .initial_stream_window_size(STREAM_WINDOW)
@@ -226,28 +206,13 @@ impl Server {
                 tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem),
             ))?;
         }
-        // A `grpc.server` span per store call, continuing the caller's trace context; health
-        // checks and reflection stay out of the traces.
+        // The store service traces its own calls; health checks and reflection stay out of
+        // the traces.
         let router = builder
-            .layer(RpcTraceLayer::server().only(STORE_CALL_PREFIX))
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(store);
-
-        // Expired objects are evicted in the background for as long as the server runs.
-        let sweeper = AbortOnDrop(tokio::spawn({
-            let svc = svc.clone();
-            let every = config.sweep_interval.max(Duration::from_millis(10));
-            async move {
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    svc.sweep_expired().await;
-                }
-            }
-        }));
 
         // The builder's TCP_NODELAY does not apply to a custom incoming stream: set it here.
         // Each connection closes with a lingering drain (see `linger`).
@@ -281,13 +246,9 @@ impl Server {
                 Ok(())
             }
         };
-        drop(sweeper);
         result
     }
 }
-
-/// Path prefix of the store service's calls.
-const STORE_CALL_PREFIX: &str = "/proxystore.v1.StoreService/";
 
 fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
@@ -302,14 +263,6 @@ fn url(config: &ServerConfig, addr: SocketAddr) -> String {
         "http"
     };
     format!("{scheme}://{addr}")
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// A future that completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
