@@ -66,17 +66,27 @@ pub fn proxy_postcard(data: &[u8]) {
 }
 
 /// A `Proxy<Vec<u8>>` and a [`FuzzTask`] from MessagePack.
+///
+/// Decoded as `docs/reliability.md` tells callers to decode untrusted MessagePack: with a
+/// nesting limit (`codec::MAX_DEPTH`, as the core's own codec), since rmp-serde's default of
+/// 1 024 levels overflows a 2 MiB thread stack in unoptimised builds.
 pub fn proxy_msgpack(data: &[u8]) {
     stable(
         data,
-        |b| rmp_serde::from_slice::<Proxy<Vec<u8>>>(b).ok(),
+        |b| msgpack::<Proxy<Vec<u8>>>(b),
         |v| rmp_serde::to_vec_named(v).ok(),
     );
     stable(
         data,
-        |b| rmp_serde::from_slice::<FuzzTask>(b).ok(),
+        |b| msgpack::<FuzzTask>(b),
         |v| rmp_serde::to_vec_named(v).ok(),
     );
+}
+
+fn msgpack<T: serde::de::DeserializeOwned>(data: &[u8]) -> Option<T> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(data);
+    de.set_max_depth(proxystore::codec::MAX_DEPTH);
+    T::deserialize(&mut de).ok()
 }
 
 /// Whatever decodes must encode, decode again and encode to the same bytes. (Bytes, not `==`:
