@@ -71,16 +71,12 @@ pub fn proxy_postcard(data: &[u8]) {
 /// nesting limit (`codec::MAX_DEPTH`, as the core's own codec), since rmp-serde's default of
 /// 1 024 levels overflows a 2 MiB thread stack in unoptimised builds.
 pub fn proxy_msgpack(data: &[u8]) {
-    stable(
-        data,
-        |b| msgpack::<Proxy<Vec<u8>>>(b),
-        |v| rmp_serde::to_vec_named(v).ok(),
-    );
-    stable(
-        data,
-        |b| msgpack::<FuzzTask>(b),
-        |v| rmp_serde::to_vec_named(v).ok(),
-    );
+    stable(data, msgpack::<Proxy<Vec<u8>>>, |v| {
+        rmp_serde::to_vec_named(v).ok()
+    });
+    stable(data, msgpack::<FuzzTask>, |v| {
+        rmp_serde::to_vec_named(v).ok()
+    });
 }
 
 fn msgpack<T: serde::de::DeserializeOwned>(data: &[u8]) -> Option<T> {
