@@ -36,6 +36,74 @@ mod conformance {
     proxystore::conformance_tests!(fixture);
 }
 
+/// The same suite with objects above 1 MiB written in pieces (the 64 MiB case among them).
+mod conformance_chunked {
+    use super::*;
+
+    async fn fixture() -> Fixture {
+        let server = start();
+        let c = RedisConnector::with_config(RedisConfig {
+            chunked_above_bytes: 1 << 20,
+            chunk_bytes: 1 << 20,
+            ..config(&server)
+        })
+        .expect("redis connector");
+        Fixture::with_guard(c, server)
+    }
+    proxystore::conformance_tests!(fixture);
+}
+
+/// Every key of the server, through a raw client.
+fn all_keys(server: &RedisServer) -> Vec<String> {
+    let mut raw = redis::Client::open(server.url().as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    redis::cmd("KEYS").arg("*").query(&mut raw).unwrap()
+}
+
+fn pttl(server: &RedisServer, key: &str) -> i64 {
+    let mut raw = redis::Client::open(server.url().as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    redis::cmd("PTTL").arg(key).query(&mut raw).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_objects_go_in_pieces_atomically_with_their_ttl() {
+    let server = start();
+    let base = config(&server);
+    let prefix = base.prefix.clone();
+    let pieces = RedisConnector::with_config(RedisConfig {
+        chunked_above_bytes: 4096,
+        chunk_bytes: 4096,
+        ..base.clone()
+    })
+    .unwrap();
+    // Sizes around the piece size, and one that is not a multiple of it.
+    for size in [4095, 4096, 4097, 100_003] {
+        let data = payload(size, size as u64);
+        let key = pieces.put(data.clone()).await.unwrap();
+        assert_eq!(pieces.get(&key).await.unwrap(), Some(data), "{size} B");
+        assert_eq!(pttl(&server, &format!("{prefix}{key}")), -1, "no TTL");
+    }
+    // Only the objects are left: no temporary keys.
+    assert_eq!(all_keys(&server).len(), 4, "{:?}", all_keys(&server));
+    assert!(all_keys(&server).iter().all(|k| !k.contains(".tmp-")));
+
+    let expiring = RedisConnector::with_config(RedisConfig {
+        chunked_above_bytes: 1000,
+        chunk_bytes: 4096,
+        ttl_ms: Some(600_000),
+        ..base
+    })
+    .unwrap();
+    let key = expiring.put(payload(50_000, 3)).await.unwrap();
+    let ttl = pttl(&server, &format!("{prefix}{key}"));
+    assert!(ttl > 500_000 && ttl <= 600_000, "ttl {ttl}");
+}
+
 /// Puts objects until one fails, counting successes in `done`; returns the error.
 async fn put_until_error(c: RedisConnector, size: usize, done: Arc<AtomicUsize>) -> Error {
     let data = payload(size, 7);

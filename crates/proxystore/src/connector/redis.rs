@@ -39,6 +39,15 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default timeout of one connection attempt (TCP, TLS and the Redis handshake).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Default [`RedisConfig::chunked_above_bytes`]: 128 MiB.
+pub const DEFAULT_CHUNKED_ABOVE_BYTES: u64 = 128 << 20;
+
+/// Default [`RedisConfig::chunk_bytes`]: 16 MiB.
+pub const DEFAULT_CHUNK_BYTES: u64 = 16 << 20;
+
+/// How long the temporary key of a chunked write outlives a writer that died mid-way.
+const CHUNKED_WRITE_TTL_MS: u64 = 60 * 60 * 1000;
+
 /// Keys per `DEL` or `MGET` command in batch operations, to bound the size of one command.
 const BATCH_CHUNK: usize = 1000;
 /// Reconnection attempts the manager makes before it reports the failure (then the next
@@ -97,6 +106,27 @@ pub struct RedisConfig {
     pub response_timeout_ms: u64,
     /// How long one connection attempt may take, in milliseconds (default 5 000).
     pub connect_timeout_ms: u64,
+    /// Objects larger than this (default [`DEFAULT_CHUNKED_ABOVE_BYTES`]) are written and read
+    /// in pieces of [`Self::chunk_bytes`]: written into a temporary key with `SETRANGE` and
+    /// renamed over the key when complete, so readers never see part of an object; read with
+    /// `GETRANGE` into one buffer. A single `SET` makes the redis client hold about three more
+    /// copies of the object while it encodes the command, and a `GET` one more while it
+    /// decodes the reply; in pieces it holds a few pieces more than the object. Below the limit
+    /// one `SET` is faster: the server keeps the received argument as the value, where pieces
+    /// are copied into a preallocated value.
+    #[serde(skip_serializing_if = "is_default_chunked_above")]
+    pub chunked_above_bytes: u64,
+    /// Size of the pieces of a large object (default [`DEFAULT_CHUNK_BYTES`]).
+    #[serde(skip_serializing_if = "is_default_chunk")]
+    pub chunk_bytes: u64,
+}
+
+fn is_default_chunk(n: &u64) -> bool {
+    *n == DEFAULT_CHUNK_BYTES
+}
+
+fn is_default_chunked_above(n: &u64) -> bool {
+    *n == DEFAULT_CHUNKED_ABOVE_BYTES
 }
 
 impl Default for RedisConfig {
@@ -113,6 +143,8 @@ impl Default for RedisConfig {
             ttl_ms: None,
             response_timeout_ms: DEFAULT_RESPONSE_TIMEOUT.as_millis() as u64,
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT.as_millis() as u64,
+            chunked_above_bytes: DEFAULT_CHUNKED_ABOVE_BYTES,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
         }
     }
 }
@@ -131,6 +163,8 @@ impl fmt::Debug for RedisConfig {
             .field("ttl_ms", &self.ttl_ms)
             .field("response_timeout_ms", &self.response_timeout_ms)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("chunked_above_bytes", &self.chunked_above_bytes)
+            .field("chunk_bytes", &self.chunk_bytes)
             .finish()
     }
 }
@@ -229,6 +263,11 @@ impl RedisConfig {
         if self.ttl_ms == Some(0) {
             return Err(Error::config("redis ttl_ms must be above zero"));
         }
+        if self.chunk_bytes == 0 || self.chunked_above_bytes == 0 {
+            return Err(Error::config(
+                "redis chunk_bytes and chunked_above_bytes must be above zero",
+            ));
+        }
         if self.tls_ca_file.is_some() && url.scheme() != "rediss" {
             return Err(bad("tls_ca_file needs a rediss:// URL"));
         }
@@ -244,6 +283,8 @@ impl RedisConfig {
             ttl_ms: self.ttl_ms,
             response_timeout_ms: self.response_timeout_ms,
             connect_timeout_ms: self.connect_timeout_ms,
+            chunked_above_bytes: self.chunked_above_bytes,
+            chunk_bytes: self.chunk_bytes,
         })
     }
 }
@@ -397,6 +438,154 @@ impl RedisConnector {
     }
 }
 
+impl RedisConnector {
+    /// Write a large object in pieces into a temporary key, then rename it over `key`: readers
+    /// never see a partial object, and a writer that dies leaves a key that expires.
+    async fn set_chunked(&self, key: &Key, data: Bytes) -> Result<()> {
+        let target = self.redis_key(key);
+        let mut tmp = target.clone();
+        tmp.extend_from_slice(format!(".tmp-{}", Key::random()).as_bytes());
+        let result = self.write_pieces(&tmp, &target, data).await;
+        if result.is_err() {
+            let _ = self
+                .run("DEL", move |mut con| {
+                    let tmp = tmp.clone();
+                    async move { redis::cmd("DEL").arg(tmp).query_async::<()>(&mut con).await }
+                })
+                .await;
+        }
+        result
+    }
+
+    /// The rest of a large object whose first `first.len()` bytes have been read.
+    async fn get_rest(&self, k: Vec<u8>, first: Vec<u8>) -> Result<Bytes> {
+        let changed = || Error::Backend {
+            connector: KIND.into(),
+            message: "GET: the object changed or was evicted while it was read in pieces".into(),
+            source: None,
+        };
+        let kk = k.clone();
+        let total: u64 = self
+            .run("STRLEN", move |mut con| {
+                let k = kk.clone();
+                async move { redis::cmd("STRLEN").arg(k).query_async(&mut con).await }
+            })
+            .await?;
+        let total = usize::try_from(total).map_err(|_| Error::LimitExceeded {
+            message: format!("redis GET: an object of {total} bytes does not fit in memory"),
+        })?;
+        if total < first.len() {
+            return Err(changed());
+        }
+        let mut buf: Vec<u8> = Vec::new();
+        buf.try_reserve_exact(total)
+            .map_err(|_| Error::LimitExceeded {
+                message: format!("redis GET: cannot allocate {total} bytes"),
+            })?;
+        buf.extend_from_slice(&first);
+        drop(first);
+        let piece = usize::try_from(self.inner.config.chunk_bytes).unwrap_or(usize::MAX);
+        while buf.len() < total {
+            let (start, end) = (buf.len(), total.min(buf.len().saturating_add(piece)));
+            let kk = k.clone();
+            let part: Vec<u8> = self
+                .run("GETRANGE", move |mut con| {
+                    let k = kk.clone();
+                    async move {
+                        redis::cmd("GETRANGE")
+                            .arg(k)
+                            .arg(start)
+                            .arg(end - 1)
+                            .query_async(&mut con)
+                            .await
+                    }
+                })
+                .await?;
+            if part.len() != end - start {
+                return Err(changed());
+            }
+            buf.extend_from_slice(&part);
+        }
+        Ok(Bytes::from(buf))
+    }
+
+    async fn write_pieces(&self, tmp: &[u8], target: &[u8], data: Bytes) -> Result<()> {
+        let len = data.len();
+        let piece = usize::try_from(self.inner.config.chunk_bytes).unwrap_or(usize::MAX);
+        // Writing the last byte first makes the server allocate the whole string once, instead
+        // of growing (and copying) it with every piece.
+        let t = tmp.to_vec();
+        self.run("SETRANGE", move |mut con| {
+            let t = t.clone();
+            async move {
+                redis::pipe()
+                    .atomic()
+                    .cmd("SETRANGE")
+                    .arg(&t)
+                    .arg(len - 1)
+                    .arg(&b"\0"[..])
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(&t)
+                    .arg(CHUNKED_WRITE_TTL_MS)
+                    .ignore()
+                    .query_async::<()>(&mut con)
+                    .await
+            }
+        })
+        .await?;
+        for offset in (0..len).step_by(piece) {
+            let part = data.slice(offset..len.min(offset.saturating_add(piece)));
+            let t = tmp.to_vec();
+            // SETRANGE is idempotent: a retry after a lost connection writes the same bytes.
+            self.run("SETRANGE", move |mut con| {
+                let (t, part) = (t.clone(), part.clone());
+                async move {
+                    redis::cmd("SETRANGE")
+                        .arg(t)
+                        .arg(offset)
+                        .arg(part.as_ref())
+                        .query_async::<()>(&mut con)
+                        .await
+                }
+            })
+            .await?;
+        }
+        let (t, k) = (tmp.to_vec(), target.to_vec());
+        let ttl = self.inner.config.ttl_ms;
+        let renamed = self
+            .run("RENAME", move |mut con| {
+                let (t, k) = (t.clone(), k.clone());
+                async move {
+                    let mut p = redis::pipe();
+                    p.atomic().cmd("RENAME").arg(&t).arg(&k).ignore();
+                    match ttl {
+                        Some(ms) => p.cmd("PEXPIRE").arg(&k).arg(ms).ignore(),
+                        None => p.cmd("PERSIST").arg(&k).ignore(),
+                    };
+                    p.query_async::<()>(&mut con).await
+                }
+            })
+            .await;
+        if renamed.is_err() {
+            // A rename that succeeded before its reply was lost finds no temporary key when
+            // retried: the object is in place.
+            let k = target.to_vec();
+            let present: bool = self
+                .run("EXISTS", move |mut con| {
+                    let k = k.clone();
+                    async move { redis::cmd("EXISTS").arg(k).query_async(&mut con).await }
+                })
+                .await
+                .unwrap_or(false);
+            if present {
+                return Ok(());
+            }
+        }
+        renamed
+    }
+}
+
 impl Inner {
     async fn manager(&self) -> Result<ConnectionManager> {
         self.manager
@@ -474,12 +663,56 @@ impl Connector for RedisConnector {
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
+        // At most `chunked_above_bytes` in one reply (whose decoding holds two copies of it);
+        // a larger object is read in pieces into one buffer.
         let k = self.redis_key(key);
-        self.run("GET", move |mut con| {
-            let k = k.clone();
-            async move { redis::cmd("GET").arg(k).query_async(&mut con).await }
-        })
-        .await
+        let first_end = self.inner.config.chunked_above_bytes.saturating_sub(1);
+        let kk = k.clone();
+        let first: Vec<u8> = self
+            .run("GET", move |mut con| {
+                let k = kk.clone();
+                async move {
+                    redis::cmd("GETRANGE")
+                        .arg(k)
+                        .arg(0)
+                        .arg(first_end)
+                        .query_async(&mut con)
+                        .await
+                }
+            })
+            .await?;
+        let first = if first.is_empty() {
+            // GETRANGE reads an absent key as empty: ask again with EXISTS in the same
+            // transaction (the object may also have been written since).
+            let kk = k.clone();
+            let (present, first): (bool, Vec<u8>) = self
+                .run("GET", move |mut con| {
+                    let k = kk.clone();
+                    async move {
+                        redis::pipe()
+                            .atomic()
+                            .cmd("EXISTS")
+                            .arg(&k)
+                            .cmd("GETRANGE")
+                            .arg(&k)
+                            .arg(0)
+                            .arg(first_end)
+                            .query_async(&mut con)
+                            .await
+                    }
+                })
+                .await?;
+            if !present {
+                return Ok(None);
+            }
+            first
+        } else {
+            first
+        };
+        if (first.len() as u64) < self.inner.config.chunked_above_bytes {
+            return Ok(Some(Bytes::from(first)));
+        }
+        self.get_rest(k, first).await.map(Some)
     }
 
     async fn exists(&self, key: &Key) -> Result<bool> {
@@ -596,6 +829,9 @@ impl Connector for RedisConnector {
     }
 
     async fn set(&self, key: &Key, data: Bytes) -> Result<()> {
+        if data.len() as u64 > self.inner.config.chunked_above_bytes {
+            return self.set_chunked(key, data).await;
+        }
         // Shared, not cloned, between attempts: it holds a copy of the object.
         let cmd = Arc::new(self.set_cmd(self.redis_key(key), &data));
         self.run("SET", move |mut con| {
