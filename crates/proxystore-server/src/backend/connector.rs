@@ -124,7 +124,13 @@ impl ObjectWriter for ConnectorWriter {
             buf,
             ..
         } = *self;
-        let data = single.unwrap_or_else(|| Bytes::from(buf));
+        // A single chunk is a slice of the transport's receive buffer: a connector that keeps
+        // the object (a fronted memory connector) would keep that whole buffer alive, so the
+        // object gets an allocation of its own (at most one chunk is copied).
+        let data = match single {
+            Some(chunk) => Bytes::copy_from_slice(&chunk),
+            None => Bytes::from(buf),
+        };
         match key {
             Some(k) => connector.set(&k, data).await.map(|()| k),
             None => connector.put_opts(data, &options).await,
