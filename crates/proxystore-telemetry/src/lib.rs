@@ -223,11 +223,14 @@ impl Config {
                 Ok::<_, Error>(
                     tracing_opentelemetry::layer()
                         .with_tracer(p.tracer("proxystore"))
-                        // Per span, the thread attributes cost an allocation, and context
-                        // activation and busy/idle tracking work on every poll; parents come
-                        // from the tracing span tree without activation, and the exported
-                        // start and end times show the durations.
+                        // Per span, the thread attributes cost an allocation, the source
+                        // location adds three attributes to encode, export and store (the
+                        // span names say where they come from), and context activation and
+                        // busy/idle tracking work on every poll; parents come from the tracing
+                        // span tree without activation, and the exported start and end times
+                        // show the durations.
                         .with_threads(false)
+                        .with_location(false)
                         .with_context_activation(false)
                         .with_tracked_inactivity(false)
                         .with_filter(self.trace_filter()?),
