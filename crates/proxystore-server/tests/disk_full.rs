@@ -8,46 +8,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use bytes::Bytes;
+use proxystore::conformance::SmallDisk;
 use proxystore::connector::Connector;
 use proxystore::connector::grpc::UploadOptions;
 use proxystore::{Error, Result};
 use proxystore_server::{ServerConfig, spawn};
-
-/// A tmpfs of `size` mounted on a fresh temporary directory, unmounted on drop.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> SmallDisk {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .expect("the `mount` command is needed for the disk-full test");
-        assert!(
-            out.status.success(),
-            "the disk-full test mounts a small tmpfs and needs root (or CAP_SYS_ADMIN): \
-             `mount -t tmpfs` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        SmallDisk { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
 
 fn entries(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
@@ -70,7 +37,7 @@ async fn settled(dir: &Path, expected: usize) -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_resource_exhausted_with_nothing_left_behind() {
-    let disk = SmallDisk::mount("1m");
+    let disk = SmallDisk::mount("1m").unwrap_or_else(|e| panic!("{e}"));
     // The data directory is a subdirectory, so the server can create it itself.
     let data = disk.path().join("objects");
     let server = spawn(ServerConfig::default().file(&data)).unwrap();

@@ -7,45 +7,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use bytes::Bytes;
 use proxystore::Error;
+use proxystore::conformance::SmallDisk;
 use proxystore::connector::Connector;
 use proxystore::connector::file::FileConnector;
-
-/// A tmpfs of `size` mounted on a fresh temporary directory, unmounted on drop.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> SmallDisk {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .expect("the `mount` command is needed for the disk-full test");
-        assert!(
-            out.status.success(),
-            "the disk-full test mounts a small tmpfs and needs root (or CAP_SYS_ADMIN): \
-             `mount -t tmpfs` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        SmallDisk { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
 
 fn entries(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
@@ -56,7 +23,7 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
 
 #[tokio::test]
 async fn a_full_disk_is_limit_exceeded_with_nothing_left_behind() {
-    let disk = SmallDisk::mount("1m");
+    let disk = SmallDisk::mount("1m").unwrap_or_else(|e| panic!("{e}"));
     let c = FileConnector::new(disk.path()).unwrap();
 
     let too_big = Bytes::from(vec![7u8; 2 << 20]);

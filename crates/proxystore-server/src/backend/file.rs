@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 use proxystore::connector::PutOptions;
+use proxystore::connector::file::{TMP_PREFIX, open_object, validate_key};
 use proxystore::{Error, Key, Result};
 
 use super::{Backend, Body, ObjectReader, ObjectWriter, clamp};
 
 const KIND: &str = "file";
-const TMP_PREFIX: &str = ".tmp-";
 
 pub(crate) fn io_error(what: &str, e: std::io::Error) -> Error {
     match e.kind() {
@@ -65,76 +65,9 @@ impl FileBackend {
     }
 
     fn path(&self, key: &Key) -> Result<PathBuf> {
-        check_file_key(key.as_str())?;
+        validate_key(key.as_str())?;
         Ok(self.directory.join(key.as_str()))
     }
-}
-
-/// Keys must be plain file names inside the directory (the rules of the file connector).
-fn check_file_key(key: &str) -> Result<()> {
-    let reason = if key.is_empty() {
-        Some("empty key")
-    } else if key == "." || key == ".." {
-        Some("a relative path component")
-    } else if key.contains(['/', '\\']) {
-        Some("contains a path separator")
-    } else if key.contains('\0') {
-        Some("contains NUL")
-    } else if key.starts_with(TMP_PREFIX) {
-        Some("reserved prefix")
-    } else if key.len() > 255 {
-        Some("longer than 255 bytes")
-    } else {
-        None
-    };
-    match reason {
-        Some(r) => Err(Error::InvalidKey {
-            connector: KIND.into(),
-            key: key.to_owned(),
-            reason: r.into(),
-        }),
-        None => Ok(()),
-    }
-}
-
-/// Open the object file at `path` for reading, with its length; `None` when absent.
-///
-/// Only a regular file is an object (as in the file connector): a symbolic link planted in the
-/// directory would make a key read a file outside it, and opening a FIFO would block. The entry
-/// is checked without following links before it is opened, and the opened file must be that
-/// same entry.
-fn open_object(path: &Path) -> std::io::Result<Option<(std::fs::File, u64)>> {
-    let not_an_object = || {
-        std::io::Error::other(format!(
-            "{} is not a regular file (a symbolic link or special file in the directory)",
-            path.display()
-        ))
-    };
-    let Some(entry) = not_found_is_none(std::fs::symlink_metadata(path))? else {
-        return Ok(None);
-    };
-    if !entry.is_file() {
-        return Err(not_an_object());
-    }
-    let Some(f) = not_found_is_none(std::fs::File::open(path))? else {
-        return Ok(None);
-    };
-    let opened = f.metadata()?;
-    if !same_file(&entry, &opened) {
-        return Err(not_an_object());
-    }
-    Ok(Some((f, opened.len())))
-}
-
-#[cfg(unix)]
-fn same_file(entry: &std::fs::Metadata, opened: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    entry.dev() == opened.dev() && entry.ino() == opened.ino()
-}
-
-#[cfg(not(unix))]
-fn same_file(_entry: &std::fs::Metadata, opened: &std::fs::Metadata) -> bool {
-    opened.is_file()
 }
 
 fn not_found_is_none<T>(r: std::io::Result<T>) -> std::io::Result<Option<T>> {
@@ -156,7 +89,7 @@ impl Backend for FileBackend {
     }
 
     fn check_key(&self, key: &str) -> Result<()> {
-        check_file_key(key)
+        validate_key(key)
     }
 
     async fn existing(&self) -> Result<Vec<(Key, u64)>> {
@@ -167,7 +100,7 @@ impl Backend for FileBackend {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let meta = entry.metadata()?;
-                if meta.is_file() && check_file_key(&name).is_ok() {
+                if meta.is_file() && validate_key(&name).is_ok() {
                     out.push((Key::from(name), meta.len()));
                 }
             }

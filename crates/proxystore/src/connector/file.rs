@@ -22,7 +22,9 @@ use crate::key::Key;
 pub const KIND: &str = "file";
 
 /// Prefix of in-progress writes; [`validate_key`] refuses it, so no key can name one.
-pub(crate) const TMP_PREFIX: &str = ".tmp-";
+/// Prefix of the temporary files that writes go through before they are renamed into place;
+/// no key may start with it.
+pub const TMP_PREFIX: &str = ".tmp-";
 
 /// Options of a [`FileConnector`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,8 +171,19 @@ fn io_error(what: &str, e: std::io::Error) -> Error {
     Error::backend(KIND, what, e)
 }
 
-/// Reject keys that are not a plain file name inside the directory.
-pub(crate) fn validate_key(key: &str) -> Result<()> {
+/// Reject keys that are not a plain file name inside the directory: empty, `.` or `..`, with a
+/// path separator or NUL, starting with [`TMP_PREFIX`], or longer than 255 bytes. Shared by
+/// every store that keeps objects as files (the gRPC server's file backend too).
+///
+/// ```
+/// use proxystore::connector::file::validate_key;
+/// assert!(validate_key("3f2a-weights").is_ok());
+/// assert!(validate_key("../etc/passwd").is_err());
+/// ```
+///
+/// # Errors
+/// [`Error::InvalidKey`] saying why.
+pub fn validate_key(key: &str) -> Result<()> {
     let reason = if key.is_empty() {
         Some("empty key")
     } else if key == "." || key == ".." {
@@ -202,7 +215,10 @@ pub(crate) fn validate_key(key: &str) -> Result<()> {
 /// can write to it would make a key read a file outside the directory, and opening a FIFO would
 /// block: the entry is checked without following links before it is opened, and the opened file
 /// must be that same entry (so a swap in between is refused too).
-fn open_object(path: &Path) -> std::io::Result<Option<(std::fs::File, u64)>> {
+///
+/// # Errors
+/// An I/O error, or [`std::io::ErrorKind::Other`] when the entry is not a regular file.
+pub fn open_object(path: &Path) -> std::io::Result<Option<(std::fs::File, u64)>> {
     let not_an_object = || {
         std::io::Error::other(format!(
             "{} is not a regular file (a symbolic link or special file in the directory)",
