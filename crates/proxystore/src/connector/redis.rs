@@ -457,51 +457,55 @@ impl RedisConnector {
         result
     }
 
+    /// GETRANGE of `k` over `range` (end exclusive, not empty); an absent key reads as empty.
+    async fn getrange(&self, k: &[u8], range: Range<u64>) -> Result<Bytes> {
+        let k = k.to_vec();
+        self.run("GETRANGE", move |mut con| {
+            let k = k.clone();
+            async move {
+                redis::cmd("GETRANGE")
+                    .arg(k)
+                    .arg(range.start)
+                    .arg(range.end - 1)
+                    .query_async(&mut con)
+                    .await
+            }
+        })
+        .await
+    }
+
     /// The rest of a large object whose first `first.len()` bytes have been read.
-    async fn get_rest(&self, k: Vec<u8>, first: Vec<u8>) -> Result<Bytes> {
+    async fn get_rest(&self, k: &[u8], first: Bytes) -> Result<Bytes> {
         let changed = || Error::Backend {
             connector: KIND.into(),
             message: "GET: the object changed or was evicted while it was read in pieces".into(),
             source: None,
         };
-        let kk = k.clone();
+        let kk = k.to_vec();
         let total: u64 = self
             .run("STRLEN", move |mut con| {
                 let k = kk.clone();
                 async move { redis::cmd("STRLEN").arg(k).query_async(&mut con).await }
             })
             .await?;
-        let total = usize::try_from(total).map_err(|_| Error::LimitExceeded {
+        let size = usize::try_from(total).map_err(|_| Error::LimitExceeded {
             message: format!("redis GET: an object of {total} bytes does not fit in memory"),
         })?;
-        if total < first.len() {
+        if size < first.len() {
             return Err(changed());
         }
         let mut buf: Vec<u8> = Vec::new();
-        buf.try_reserve_exact(total)
+        buf.try_reserve_exact(size)
             .map_err(|_| Error::LimitExceeded {
-                message: format!("redis GET: cannot allocate {total} bytes"),
+                message: format!("redis GET: cannot allocate {size} bytes"),
             })?;
         buf.extend_from_slice(&first);
         drop(first);
-        let piece = usize::try_from(self.inner.config.chunk_bytes).unwrap_or(usize::MAX);
-        while buf.len() < total {
-            let (start, end) = (buf.len(), total.min(buf.len().saturating_add(piece)));
-            let kk = k.clone();
-            let part: Vec<u8> = self
-                .run("GETRANGE", move |mut con| {
-                    let k = kk.clone();
-                    async move {
-                        redis::cmd("GETRANGE")
-                            .arg(k)
-                            .arg(start)
-                            .arg(end - 1)
-                            .query_async(&mut con)
-                            .await
-                    }
-                })
-                .await?;
-            if part.len() != end - start {
+        while (buf.len() as u64) < total {
+            let start = buf.len() as u64;
+            let end = total.min(start.saturating_add(self.inner.config.chunk_bytes));
+            let part = self.getrange(k, start..end).await?;
+            if part.len() as u64 != end - start {
                 return Err(changed());
             }
             buf.extend_from_slice(&part);
@@ -666,53 +670,22 @@ impl Connector for RedisConnector {
         // At most `chunked_above_bytes` in one reply (whose decoding holds two copies of it);
         // a larger object is read in pieces into one buffer.
         let k = self.redis_key(key);
-        let first_end = self.inner.config.chunked_above_bytes.saturating_sub(1);
-        let kk = k.clone();
-        let first: Vec<u8> = self
-            .run("GET", move |mut con| {
-                let k = kk.clone();
-                async move {
-                    redis::cmd("GETRANGE")
-                        .arg(k)
-                        .arg(0)
-                        .arg(first_end)
-                        .query_async(&mut con)
-                        .await
-                }
-            })
-            .await?;
+        let limit = self.inner.config.chunked_above_bytes;
+        let first = self.getrange(&k, 0..limit).await?;
         let first = if first.is_empty() {
             // GETRANGE reads an absent key as empty: ask again with EXISTS in the same
             // transaction (the object may also have been written since).
-            let kk = k.clone();
-            let (present, first): (bool, Vec<u8>) = self
-                .run("GET", move |mut con| {
-                    let k = kk.clone();
-                    async move {
-                        redis::pipe()
-                            .atomic()
-                            .cmd("EXISTS")
-                            .arg(&k)
-                            .cmd("GETRANGE")
-                            .arg(&k)
-                            .arg(0)
-                            .arg(first_end)
-                            .query_async(&mut con)
-                            .await
-                    }
-                })
-                .await?;
-            if !present {
-                return Ok(None);
+            match self.get_range(key, 0..limit).await? {
+                Some(first) => first,
+                None => return Ok(None),
             }
-            first
         } else {
             first
         };
-        if (first.len() as u64) < self.inner.config.chunked_above_bytes {
-            return Ok(Some(Bytes::from(first)));
+        if (first.len() as u64) < limit {
+            return Ok(Some(first));
         }
-        self.get_rest(k, first).await.map(Some)
+        self.get_rest(&k, first).await.map(Some)
     }
 
     async fn exists(&self, key: &Key) -> Result<bool> {
