@@ -23,6 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_transport(false)
         // `bytes::Bytes` fields: chunks are sliced out of the receive buffer without copying.
         .bytes(".")
+        // Requests that do not decode are INVALID_ARGUMENT, as the service documents.
+        .codec_path("crate::codec::ProtoCodec")
         .file_descriptor_set_path(out.join("proxystore_v1_descriptor.bin"))
         .compile_with_config(config, &protos, &[root])?;
     Ok(())

@@ -137,7 +137,7 @@ fn put_ttl(body: &[u8]) -> Option<u64> {
     let header = v1::PutRequest::decode(body.get(5..5 + len)?).ok()?;
     match header.msg? {
         v1::put_request::Msg::Header(h) => Some(h.ttl_millis),
-        v1::put_request::Msg::Chunk(_) => None,
+        v1::put_request::Msg::Chunk(_) | v1::put_request::Msg::Finish(_) => None,
     }
 }
 
@@ -176,6 +176,13 @@ pub fn put_header(header: v1::PutHeader) -> v1::PutRequest {
 pub fn put_chunk(data: &[u8]) -> v1::PutRequest {
     v1::PutRequest {
         msg: Some(v1::put_request::Msg::Chunk(Bytes::copy_from_slice(data))),
+    }
+}
+
+/// The Put message that ends an object.
+pub fn put_finish() -> v1::PutRequest {
+    v1::PutRequest {
+        msg: Some(v1::put_request::Msg::Finish(v1::PutFinish {})),
     }
 }
 

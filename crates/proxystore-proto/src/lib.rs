@@ -9,6 +9,8 @@
 //! copying. This crate depends only on `prost` and `tonic`; the ProxyStore core builds on it
 //! (feature `grpc`), never the other way round.
 
+pub mod codec;
+
 /// Package `proxystore.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 pub mod v1 {

@@ -3,12 +3,19 @@
 //! Uploads reserve their bytes before they are stored (up front when the size is declared,
 //! as chunks arrive otherwise), so that concurrent uploads cannot together overshoot the total
 //! limit; a reservation is released when its upload ends, committed or not.
+//!
+//! An upload that replaces a stored object under the same key is credited with that object's
+//! size: once it commits, the old bytes are gone, so a full store still accepts a replacement
+//! that is not larger than what it replaces. (Until then both versions are held: the limit can
+//! be passed by at most the size of the object being replaced.)
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use proxystore::{Digest, Error, Key, Result};
+
+use crate::backend::Existing;
 
 /// What is known of one stored object.
 #[derive(Clone, Debug)]
@@ -38,18 +45,22 @@ pub(crate) struct Accounting {
 }
 
 impl Accounting {
-    pub(crate) fn new(max_total: Option<u64>, existing: Vec<(Key, u64)>) -> Arc<Self> {
+    pub(crate) fn new(max_total: Option<u64>, existing: Vec<Existing>) -> Arc<Self> {
         let mut state = State::default();
-        for (k, size) in existing {
-            state.used += size;
-            state.objects.insert(
-                k,
-                Meta {
-                    size,
-                    digest: None,
-                    expires: None,
-                },
-            );
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        for e in existing {
+            state.used += e.size;
+            // An expiry time in the past is due now: the first sweep evicts it.
+            let expires = e
+                .meta
+                .expires_at
+                .map(|t| now + t.duration_since(wall).unwrap_or_default());
+            let meta = Meta {
+                size: e.size,
+                digest: e.meta.digest,
+                expires,
+            };
+            state.objects.insert(e.key, meta);
         }
         Arc::new(Accounting {
             max_total,
@@ -61,14 +72,20 @@ impl Accounting {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reserve `bytes` for an upload.
+    /// Reserve `bytes` for an upload that will be stored under `replaces` (when the caller
+    /// chose the key) and so replace what that key holds.
     ///
     /// # Errors
     /// [`Error::LimitExceeded`] when the total limit would be exceeded.
-    pub(crate) fn reserve(self: &Arc<Self>, bytes: u64) -> Result<Reservation> {
+    pub(crate) fn reserve(
+        self: &Arc<Self>,
+        bytes: u64,
+        replaces: Option<Key>,
+    ) -> Result<Reservation> {
         let mut r = Reservation {
             acc: self.clone(),
             bytes: 0,
+            replaces,
         };
         r.grow_to(bytes)?;
         Ok(r)
@@ -129,6 +146,8 @@ impl Accounting {
 pub(crate) struct Reservation {
     acc: Arc<Accounting>,
     bytes: u64,
+    /// The key the upload will be stored under, when known before it commits.
+    replaces: Option<Key>,
 }
 
 impl Reservation {
@@ -144,7 +163,18 @@ impl Reservation {
         let extra = total - self.bytes;
         let mut s = self.acc.lock();
         if let Some(max) = self.acc.max_total {
-            let after = s.used.saturating_add(s.in_flight).saturating_add(extra);
+            // What the key holds now leaves when this upload commits. Read at every step, so
+            // an object evicted or replaced in the meantime is not credited twice.
+            let freed = self
+                .replaces
+                .as_ref()
+                .and_then(|k| s.objects.get(k))
+                .map_or(0, |m| m.size);
+            let after = s
+                .used
+                .saturating_sub(freed)
+                .saturating_add(s.in_flight)
+                .saturating_add(extra);
             if after > max {
                 return Err(Error::LimitExceeded {
                     message: format!(
@@ -174,24 +204,53 @@ impl Drop for Reservation {
 mod tests {
     use super::*;
 
+    fn meta(size: u64) -> Meta {
+        Meta {
+            size,
+            digest: None,
+            expires: None,
+        }
+    }
+
+    fn existing(key: &str, size: u64) -> Existing {
+        Existing {
+            key: Key::from(key),
+            size,
+            meta: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_replacement_is_credited_with_the_object_it_replaces() {
+        let acc = Accounting::new(Some(100), vec![existing("a", 50), existing("b", 50)]);
+        // Full: a new key is refused, a smaller or equal replacement of `a` is not.
+        assert!(acc.reserve(3, None).is_err());
+        assert!(acc.reserve(3, Some(Key::from("c"))).is_err());
+        let r = acc.reserve(3, Some(Key::from("a"))).unwrap();
+        assert!(
+            acc.reserve(48, Some(Key::from("a"))).is_err(),
+            "one credit for two uploads"
+        );
+        acc.commit(Key::from("a"), meta(3), r);
+        assert_eq!(acc.usage().used, 53);
+        let mut r = acc.reserve(0, Some(Key::from("b"))).unwrap();
+        r.grow_to(97).unwrap();
+        assert!(r.grow_to(98).is_err());
+    }
+
     #[test]
     fn reservations_bound_concurrent_uploads_and_release_on_drop() {
-        let acc = Accounting::new(Some(100), vec![(Key::from("old"), 30)]);
-        let a = acc.reserve(50).unwrap();
-        assert!(matches!(acc.reserve(21), Err(Error::LimitExceeded { .. })));
-        let mut b = acc.reserve(20).unwrap();
+        let acc = Accounting::new(Some(100), vec![existing("old", 30)]);
+        let a = acc.reserve(50, None).unwrap();
+        assert!(matches!(
+            acc.reserve(21, None),
+            Err(Error::LimitExceeded { .. })
+        ));
+        let mut b = acc.reserve(20, None).unwrap();
         assert!(b.grow_to(21).is_err());
         drop(a);
         b.grow_to(60).unwrap();
-        acc.commit(
-            Key::from("old"),
-            Meta {
-                size: 60,
-                digest: None,
-                expires: None,
-            },
-            b,
-        );
+        acc.commit(Key::from("old"), meta(60), b);
         let u = acc.usage();
         assert_eq!((u.objects, u.used, u.in_flight), (1, 60, 0));
         acc.remove(&Key::from("old"));

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::{BackendConfig, ServerConfig, ServerError, TlsConfig};
 
@@ -60,6 +61,11 @@ pub struct ServeArgs {
     #[arg(long, env = "PROXYSTORE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
+    /// Abandon a Put that sends nothing, or a Get left unread, for this long (e.g. 30s, 2m;
+    /// 0: never). A stalled Put stores nothing and frees the bytes it reserved.
+    #[arg(long, env = "PROXYSTORE_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
     /// TLS certificate chain (PEM); serves https with --tls-key.
     #[arg(long, env = "PROXYSTORE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -101,6 +107,7 @@ impl ServeArgs {
             max_total_bytes: self.max_total_bytes,
             token: self.token.filter(|t| !t.is_empty()),
             tls,
+            idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
             ..ServerConfig::default()
         })
     }
@@ -145,4 +152,41 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         return Err(format!("{s:?} is out of range"));
     }
     Ok(bytes.round() as u64)
+}
+
+/// Parse a duration: a number with an optional unit `ms`, `s` (the default), `m`, `h` or `d`,
+/// e.g. `500ms`, `30s`, `1.5m`, `2h`.
+///
+/// ```
+/// use std::time::Duration;
+/// use proxystore_server::parse_duration;
+/// assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+/// assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+/// assert!(parse_duration("3 fortnights").is_err());
+/// ```
+///
+/// # Errors
+/// A message naming the input when it is not a duration.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let secs: f64 = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" | "sec" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (use e.g. 500ms, 30s, 10m, 1h)"
+            ));
+        }
+    };
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (use e.g. 500ms, 30s, 10m, 1h)"))?;
+    Duration::try_from_secs_f64(value * secs).map_err(|_| format!("{s:?} is out of range"))
 }

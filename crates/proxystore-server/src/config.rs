@@ -14,6 +14,9 @@ use crate::backend::BackendConfig;
 /// Port of a standalone server when none is given.
 pub const DEFAULT_PORT: u16 = 50051;
 
+/// Default of [`ServerConfig::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Everything a server needs to start.
 ///
 /// ```
@@ -49,6 +52,11 @@ pub struct ServerConfig {
     /// How often expired objects are evicted (default 1 s). Expired objects read as absent
     /// at once in any case.
     pub sweep_interval: Duration,
+    /// How long a Put stream may send nothing, or a Get stream stay unread, before the server
+    /// abandons the call (DEADLINE_EXCEEDED): a stalled Put stores nothing and gives its
+    /// reserved bytes back, a stalled Get lets go of the object (default 30 s, the clients'
+    /// default timeout; `None`: wait for as long as the connection lives).
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +72,7 @@ impl Default for ServerConfig {
             max_message_bytes: MAX_MESSAGE_SIZE,
             shutdown_grace: Duration::from_secs(30),
             sweep_interval: Duration::from_secs(1),
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
         }
     }
 }
@@ -81,6 +90,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_message_bytes", &self.max_message_bytes)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("sweep_interval", &self.sweep_interval)
+            .field("idle_timeout", &self.idle_timeout)
             .finish()
     }
 }
@@ -135,6 +145,13 @@ impl ServerConfig {
     #[must_use]
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// Abandon calls idle for `timeout` (see [`ServerConfig::idle_timeout`]).
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
         self
     }
 

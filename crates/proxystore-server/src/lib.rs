@@ -65,9 +65,9 @@ mod mount;
 mod service;
 
 #[cfg(feature = "cli")]
-pub use args::{BackendKind, ServeArgs, parse_size};
+pub use args::{BackendKind, ServeArgs, parse_duration, parse_size};
 pub use backend::{BackendConfig, MAX_KEY_BYTES};
-pub use config::{DEFAULT_PORT, ServerConfig, TlsConfig};
+pub use config::{DEFAULT_IDLE_TIMEOUT, DEFAULT_PORT, ServerConfig, TlsConfig};
 pub use mount::{StoreService, store_service};
 
 /// Why a server could not start or stopped with an error.

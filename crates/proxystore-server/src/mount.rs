@@ -67,7 +67,20 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let response = self.stack.call(request);
-        Box::pin(async move { Ok(response.await?.map(tonic::body::Body::new)) })
+        Box::pin(async move {
+            let mut response = response.await?;
+            // tonic refuses a request message over the size limit with OUT_OF_RANGE before the
+            // service sees it; the proto documents RESOURCE_EXHAUSTED (the Put stream's later
+            // messages are mapped by the service itself).
+            let status = response.headers().get("grpc-status");
+            if status.is_some_and(|v| v.as_bytes() == b"11") {
+                response.headers_mut().insert(
+                    "grpc-status",
+                    http::HeaderValue::from_static("8"), // RESOURCE_EXHAUSTED
+                );
+            }
+            Ok(response.map(tonic::body::Body::new))
+        })
     }
 }
 
@@ -116,6 +129,8 @@ pub async fn store_service(config: &ServerConfig) -> Result<StoreService, Server
         .map_err(|e| ServerError::Config(format!("store_service needs a tokio runtime: {e}")))?;
     let backend = config.backend.build().await?;
     let acc = Accounting::new(config.max_total_bytes, backend.existing().await?);
+    // Zero would abandon every call at once: treat it as no timeout, like the command line.
+    let idle = config.idle_timeout.filter(|d| !d.is_zero());
     let svc = StoreSvc::new(
         backend,
         acc,
@@ -123,6 +138,8 @@ pub async fn store_service(config: &ServerConfig) -> Result<StoreService, Server
             max_object: config.max_object_bytes,
             max_total: config.max_total_bytes,
             chunk_size: config.chunk_size,
+            max_message: config.max_message_bytes,
+            idle,
             auth_required: config.token.is_some(),
         },
     );

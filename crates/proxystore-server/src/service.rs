@@ -3,7 +3,8 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -14,10 +15,11 @@ use proxystore_proto::v1::store_service_server::StoreService;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::accounting::{Accounting, Meta};
-use crate::backend::Backend;
+use crate::backend::{Backend, MAX_KEY_BYTES, ObjectMeta, ObjectReader};
 
-/// Response budget of one GetBatch: larger objects are marked omitted and fetched with Get.
-const BATCH_RESPONSE_BYTES: u64 = 16 << 20;
+/// Size of a GetBatch answer when the request asks for none: the common 4 MiB receive limit
+/// of gRPC clients (grpcio, grpc-go, grpc-java, tonic).
+pub(crate) const BATCH_RESPONSE_BYTES: u64 = 4 << 20;
 
 /// Settings the service enforces.
 #[derive(Clone, Debug)]
@@ -25,7 +27,15 @@ pub(crate) struct Limits {
     pub(crate) max_object: Option<u64>,
     pub(crate) max_total: Option<u64>,
     pub(crate) chunk_size: usize,
+    pub(crate) max_message: usize,
+    pub(crate) idle: Option<Duration>,
     pub(crate) auth_required: bool,
+}
+
+/// One message of a Put stream after its header.
+enum Piece {
+    Chunk(Bytes),
+    Finish,
 }
 
 /// The store service (cheap to clone).
@@ -175,10 +185,29 @@ impl Inner {
         Ok(existed)
     }
 
-    /// Store one object from `chunks`. Returns the key and size.
-    async fn store<S>(&self, up: Upload, mut chunks: S) -> Result<(Key, u64), Status>
+    /// The next item of a request stream, or DEADLINE_EXCEEDED when the client sent nothing
+    /// for the idle timeout.
+    async fn next_within<S, T>(&self, stream: &mut S, what: &str) -> Result<Option<T>, Status>
     where
-        S: Stream<Item = Result<Bytes, Status>> + Unpin + Send,
+        S: Stream<Item = Result<T, Status>> + Unpin,
+    {
+        let next = match self.limits.idle {
+            None => stream.next().await,
+            Some(idle) => tokio::time::timeout(idle, stream.next())
+                .await
+                .map_err(|_| idle_status(what, idle))?,
+        };
+        next.transpose().map_err(request_status)
+    }
+
+    /// Store one object from the messages after its header. Returns the key and size.
+    ///
+    /// The object is stored only once its end is explicit (a `Finish`, or exactly the declared
+    /// size): the request stream closing proves nothing, as hyper reports a stream the client
+    /// reset with CANCEL or NO_ERROR as a clean end.
+    async fn store<S>(&self, up: Upload, mut pieces: S) -> Result<(Key, u64), Status>
+    where
+        S: Stream<Item = Result<Piece, Status>> + Unpin + Send,
     {
         if up.key.is_some() && !self.backend.caller_keys() {
             return Err(Status::from(Error::Unsupported {
@@ -189,35 +218,56 @@ impl Inner {
         if let Some(s) = up.size {
             self.check_object_size(s)?;
         }
-        let mut reservation = self.acc.reserve(up.size.unwrap_or(0))?;
+        let mut reservation = self.acc.reserve(up.size.unwrap_or(0), up.key.clone())?;
         let mut hasher = Hasher::for_digest(up.digest.as_ref())?;
-        let mut writer = self.backend.writer(up.key, up.size, up.options).await?;
+        let mut writer = self
+            .backend
+            .writer(up.key.clone(), up.size, up.options)
+            .await?;
         let mut received = 0u64;
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk?;
-            received += chunk.len() as u64;
-            match up.size {
-                Some(s) if received > s => {
-                    return Err(invalid(format!(
-                        "Put stream carried more than the {s} bytes its header declared"
-                    )));
+        loop {
+            match self.next_within(&mut pieces, "Put").await? {
+                Some(Piece::Chunk(chunk)) => {
+                    received += chunk.len() as u64;
+                    match up.size {
+                        Some(s) if received > s => {
+                            return Err(invalid(format!(
+                                "Put stream carried more than the {s} bytes its header declared"
+                            )));
+                        }
+                        Some(_) => {}
+                        None => {
+                            self.check_object_size(received)?;
+                            reservation.grow_to(received)?;
+                        }
+                    }
+                    if let Some((h, _)) = &mut hasher {
+                        h.update(&chunk);
+                    }
+                    writer.write(chunk).await?;
                 }
-                Some(_) => {}
+                Some(Piece::Finish) => {
+                    // Nothing may follow; the stream's end after it may be clean or a reset.
+                    if self.next_within(&mut pieces, "Put").await?.is_some() {
+                        return Err(invalid("a Put stream ends with its PutFinish message"));
+                    }
+                    break;
+                }
+                None if up.size.is_some() => break,
                 None => {
-                    self.check_object_size(received)?;
-                    reservation.grow_to(received)?;
+                    return Err(invalid(
+                        "Put stream closed without a PutFinish message and without a declared \
+                         size: it may have been cut off, so nothing was stored",
+                    ));
                 }
             }
-            if let Some((h, _)) = &mut hasher {
-                h.update(&chunk);
-            }
-            writer.write(chunk).await?;
         }
         if let Some(s) = up.size
             && received != s
         {
             return Err(invalid(format!(
-                "Put stream carried {received} of the {s} bytes its header declared"
+                "Put stream carried {received} of the {s} bytes its header declared; nothing \
+                 was stored"
             )));
         }
         let digest = match hasher {
@@ -226,7 +276,7 @@ impl Inner {
                 if actual != expected {
                     return Err(Status::from(Error::DigestMismatch {
                         store: self.backend.kind(),
-                        key: Key::from(""),
+                        key: up.key.unwrap_or_else(|| Key::from("")),
                         expected: expected.to_string(),
                         actual: actual.to_string(),
                     }));
@@ -235,7 +285,10 @@ impl Inner {
             }
             None => None,
         };
-        let key = writer.commit().await?;
+        let expires_at = (up.ttl_millis > 0)
+            .then(|| SystemTime::now().checked_add(Duration::from_millis(up.ttl_millis)))
+            .flatten();
+        let key = writer.commit(&ObjectMeta { expires_at, digest }).await?;
         self.acc.commit(
             key.clone(),
             Meta {
@@ -247,6 +300,102 @@ impl Inner {
         );
         Ok((key, received))
     }
+
+    /// The stream of a Get answer: the header, then chunks read as the transport asks for
+    /// them (a slow client holds back the reads instead of filling server memory).
+    ///
+    /// A client that stops reading would otherwise pin what the reader holds (an evicted
+    /// object's bytes, an open file) for as long as its connection lives: past the idle
+    /// timeout, the reader is dropped and the call ends with DEADLINE_EXCEEDED.
+    fn get_stream(&self, header: v1::GetResponse, mut reader: ObjectReader) -> GetStream {
+        let chunk = self.limits.chunk_size;
+        let whole_in_memory =
+            matches!(reader.body, crate::backend::Body::Bytes(_)) && reader.len <= chunk as u64;
+        let Some(idle) = self.limits.idle.filter(|_| !whole_in_memory) else {
+            // One chunk at most of bytes already in memory: nothing more to pin than the
+            // message the transport holds anyway.
+            let chunks = futures::stream::try_unfold(reader, move |mut reader| async move {
+                Ok(reader
+                    .next_chunk(chunk)
+                    .await
+                    .map_err(Status::from)?
+                    .map(|c| (chunk_message(c), reader)))
+            });
+            return Box::pin(futures::stream::once(async move { Ok(header) }).chain(chunks));
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<v1::GetResponse, Status>>(1);
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let flag = abandoned.clone();
+        tokio::spawn(async move {
+            let mut next = Ok(header);
+            loop {
+                let last = next.is_err();
+                match tx.send_timeout(next, idle).await {
+                    Ok(()) if last => return,
+                    Ok(()) => {}
+                    Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) => {
+                        tracing::debug!(?idle, "Get not read for the idle timeout; abandoned");
+                        flag.store(true, Ordering::Release);
+                        return;
+                    }
+                    Err(tokio::sync::mpsc::error::SendTimeoutError::Closed(_)) => return,
+                }
+                next = match reader.next_chunk(chunk).await {
+                    Ok(Some(c)) => Ok(chunk_message(c)),
+                    Ok(None) => return,
+                    Err(e) => Err(Status::from(e)),
+                };
+            }
+        });
+        let rx = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        // The pump ends without a last message when it gave up: end the call with an error,
+        // never with a clean end after part of the object.
+        let end = futures::stream::once(async move {
+            abandoned
+                .load(Ordering::Acquire)
+                .then(|| Err(idle_status("Get", idle)))
+        })
+        .filter_map(futures::future::ready);
+        Box::pin(rx.chain(end))
+    }
+}
+
+/// Bytes `item` takes in a GetBatch answer once `data_len` more bytes of data are added to it.
+fn batch_item_len(item: &v1::GetBatchItem, data_len: u64) -> u64 {
+    use prost::encoding::encoded_len_varint;
+    let mut len = prost::Message::encoded_len(item) as u64;
+    if data_len > 0 {
+        len += 1 + encoded_len_varint(data_len) as u64 + data_len;
+    }
+    1 + encoded_len_varint(len) as u64 + len
+}
+
+fn chunk_message(c: Bytes) -> v1::GetResponse {
+    v1::GetResponse {
+        msg: Some(v1::get_response::Msg::Chunk(c)),
+    }
+}
+
+fn idle_status(what: &str, idle: Duration) -> Status {
+    Status::deadline_exceeded(format!(
+        "{what} stream idle for {} ms (the server's idle timeout): abandoned, nothing kept",
+        idle.as_millis()
+    ))
+}
+
+/// A status from reading the request stream, in the codes the proto documents: a message
+/// over the size limit is RESOURCE_EXHAUSTED (tonic says OUT_OF_RANGE), one that does not
+/// decode is INVALID_ARGUMENT (tonic says INTERNAL).
+fn request_status(s: Status) -> Status {
+    match s.code() {
+        tonic::Code::OutOfRange => Status::resource_exhausted(s.message().to_owned()),
+        tonic::Code::Internal if s.message().contains("decode") => {
+            Status::invalid_argument(s.message().to_owned())
+        }
+        _ => s,
+    }
 }
 
 #[tonic::async_trait]
@@ -256,7 +405,7 @@ impl StoreService for StoreSvc {
         request: Request<Streaming<v1::PutRequest>>,
     ) -> Result<Response<v1::PutResponse>, Status> {
         let mut stream = request.into_inner();
-        let header = match stream.message().await? {
+        let header = match self.inner.next_within(&mut stream, "Put").await? {
             Some(v1::PutRequest {
                 msg: Some(v1::put_request::Msg::Header(h)),
             }) => h,
@@ -282,12 +431,24 @@ impl StoreService for StoreSvc {
                 tags: header.tags,
             },
         };
-        let chunks = stream.map(|m| match m?.msg {
-            Some(v1::put_request::Msg::Chunk(c)) => Ok(c),
-            Some(v1::put_request::Msg::Header(_)) => {
-                Err(invalid("a Put stream carries exactly one header"))
+        let mut finished = false;
+        let chunks = stream.map(move |m| {
+            if finished {
+                return Err(invalid("a Put stream ends with its PutFinish message"));
             }
-            None => Err(invalid("a Put message with neither header nor chunk")),
+            match m?.msg {
+                Some(v1::put_request::Msg::Chunk(c)) => Ok(Piece::Chunk(c)),
+                Some(v1::put_request::Msg::Finish(_)) => {
+                    finished = true;
+                    Ok(Piece::Finish)
+                }
+                Some(v1::put_request::Msg::Header(_)) => {
+                    Err(invalid("a Put stream carries exactly one header"))
+                }
+                None => Err(invalid(
+                    "a Put message with neither header, chunk nor finish",
+                )),
+            }
         });
         let (key, size) = self.inner.store(up, chunks).await?;
         record_call(&key, size);
@@ -325,23 +486,7 @@ impl StoreService for StoreSvc {
                 digest,
             })),
         };
-        let chunk = self.inner.limits.chunk_size;
-        // Chunks are read when the transport asks for them, so a slow client holds back the
-        // reads instead of filling server memory.
-        let chunks = futures::stream::try_unfold(reader, move |mut reader| async move {
-            match reader.next_chunk(chunk).await {
-                Ok(Some(c)) => Ok(Some((
-                    v1::GetResponse {
-                        msg: Some(v1::get_response::Msg::Chunk(c)),
-                    },
-                    reader,
-                ))),
-                Ok(None) => Ok(None),
-                Err(e) => Err(Status::from(e)),
-            }
-        });
-        let stream = futures::stream::once(async move { Ok(header) }).chain(chunks);
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(self.inner.get_stream(header, reader)))
     }
 
     async fn exists(
@@ -390,6 +535,12 @@ impl StoreService for StoreSvc {
             auth_required: l.auth_required,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             caller_keys: self.inner.backend.caller_keys(),
+            max_message_bytes: l.max_message as u64,
+            max_key_bytes: MAX_KEY_BYTES as u64,
+            batch_response_bytes: BATCH_RESPONSE_BYTES.min(l.max_message as u64),
+            idle_timeout_millis: l
+                .idle
+                .map_or(0, |d| d.as_millis().clamp(1, u128::from(u64::MAX)) as u64),
         }))
     }
 
@@ -415,7 +566,7 @@ impl StoreService for StoreSvc {
                     tags: Vec::new(),
                 },
             };
-            let data = futures::stream::iter([Ok(item.data)]);
+            let data = futures::stream::iter([Ok(Piece::Chunk(item.data)), Ok(Piece::Finish)]);
             let (key, _) = self.inner.store(up, data).await?;
             keys.push(key.to_string());
         }
@@ -426,31 +577,36 @@ impl StoreService for StoreSvc {
         &self,
         request: Request<v1::GetBatchRequest>,
     ) -> Result<Response<v1::GetBatchResponse>, Status> {
-        let keys = request.into_inner().keys;
-        let mut budget = BATCH_RESPONSE_BYTES;
-        let mut items = Vec::with_capacity(keys.len());
-        for k in keys {
+        let r = request.into_inner();
+        let max = self.inner.limits.max_message as u64;
+        let limit = match r.max_response_bytes {
+            0 => BATCH_RESPONSE_BYTES.min(max),
+            n => n.min(max),
+        };
+        // The budget is of the encoded answer, so that it fits the client's receive limit.
+        let mut used = 0u64;
+        let mut items = Vec::with_capacity(r.keys.len());
+        for k in r.keys {
             let key = self.inner.key(k)?;
             self.inner.expire_if_due(&key).await?;
             let item = match self.inner.backend.read(&key, None).await? {
                 None => v1::GetBatchItem::default(),
-                Some(reader) if reader.len > budget => v1::GetBatchItem {
-                    found: true,
-                    omitted: true,
-                    size: reader.len,
-                    data: Bytes::new(),
-                },
                 Some(reader) => {
-                    budget -= reader.len;
-                    let size = reader.len;
-                    v1::GetBatchItem {
+                    let mut item = v1::GetBatchItem {
                         found: true,
                         omitted: false,
-                        size,
-                        data: reader.into_bytes().await?,
+                        size: reader.len,
+                        data: Bytes::new(),
+                    };
+                    if used + batch_item_len(&item, reader.len) <= limit {
+                        item.data = reader.into_bytes().await?;
+                    } else {
+                        item.omitted = true;
                     }
+                    item
                 }
             };
+            used += batch_item_len(&item, 0);
             items.push(item);
         }
         Ok(Response::new(v1::GetBatchResponse { items }))

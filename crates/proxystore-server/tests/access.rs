@@ -135,6 +135,7 @@ async fn every_call(
                 c.get_batch(req(
                     v1::GetBatchRequest {
                         keys: vec![key.into()],
+                        max_response_bytes: 0,
                     },
                     auth,
                 ))
@@ -669,6 +670,7 @@ async fn no_key_leaves_the_file_backend_directory() {
                 "GetBatch",
                 raw.get_batch(v1::GetBatchRequest {
                     keys: vec![k.clone()],
+                    max_response_bytes: 0,
                 })
                 .await
                 .map(drop)

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use harness::{
-    Auth, LARGE_KEY, METHODS, MessageBytes, SMALL_KEY, digest, frames, put_chunk, put_header,
+    Auth, LARGE_KEY, METHODS, MessageBytes, SMALL_KEY, digest, frames, put_chunk, put_finish,
+    put_header,
 };
 use prost::Message;
 use proxystore::DigestAlgorithm;
@@ -106,7 +107,12 @@ fn seeds() -> Vec<Seed> {
         seed(
             "put-undeclared-size-ttl-tags",
             "Put",
-            &[&full_header, &put_chunk(data), &put_chunk(data)],
+            &[
+                &full_header,
+                &put_chunk(data),
+                &put_chunk(data),
+                &put_finish(),
+            ],
         ),
         seed(
             "put-empty",
@@ -165,6 +171,7 @@ fn seeds() -> Vec<Seed> {
             "GetBatch",
             &[&v1::GetBatchRequest {
                 keys: keys(&[SMALL_KEY, LARGE_KEY, "missing"]),
+                max_response_bytes: 0,
             }],
         ),
         seed(

@@ -529,3 +529,107 @@ async fn small_objects_do_not_pin_receive_buffers() {
         "each {SIZE} B object costs the server {per_object} B"
     );
 }
+
+/// Stalled puts with no byte limit: the server holds what they sent (bounded by what was
+/// sent, not a multiple of it), abandons them after its idle timeout, and its memory comes
+/// back near where it started, round after round. Before the idle timeout and the allocator
+/// change, 200 stalled puts of 2 MiB took the server from 51 MiB to 847 MiB RSS and it stayed
+/// at 794 MiB after they closed; five rounds reached 1.2 GiB with 4 MiB stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_of_stalled_puts_comes_back() {
+    use futures::StreamExt;
+    use proxystore_proto::v1;
+    use proxystore_proto::v1::store_service_client::StoreServiceClient;
+
+    const STALLED: usize = 200;
+    const CONNECTIONS: usize = 8;
+    const SENT: usize = 2 << 20;
+    const ROUNDS: usize = 2;
+    let server = ServerProcess::start(&["--idle-timeout", "2s"]);
+    let pid = server.pid().to_string();
+    let c = GrpcConnector::new(server.url.clone()).unwrap();
+    let kept = c
+        .put(proxystore::conformance::payload(4 << 20, 1))
+        .await
+        .unwrap();
+    let before = proc_status_bytes(&pid, "VmRSS:");
+    let mut channels = Vec::new();
+    for _ in 0..CONNECTIONS {
+        channels.push(
+            tonic::transport::Endpoint::from_shared(server.url.clone())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        );
+    }
+    let chunk = proxystore::conformance::payload(SENT / 2, 2);
+    for round in 0..ROUNDS {
+        let calls: Vec<_> = (0..STALLED)
+            .map(|i| {
+                let mut client = StoreServiceClient::new(channels[i % CONNECTIONS].clone());
+                let msgs = [
+                    v1::PutRequest {
+                        msg: Some(v1::put_request::Msg::Header(v1::PutHeader::default())),
+                    },
+                    v1::PutRequest {
+                        msg: Some(v1::put_request::Msg::Chunk(chunk.clone())),
+                    },
+                    v1::PutRequest {
+                        msg: Some(v1::put_request::Msg::Chunk(chunk.clone())),
+                    },
+                ];
+                let reqs = futures::stream::iter(msgs).chain(futures::stream::pending());
+                tokio::spawn(async move { client.put(reqs).await })
+            })
+            .collect();
+        let start = Instant::now();
+        let mut peak = 0;
+        while c.stat().await.unwrap().bytes_in_flight < (STALLED * SENT) as u64 {
+            peak = peak.max(proc_status_bytes(&pid, "VmRSS:"));
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the stalled puts never all arrived: {:?}",
+                c.stat().await.unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        peak = peak.max(proc_status_bytes(&pid, "VmRSS:"));
+        for call in calls {
+            let e = call.await.unwrap().unwrap_err();
+            assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{e:?}");
+        }
+        let s = c.stat().await.unwrap();
+        assert_eq!((s.object_count, s.bytes_in_flight), (1, 0), "{s:?}");
+        // The allocator's background thread returns freed pages over its decay time (10 s).
+        let abandoned = Instant::now();
+        let mut after = proc_status_bytes(&pid, "VmRSS:");
+        while after >= before + (64 << 20) && abandoned.elapsed() < Duration::from_secs(40) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            after = proc_status_bytes(&pid, "VmRSS:");
+        }
+        println!(
+            "stalled puts, round {round}: {STALLED} x {} in flight; server RSS {} before, peak \
+             {}, {} {:.1?} after they were abandoned",
+            mib(SENT as u64),
+            mib(before),
+            mib(peak),
+            mib(after),
+            abandoned.elapsed()
+        );
+        let in_flight = (STALLED * SENT) as u64;
+        assert!(
+            peak < before + in_flight + in_flight / 2 + (64 << 20),
+            "peak RSS {} for {} in flight",
+            mib(peak),
+            mib(in_flight)
+        );
+        assert!(
+            after < before + (64 << 20),
+            "memory did not come back: {} before, {} 40 s after",
+            mib(before),
+            mib(after)
+        );
+    }
+    assert!(c.exists(&kept).await.unwrap());
+}

@@ -121,8 +121,12 @@ async fn total_bytes_limit_is_resource_exhausted_and_freed_by_evict() {
     assert_eq!(stat(&c).await.bytes_used, 6000);
     c.evict(&a).await.unwrap();
     let b = c.put(payload(6000, 2)).await.unwrap();
-    // While a replacement uploads, old and new bytes both count; once stored, only the new.
-    assert!(c.set(&b, payload(4001, 3)).await.is_err());
+    // A replacement is credited with the object it replaces: a new key of 4001 bytes does
+    // not fit, the same bytes replacing `b` do, and so does growing `b` to the whole limit.
+    assert!(c.put(payload(4001, 3)).await.is_err());
+    c.set(&b, payload(4001, 3)).await.unwrap();
+    c.set(&b, payload(10_000, 3)).await.unwrap();
+    assert!(c.set(&b, payload(10_001, 3)).await.is_err());
     c.set(&b, payload(4000, 3)).await.unwrap();
     let s = stat(&c).await;
     assert_eq!(

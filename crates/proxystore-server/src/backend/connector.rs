@@ -6,9 +6,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use proxystore::connector::PutOptions;
-use proxystore::{Connector, Error, Key, Result};
+use proxystore::{Connector, Key, Result};
 
-use super::{Backend, ObjectReader, ObjectWriter};
+use super::{Backend, ChunkBuffer, ObjectMeta, ObjectReader, ObjectWriter};
 
 /// Fronts a connector; objects pass through the server whole.
 pub(crate) struct ConnectorBackend {
@@ -47,9 +47,7 @@ impl Backend for ConnectorBackend {
             connector: self.connector.clone(),
             key,
             options,
-            size,
-            single: None,
-            buf: Vec::new(),
+            buf: ChunkBuffer::new(size),
         }))
     }
 
@@ -85,52 +83,28 @@ impl Backend for ConnectorBackend {
     }
 }
 
+/// Buffers one object (see [`ChunkBuffer`]) and hands it to the connector on commit.
 struct ConnectorWriter {
     connector: Arc<dyn Connector>,
     key: Option<Key>,
     options: PutOptions,
-    size: Option<u64>,
-    single: Option<Bytes>,
-    buf: Vec<u8>,
+    buf: ChunkBuffer,
 }
 
 #[async_trait]
 impl ObjectWriter for ConnectorWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        if self.single.is_none() && self.buf.is_empty() && self.size == Some(chunk.len() as u64) {
-            self.single = Some(chunk);
-            return Ok(());
-        }
-        if self.buf.capacity() == 0 {
-            let first = self.single.take().unwrap_or_default();
-            let want = self.size.map_or(first.len() + chunk.len(), |s| s as usize);
-            self.buf
-                .try_reserve_exact(want)
-                .map_err(|_| Error::LimitExceeded {
-                    message: format!("server cannot allocate {want} bytes"),
-                })?;
-            self.buf.extend_from_slice(&first);
-        }
-        self.buf.extend_from_slice(&chunk);
-        Ok(())
+        self.buf.push(chunk)
     }
 
-    async fn commit(self: Box<Self>) -> Result<Key> {
+    async fn commit(self: Box<Self>, _meta: &ObjectMeta) -> Result<Key> {
         let ConnectorWriter {
             connector,
             key,
             options,
-            single,
             buf,
-            ..
         } = *self;
-        // A single chunk is a slice of the transport's receive buffer: a connector that keeps
-        // the object (a fronted memory connector) would keep that whole buffer alive, so the
-        // object gets an allocation of its own (at most one chunk is copied).
-        let data = match single {
-            Some(chunk) => Bytes::copy_from_slice(&chunk),
-            None => Bytes::from(buf),
-        };
+        let data = buf.finish()?;
         match key {
             Some(k) => connector.set(&k, data).await.map(|()| k),
             None => connector.put_opts(data, &options).await,

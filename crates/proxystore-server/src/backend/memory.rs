@@ -7,9 +7,9 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use bytes::Bytes;
 use proxystore::connector::PutOptions;
-use proxystore::{Error, Key, Result};
+use proxystore::{Key, Result};
 
-use super::{Backend, ObjectReader, ObjectWriter};
+use super::{Backend, ChunkBuffer, ObjectMeta, ObjectReader, ObjectWriter};
 
 type Map = Arc<RwLock<HashMap<Key, Bytes>>>;
 
@@ -48,9 +48,7 @@ impl Backend for MemoryBackend {
         Ok(Box::new(MemoryWriter {
             objects: self.objects.clone(),
             key: key.unwrap_or_else(Key::random),
-            size,
-            single: None,
-            buf: Vec::new(),
+            buf: ChunkBuffer::new(size),
         }))
     }
 
@@ -72,53 +70,22 @@ impl Backend for MemoryBackend {
     }
 }
 
-/// Buffers one object; a declared size is allocated once.
-///
-/// An object that arrives as one chunk is copied into an allocation of its own when committed:
-/// the chunk is a slice of the transport's receive buffer and would keep all of it alive for as
-/// long as the object is stored (a 100 B object held about 7 KiB, so a store full of small
-/// objects used many times its byte limit).
+/// Buffers one object (see [`ChunkBuffer`]) and stores it on commit.
 struct MemoryWriter {
     objects: Map,
     key: Key,
-    size: Option<u64>,
-    single: Option<Bytes>,
-    buf: Vec<u8>,
+    buf: ChunkBuffer,
 }
 
 #[async_trait]
 impl ObjectWriter for MemoryWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        if self.single.is_none() && self.buf.is_empty() && self.size == Some(chunk.len() as u64) {
-            self.single = Some(chunk);
-            return Ok(());
-        }
-        if self.buf.capacity() == 0 {
-            let first = self.single.take().unwrap_or_default();
-            let want = self.size.map_or(first.len() + chunk.len(), |s| s as usize);
-            self.buf
-                .try_reserve_exact(want)
-                .map_err(|_| Error::LimitExceeded {
-                    message: format!("server cannot allocate {want} bytes"),
-                })?;
-            self.buf.extend_from_slice(&first);
-        }
-        self.buf.extend_from_slice(&chunk);
-        Ok(())
+        self.buf.push(chunk)
     }
 
-    async fn commit(self: Box<Self>) -> Result<Key> {
-        let MemoryWriter {
-            objects,
-            key,
-            single,
-            buf,
-            ..
-        } = *self;
-        let data = match single {
-            Some(chunk) => Bytes::copy_from_slice(&chunk),
-            None => Bytes::from(buf),
-        };
+    async fn commit(self: Box<Self>, _meta: &ObjectMeta) -> Result<Key> {
+        let MemoryWriter { objects, key, buf } = *self;
+        let data = buf.finish()?;
         objects
             .write()
             .unwrap_or_else(|e| e.into_inner())

@@ -8,11 +8,12 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use proxystore::connector::PutOptions;
-use proxystore::{Connector, Error, Key, Result};
+use proxystore::{Connector, Digest, Error, Key, Result};
 
 mod connector;
 mod file;
@@ -73,13 +74,98 @@ impl BackendConfig {
     }
 }
 
+/// What the service knows of an object besides its bytes, for a backend that keeps it across
+/// restarts (the file backend).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ObjectMeta {
+    /// When the object expires.
+    pub(crate) expires_at: Option<SystemTime>,
+    /// The digest given when it was put.
+    pub(crate) digest: Option<Digest>,
+}
+
+/// An object found when the server starts.
+pub(crate) struct Existing {
+    pub(crate) key: Key,
+    pub(crate) size: u64,
+    pub(crate) meta: ObjectMeta,
+}
+
 /// Receives one object chunk by chunk.
 #[async_trait]
 pub(crate) trait ObjectWriter: Send {
     /// Append the next bytes.
     async fn write(&mut self, chunk: Bytes) -> Result<()>;
-    /// Make the object visible under its key and return the key.
-    async fn commit(self: Box<Self>) -> Result<Key>;
+    /// Make the object visible under its key, with `meta`, and return the key.
+    async fn commit(self: Box<Self>, meta: &ObjectMeta) -> Result<Key>;
+}
+
+/// The chunks of an object on its way into a backend that stores whole objects (memory, a
+/// fronted connector), ending as one allocation of its own.
+///
+/// Chunks are slices of the transport's receive buffers; an object kept as such slices would
+/// keep those buffers alive for as long as it is stored. With a declared size the bytes are
+/// copied into one exact allocation as they come (the receive buffers are freed at once);
+/// without one they are held as they came and copied once at the end, so an object being
+/// received takes about its own size, not the doubling of a growing buffer.
+pub(crate) struct ChunkBuffer {
+    size: Option<u64>,
+    whole: Vec<u8>,
+    chunks: Vec<Bytes>,
+    len: usize,
+}
+
+impl ChunkBuffer {
+    pub(crate) fn new(size: Option<u64>) -> Self {
+        ChunkBuffer {
+            size,
+            whole: Vec::new(),
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn reserve(buf: &mut Vec<u8>, want: usize) -> Result<()> {
+        buf.try_reserve_exact(want)
+            .map_err(|_| Error::LimitExceeded {
+                message: format!("server cannot allocate {want} bytes"),
+            })
+    }
+
+    /// Take the next chunk.
+    ///
+    /// # Errors
+    /// [`Error::LimitExceeded`] when the declared size cannot be allocated.
+    pub(crate) fn push(&mut self, chunk: Bytes) -> Result<()> {
+        self.len += chunk.len();
+        match self.size {
+            Some(size) => {
+                if self.whole.capacity() == 0 {
+                    let want = usize::try_from(size).unwrap_or(usize::MAX);
+                    Self::reserve(&mut self.whole, want)?;
+                }
+                self.whole.extend_from_slice(&chunk);
+            }
+            None => self.chunks.push(chunk),
+        }
+        Ok(())
+    }
+
+    /// The whole object, in an allocation of its own.
+    ///
+    /// # Errors
+    /// [`Error::LimitExceeded`] when it cannot be allocated.
+    pub(crate) fn finish(self) -> Result<Bytes> {
+        if self.size.is_some() {
+            return Ok(Bytes::from(self.whole));
+        }
+        let mut whole = Vec::new();
+        Self::reserve(&mut whole, self.len)?;
+        for c in &self.chunks {
+            whole.extend_from_slice(c);
+        }
+        Ok(Bytes::from(whole))
+    }
 }
 
 /// The source of an object being read.
@@ -170,8 +256,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn check_key(&self, key: &str) -> Result<()> {
         check_key_length(self.kind(), key)
     }
-    /// Objects already stored when the server starts, with their sizes.
-    async fn existing(&self) -> Result<Vec<(Key, u64)>> {
+    /// Objects already stored when the server starts.
+    async fn existing(&self) -> Result<Vec<Existing>> {
         Ok(Vec::new())
     }
     /// Start receiving an object: under `key`, or under a new key when `None`.

@@ -26,6 +26,10 @@ pub const KIND: &str = "file";
 /// no key may start with it.
 pub const TMP_PREFIX: &str = ".tmp-";
 
+/// Prefix of names kept for ProxyStore's own use in an object directory (e.g. the directory
+/// where the store server keeps each object's expiry and digest); no key may start with it.
+pub const RESERVED_PREFIX: &str = ".proxystore";
+
 /// Options of a [`FileConnector`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileConfig {
@@ -172,8 +176,8 @@ fn io_error(what: &str, e: std::io::Error) -> Error {
 }
 
 /// Reject keys that are not a plain file name inside the directory: empty, `.` or `..`, with a
-/// path separator or NUL, starting with [`TMP_PREFIX`], or longer than 255 bytes. Shared by
-/// every store that keeps objects as files (the gRPC server's file backend too).
+/// path separator or NUL, starting with [`TMP_PREFIX`] or [`RESERVED_PREFIX`], or longer than
+/// 255 bytes. Shared by every store that keeps objects as files (the gRPC server's file backend too).
 ///
 /// ```
 /// use proxystore::connector::file::validate_key;
@@ -192,8 +196,8 @@ pub fn validate_key(key: &str) -> Result<()> {
         Some("contains a path separator")
     } else if key.contains('\0') {
         Some("contains NUL")
-    } else if key.starts_with(TMP_PREFIX) {
-        Some("reserved prefix")
+    } else if key.starts_with(TMP_PREFIX) || key.starts_with(RESERVED_PREFIX) {
+        Some("reserved prefix (.tmp- or .proxystore)")
     } else if key.len() > 255 {
         Some("longer than 255 bytes")
     } else {

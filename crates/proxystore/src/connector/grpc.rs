@@ -280,6 +280,19 @@ pub struct ServerStat {
     pub caller_keys: bool,
     /// Server version.
     pub version: String,
+    /// Largest gRPC message the server accepts and sends (0 from servers before this field).
+    #[serde(default)]
+    pub max_message_bytes: u64,
+    /// Longest key the server accepts (0 from servers before this field).
+    #[serde(default)]
+    pub max_key_bytes: u64,
+    /// Size of a GetBatch answer when the client asks for no other (0 from servers before
+    /// this field).
+    #[serde(default)]
+    pub batch_response_bytes: u64,
+    /// How long the server lets a Put send nothing or a Get go unread; `None`: no limit.
+    #[serde(default)]
+    pub idle_timeout: Option<Duration>,
 }
 
 impl From<v1::StatResponse> for ServerStat {
@@ -296,6 +309,10 @@ impl From<v1::StatResponse> for ServerStat {
             auth_required: s.auth_required,
             caller_keys: s.caller_keys,
             version: s.version,
+            max_message_bytes: s.max_message_bytes,
+            max_key_bytes: s.max_key_bytes,
+            batch_response_bytes: s.batch_response_bytes,
+            idle_timeout: limit(s.idle_timeout_millis).map(Duration::from_millis),
         }
     }
 }
@@ -800,6 +817,7 @@ impl Inner {
             header: Some(v1::PutRequest {
                 msg: Some(v1::put_request::Msg::Header(header)),
             }),
+            finished: false,
             data,
             rest: Bytes::new(),
             chunk: self.config.chunk_size,
@@ -902,6 +920,8 @@ impl Inner {
         for group in keys.chunks(BATCH_KEYS) {
             let req = v1::GetBatchRequest {
                 keys: group.iter().map(|k| k.to_string()).collect(),
+                // This client receives messages up to this size (the server caps it at its own).
+                max_response_bytes: MAX_MESSAGE_SIZE as u64,
             };
             let resp = self
                 .unary("get_batch", req, true, |mut c, r| async move {
@@ -990,10 +1010,12 @@ impl Progress {
     }
 }
 
-/// The request stream of a Put: the header, then the data re-cut into chunks. Each chunk is
-/// pulled only when HTTP/2 flow control lets the transport send, so pulling is progress.
+/// The request stream of a Put: the header, then the data re-cut into chunks, then the
+/// explicit end (the server stores nothing without it, whatever ends the stream). Each chunk
+/// is pulled only when HTTP/2 flow control lets the transport send, so pulling is progress.
 struct PutBody {
     header: Option<v1::PutRequest>,
+    finished: bool,
     data: Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>,
     rest: Bytes,
     chunk: usize,
@@ -1030,7 +1052,14 @@ impl Stream for PutBody {
                     this.failed = true;
                     this.progress.fail(e);
                 }
-                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Ready(None) if this.finished => return Poll::Ready(None),
+                Poll::Ready(None) => {
+                    this.finished = true;
+                    this.progress.touch();
+                    return Poll::Ready(Some(v1::PutRequest {
+                        msg: Some(v1::put_request::Msg::Finish(v1::PutFinish {})),
+                    }));
+                }
                 Poll::Pending => return Poll::Pending,
             }
         }
