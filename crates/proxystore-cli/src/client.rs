@@ -78,6 +78,11 @@ impl ClientArgs {
     ///
     /// # Errors
     /// A usage error for an unparsable URL or a token that cannot be sent.
+    /// The longest wait for a call or for the next chunk of a transfer.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub(crate) fn connector(&self) -> anyhow::Result<GrpcConnector> {
         let mut c = self.shareable_config();
         c.token_env = None;

@@ -36,6 +36,8 @@ Exit codes:
 pub(crate) struct Coded {
     pub(crate) code: u8,
     pub(crate) message: String,
+    /// Advice that fits this failure better than the one of its code.
+    pub(crate) hint: Option<&'static str>,
 }
 
 impl Coded {
@@ -43,7 +45,14 @@ impl Coded {
         Coded {
             code,
             message: message.into(),
+            hint: None,
         }
+    }
+
+    /// Print `hint` instead of the advice of the exit code.
+    pub(crate) fn with_hint(mut self, hint: &'static str) -> Self {
+        self.hint = Some(hint);
+        self
     }
 }
 
@@ -133,8 +142,16 @@ pub(crate) fn message(e: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
-/// A line of advice printed after the error, for the codes where there is an obvious next step.
-pub(crate) fn hint(code: u8) -> Option<&'static str> {
+/// A line of advice printed after the error `e` of exit code `code`: its own, or the one of
+/// the code where there is an obvious next step.
+pub(crate) fn hint(e: &anyhow::Error, code: u8) -> Option<&'static str> {
+    if let Some(h) = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<Coded>())
+        .and_then(|c| c.hint)
+    {
+        return Some(h);
+    }
     match code {
         UNAUTHORIZED => Some(
             "the server requires a bearer token: set PROXYSTORE_TOKEN (or --token) to the \

@@ -49,6 +49,14 @@ pub(crate) async fn stat(args: StatArgs) -> anyhow::Result<u8> {
             ("max object size", limit(s.max_object_bytes)),
             ("max total bytes", limit(s.max_total_bytes)),
             ("chunk size", bytes_human(s.chunk_size)),
+            ("max message size", bytes_human(s.max_message_bytes)),
+            ("max key length", format!("{} B", s.max_key_bytes)),
+            ("batch answer size", bytes_human(s.batch_response_bytes)),
+            (
+                "idle timeout",
+                s.idle_timeout
+                    .map_or_else(|| "none".to_owned(), |d| format!("{d:?}")),
+            ),
             ("token required", yes_no(s.auth_required).to_owned()),
             ("caller-chosen keys", yes_no(s.caller_keys).to_owned()),
         ];

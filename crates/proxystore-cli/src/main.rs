@@ -184,7 +184,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {}", exit::message(&e));
-            if let Some(hint) = exit::hint(code) {
+            if let Some(hint) = exit::hint(&e, code) {
                 eprintln!("hint: {hint}");
             }
             ExitCode::from(code)

@@ -4,7 +4,9 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use base64::Engine as _;
@@ -136,13 +138,15 @@ pub(crate) async fn put(args: PutArgs) -> anyhow::Result<u8> {
     let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
     // A plain thread does the blocking reads: the upload itself runs on the library's I/O
     // runtime, which must not block on a slow pipe or disk.
+    let input = Arc::new(InputClock::new(args.client.timeout()));
     let reader_thread = std::thread::Builder::new()
         .name("proxystore-put-reader".into())
         .spawn({
             let progress = progress.clone();
             let label = label.clone();
             let hash = encoding.is_some();
-            move || read_chunks(reader, &label, &tx, &progress, hash)
+            let input = input.clone();
+            move || read_chunks(reader, &label, &tx, &progress, hash, &input)
         })
         .context("cannot start the reader thread")?;
     let stream = futures::stream::unfold(rx, |mut rx| async move {
@@ -157,6 +161,23 @@ pub(crate) async fn put(args: PutArgs) -> anyhow::Result<u8> {
     let result = connector.put_stream(stream, options).await;
     progress.finish();
     // On failure the reader may be blocked on input that never ends: leave it, we exit.
+    let timeout = args.client.timeout();
+    if let Err(proxystore::Error::Timeout { .. }) = &result
+        && input.silent_for() >= timeout
+    {
+        return Err(Coded::new(
+            exit::UNREACHABLE,
+            format!(
+                "put {label} to {url}: {label} sent nothing for {timeout:?}, so the upload \
+                 was cancelled; nothing was stored"
+            ),
+        )
+        .with_hint(
+            "the input was silent, not the server: raise --timeout (PROXYSTORE_TIMEOUT) for a \
+             producer that pauses longer",
+        )
+        .into());
+    }
     let key = result.with_context(|| format!("put {label} to {url}"))?;
     let summary = reader_thread
         .join()
@@ -189,6 +210,39 @@ pub(crate) async fn put(args: PutArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
+/// When the input last gave bytes (or ended), so that a timeout can be told apart: a silent
+/// input or a silent server.
+///
+/// It also says how long a partly filled chunk may wait for more input before it is sent as it
+/// is: a slow producer's bytes keep the upload moving, so the timeout measures silence, not a
+/// slow trickle.
+struct InputClock {
+    start: Instant,
+    last_ms: AtomicU64,
+    flush_after: Duration,
+}
+
+impl InputClock {
+    fn new(timeout: Duration) -> Self {
+        InputClock {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            flush_after: (timeout / 4).min(Duration::from_secs(1)),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis().min(u128::from(u64::MAX)) as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn silent_for(&self) -> Duration {
+        self.start
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
 /// Read `reader` in chunks into `tx` until end of input; a read error goes into `tx` too, so
 /// that the upload is cancelled rather than committed short.
 fn read_chunks(
@@ -197,13 +251,14 @@ fn read_chunks(
     tx: &tokio::sync::mpsc::Sender<proxystore::Result<Bytes>>,
     progress: &Progress,
     hash: bool,
+    input: &InputClock,
 ) -> Option<ReadSummary> {
     let mut hasher = hash.then(xxhash_rust::xxh3::Xxh3::new);
     let mut total = 0u64;
     loop {
         let mut buf = BytesMut::zeroed(DEFAULT_CHUNK_SIZE);
-        let n = match read_full(&mut reader, &mut buf) {
-            Ok(n) => n,
+        let (n, ended) = match read_full(&mut reader, &mut buf, input, input.flush_after) {
+            Ok(r) => r,
             Err(e) => {
                 let _ = tx.blocking_send(Err(proxystore::Error::backend(
                     "cli",
@@ -226,7 +281,7 @@ fn read_chunks(
             // The upload ended (failed); nothing more to read for.
             return None;
         }
-        if n < DEFAULT_CHUNK_SIZE {
+        if ended {
             break;
         }
     }
@@ -236,18 +291,34 @@ fn read_chunks(
     })
 }
 
-/// Fill `buf` unless the input ends first; the number of bytes read.
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Fill `buf` unless the input ends first, or has been trickling in for `flush_after`; the
+/// number of bytes read and whether the input ended.
+fn read_full(
+    reader: &mut impl Read,
+    buf: &mut [u8],
+    input: &InputClock,
+    flush_after: Duration,
+) -> std::io::Result<(usize, bool)> {
+    let started = Instant::now();
     let mut filled = 0;
     while filled < buf.len() {
         match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
+            Ok(0) => {
+                input.touch();
+                return Ok((filled, true));
+            }
+            Ok(n) => {
+                input.touch();
+                filled += n;
+                if started.elapsed() >= flush_after {
+                    break;
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(filled)
+    Ok((filled, false))
 }
 
 /// Options of `proxystore get`.

@@ -2,38 +2,14 @@
 
 use std::io::IsTerminal;
 use std::ops::Range;
-use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Transfers larger than this show a progress bar (when stderr is a terminal).
 pub(crate) const PROGRESS_THRESHOLD: u64 = 4 << 20;
 
-/// Parse a duration: a number with an optional unit `ms`, `s` (the default), `m`, `h` or `d`,
-/// e.g. `500ms`, `30s`, `1.5m`, `2h`.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let secs: f64 = match unit.trim() {
-        "ms" => 0.001,
-        "" | "s" | "sec" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
-        other => {
-            return Err(format!(
-                "{s:?}: unknown unit {other:?} (use e.g. 500ms, 30s, 10m, 1h)"
-            ));
-        }
-    };
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (use e.g. 500ms, 30s, 10m, 1h)"))?;
-    Duration::try_from_secs_f64(value * secs).map_err(|_| format!("{s:?} is out of range"))
-}
+/// Durations are written as for `proxystore serve --idle-timeout`: `500ms`, `30s`, `1.5m`, `2h`.
+pub(crate) use proxystore_server::parse_duration;
 
 /// Parse a byte range `START..END` (end exclusive), `START..` (to the end) or `..END`; both
 /// bounds take size units (`1MiB..2MiB`).
@@ -166,6 +142,8 @@ pub(crate) fn bytes_human(n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -956,3 +956,100 @@ fn serve_and_clients_over_tls() {
     assert_ne!(untrusted.code, 0, "{}", untrusted.stderr);
     drop(server);
 }
+
+/// Run `proxystore put` with `args`, feeding its standard input from `feed` (which writes and
+/// pauses as it likes, then drops the pipe).
+fn put_fed(
+    args: &[&str],
+    env: &[(&str, &str)],
+    feed: impl FnOnce(&mut std::process::ChildStdin) + Send + 'static,
+) -> Run {
+    let started = Instant::now();
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start proxystore");
+    let mut pipe = child.stdin.take().unwrap();
+    std::thread::spawn(move || feed(&mut pipe));
+    let output = child.wait_with_output().unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: output.stdout,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        took: started.elapsed(),
+    }
+}
+
+/// The reproduction: a producer that pauses longer than `--timeout` makes the put fail
+/// (exit 5) with a message about the input, not the server, and nothing is stored, on the
+/// memory and file backends; a producer that only trickles keeps the upload alive.
+#[test]
+fn a_put_whose_input_stalls_stores_nothing_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    for server in [
+        memory_server(),
+        spawn(ServerConfig::default().file(dir.path())).unwrap(),
+    ] {
+        let env = env_for(&server);
+        let put = put_fed(
+            &["put", "--timeout", "1s", "--key", "partial", "-"],
+            &pairs(&env),
+            |pipe| {
+                let _ = pipe.write_all(&data(3_000_000, 1));
+                std::thread::sleep(Duration::from_secs(4));
+                let _ = pipe.write_all(&data(1_000_000, 2));
+            },
+        );
+        put.expect_code(5);
+        assert!(
+            put.stderr.contains("standard input sent nothing"),
+            "{}",
+            put.stderr
+        );
+        assert!(
+            !put.stderr.contains("is a server running"),
+            "{}",
+            put.stderr
+        );
+        // The server notices the cancelled call on its own time.
+        let start = Instant::now();
+        loop {
+            let exists = run_exists(&env, "partial");
+            let stat = run(&["stat", "--json"], &pairs(&env), None);
+            let v: serde_json::Value = serde_json::from_slice(&stat.stdout).unwrap();
+            if v["bytes_in_flight"] == 0 {
+                assert_eq!(exists, 3, "a cut-off put was stored (exit 3: not found)");
+                assert_eq!(v["object_count"], 0);
+                break;
+            }
+            assert!(start.elapsed() < DEADLINE, "{v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+
+        // 64 KiB every 300 ms for about 3 s, with a 1 s timeout: slow, never silent.
+        let put = put_fed(
+            &["put", "--timeout", "1s", "--key", "trickle", "-"],
+            &pairs(&env),
+            |pipe| {
+                for i in 0..10 {
+                    let _ = pipe.write_all(&data(64 << 10, i));
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            },
+        );
+        put.expect_code(0);
+        let got = run(&["get", "trickle"], &pairs(&env), None);
+        got.expect_code(0);
+        let expected: Vec<u8> = (0..10).flat_map(|i| data(64 << 10, i)).collect();
+        assert!(got.stdout == expected, "the trickled object differs");
+    }
+}
+
+fn run_exists(env: &[(&'static str, String)], key: &str) -> i32 {
+    run(&["exists", "--quiet", key], &pairs(env), None).code
+}

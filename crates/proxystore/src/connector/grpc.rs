@@ -1033,6 +1033,9 @@ impl Stream for PutBody {
             return Poll::Ready(Some(h));
         }
         loop {
+            if this.finished {
+                return Poll::Ready(None);
+            }
             if this.failed {
                 // Never end the stream after a source error: a clean end could commit a
                 // truncated object. The watcher drops the call instead, which cancels it.
@@ -1052,7 +1055,6 @@ impl Stream for PutBody {
                     this.failed = true;
                     this.progress.fail(e);
                 }
-                Poll::Ready(None) if this.finished => return Poll::Ready(None),
                 Poll::Ready(None) => {
                     this.finished = true;
                     this.progress.touch();
