@@ -90,6 +90,7 @@ fn code_of_library_error(e: &proxystore::Error) -> u8 {
         E::InvalidReference { .. }
         | E::UnsupportedVersion { .. }
         | E::DigestMismatch { .. }
+        | E::InvalidDigest { .. }
         | E::Decode { .. } => INVALID_DATA,
         E::InvalidKey { .. } | E::Config { .. } => USAGE,
         E::Backend { .. } if unavailable(e) => UNREACHABLE,

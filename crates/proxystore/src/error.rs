@@ -83,6 +83,14 @@ pub enum Error {
         actual: String,
     },
 
+    /// A digest (algorithm name and value) is malformed: an unknown algorithm, or a value
+    /// whose length does not fit its algorithm.
+    #[error("invalid digest: {reason}")]
+    InvalidDigest {
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// Serialized reference bytes are corrupt, truncated or not a reference.
     #[error("invalid proxy reference: {reason}")]
     InvalidReference {

@@ -44,6 +44,7 @@ impl From<Error> for Status {
             Error::LimitExceeded { .. } => Code::ResourceExhausted,
             Error::Timeout { .. } => Code::DeadlineExceeded,
             Error::InvalidKey { .. }
+            | Error::InvalidDigest { .. }
             | Error::InvalidReference { .. }
             | Error::UnsupportedVersion { .. }
             | Error::Config { .. } => Code::InvalidArgument,
