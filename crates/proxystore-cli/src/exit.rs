@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::util::escape_for_terminal;
+
 /// Success.
 pub(crate) const OK: u8 = 0;
 /// A failure not covered below (local I/O, a server-side error).
@@ -97,6 +99,7 @@ fn code_of_library_error(e: &proxystore::Error) -> u8 {
         E::InvalidReference { .. }
         | E::UnsupportedVersion { .. }
         | E::DigestMismatch { .. }
+        | E::InvalidDigest { .. }
         | E::Decode { .. } => INVALID_DATA,
         E::InvalidKey { .. } | E::Config { .. } => USAGE,
         E::Backend { .. } if unavailable(e) => UNREACHABLE,
@@ -123,7 +126,14 @@ fn unavailable(e: &proxystore::Error) -> bool {
 /// The message of `e` on one line: its contexts down to the library error, then the root
 /// cause (the OS error, say) when that says something new. The layers in between (transport
 /// wrappers) only repeat themselves.
+///
+/// Keys, store names and server messages in it come from outside: their control characters
+/// are shown escaped ([`escape_for_terminal`]).
 pub(crate) fn message(e: &anyhow::Error) -> String {
+    escape_for_terminal(&raw_message(e)).into_owned()
+}
+
+fn raw_message(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut cut = false;
     for cause in e.chain() {
@@ -186,5 +196,17 @@ mod tests {
         let coded = anyhow::Error::new(Coded::new(INVALID_DATA, "bad")).context("inspect");
         assert_eq!(code_of(&coded), INVALID_DATA);
         assert_eq!(code_of(&anyhow::anyhow!("plain")), FAILURE);
+    }
+
+    #[test]
+    fn messages_escape_keys_and_store_names_from_outside() {
+        let e = anyhow::Error::new(proxystore::Error::NotFound {
+            store: "s\u{202e}tore".into(),
+            key: proxystore::Key::from("k\x1b]0;owned\x07\nerror: forged"),
+        })
+        .context("get k\x1b[31m from http://h");
+        let m = message(&e);
+        assert!(!m.chars().any(|c| c.is_control() || c == '\u{202e}'), "{m}");
+        assert!(m.contains("k\\u{1b}]0;owned\\u{7}\\nerror: forged"), "{m}");
     }
 }

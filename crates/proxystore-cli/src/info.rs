@@ -8,7 +8,7 @@ use proxystore::{Connector, Key};
 
 use crate::client::ClientArgs;
 use crate::exit;
-use crate::util::{bytes_human, print};
+use crate::util::{bytes_human, escape_for_terminal, print};
 
 /// Options of `proxystore stat`.
 #[derive(Debug, Args)]
@@ -41,8 +41,8 @@ pub(crate) async fn stat(args: StatArgs) -> anyhow::Result<u8> {
         let yes_no = |b: bool| if b { "yes" } else { "no" };
         let rows = [
             ("server", url.clone()),
-            ("version", s.version.clone()),
-            ("backend", s.backend.clone()),
+            ("version", escape_for_terminal(&s.version).into_owned()),
+            ("backend", escape_for_terminal(&s.backend).into_owned()),
             ("objects", s.object_count.to_string()),
             ("bytes stored", bytes_human(s.bytes_used)),
             ("bytes in flight", bytes_human(s.bytes_in_flight)),

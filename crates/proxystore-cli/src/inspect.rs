@@ -10,7 +10,7 @@ use proxystore::Reference;
 use serde_json::{Value, json};
 
 use crate::exit::{self, Coded};
-use crate::util::{bytes_human, from_hex, print};
+use crate::util::{bytes_human, escape_for_terminal, from_hex, print};
 
 /// Longest input read: references are a few hundred bytes; anything this large is not one.
 const MAX_INPUT: u64 = 1 << 20;
@@ -69,8 +69,21 @@ pub(crate) fn inspect(args: InspectArgs) -> anyhow::Result<u8> {
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&to_json(&r, form))?)?;
     } else {
-        let rows = rows(&r, form);
-        let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+        // Every name and value may come from the reference: one line per field, whatever it holds.
+        let rows: Vec<(String, String)> = rows(&r, form)
+            .into_iter()
+            .map(|(n, v)| {
+                (
+                    escape_for_terminal(&n).into_owned(),
+                    escape_for_terminal(&v).into_owned(),
+                )
+            })
+            .collect();
+        let width = rows
+            .iter()
+            .map(|(n, _)| n.chars().count())
+            .max()
+            .unwrap_or(0);
         for (name, value) in rows {
             writeln!(out, "{name:<width$}  {value}")?;
         }

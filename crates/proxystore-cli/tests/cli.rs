@@ -596,6 +596,102 @@ fn inspect_redacts_secrets_of_any_connector() {
     }
 }
 
+/// Terminal controls an untrusted reference may carry: a window title (OSC), a colour (CSI),
+/// new lines, a carriage return, a C1 next-line and a right-to-left override.
+const HOSTILE: &str = "\x1b]0;title\x07\x1b[31mred\nforged: line\rover\u{85}nel\u{202e}desrever";
+
+/// Whether `text` holds any raw character that could steer a terminal.
+fn has_terminal_controls(text: &str) -> bool {
+    text.chars().any(|c| {
+        (c.is_control() && c != '\n')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    })
+}
+
+#[test]
+fn inspect_escapes_terminal_controls_of_a_hostile_reference() {
+    let mut r = Reference::new(
+        format!("store{HOSTILE}"),
+        ConnectorConfig::new(
+            "file",
+            serde_json::json!({ format!("dir{HOSTILE}"): format!("/tmp/{HOSTILE}") }),
+        ),
+        Key::from(format!("key{HOSTILE}").as_str()),
+    );
+    r.type_name = format!("type{HOSTILE}");
+    r.tracestate = format!("vendor={HOSTILE}");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(r.to_bytes());
+
+    let shown = run(&["inspect", &b64], &[], None);
+    shown.expect_code(0);
+    let text = shown.out();
+    assert!(!has_terminal_controls(&text), "{text:?}");
+    // One line per field: the 13 rows of a reference with one connector option.
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 13, "{text}");
+    let escaped = r"\u{1b}]0;title\u{7}\u{1b}[31mred\nforged: line\rover\u{85}nel\u{202e}desrever";
+    for (field, value) in [
+        ("store ", format!("store{escaped}")),
+        ("key ", format!("key{escaped}")),
+        ("type name ", format!("type{escaped}")),
+        ("tracestate ", format!("vendor={escaped}")),
+        (&format!("  dir{escaped} "), format!("/tmp/{escaped}")),
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(field) && l.ends_with(&format!("  {value}"))),
+            "no line {field:?} ... {value:?} in\n{text}"
+        );
+    }
+
+    // JSON carries the exact values.
+    let shown = run(&["inspect", "--json", &b64], &[], None);
+    shown.expect_code(0);
+    let v: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(v["store"], r.store);
+    assert_eq!(v["key"], r.key.as_str());
+    assert_eq!(v["type_name"], r.type_name);
+    assert_eq!(v["tracestate"], r.tracestate);
+    assert_eq!(
+        v["connector"]["options"][format!("dir{HOSTILE}")],
+        format!("/tmp/{HOSTILE}")
+    );
+}
+
+#[test]
+fn errors_escape_terminal_controls_of_keys() {
+    let server = memory_server();
+    let env = env_for(&server);
+    let key = format!("key{HOSTILE}");
+    for args in [
+        &["get", key.as_str()][..],
+        &["exists", key.as_str()],
+        &["evict", key.as_str()],
+        &["get", key.as_str(), "--url", "http://127.0.0.1:1"],
+        &["inspect", &format!("@/no/such/{HOSTILE}")],
+    ] {
+        let r = run(args, &pairs(&env), None);
+        assert!(
+            !has_terminal_controls(&r.stderr),
+            "{args:?}: {:?}",
+            r.stderr
+        );
+        assert!(!has_terminal_controls(&r.out()), "{args:?}: {:?}", r.out());
+        // One line per message: nothing in the key starts a line of its own.
+        assert!(
+            r.stderr
+                .lines()
+                .all(|l| l.starts_with("error: ") || l.starts_with("hint: ")),
+            "{args:?}: {}",
+            r.stderr
+        );
+        if args[0] != "evict" {
+            assert_ne!(r.code, 0, "{args:?}");
+        }
+    }
+}
+
 #[test]
 fn inspect_rejects_garbage_with_exit_7() {
     let r = Reference::new(

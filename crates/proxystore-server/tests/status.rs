@@ -470,3 +470,49 @@ async fn tls_serves_https() {
     .unwrap();
     assert!(plain.exists(&key).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_messages_survive_the_wire_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = spawn(ServerConfig::default().file(dir.path()).token("t")).unwrap();
+    let url = server.url();
+    let c = GrpcConnector::with_config(GrpcConfig::new(url.clone()).token("t")).unwrap();
+
+    // Key errors name the server's backend, and a long key leaves the reason readable.
+    let e = c.get(&Key::from("a/b")).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid key \"a/b\" for file connector: contains a path separator"
+    );
+    for len in [1000, 4000] {
+        let e = c.get(&Key::from("k".repeat(len))).await.unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidKey { connector, reason, .. }
+                if connector == "file" && reason == "longer than 255 bytes"),
+            "{len}: {e:?}"
+        );
+    }
+
+    // One prefix, however many times the error crossed.
+    let wrong = GrpcConnector::with_config(GrpcConfig::new(url).token("wrong")).unwrap();
+    let e = wrong.exists(&Key::from("k")).await.unwrap_err();
+    assert_eq!(e.to_string(), "unauthorized: wrong bearer token");
+
+    // A digest mismatch of an upload has no empty slot where the key would be.
+    let e = c
+        .put_stream(
+            futures::stream::iter([Ok(payload(100, 1))]),
+            UploadOptions {
+                digest: DigestAlgorithm::Xxh3.digest(b"something else"),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, Error::DigestMismatch { .. }), "{e:?}");
+    assert!(
+        text.starts_with("digest mismatch for ") && !text.contains("  "),
+        "{text}"
+    );
+}

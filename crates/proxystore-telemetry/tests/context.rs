@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use proxystore::Store;
 use proxystore::connector::memory::MemoryConnector;
@@ -21,6 +21,25 @@ fn setup(service: &str) -> (OtlpReceiver, TelemetryGuard) {
         .install()
         .unwrap();
     (receiver, guard)
+}
+
+/// Wait (at most 30 s) until the spans received satisfy `done`, flushing as it goes: a span
+/// that ends after a flush (the server's, which closes once its answer is sent) goes out with
+/// the next one instead of the exporter's next scheduled batch.
+fn wait_flushing(
+    receiver: &OtlpReceiver,
+    guard: &TelemetryGuard,
+    done: impl Fn(&[ReceivedSpan]) -> bool,
+) -> Result<Vec<ReceivedSpan>, Vec<ReceivedSpan>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        guard.flush().unwrap();
+        match receiver.wait_for(Duration::from_millis(200), &done) {
+            Err(spans) if Instant::now() >= deadline => return Err(spans),
+            Err(_) => {}
+            found => return found,
+        }
+    }
 }
 
 fn named<'a>(spans: &'a [ReceivedSpan], name: &str) -> Vec<&'a ReceivedSpan> {
@@ -152,15 +171,12 @@ fn grpc_calls_carry_context_to_the_server() {
     .unwrap();
     assert_eq!(back, 3 << 20);
     // The Get stream's span ends with the body, after the client has its bytes.
-    std::thread::sleep(Duration::from_millis(200));
-    guard.flush().unwrap();
-    let spans = receiver
-        .wait_for(Duration::from_secs(10), |s| {
-            rpc(s, 2).len() >= 2
-                && rpc(s, 3).len() >= 2
-                && s.iter().any(|x| x.name == "proxystore.resolve")
-        })
-        .unwrap_or_else(|s| panic!("spans missing: {s:#?}"));
+    let spans = wait_flushing(&receiver, &guard, |s| {
+        rpc(s, 2).len() >= 2
+            && rpc(s, 3).len() >= 2
+            && s.iter().any(|x| x.name == "proxystore.resolve")
+    })
+    .unwrap_or_else(|s| panic!("spans missing: {s:#?}"));
     let call = |kind: i32, method: &str| -> &ReceivedSpan {
         let all: Vec<_> = rpc(&spans, kind)
             .into_iter()
@@ -211,12 +227,10 @@ fn grpc_calls_carry_context_to_the_server() {
     .unwrap()
     .unwrap();
     assert!(missing.is_none());
-    guard.flush().unwrap();
-    let spans = receiver
-        .wait_for(Duration::from_secs(10), |s| {
-            !rpc(s, 2).is_empty() && !rpc(s, 3).is_empty()
-        })
-        .unwrap();
+    let spans = wait_flushing(&receiver, &guard, |s| {
+        !rpc(s, 2).is_empty() && !rpc(s, 3).is_empty()
+    })
+    .unwrap_or_else(|s| panic!("spans missing: {s:#?}"));
     let client = rpc(&spans, 3)[0];
     let server_span = rpc(&spans, 2)[0];
     assert_eq!(client.attr("rpc.method"), Some("Get"));

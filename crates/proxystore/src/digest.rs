@@ -41,6 +41,15 @@ impl DigestAlgorithm {
             DigestAlgorithm::Blake3 => "blake3",
         }
     }
+
+    /// Length in bytes of this algorithm's digests (0 for [`DigestAlgorithm::None`]).
+    pub fn digest_len(self) -> usize {
+        match self {
+            DigestAlgorithm::None => 0,
+            DigestAlgorithm::Xxh3 => 8,
+            DigestAlgorithm::Blake3 => 32,
+        }
+    }
 }
 
 impl FromStr for DigestAlgorithm {
@@ -50,9 +59,9 @@ impl FromStr for DigestAlgorithm {
             "none" => Ok(DigestAlgorithm::None),
             "xxh3" => Ok(DigestAlgorithm::Xxh3),
             "blake3" => Ok(DigestAlgorithm::Blake3),
-            other => Err(Error::config(format!(
-                "unknown digest algorithm '{other}' (expected none, xxh3 or blake3)"
-            ))),
+            other => Err(Error::InvalidDigest {
+                reason: format!("unknown algorithm '{other}' (expected none, xxh3 or blake3)"),
+            }),
         }
     }
 }
@@ -91,13 +100,15 @@ impl Digest {
     /// Rebuild from an algorithm and raw bytes.
     ///
     /// # Errors
-    /// [`Error::InvalidReference`] when the length does not fit the algorithm.
+    /// [`Error::InvalidDigest`] when the length does not fit the algorithm. Callers that
+    /// read the digest from a larger message (a reference, a request) say which.
     pub fn from_parts(algorithm: DigestAlgorithm, bytes: &[u8]) -> Result<Option<Self>> {
-        let bad = || Error::InvalidReference {
+        let bad = || Error::InvalidDigest {
             reason: format!(
-                "{} digest of {} bytes has the wrong length",
-                algorithm.as_str(),
-                bytes.len()
+                "a {alg} digest of {} bytes ({alg} digests are {} bytes)",
+                bytes.len(),
+                algorithm.digest_len(),
+                alg = algorithm.as_str(),
             ),
         };
         Ok(match algorithm {
@@ -130,8 +141,8 @@ impl fmt::Debug for Digest {
 impl FromStr for Digest {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let bad = |reason: &str| Error::InvalidReference {
-            reason: format!("digest {s:?}: {reason}"),
+        let bad = |reason: &str| Error::InvalidDigest {
+            reason: format!("{s:?}: {reason}"),
         };
         let (alg, hex) = s
             .split_once(':')
@@ -145,7 +156,12 @@ impl FromStr for Digest {
             .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
             .collect::<Result<Vec<u8>, _>>()
             .map_err(|_| bad("not hexadecimal"))?;
-        Digest::from_parts(alg, &bytes)?.ok_or_else(|| bad("algorithm none has no value"))
+        match Digest::from_parts(alg, &bytes) {
+            Ok(Some(d)) => Ok(d),
+            Ok(None) => Err(bad("algorithm none has no value")),
+            Err(Error::InvalidDigest { reason }) => Err(bad(&reason)),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -194,7 +210,34 @@ mod tests {
             "blake3:0011",
             "xxh3:é0",
         ] {
-            assert!(bad.parse::<Digest>().is_err(), "{bad}");
+            assert!(
+                matches!(bad.parse::<Digest>(), Err(Error::InvalidDigest { .. })),
+                "{bad}"
+            );
         }
+    }
+
+    #[test]
+    fn a_wrong_length_is_a_digest_error_that_says_the_lengths() {
+        let e = Digest::from_parts(DigestAlgorithm::Xxh3, &[0; 3]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid digest: a xxh3 digest of 3 bytes (xxh3 digests are 8 bytes)"
+        );
+        let e = Digest::from_parts(DigestAlgorithm::Blake3, &[0; 8]).unwrap_err();
+        assert!(matches!(&e, Error::InvalidDigest { reason } if reason.contains("32 bytes")));
+        assert_eq!(
+            Digest::from_parts(DigestAlgorithm::None, &[1, 2]).unwrap(),
+            None
+        );
+        for alg in [DigestAlgorithm::Xxh3, DigestAlgorithm::Blake3] {
+            let d = alg.digest(b"x").unwrap();
+            assert_eq!(d.to_bytes().len(), alg.digest_len());
+            assert_eq!(Digest::from_parts(alg, &d.to_bytes()).unwrap(), Some(d));
+        }
+        assert!(matches!(
+            "md5".parse::<DigestAlgorithm>(),
+            Err(Error::InvalidDigest { .. })
+        ));
     }
 }

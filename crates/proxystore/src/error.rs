@@ -69,17 +69,26 @@ pub enum Error {
 
     /// The bytes read do not match the digest recorded when the object was put.
     #[error(
-        "digest mismatch for object {key} of store '{store}': expected {expected}, got {actual}"
+        "digest mismatch for {}: expected {expected}, got {actual}",
+        object_of_store(key, store)
     )]
     DigestMismatch {
         /// Store name.
         store: String,
-        /// The key of the object.
+        /// The key of the object; empty while an upload has no key yet.
         key: Key,
         /// Digest recorded in the reference.
         expected: String,
         /// Digest of the bytes read.
         actual: String,
+    },
+
+    /// A digest (algorithm name and value) is malformed: an unknown algorithm, or a value
+    /// whose length does not fit its algorithm.
+    #[error("invalid digest: {reason}")]
+    InvalidDigest {
+        /// What is wrong with it.
+        reason: String,
     },
 
     /// Serialized reference bytes are corrupt, truncated or not a reference.
@@ -169,6 +178,16 @@ pub enum Error {
     },
 }
 
+/// `object KEY of store 'STORE'`, or `the object being stored in store 'STORE'` while an
+/// upload has no key yet.
+fn object_of_store(key: &Key, store: &str) -> String {
+    if key.as_str().is_empty() {
+        format!("the object being stored in store '{store}'")
+    } else {
+        format!("object {key} of store '{store}'")
+    }
+}
+
 impl Error {
     /// A backend error with a source.
     pub fn backend(
@@ -218,5 +237,24 @@ mod tests {
         let e = Error::backend("redis", "get", std::io::Error::other("reset"));
         assert!(e.is_retryable());
         assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn a_digest_mismatch_without_a_key_names_the_object_being_stored() {
+        let mismatch = |key: &str| Error::DigestMismatch {
+            store: "memory".into(),
+            key: Key::from(key),
+            expected: "xxh3:00".into(),
+            actual: "xxh3:01".into(),
+        };
+        assert_eq!(
+            mismatch("k1").to_string(),
+            "digest mismatch for object k1 of store 'memory': expected xxh3:00, got xxh3:01"
+        );
+        assert_eq!(
+            mismatch("").to_string(),
+            "digest mismatch for the object being stored in store 'memory': expected xxh3:00, \
+             got xxh3:01"
+        );
     }
 }

@@ -248,11 +248,17 @@ impl TryFrom<pb::ProxyReference> for Reference {
         let digest = match m.digest {
             None => None,
             Some(d) => {
-                let alg: DigestAlgorithm = d
+                let digest = d
                     .algorithm
                     .parse()
-                    .map_err(|e: Error| invalid(e.to_string()))?;
-                Digest::from_parts(alg, &d.value)?
+                    .and_then(|alg: DigestAlgorithm| Digest::from_parts(alg, &d.value));
+                match digest {
+                    Ok(d) => d,
+                    Err(Error::InvalidDigest { reason }) => {
+                        return Err(invalid(format!("its digest is invalid: {reason}")));
+                    }
+                    Err(e) => return Err(invalid(e.to_string())),
+                }
             }
         };
         let codec = if m.codec.is_empty() {
@@ -330,6 +336,25 @@ mod tests {
             Err(Error::UnsupportedVersion { found: 2, .. })
         ));
         assert!(Reference::from_json("{\"version\": 1}").is_err());
+    }
+
+    #[test]
+    fn a_digest_of_the_wrong_length_is_an_invalid_reference_that_says_so() {
+        use prost::Message;
+        let mut m = pb::ProxyReference::decode(sample().to_bytes()).unwrap();
+        if let Some(d) = m.digest.as_mut() {
+            d.value = vec![1, 2, 3];
+        }
+        let e = Reference::from_bytes(&m.encode_to_vec()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid proxy reference: its digest is invalid: a xxh3 digest of 3 bytes \
+             (xxh3 digests are 8 bytes)"
+        );
+        let json = sample().to_json().replace("xxh3:", "xxh3:00");
+        let e = Reference::from_json(&json).unwrap_err();
+        assert!(matches!(&e, Error::InvalidReference { .. }), "{e:?}");
+        assert!(e.to_string().contains("(xxh3 digests are 8 bytes)"), "{e}");
     }
 
     #[test]

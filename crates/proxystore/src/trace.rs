@@ -173,6 +173,7 @@ pub fn error_type(e: &Error) -> &'static str {
         Error::Encode { .. } => "Encode",
         Error::Decode { .. } => "Decode",
         Error::DigestMismatch { .. } => "DigestMismatch",
+        Error::InvalidDigest { .. } => "InvalidDigest",
         Error::InvalidReference { .. } => "InvalidReference",
         Error::UnsupportedVersion { .. } => "UnsupportedVersion",
         Error::UnknownConnectorKind { .. } => "UnknownConnectorKind",

@@ -2,7 +2,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -155,7 +154,8 @@ async fn a_producer_and_two_workers_share_10_mib_arguments_through_the_store() {
     let a = Worker::start(&url, &queue, &store, dir.path(), "worker-a", &[]);
     let b = Worker::start(&url, &queue, &store, dir.path(), "worker-b", &[]);
     let mut c = conn(&url).await;
-    // Both workers registered before the first task, so that both get some.
+    // Both workers registered before the first task. Which one runs which task is up to
+    // them: on a busy machine one may take all of them.
     let workers = format!("{queue}:workers");
     wait_for(Duration::from_secs(30), "two registered workers", || {
         let mut c = c.clone();
@@ -203,7 +203,6 @@ async fn a_producer_and_two_workers_share_10_mib_arguments_through_the_store() {
         TASKS as usize,
         "each task finished once: {lines:?}"
     );
-    let mut by_worker = BTreeMap::<String, u32>::new();
     let mut seen = Vec::new();
     for line in &lines {
         let r: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -217,13 +216,13 @@ async fn a_producer_and_two_workers_share_10_mib_arguments_through_the_store() {
         assert_eq!(r["audit_resolved"], false, "the audit proxy is never used");
         let expected_attempt = if index == 2 || index == 5 { 2 } else { 1 };
         assert_eq!(r["attempt"], expected_attempt, "task {index}: {r}");
-        *by_worker
-            .entry(r["worker"].as_str().unwrap().to_owned())
-            .or_default() += 1;
+        assert!(
+            ["worker-a", "worker-b"].contains(&r["worker"].as_str().unwrap()),
+            "task {index}: {r}"
+        );
     }
     seen.sort_unstable();
-    assert_eq!(seen, (0..TASKS).collect::<Vec<_>>());
-    assert_eq!(by_worker.len(), 2, "both workers ran tasks: {by_worker:?}");
+    assert_eq!(seen, (0..TASKS).collect::<Vec<_>>(), "each task ran once");
 
     // Every task recorded as done, and its objects evicted.
     let done_key = format!("{queue}:done");

@@ -92,6 +92,17 @@ impl Env {
             .unwrap()
     }
 
+    /// Two fields of a task's metadata, read in one command.
+    async fn meta_pair(&self, id: &str, a: &str, b: &str) -> (Option<String>, Option<String>) {
+        redis::cmd("HMGET")
+            .arg(format!("{}:meta:{id}", self.queue))
+            .arg(a)
+            .arg(b)
+            .query_async(&mut self.conn().await)
+            .await
+            .unwrap()
+    }
+
     async fn job_len(&self, id: &str) -> u64 {
         redis::cmd("HSTRLEN")
             .arg(format!("{}:data", self.queue))
@@ -306,15 +317,19 @@ async fn a_missing_object_fails_the_attempt_with_a_typed_error_and_the_retry_res
         ),
         "{re}"
     );
-    let result = wait_for(Duration::from_secs(10), "the failure in Redis", || async {
-        env.meta(&id, "result").await
+    // apalis records an attempt's result and status together, and a retry sets the status
+    // back to Running (keeping the last result): wait until the failure is the latest record,
+    // reading both at once.
+    let result = wait_for(Duration::from_secs(20), "the failure in Redis", || async {
+        let (result, status) = env.meta_pair(&id, "result", "status").await;
+        result.filter(|_| status.as_deref() == Some("Failed"))
     })
     .await;
     assert!(
         result.contains("cannot resolve the arguments of task"),
         "{result}"
     );
-    assert_eq!(env.meta(&id, "status").await.as_deref(), Some("Failed"));
+    assert!(!env.is_dead(&id).await, "a missing object is retried");
 
     // The worker keeps running other tasks.
     let other = bulk(1, 100_000, 10);
@@ -376,9 +391,16 @@ async fn a_removed_store_kills_the_task_after_max_attempts_and_the_worker_goes_o
         || async { env.is_dead(&id).await.then_some(()) },
     )
     .await;
+    // The dead set and the task's status and attempts are written by one script.
     assert_eq!(env.meta(&id, "status").await.as_deref(), Some("Killed"));
     assert_eq!(env.meta(&id, "attempts").await.as_deref(), Some("2"));
-    let all = errors.all();
+    // Results reach Redis from the worker's acknowledgement sink, events reach the listener
+    // from its run loop: either may come first.
+    let all = wait_for(Duration::from_secs(10), "two failure events", || async {
+        let all = errors.all();
+        (all.len() >= 2).then_some(all)
+    })
+    .await;
     assert_eq!(all.len(), 2, "one failure per attempt: {all:?}");
     for e in &all {
         let re = e.downcast_ref::<ResolveError>().expect("a ResolveError");
@@ -477,7 +499,11 @@ async fn a_document_that_is_not_a_task_is_killed_without_stopping_the_worker() {
         || async { env.is_dead(&id).await.then_some(()) },
     )
     .await;
-    let all = errors.all();
+    let all = wait_for(Duration::from_secs(10), "the failure event", || async {
+        let all = errors.all();
+        (!all.is_empty()).then_some(all)
+    })
+    .await;
     assert_eq!(all.len(), 1, "killed at once, not retried: {all:?}");
     let abort = all[0].downcast_ref::<AbortError>().expect("an AbortError");
     let re = std::error::Error::source(abort)

@@ -6,6 +6,7 @@
 //! the client turns every status it receives back with `Error::from(status)`, so an error
 //! crosses the wire as the same variant, with its key and details in metadata.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use tonic::metadata::{MetadataMap, MetadataValue};
@@ -21,19 +22,89 @@ pub const KEY_METADATA: &str = "x-proxystore-key-bin";
 /// Metadata entry carrying machine-readable details: the store of a `NotFound`, the reason of
 /// an `InvalidKey`, the milliseconds of a `Timeout`, `expected actual` of a digest mismatch.
 pub const DETAIL_METADATA: &str = "x-proxystore-detail";
+/// Metadata entry carrying the connector an error names on the sending side (the server's
+/// backend kind of an `InvalidKey`, `Backend` or `Unsupported`; the store of a
+/// `DigestMismatch`, which the service names after its backend), so the receiving side names
+/// it too instead of its own `grpc`.
+pub(crate) const CONNECTOR_METADATA: &str = "x-proxystore-connector";
 
 /// Longest status message and key sent, so that trailers stay well under header size limits.
 const MAX_TEXT: usize = 1024;
+/// Longest key written into a status message: the reason after it must fit in [`MAX_TEXT`].
+/// The whole key (up to [`MAX_TEXT`]) travels in [`KEY_METADATA`].
+const MAX_KEY_IN_TEXT: usize = 64;
 
-fn truncate(s: &str) -> &str {
+/// `s` cut to at most [`MAX_TEXT`] bytes, on a character boundary, ending in `…` when cut.
+fn truncate(s: &str) -> Cow<'_, str> {
     if s.len() <= MAX_TEXT {
-        return s;
+        return Cow::Borrowed(s);
     }
-    let mut end = MAX_TEXT;
+    Cow::Owned(format!("{}…", prefix(s, MAX_TEXT - '…'.len_utf8())))
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn prefix(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
     while !s.is_char_boundary(end) {
         end -= 1;
     }
     &s[..end]
+}
+
+/// A key as written in a status message: long keys are shortened to their start and length.
+fn key_for_text(key: &str) -> String {
+    if key.len() <= MAX_KEY_IN_TEXT {
+        key.to_owned()
+    } else {
+        format!("{}…({} bytes)", prefix(key, MAX_KEY_IN_TEXT), key.len())
+    }
+}
+
+/// The status message of `e`: its own text, with a long key shortened so that the reason
+/// after it is never cut off.
+fn status_message(e: &Error) -> String {
+    match e {
+        Error::NotFound { store, key } if key.as_str().len() > MAX_KEY_IN_TEXT => Error::NotFound {
+            store: store.clone(),
+            key: Key::from(key_for_text(key.as_str())),
+        }
+        .to_string(),
+        Error::InvalidKey {
+            connector,
+            key,
+            reason,
+        } if key.len() > MAX_KEY_IN_TEXT => Error::InvalidKey {
+            connector: connector.clone(),
+            key: key_for_text(key),
+            reason: reason.clone(),
+        }
+        .to_string(),
+        Error::DigestMismatch {
+            store,
+            key,
+            expected,
+            actual,
+        } if key.as_str().len() > MAX_KEY_IN_TEXT => Error::DigestMismatch {
+            store: store.clone(),
+            key: Key::from(key_for_text(key.as_str())),
+            expected: expected.clone(),
+            actual: actual.clone(),
+        }
+        .to_string(),
+        e => e.to_string(),
+    }
+}
+
+/// Insert `value` as ASCII metadata when it can be (metadata values must be visible ASCII);
+/// what cannot is still in the message.
+fn insert_ascii(md: &mut MetadataMap, name: &'static str, value: Option<&str>) {
+    if let Some(v) = value
+        .map(truncate)
+        .filter(|v| v.is_ascii())
+        .and_then(|v| MetadataValue::try_from(v.as_ref()).ok())
+    {
+        md.insert(name, v);
+    }
 }
 
 impl From<Error> for Status {
@@ -44,6 +115,7 @@ impl From<Error> for Status {
             Error::LimitExceeded { .. } => Code::ResourceExhausted,
             Error::Timeout { .. } => Code::DeadlineExceeded,
             Error::InvalidKey { .. }
+            | Error::InvalidDigest { .. }
             | Error::InvalidReference { .. }
             | Error::UnsupportedVersion { .. }
             | Error::Config { .. } => Code::InvalidArgument,
@@ -56,98 +128,145 @@ impl From<Error> for Status {
             _ => Code::Internal,
         };
         let mut md = MetadataMap::new();
+        let key = match &e {
+            Error::NotFound { key, .. } | Error::DigestMismatch { key, .. } => Some(key.as_str()),
+            Error::InvalidKey { key, .. } => Some(key.as_str()),
+            _ => None,
+        };
         // Over-long keys are cut: the receiver still learns which variant it got.
-        let mut key = |k: &Key| {
+        if let Some(k) = key {
             md.insert_bin(
                 KEY_METADATA,
-                MetadataValue::from_bytes(truncate(k.as_str()).as_bytes()),
+                MetadataValue::from_bytes(truncate(k).as_bytes()),
             );
-        };
+        }
         let detail = match &e {
-            Error::NotFound { store, key: k } => {
-                key(k);
-                Some(store.clone())
-            }
-            Error::InvalidKey { key: k, reason, .. } => {
-                key(&Key::from(k.as_str()));
-                Some(reason.clone())
-            }
+            Error::NotFound { store, .. } => Some(store.clone()),
+            Error::InvalidKey { reason, .. } => Some(reason.clone()),
             Error::DigestMismatch {
-                key: k,
-                expected,
-                actual,
-                ..
-            } => {
-                key(k);
-                Some(format!("{expected} {actual}"))
-            }
+                expected, actual, ..
+            } => Some(format!("{expected} {actual}")),
             Error::Timeout { after, .. } => Some(after.as_millis().to_string()),
             _ => None,
         };
-        // Metadata values must be visible ASCII; details that are not are left to the message.
-        if let Some(v) = detail
-            .as_deref()
-            .map(truncate)
-            .filter(|d| d.is_ascii())
-            .and_then(|d| MetadataValue::try_from(d).ok())
-        {
-            md.insert(DETAIL_METADATA, v);
-        }
-        Status::with_metadata(code, truncate(&e.to_string()), md)
+        insert_ascii(&mut md, DETAIL_METADATA, detail.as_deref());
+        let connector = match &e {
+            Error::InvalidKey { connector, .. }
+            | Error::Backend { connector, .. }
+            | Error::Unsupported { connector, .. }
+            | Error::DigestMismatch {
+                store: connector, ..
+            } => Some(connector.as_str()),
+            _ => None,
+        };
+        insert_ascii(&mut md, CONNECTOR_METADATA, connector);
+        Status::with_metadata(code, truncate(&status_message(&e)), md)
     }
+}
+
+/// `s` without `prefix`, or all of it when it does not start so: a message sent by
+/// `From<Error> for Status` loses the text its variant's `Display` adds again, and a message
+/// from elsewhere is kept whole.
+fn strip<'a>(s: &'a str, prefix: &str) -> &'a str {
+    s.strip_prefix(prefix).unwrap_or(s)
 }
 
 impl From<Status> for Error {
     fn from(s: Status) -> Self {
+        let text = |name: &str| {
+            s.metadata()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
         let key = s
             .metadata()
             .get_bin(KEY_METADATA)
             .and_then(|v| v.to_bytes().ok())
             .and_then(|b| String::from_utf8(b.to_vec()).ok());
-        let detail = s
-            .metadata()
-            .get(DETAIL_METADATA)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let message = s.message().to_owned();
+        let detail = text(DETAIL_METADATA);
+        let connector = text(CONNECTOR_METADATA);
+        let label = connector.clone().unwrap_or_else(|| KIND.to_owned());
+        let message = s.message();
         match s.code() {
             Code::NotFound => Error::NotFound {
                 store: detail.unwrap_or_else(|| KIND.to_owned()),
                 key: Key::from(key.unwrap_or_default()),
             },
-            Code::Unauthenticated | Code::PermissionDenied => Error::Unauthorized { message },
-            Code::ResourceExhausted => Error::LimitExceeded { message },
-            Code::DeadlineExceeded => Error::Timeout {
-                operation: format!("{KIND} call ({message})"),
-                after: Duration::from_millis(
-                    detail.and_then(|d| d.parse().ok()).unwrap_or_default(),
-                ),
+            Code::Unauthenticated | Code::PermissionDenied => Error::Unauthorized {
+                message: strip(message, "unauthorized: ").to_owned(),
             },
+            Code::ResourceExhausted => Error::LimitExceeded {
+                message: strip(message, "limit exceeded: ").to_owned(),
+            },
+            Code::DeadlineExceeded => {
+                let after = detail
+                    .and_then(|d| d.parse().ok())
+                    .map(Duration::from_millis);
+                let operation = match (after, message.rfind(" timed out after ")) {
+                    (Some(_), Some(at)) => message[..at].to_owned(),
+                    _ => format!("{KIND} call ({message})"),
+                };
+                Error::Timeout {
+                    operation,
+                    after: after.unwrap_or_default(),
+                }
+            }
             Code::Unimplemented => Error::Unsupported {
-                connector: KIND.to_owned(),
-                operation: message,
+                operation: strip(message, &format!("{label} connector does not support "))
+                    .to_owned(),
+                connector: label,
             },
-            Code::InvalidArgument if key.is_some() => Error::InvalidKey {
-                connector: KIND.to_owned(),
-                key: key.unwrap_or_default(),
-                reason: detail.unwrap_or(message),
-            },
+            Code::InvalidArgument if key.is_some() => {
+                let reason = match detail {
+                    Some(d) => d,
+                    // A reason that is not ASCII is only in the message, after the key.
+                    None => {
+                        let marker = format!(" for {label} connector: ");
+                        message
+                            .find(&marker)
+                            .map_or(message, |at| &message[at + marker.len()..])
+                            .to_owned()
+                    }
+                };
+                Error::InvalidKey {
+                    connector: label,
+                    key: key.unwrap_or_default(),
+                    reason,
+                }
+            }
             Code::DataLoss if detail.is_some() => {
                 let detail = detail.unwrap_or_default();
                 let (expected, actual) = detail.split_once(' ').unwrap_or((&detail, ""));
                 Error::DigestMismatch {
-                    store: KIND.to_owned(),
+                    store: label,
                     key: Key::from(key.unwrap_or_default()),
                     expected: expected.to_owned(),
                     actual: actual.to_owned(),
                 }
             }
-            Code::AlreadyExists => Error::StoreExists { name: message },
-            code => Error::Backend {
-                connector: KIND.to_owned(),
-                message: format!("{code:?}: {message}"),
-                source: Some(Box::new(s)),
-            },
+            Code::AlreadyExists => {
+                let name = strip(message, "a different store named '");
+                Error::StoreExists {
+                    name: name
+                        .strip_suffix("' is already registered")
+                        .unwrap_or(name)
+                        .to_owned(),
+                }
+            }
+            code => {
+                // A backend error the other side converted names its connector; any other
+                // status is wrapped once, with its code.
+                let own = connector
+                    .as_deref()
+                    .and_then(|c| message.strip_prefix(&format!("{c} connector: ")));
+                let message = own.map_or_else(|| format!("{code:?}: {message}"), str::to_owned);
+                Error::Backend {
+                    connector: label,
+                    message,
+                    source: Some(Box::new(s)),
+                }
+            }
         }
     }
 }
@@ -243,6 +362,215 @@ mod tests {
             Error::from(Status::internal("boom")),
             Error::Backend { .. }
         ));
+    }
+
+    /// One error of every variant, as a server or a client may build it.
+    fn every_variant() -> Vec<Error> {
+        vec![
+            Error::NotFound {
+                store: "memory".into(),
+                key: Key::from("k1"),
+            },
+            Error::backend("file", "write", std::io::Error::other("disk full")),
+            Error::Backend {
+                connector: "redis".into(),
+                message: "Unavailable: connection reset".into(),
+                source: None,
+            },
+            Error::Encode {
+                type_name: "T".into(),
+                codec: "json".into(),
+                source: "bad map key".into(),
+            },
+            Error::Decode {
+                store: "s".into(),
+                key: Key::from("k2"),
+                type_name: "T".into(),
+                codec: "json".into(),
+                source: "eof".into(),
+            },
+            Error::DigestMismatch {
+                store: "memory".into(),
+                key: Key::from("k3"),
+                expected: "xxh3:0011223344556677".into(),
+                actual: "xxh3:8899aabbccddeeff".into(),
+            },
+            Error::DigestMismatch {
+                store: "memory".into(),
+                key: Key::from(""),
+                expected: "xxh3:0011223344556677".into(),
+                actual: "xxh3:8899aabbccddeeff".into(),
+            },
+            Error::InvalidDigest {
+                reason: "a xxh3 digest of 3 bytes (xxh3 digests are 8 bytes)".into(),
+            },
+            Error::InvalidReference {
+                reason: "format version is missing".into(),
+            },
+            Error::UnsupportedVersion {
+                found: 9,
+                supported: 1,
+            },
+            Error::UnknownConnectorKind {
+                kind: "ftp".into(),
+                registered: "file, memory".into(),
+            },
+            Error::config("chunk_size must be positive"),
+            Error::InvalidKey {
+                connector: "file".into(),
+                key: "../x".into(),
+                reason: "contains a path separator".into(),
+            },
+            Error::Unauthorized {
+                message: "wrong bearer token".into(),
+            },
+            Error::Unauthorized {
+                message: "unauthorized: wrong bearer token".into(),
+            },
+            Error::LimitExceeded {
+                message: "object of 11 bytes exceeds 10".into(),
+            },
+            Error::Timeout {
+                operation: "get".into(),
+                after: Duration::from_millis(1500),
+            },
+            Error::Unsupported {
+                connector: "memory".into(),
+                operation: "caller-chosen keys".into(),
+            },
+            Error::StoreExists { name: "s".into() },
+        ]
+    }
+
+    /// Variants with no status code of their own: they arrive as a backend error that names
+    /// the code once.
+    fn arrives_as_backend(e: &Error) -> bool {
+        matches!(
+            e,
+            Error::Encode { .. }
+                | Error::Decode { .. }
+                | Error::InvalidDigest { .. }
+                | Error::InvalidReference { .. }
+                | Error::UnsupportedVersion { .. }
+                | Error::UnknownConnectorKind { .. }
+                | Error::Config { .. }
+        )
+    }
+
+    #[test]
+    fn every_variant_keeps_its_text_across_the_wire_without_doubled_prefixes() {
+        for original in every_variant() {
+            let text = original.to_string();
+            let as_backend = arrives_as_backend(&original);
+            let status = Status::from(original);
+            let code = status.code();
+            let once = Error::from(status);
+            let expected = if as_backend {
+                assert!(matches!(once, Error::Backend { .. }), "{once:?}");
+                format!("grpc connector: {code:?}: {text}")
+            } else {
+                text.clone()
+            };
+            assert_eq!(once.to_string(), expected, "{once:?}");
+            // A second crossing (a client passing the error on) changes nothing.
+            let twice = Error::from(Status::from(Error::from(Status::from(once))));
+            assert_eq!(twice.to_string(), expected, "{twice:?}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_connector_of_the_side_that_sent_them() {
+        let e = round_trip(Error::InvalidKey {
+            connector: "file".into(),
+            key: "".into(),
+            reason: "empty key".into(),
+        });
+        assert_eq!(
+            e.to_string(),
+            "invalid key \"\" for file connector: empty key"
+        );
+        let e = round_trip(Error::DigestMismatch {
+            store: "memory".into(),
+            key: Key::from("k"),
+            expected: "xxh3:00".into(),
+            actual: "xxh3:01".into(),
+        });
+        assert!(
+            matches!(&e, Error::DigestMismatch { store, key, .. } if store == "memory" && key.as_str() == "k"),
+            "{e:?}"
+        );
+        // A status without the entry (an older server) is named after this connector.
+        let mut s = Status::from(Error::InvalidKey {
+            connector: "file".into(),
+            key: "k".into(),
+            reason: "r".into(),
+        });
+        s.metadata_mut().remove(CONNECTOR_METADATA);
+        assert!(matches!(Error::from(s), Error::InvalidKey { connector, .. } if connector == KIND));
+        let e = Error::from(Status::unavailable("tcp connect error"));
+        assert_eq!(
+            e.to_string(),
+            "grpc connector: Unavailable: tcp connect error"
+        );
+    }
+
+    #[test]
+    fn a_long_key_never_hides_the_reason() {
+        for len in [1000, 4000] {
+            let long = "k".repeat(len);
+            let cases = [
+                (
+                    Error::InvalidKey {
+                        connector: "file".into(),
+                        key: long.clone(),
+                        reason: "longer than 1024 bytes".into(),
+                    },
+                    "for file connector: longer than 1024 bytes",
+                ),
+                (
+                    Error::NotFound {
+                        store: "memory".into(),
+                        key: Key::from(long.as_str()),
+                    },
+                    "not found in store 'memory'",
+                ),
+                (
+                    Error::DigestMismatch {
+                        store: "memory".into(),
+                        key: Key::from(long.as_str()),
+                        expected: "xxh3:00".into(),
+                        actual: "xxh3:01".into(),
+                    },
+                    "of store 'memory': expected xxh3:00, got xxh3:01",
+                ),
+            ];
+            for (e, reason) in cases {
+                let s = Status::from(e);
+                assert!(s.message().len() <= MAX_TEXT, "{len}");
+                assert!(s.message().contains(reason), "{len}: {}", s.message());
+                let shown = format!("{}…({len} bytes)", &long[..MAX_KEY_IN_TEXT]);
+                assert!(s.message().contains(&shown), "{}", s.message());
+                let key = s
+                    .metadata()
+                    .get_bin(KEY_METADATA)
+                    .unwrap()
+                    .to_bytes()
+                    .unwrap();
+                assert_eq!(key.len(), len.min(MAX_TEXT));
+                let back = Error::from(s).to_string();
+                assert!(back.contains(reason), "{back}");
+            }
+        }
+        // A reason that cannot travel as metadata is read back from the message.
+        let e = round_trip(Error::InvalidKey {
+            connector: "file".into(),
+            key: "k".repeat(4000),
+            reason: "clé refusée".into(),
+        });
+        assert!(
+            matches!(&e, Error::InvalidKey { reason, connector, .. } if reason == "clé refusée" && connector == "file"),
+            "{e:?}"
+        );
     }
 
     #[test]
