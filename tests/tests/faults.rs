@@ -24,7 +24,7 @@ use proxystore::conformance::payload;
 use proxystore::connector::file::FileConnector;
 use proxystore::connector::redis::{RedisConfig, RedisConnector};
 use proxystore::connector::s3::{MIN_PART_SIZE, S3Config, S3Connector};
-use proxystore::{Bytes, Connector, DigestAlgorithm, Error, Key, Proxy, Store};
+use proxystore::{Bytes, Connector, DigestAlgorithm, Error, Key, Proxy, ResolvePolicy, Store};
 use proxystore_tests::grpc_server;
 use proxystore_tests::redis_server::RedisServer;
 use proxystore_tests::s3_server::{BUCKET, S3Server};
@@ -222,6 +222,8 @@ async fn redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3() {
+    // The rebuilt-from-reference half needs the test bucket in the resolve policy.
+    proxystore::set_resolve_policy(ResolvePolicy::default().allow_bucket(BUCKET));
     let server = S3Server::start().unwrap_or_else(|e| panic!("{e:#}"));
     let prefix = format!("faults-{}/", Key::random());
     let c = Arc::new(S3Connector::with_config(server.config(&prefix)).unwrap());
@@ -241,6 +243,8 @@ async fn s3() {
 /// metadata file): nothing below the store notices, and the store's digest does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_without_stored_checksums() {
+    // The rebuilt-from-reference half needs the test bucket in the resolve policy.
+    proxystore::set_resolve_policy(ResolvePolicy::default().allow_bucket(BUCKET));
     let server = S3Server::start().unwrap_or_else(|e| panic!("{e:#}"));
     let prefix = format!("faults-{}/", Key::random());
     let c = Arc::new(S3Connector::with_config(server.config(&prefix)).unwrap());

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use proxystore::conformance::{Fixture, payload};
 use proxystore::connector::s3::{MIN_PART_SIZE, S3Config, S3Connector};
 use proxystore::{Bytes, Connector, Error, Key, PutOptions};
-use proxystore_tests::s3_server::S3Server;
+use proxystore_tests::s3_server::{BUCKET, S3Server};
 
 fn start() -> S3Server {
     S3Server::start().unwrap_or_else(|e| panic!("{e:#}"))
@@ -325,10 +325,13 @@ async fn a_second_process_reads_with_credentials_from_its_environment() {
     let missing = dir.path().join("none");
     let missing = missing.to_str().unwrap();
     // No instance metadata service here, and no config files: only the environment counts.
+    // The reader accepts references to the test bucket (S3 is refused by default).
+    let policy = format!(r#"{{"buckets": ["{BUCKET}"]}}"#);
     let isolated = [
         ("AWS_EC2_METADATA_DISABLED", "true"),
         ("AWS_CONFIG_FILE", missing),
         ("AWS_SHARED_CREDENTIALS_FILE", missing),
+        (proxystore::RESOLVE_POLICY_ENV, policy.as_str()),
     ];
 
     let mut env = isolated.to_vec();

@@ -18,7 +18,8 @@ pub(crate) const UNAUTHORIZED: u8 = 4;
 pub(crate) const UNREACHABLE: u8 = 5;
 /// The object is larger than the server accepts, or the server is full.
 pub(crate) const LIMIT_EXCEEDED: u8 = 6;
-/// A reference that does not decode, or bytes whose digest does not match.
+/// A reference that does not decode or that the resolve policy refuses, or bytes whose digest
+/// does not match.
 pub(crate) const INVALID_DATA: u8 = 7;
 
 /// The exit-code table of the top-level `--help`.
@@ -31,7 +32,7 @@ Exit codes:
   4  unauthorized: the server wants a token (PROXYSTORE_TOKEN) or refused it
   5  unreachable: no server at the URL, server unavailable, or a timeout
   6  limit exceeded: the object is too large for the server, or the server is full
-  7  invalid data: a reference that does not decode, or a digest mismatch";
+  7  invalid data: a reference that does not decode or is refused, or a digest mismatch";
 
 /// An error that carries its exit code (for failures that are not a [`proxystore::Error`]).
 #[derive(Debug)]
@@ -97,6 +98,7 @@ fn code_of_library_error(e: &proxystore::Error) -> u8 {
         E::Timeout { .. } => UNREACHABLE,
         E::LimitExceeded { .. } => LIMIT_EXCEEDED,
         E::InvalidReference { .. }
+        | E::Refused { .. }
         | E::UnsupportedVersion { .. }
         | E::DigestMismatch { .. }
         | E::InvalidDigest { .. }
@@ -196,6 +198,12 @@ mod tests {
         let coded = anyhow::Error::new(Coded::new(INVALID_DATA, "bad")).context("inspect");
         assert_eq!(code_of(&coded), INVALID_DATA);
         assert_eq!(code_of(&anyhow::anyhow!("plain")), FAILURE);
+        let refused = anyhow::Error::new(proxystore::Error::Refused {
+            store: "s".into(),
+            kind: "file".into(),
+            reason: "directory /etc is outside the allowed directories".into(),
+        });
+        assert_eq!(code_of(&refused), INVALID_DATA);
     }
 
     #[test]

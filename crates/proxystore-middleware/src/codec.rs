@@ -285,6 +285,34 @@ impl TaskCodec {
         self
     }
 
+    /// Install `policy` as this process's resolve policy ([`proxystore::set_resolve_policy`]):
+    /// which references a worker rebuilds a store from when the store is not registered here.
+    ///
+    /// The policy is process-wide, not this codec's: a `Proxy<T>` field resolves lazily, long
+    /// after decoding, from `Deref` with no codec at hand, so every resolve in the process must
+    /// see the same policy. The last policy installed wins. Without this call the process uses
+    /// `PROXYSTORE_RESOLVE_POLICY`, else [`proxystore::ResolvePolicy::default`] (temporary
+    /// directories and loopback hosts). An argument outside the policy fails the task with
+    /// [`Error::Store`] around [`proxystore::Error::Refused`], which is not retryable.
+    ///
+    /// ```
+    /// use proxystore::ResolvePolicy;
+    /// use proxystore_middleware::{Policy, TaskCodec};
+    ///
+    /// let codec = TaskCodec::new(Policy::with_store("shared")).with_resolve_policy(
+    ///     ResolvePolicy::default()
+    ///         .allow_directory("/mnt/shared/objects")
+    ///         .allow_host("redis.internal:6379")?,
+    /// );
+    /// assert!(proxystore::resolve_policy()?.directories().iter().any(|d| d.ends_with("objects")));
+    /// # Ok::<_, proxystore::Error>(())
+    /// ```
+    #[must_use]
+    pub fn with_resolve_policy(self, policy: proxystore::ResolvePolicy) -> Self {
+        proxystore::set_resolve_policy(policy);
+        self
+    }
+
     /// The policy.
     pub fn policy(&self) -> &Policy {
         &self.policy

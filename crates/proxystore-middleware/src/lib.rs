@@ -14,6 +14,16 @@
 //! resolved before use).
 //!
 //! Executor plugins (such as `proxystore-apalis`) build on these pieces.
+//!
+//! ## Trusting references
+//!
+//! A task document comes from the broker, and each reference in it carries the connector config
+//! of its store. A worker rebuilds a store from that config only when the process's
+//! [`proxystore::ResolvePolicy`] accepts it (by default: temporary directories and loopback
+//! hosts); stores registered in the worker with `proxystore::register_store` are used whatever
+//! the reference says. Widen the policy for your deployment with
+//! [`TaskCodec::with_resolve_policy`] or the `PROXYSTORE_RESOLVE_POLICY` environment variable; a
+//! refused argument fails its task with a non-retryable [`Error::Store`].
 
 mod codec;
 mod decode;

@@ -170,6 +170,22 @@ pub enum Error {
         operation: String,
     },
 
+    /// A reference names a connector that this process's [`crate::ResolvePolicy`] does not
+    /// accept: a connector kind, directory, host or bucket outside it. Nothing was read,
+    /// created or contacted. Not retryable: the same reference is refused until the policy is
+    /// widened.
+    #[error(
+        "refused to rebuild store '{store}' ({kind} connector) from a reference: {reason} (see proxystore::ResolvePolicy, or set PROXYSTORE_RESOLVE_POLICY)"
+    )]
+    Refused {
+        /// Store name in the reference.
+        store: String,
+        /// Connector kind in the reference.
+        kind: String,
+        /// What is not allowed, and how to allow it.
+        reason: String,
+    },
+
     /// A store of this name is already registered with a different configuration.
     #[error("a different store named '{name}' is already registered")]
     StoreExists {

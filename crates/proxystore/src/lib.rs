@@ -23,7 +23,8 @@
 //! let wire = postcard::to_stdvec(&proxy).unwrap();
 //! assert!(wire.len() < 256);
 //!
-//! // In any process: decode and use. The store is rebuilt from the reference if needed.
+//! // In any process: decode and use. The store is rebuilt from the reference if needed (and
+//! // if the process's ResolvePolicy accepts it: by default temporary directories and loopback).
 //! let received: Proxy<Vec<f32>> = postcard::from_bytes(&wire).unwrap();
 //! assert_eq!(received.len(), 1_000_000); // first use fetches
 //! # Ok::<_, proxystore::Error>(()) })??;
@@ -37,6 +38,7 @@
 //! - [`Store`]: codec, cache, metrics, and the put/get/proxy API; [`StoreConfig`] rebuilds it;
 //! - [`Proxy`] and [`Factory`]: lazy references; [`Reference`]: their wire format;
 //! - [`register_store`] / [`get_store`]: the process-wide registry;
+//! - [`ResolvePolicy`]: which references this process rebuilds a store from (see [`policy`]);
 //! - [`lifetime`]: scopes, leases and owned proxies that evict what they own;
 //! - [`runtime`]: how synchronous code resolves proxies without deadlocks;
 //! - [`trace`]: the spans of every operation, and trace context carried across processes;
@@ -48,6 +50,7 @@ pub mod digest;
 pub mod error;
 pub mod lifetime;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod reference;
 pub mod runtime;
@@ -69,9 +72,10 @@ pub use error::{Error, Result};
 pub use key::Key;
 pub use lifetime::{Lease, Lifetime, OwnedProxy, Scope};
 pub use metrics::{OpStats, StoreMetrics};
+pub use policy::{RESOLVE_POLICY_ENV, ResolvePolicy, resolve_policy, set_resolve_policy};
 pub use proxy::{Factory, Proxy};
 pub use reference::{FORMAT_VERSION, Reference};
-pub use registry::{get_store, register_store, unregister_store};
+pub use registry::{get_store, register_store, store_for_reference, unregister_store};
 pub use store::{
     DEFAULT_CACHE_BYTES, IntoConnector, ProxyOptions, Store, StoreBuilder, StoreConfig,
 };

@@ -88,9 +88,11 @@ impl<T> Factory<T> {
     }
 
     /// The store that holds the target: the one that made the proxy, else the registered store
-    /// of that name, else one built from the reference's connector config (and registered).
+    /// of that name, else one rebuilt from the reference's connector config if the process's
+    /// [`crate::ResolvePolicy`] accepts it (see [`crate::store_for_reference`]).
     ///
     /// # Errors
+    /// [`crate::Error::Refused`] for a reference outside the resolve policy,
     /// [`crate::Error::UnknownConnectorKind`] or a connector config error.
     pub fn store(&self) -> Result<Store> {
         match &self.store {

@@ -1,24 +1,38 @@
-//! The process-wide registry of named stores.
+//! The process-wide registry of named stores, and the stores rebuilt from references.
 //!
-//! A proxy that arrives in a process looks its store up here by name; when the store is missing,
-//! the proxy builds it from the connector config in its reference and registers it, so later
-//! proxies of that store share one connector, cache and metrics.
+//! A proxy that arrives in a process looks its store up here by name. A store registered by the
+//! application ([`register_store`]) always wins. Otherwise the store is rebuilt from the connector
+//! config in the reference, if the [`ResolvePolicy`] accepts it, and kept apart from the
+//! registered ones: keyed by store name *and* connector config, so that later proxies of that
+//! store share one connector, cache and metrics, while a reference can neither take a name from
+//! the application nor make another reference of the same name use its config.
 
 use std::collections::HashMap;
 use std::sync::{OnceLock, RwLock};
 
 use crate::error::{Error, Result};
+use crate::policy::{self, ResolvePolicy};
 use crate::reference::Reference;
 use crate::store::{Store, StoreConfig};
 
-fn stores() -> &'static RwLock<HashMap<String, Store>> {
-    static STORES: OnceLock<RwLock<HashMap<String, Store>>> = OnceLock::new();
-    STORES.get_or_init(Default::default)
+#[derive(Default)]
+struct Registry {
+    /// Stores registered by the application, by name.
+    named: HashMap<String, Store>,
+    /// Stores rebuilt from references, by name; each has its own connector config.
+    rebuilt: HashMap<String, Vec<Store>>,
+}
+
+fn registry() -> &'static RwLock<Registry> {
+    static REGISTRY: OnceLock<RwLock<Registry>> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
 }
 
 /// Register `store` under its name.
 ///
-/// Registering the same store (or one with an identical config) again is a no-op.
+/// Registering the same store (or one with an identical config) again is a no-op. Stores
+/// rebuilt from references never stand in the way: a registered store replaces them for every
+/// later reference of its name.
 ///
 /// ```
 /// use proxystore::{Store, register_store, get_store, unregister_store};
@@ -33,46 +47,107 @@ fn stores() -> &'static RwLock<HashMap<String, Store>> {
 /// # Errors
 /// [`Error::StoreExists`] when a store with that name but another config is registered.
 pub fn register_store(store: &Store) -> Result<()> {
-    let mut map = stores().write().unwrap_or_else(|e| e.into_inner());
-    match map.get(store.name()) {
+    let mut reg = registry().write().unwrap_or_else(|e| e.into_inner());
+    match reg.named.get(store.name()) {
         Some(existing) if existing.ptr_eq(store) || existing.config() == store.config() => Ok(()),
         Some(_) => Err(Error::StoreExists {
             name: store.name().to_owned(),
         }),
         None => {
-            map.insert(store.name().to_owned(), store.clone());
+            reg.rebuilt.remove(store.name());
+            reg.named.insert(store.name().to_owned(), store.clone());
             Ok(())
         }
     }
 }
 
-/// The registered store named `name`.
+/// The store registered as `name` with [`register_store`]. Stores rebuilt from references are
+/// not returned: reach one through its proxy ([`crate::Factory::store`]).
 pub fn get_store(name: &str) -> Option<Store> {
-    stores()
+    registry()
         .read()
         .unwrap_or_else(|e| e.into_inner())
+        .named
         .get(name)
         .cloned()
 }
 
 /// Remove the store named `name` from the registry and return it.
 pub fn unregister_store(name: &str) -> Option<Store> {
-    stores()
+    registry()
         .write()
         .unwrap_or_else(|e| e.into_inner())
+        .named
         .remove(name)
 }
 
-/// The store a reference names: the registered one, or one built from the reference and
-/// registered.
-pub(crate) fn store_for(reference: &Reference) -> Result<Store> {
+/// The store `reference` resolves through, under `policy`: the store registered under its name,
+/// whatever connector the reference names; otherwise, if `policy` accepts the reference, the
+/// store rebuilt from its name and connector config (built once, then shared by every reference
+/// with the same name and config).
+///
+/// Proxies call this with the process's policy ([`crate::resolve_policy`]); call it directly to
+/// resolve with another one.
+///
+/// ```
+/// use proxystore::{Error, Key, Reference, ResolvePolicy, store_for_reference};
+/// use proxystore::connector::ConnectorConfig;
+///
+/// let hostile = Reference::new(
+///     "app-store",
+///     ConnectorConfig::new("file", serde_json::json!({"directory": "/etc"})),
+///     Key::from("shadow"),
+/// );
+/// let e = store_for_reference(&hostile, &ResolvePolicy::default()).unwrap_err();
+/// assert!(matches!(e, Error::Refused { .. }));
+/// assert!(proxystore::get_store("app-store").is_none()); // nothing registered either
+/// ```
+///
+/// # Errors
+/// [`Error::Refused`] when the policy does not accept the reference (nothing is built, read or
+/// contacted); [`Error::UnknownConnectorKind`] or the connector's [`Error::Config`] when it
+/// cannot be built.
+pub fn store_for_reference(reference: &Reference, policy: &ResolvePolicy) -> Result<Store> {
     if let Some(s) = get_store(&reference.store) {
+        return Ok(s);
+    }
+    policy.check(reference)?;
+    if let Some(s) = rebuilt(
+        &registry().read().unwrap_or_else(|e| e.into_inner()),
+        reference,
+    ) {
         return Ok(s);
     }
     let built = Store::from_config(StoreConfig::new(
         reference.store.clone(),
         reference.connector.clone(),
     ))?;
-    let mut map = stores().write().unwrap_or_else(|e| e.into_inner());
-    Ok(map.entry(reference.store.clone()).or_insert(built).clone())
+    let mut reg = registry().write().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = reg.named.get(&reference.store) {
+        return Ok(s.clone());
+    }
+    if let Some(s) = rebuilt(&reg, reference) {
+        return Ok(s);
+    }
+    reg.rebuilt
+        .entry(reference.store.clone())
+        .or_default()
+        .push(built.clone());
+    Ok(built)
+}
+
+fn rebuilt(reg: &Registry, reference: &Reference) -> Option<Store> {
+    reg.rebuilt
+        .get(&reference.store)?
+        .iter()
+        .find(|s| s.config().connector == reference.connector)
+        .cloned()
+}
+
+/// The store a reference names, under the process's resolve policy.
+pub(crate) fn store_for(reference: &Reference) -> Result<Store> {
+    if let Some(s) = get_store(&reference.store) {
+        return Ok(s);
+    }
+    store_for_reference(reference, &*policy::current()?)
 }

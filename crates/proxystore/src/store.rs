@@ -230,6 +230,8 @@ impl Store {
     }
 
     /// Rebuild a store from its config (building the connector through the registered kinds).
+    /// Like [`connector::from_config`], it builds whatever it is given: check a config from an
+    /// untrusted source with [`crate::ResolvePolicy::check_connector`] first.
     ///
     /// # Errors
     /// [`Error::UnknownConnectorKind`] or the connector's [`Error::Config`].

@@ -184,6 +184,7 @@ pub fn error_type(e: &Error) -> &'static str {
         Error::Timeout { .. } => "Timeout",
         Error::Unsupported { .. } => "Unsupported",
         Error::StoreExists { .. } => "StoreExists",
+        Error::Refused { .. } => "Refused",
     }
 }
 

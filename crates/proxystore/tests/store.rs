@@ -207,10 +207,11 @@ async fn a_proxy_rebuilds_its_store_from_the_reference() {
     assert!(get_store(&name).is_none());
     let q: Proxy<Vec<u16>> = Proxy::from_reference(Reference::from_bytes(&bytes).unwrap());
     assert_eq!(q.resolve().await.unwrap().len(), 1000);
-    let rebuilt = get_store(&name).expect("resolve registers the rebuilt store");
+    // The rebuilt store is the proxy's; the registry's names stay the application's.
+    let rebuilt = q.factory().unwrap().store().unwrap();
     assert_eq!(rebuilt.metrics().resolve.count, 1);
     assert_eq!(rebuilt.config().connector, producer.config().connector);
-    unregister_store(&name);
+    assert!(get_store(&name).is_none());
 }
 
 #[tokio::test]
@@ -267,12 +268,24 @@ async fn unknown_connector_kind_in_a_reference() {
         Key::from("k"),
     );
     r.codec = Codec::Json;
-    let p: Proxy<String> = Proxy::from_reference(r);
+    // The default resolve policy refuses kinds it does not know before looking them up.
+    let p: Proxy<String> = Proxy::from_reference(r.clone());
     let e = p.try_get().unwrap_err();
-    assert!(matches!(e, Error::UnknownConnectorKind { .. }), "{e}");
+    assert!(matches!(e, Error::Refused { .. }), "{e}");
     let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.len())).unwrap_err();
     let msg = e.downcast_ref::<String>().unwrap();
-    assert!(msg.contains("unknown connector kind 'alien'"), "{msg}");
+    assert!(
+        msg.contains("connector kind 'alien' is not allowed"),
+        "{msg}"
+    );
+    // A policy that lists it lets the lookup say the kind is not registered here.
+    let policy = proxystore::ResolvePolicy::default().allow_kind("alien");
+    let e = proxystore::store_for_reference(&r, &policy).unwrap_err();
+    assert!(matches!(e, Error::UnknownConnectorKind { .. }), "{e}");
+    assert!(
+        e.to_string().contains("unknown connector kind 'alien'"),
+        "{e}"
+    );
 }
 
 #[tokio::test]

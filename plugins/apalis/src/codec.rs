@@ -108,6 +108,25 @@ impl ProxyCodec {
             .unwrap_or_default()
     }
 
+    /// Install `policy` as this process's resolve policy: which references a worker rebuilds
+    /// a store from (see [`TaskCodec::with_resolve_policy`]; process-wide, the last installed
+    /// wins). A task whose arguments it refuses fails for good, without retries.
+    ///
+    /// ```
+    /// use proxystore::ResolvePolicy;
+    /// use proxystore_apalis::ProxyCodec;
+    /// use proxystore_middleware::{Policy, TaskCodec};
+    ///
+    /// let codec = ProxyCodec::new(TaskCodec::new(Policy::with_store("shared")))
+    ///     .with_resolve_policy(ResolvePolicy::default().allow_directory("/mnt/shared/objects"));
+    /// # let _ = codec;
+    /// ```
+    #[must_use]
+    pub fn with_resolve_policy(mut self, policy: proxystore::ResolvePolicy) -> Self {
+        self.codec = self.codec.with_resolve_policy(policy);
+        self
+    }
+
     /// The task codec (policy, stores, inner format).
     pub fn task_codec(&self) -> &TaskCodec {
         &self.codec

@@ -4,7 +4,8 @@
 ///
 /// apalis records its message as the task's result. A [`proxystore_middleware::Error::Store`]
 /// cause (store unreachable, object missing or corrupt) fails the attempt, and apalis runs the
-/// task again later; any other cause (a document that cannot be decoded) kills the task.
+/// task again later; any other cause (a document that cannot be decoded, a reference refused by
+/// the resolve policy) kills the task.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot resolve the arguments of task {}: {source}", .task_id.as_deref().unwrap_or("(no id)"))]
 pub struct ResolveError {
@@ -29,8 +30,37 @@ impl ResolveError {
         &self.source
     }
 
-    /// Whether another attempt may succeed: the store failed, not the document.
+    /// Whether another attempt may succeed: the store failed, not the document. A reference
+    /// refused by the resolve policy is refused again on every attempt.
     pub fn is_retryable(&self) -> bool {
-        matches!(self.source, proxystore_middleware::Error::Store(_))
+        matches!(
+            &self.source,
+            proxystore_middleware::Error::Store(e) if !matches!(e, proxystore::Error::Refused { .. })
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_references_are_not_retried() {
+        let store = |e| ResolveError::new(None, proxystore_middleware::Error::Store(e));
+        assert!(
+            store(proxystore::Error::NotFound {
+                store: "s".into(),
+                key: proxystore::Key::from("k"),
+            })
+            .is_retryable()
+        );
+        assert!(
+            !store(proxystore::Error::Refused {
+                store: "s".into(),
+                kind: "file".into(),
+                reason: "directory /etc is outside the allowed directories".into(),
+            })
+            .is_retryable()
+        );
     }
 }

@@ -21,6 +21,11 @@
 //! when every worker that could finish a task crashed; apalis-redis itself re-runs the tasks of
 //! a worker that stopped sending heartbeats, so a crash normally ends in a cleanup too.
 //!
+//! Workers rebuild the stores of unregistered references only within the process's
+//! [`proxystore::ResolvePolicy`] (by default temporary directories and loopback hosts): widen
+//! it with [`ProxyCodec::with_resolve_policy`] or `PROXYSTORE_RESOLVE_POLICY`. A task whose
+//! arguments are refused fails without retries.
+//!
 //! [`connect`] and [`PollEvery`] work around two apalis-redis 1.0 behaviours that otherwise
 //! break or stall large-task workloads (a 500 ms response timeout; idle workers that poll only
 //! on their 30 s heartbeat).

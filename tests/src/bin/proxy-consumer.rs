@@ -27,7 +27,13 @@ fn main() -> anyhow::Result<()> {
         sums.push(p.iter().sum::<u64>());
     }
     let resolved: Vec<bool> = proxies.iter().map(Proxy::is_resolved).collect();
-    let metrics = proxystore::get_store(&store_name).map(|s| s.metrics());
+    // The store rebuilt from the references is the proxies' own, not a registered one.
+    let metrics = proxies
+        .first()
+        .and_then(Proxy::factory)
+        .map(|f| f.store())
+        .transpose()?
+        .map(|s| s.metrics());
     println!(
         "{}",
         serde_json::json!({

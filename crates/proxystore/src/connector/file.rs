@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::{Connector, ConnectorConfig, PutOptions};
 use crate::error::{Error, Result};
 use crate::key::Key;
+use crate::policy::Resource;
 
 /// Kind name of this connector.
 pub const KIND: &str = "file";
@@ -100,6 +101,15 @@ impl FileConnector {
     /// As for [`FileConnector::with_config`].
     pub fn from_config(config: &ConnectorConfig) -> Result<Arc<dyn Connector>> {
         Ok(Arc::new(Self::with_config(config.options()?)?))
+    }
+
+    /// What a connector built from `config` would touch, for the resolve policy.
+    pub(crate) fn resources(config: &ConnectorConfig) -> Result<Vec<Resource>> {
+        let config: FileConfig = config.options()?;
+        Ok(vec![Resource::Path {
+            what: "directory",
+            path: config.directory,
+        }])
     }
 
     /// The directory holding the objects.

@@ -104,6 +104,7 @@ use super::file::{TMP_PREFIX, validate_key};
 use super::{Connector, ConnectorConfig, PutOptions};
 use crate::error::{BoxError, Error, Result};
 use crate::key::Key;
+use crate::policy::Resource;
 use crate::runtime;
 
 /// Kind name of this connector.
@@ -430,6 +431,46 @@ impl GlobusConnector {
                 tasks: Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// What a connector built from `config` would touch, for the resolve policy: the API host,
+    /// the local endpoint's directory on this host (the others are reached through Globus),
+    /// and the token file. Building the connector makes no request, so it is built here to
+    /// pick the local endpoint exactly as it would.
+    pub(crate) fn resources(config: &ConnectorConfig) -> Result<Vec<Resource>> {
+        let connector = Self::with_config(config.options()?)?;
+        let inner = &connector.inner;
+        let url = reqwest::Url::parse(&inner.api_url)
+            .map_err(|e| Error::config(format!("globus api_url {:?}: {e}", inner.api_url)))?;
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => d.to_owned(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => {
+                return Err(Error::config(format!(
+                    "globus api_url {:?}: no host",
+                    inner.api_url
+                )));
+            }
+        };
+        let mut out = vec![Resource::Host {
+            what: "globus api_url",
+            host,
+            port: url.port_or_known_default(),
+        }];
+        if let Some(ep) = connector.local_endpoint() {
+            out.push(Resource::Path {
+                what: "globus local_path",
+                path: ep.local_dir(),
+            });
+        }
+        if let Some(file) = &inner.config.token_file {
+            out.push(Resource::Path {
+                what: "globus token_file",
+                path: expand_home(file),
+            });
+        }
+        Ok(out)
     }
 
     /// The options this connector was built with (including any token and local endpoint).

@@ -51,6 +51,7 @@ use super::{Connector, ConnectorConfig, PutOptions};
 use crate::digest::{Digest, DigestAlgorithm};
 use crate::error::{Error, Result};
 use crate::key::Key;
+use crate::policy::Resource;
 use crate::runtime;
 use rpc_trace::{RpcTrace, Side};
 
@@ -438,6 +439,39 @@ impl GrpcConnector {
     /// As for [`GrpcConnector::with_config`].
     pub fn from_config(config: &ConnectorConfig) -> Result<Arc<dyn Connector>> {
         Ok(Arc::new(Self::with_config(config.options()?)?))
+    }
+
+    /// What a connector built from `config` would touch, for the resolve policy: the host and
+    /// port of the address as the channel parses it (`http` crate), and the CA file.
+    pub(crate) fn resources(config: &ConnectorConfig) -> Result<Vec<Resource>> {
+        let config: GrpcConfig = config.options()?;
+        let bad = |why: &str| Error::config(format!("grpc address {:?}: {why}", config.address));
+        let uri: tonic::codegen::http::Uri =
+            config.uri().parse().map_err(|e| bad(&format!("{e}")))?;
+        let host = uri.host().ok_or_else(|| bad("no host"))?;
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
+        let mut out = vec![Resource::Host {
+            what: "grpc",
+            // IPv6 hosts come in brackets.
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port: Some(port),
+        }];
+        if let Some(path) = config.tls_ca_file {
+            out.push(Resource::Path {
+                what: "grpc tls_ca_file",
+                path,
+            });
+        }
+        Ok(out)
     }
 
     /// The connector's settings.

@@ -398,6 +398,9 @@ pub fn registered_connector_kinds() -> Vec<String> {
 
 /// Build a connector from its config, looking its kind up among the registered kinds.
 ///
+/// This builds whatever it is given. A config that came from elsewhere (a reference, a
+/// message) should pass [`crate::ResolvePolicy::check_connector`] first, as proxies do.
+///
 /// # Errors
 /// [`Error::UnknownConnectorKind`] when the kind is not registered (for example a feature is
 /// off), or the kind's own [`Error::Config`].

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::{Connector, ConnectorConfig, PutOptions};
 use crate::error::{Error, Result};
 use crate::key::Key;
+use crate::policy::Resource;
 use crate::runtime::spawn_io;
 
 /// Kind name of this connector.
@@ -379,6 +380,42 @@ impl RedisConnector {
     /// As for [`RedisConnector::with_config`].
     pub fn from_config(config: &ConnectorConfig) -> Result<Arc<dyn Connector>> {
         Ok(Arc::new(Self::with_config(config.options()?)?))
+    }
+
+    /// What a connector built from `config` would touch, for the resolve policy: the address
+    /// as the redis client itself reads it from the normalised URL, and the CA file.
+    pub(crate) fn resources(config: &ConnectorConfig) -> Result<Vec<Resource>> {
+        let config = config.options::<RedisConfig>()?.normalized()?;
+        let info =
+            config.url.as_str().into_connection_info().map_err(|e| {
+                Error::config(format!("redis URL {}: {e}", redact_url(&config.url)))
+            })?;
+        let mut out = vec![match info.addr() {
+            redis::ConnectionAddr::Tcp(host, port)
+            | redis::ConnectionAddr::TcpTls { host, port, .. } => Resource::Host {
+                what: "redis",
+                host: host.clone(),
+                port: Some(*port),
+            },
+            redis::ConnectionAddr::Unix(path) => Resource::Path {
+                what: "redis socket",
+                path: path.clone(),
+            },
+            #[allow(unreachable_patterns)]
+            _ => {
+                return Err(Error::config(format!(
+                    "redis URL {}: unsupported address",
+                    redact_url(&config.url)
+                )));
+            }
+        }];
+        if let Some(path) = config.tls_ca_file {
+            out.push(Resource::Path {
+                what: "redis tls_ca_file",
+                path,
+            });
+        }
+        Ok(out)
     }
 
     /// The normalised configuration (password included; its `Debug` redacts it).

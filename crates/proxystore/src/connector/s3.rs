@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use super::{Connector, ConnectorConfig, PutOptions};
 use crate::error::{Error, Result};
 use crate::key::Key;
+use crate::policy::Resource;
 use crate::runtime::{io_handle, spawn_io};
 
 /// Kind name of this connector.
@@ -258,6 +259,42 @@ impl S3Connector {
     /// As for [`S3Connector::with_config`].
     pub fn from_config(config: &ConnectorConfig) -> Result<Arc<dyn Connector>> {
         Ok(Arc::new(Self::with_config(config.options()?)?))
+    }
+
+    /// What a connector built from `config` would touch, for the resolve policy: the bucket,
+    /// and the endpoint's host when it is not AWS.
+    pub(crate) fn resources(config: &ConnectorConfig) -> Result<Vec<Resource>> {
+        let config: S3Config = config.options()?;
+        let mut out = vec![Resource::Bucket(config.bucket)];
+        if let Some(endpoint) = &config.endpoint_url {
+            let bad = |why: &str| Error::config(format!("s3 endpoint_url {endpoint:?}: {why}"));
+            let url = url::Url::parse(endpoint).map_err(|e| bad(&e.to_string()))?;
+            // The SDK parses the endpoint with its own parser; refusing user info and
+            // characters that URL parsers disagree on leaves no room between the two.
+            if !url.username().is_empty()
+                || url.password().is_some()
+                || endpoint.contains(['\\', '@'])
+                || endpoint
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(bad(
+                    "user info, backslashes and white space are not accepted",
+                ));
+            }
+            let host = match url.host() {
+                Some(url::Host::Domain(d)) => d.to_owned(),
+                Some(url::Host::Ipv4(ip)) => ip.to_string(),
+                Some(url::Host::Ipv6(ip)) => ip.to_string(),
+                None => return Err(bad("no host")),
+            };
+            out.push(Resource::Host {
+                what: "s3 endpoint",
+                host,
+                port: url.port_or_known_default(),
+            });
+        }
+        Ok(out)
     }
 
     /// The configuration.

@@ -20,13 +20,18 @@ use super::KIND;
 /// Metadata entry carrying the key an error concerns (binary, so any UTF-8 key fits).
 pub const KEY_METADATA: &str = "x-proxystore-key-bin";
 /// Metadata entry carrying machine-readable details: the store of a `NotFound`, the reason of
-/// an `InvalidKey`, the milliseconds of a `Timeout`, `expected actual` of a digest mismatch.
+/// an `InvalidKey`, the milliseconds of a `Timeout`, `expected actual` of a digest mismatch,
+/// `refused:<kind>` of a reference refused by the resolve policy.
 pub const DETAIL_METADATA: &str = "x-proxystore-detail";
 /// Metadata entry carrying the connector an error names on the sending side (the server's
 /// backend kind of an `InvalidKey`, `Backend` or `Unsupported`; the store of a
 /// `DigestMismatch`, which the service names after its backend), so the receiving side names
 /// it too instead of its own `grpc`.
 pub(crate) const CONNECTOR_METADATA: &str = "x-proxystore-connector";
+
+/// Prefix of the detail of a `PERMISSION_DENIED` that is a refused reference (followed by the
+/// connector kind), telling it from an authorization failure.
+const REFUSED_DETAIL: &str = "refused:";
 
 /// Longest status message and key sent, so that trailers stay well under header size limits.
 const MAX_TEXT: usize = 1024;
@@ -123,6 +128,10 @@ impl From<Error> for Status {
             Error::DigestMismatch { .. } => Code::DataLoss,
             Error::Unsupported { .. } => Code::Unimplemented,
             Error::StoreExists { .. } => Code::AlreadyExists,
+            // The process's own rule says no, whoever asks: not a question of credentials
+            // (UNAUTHENTICATED), and no change of the system's state will make it pass
+            // (FAILED_PRECONDITION); only widening the policy does.
+            Error::Refused { .. } => Code::PermissionDenied,
             // A backend failure (lost connection, I/O error) may pass: clients retry it.
             Error::Backend { .. } => Code::Unavailable,
             _ => Code::Internal,
@@ -147,6 +156,7 @@ impl From<Error> for Status {
                 expected, actual, ..
             } => Some(format!("{expected} {actual}")),
             Error::Timeout { after, .. } => Some(after.as_millis().to_string()),
+            Error::Refused { kind, .. } => Some(format!("{REFUSED_DETAIL}{kind}")),
             _ => None,
         };
         insert_ascii(&mut md, DETAIL_METADATA, detail.as_deref());
@@ -193,6 +203,28 @@ impl From<Status> for Error {
                 store: detail.unwrap_or_else(|| KIND.to_owned()),
                 key: Key::from(key.unwrap_or_default()),
             },
+            Code::PermissionDenied
+                if detail
+                    .as_deref()
+                    .is_some_and(|d| d.starts_with(REFUSED_DETAIL)) =>
+            {
+                Error::Refused {
+                    store: KIND.to_owned(),
+                    kind: detail
+                        .as_deref()
+                        .and_then(|d| d.strip_prefix(REFUSED_DETAIL))
+                        .unwrap_or_default()
+                        .to_owned(),
+                    // The text its `Display` adds again comes off, as for the other variants.
+                    reason: message
+                        .split_once("from a reference: ")
+                        .map_or(message, |(_, r)| r)
+                        .trim_end_matches(
+                            " (see proxystore::ResolvePolicy, or set PROXYSTORE_RESOLVE_POLICY)",
+                        )
+                        .to_owned(),
+                }
+            }
             Code::Unauthenticated | Code::PermissionDenied => Error::Unauthorized {
                 message: strip(message, "unauthorized: ").to_owned(),
             },
@@ -340,6 +372,19 @@ mod tests {
             std::io::Error::other("reset"),
         ));
         assert!(matches!(e, Error::Backend { .. }) && e.is_retryable());
+
+        let refused = || Error::Refused {
+            store: "s".into(),
+            kind: "file".into(),
+            reason: "directory /etc is outside the allowed directories".into(),
+        };
+        assert_eq!(Status::from(refused()).code(), Code::PermissionDenied);
+        let e = round_trip(refused());
+        assert!(
+            matches!(&e, Error::Refused { kind, reason, .. } if kind == "file" && reason.contains("/etc")),
+            "{e:?}"
+        );
+        assert!(!e.is_retryable());
     }
 
     #[test]
