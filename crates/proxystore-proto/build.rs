@@ -1,4 +1,4 @@
-//! Generates the protobuf messages and the gRPC client and server of `proto/proxystore/v1`.
+//! Generates the protobuf messages and the gRPC client and server of `proto/proxystore_rs/v1`.
 //!
 //! protoc comes from `protoc-bin-vendored`, so a fresh machine needs no system protoc.
 
@@ -8,8 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let root = manifest.join("../../proto");
     let protos = [
-        root.join("proxystore/v1/proxy.proto"),
-        root.join("proxystore/v1/store.proto"),
+        root.join("proxystore_rs/v1/proxy.proto"),
+        root.join("proxystore_rs/v1/store.proto"),
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={}", p.display());

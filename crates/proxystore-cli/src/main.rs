@@ -116,7 +116,7 @@ Examples:
 
     /// Decode a serialized proxy reference and show its fields, without fetching anything.
     ///
-    /// Accepts base64 or hex of the protobuf bytes (proto/proxystore/v1/proxy.proto), raw
+    /// Accepts base64 or hex of the protobuf bytes (proto/proxystore_rs/v1/proxy.proto), raw
     /// protobuf bytes in a file, or JSON (bare, or a proxy's `{"$proxy": {...}}`). Secrets in
     /// the connector options (tokens, passwords, keys, passwords inside URLs) are shown as
     /// <redacted>. Input that is not a valid reference exits with code 7.

@@ -69,10 +69,10 @@ fn the_demo_is_one_trace_of_encodes_tasks_transfers_and_server_calls() {
         assert_eq!(put.len(), 1, "the samples argument is put: {encode}");
         let put = put[0];
         assert_eq!(put.attr("connector"), Some("grpc"));
-        let client = children(&spans, put, "proxystore.v1.StoreService/Put");
+        let client = children(&spans, put, "proxystore_rs.v1.StoreService/Put");
         assert_eq!(client.len(), 1);
         assert_eq!(
-            children(&spans, client[0], "proxystore.v1.StoreService/Put").len(),
+            children(&spans, client[0], "proxystore_rs.v1.StoreService/Put").len(),
             1,
             "the server's span of the call"
         );
@@ -88,7 +88,7 @@ fn the_demo_is_one_trace_of_encodes_tasks_transfers_and_server_calls() {
         assert_eq!(get.len(), 1);
         assert_eq!(get[0].attr("bytes"), put.attr("bytes"));
         assert_eq!(
-            children(&spans, get[0], "proxystore.v1.StoreService/Get").len(),
+            children(&spans, get[0], "proxystore_rs.v1.StoreService/Get").len(),
             1
         );
         assert!(!children(&spans, task, "proxystore.evict").is_empty());

@@ -3,7 +3,7 @@
 //!
 //! tonic answers INTERNAL when a request is not valid protobuf (or holds a string field that
 //! is not UTF-8, such as a key), which tells a client the server is broken; the request is
-//! what is wrong, and `proto/proxystore/v1/store.proto` promises INVALID_ARGUMENT.
+//! what is wrong, and `proto/proxystore_rs/v1/store.proto` promises INVALID_ARGUMENT.
 
 use std::marker::PhantomData;
 

@@ -1,6 +1,6 @@
-//! Protobuf messages and gRPC stubs generated from `proto/proxystore/v1`.
+//! Protobuf messages and gRPC stubs generated from `proto/proxystore_rs/v1`.
 //!
-//! - [`v1`]: `proxystore.v1`: the store service ([`v1::store_service_client`],
+//! - [`v1`]: `proxystore_rs.v1`: the store service ([`v1::store_service_client`],
 //!   [`v1::store_service_server`]) and its messages, and the language-neutral proxy reference
 //!   ([`v1::ProxyReference`]).
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
@@ -11,15 +11,15 @@
 
 pub mod codec;
 
-/// Package `proxystore.v1`.
+/// Package `proxystore_rs.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 pub mod v1 {
-    include!(concat!(env!("OUT_DIR"), "/proxystore.v1.rs"));
+    include!(concat!(env!("OUT_DIR"), "/proxystore_rs.v1.rs"));
 }
 
-/// The encoded `FileDescriptorSet` of `proxystore/v1/*.proto`, for `tonic-reflection`.
+/// The encoded `FileDescriptorSet` of `proxystore_rs/v1/*.proto`, for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/proxystore_v1_descriptor.bin"));
 
 /// Fully qualified name of the store service, as used by health checks and reflection.
-pub const STORE_SERVICE_NAME: &str = "proxystore.v1.StoreService";
+pub const STORE_SERVICE_NAME: &str = "proxystore_rs.v1.StoreService";

@@ -1,4 +1,4 @@
-//! The core writes `proxystore.v1.ProxyReference` with hand-written prost derives (so that it
+//! The core writes `proxystore_rs.v1.ProxyReference` with hand-written prost derives (so that it
 //! needs no protoc). These tests hold that mirror to the .proto file: the generated message
 //! must encode byte for byte what `Reference::to_bytes` writes, and decode it.
 
@@ -86,8 +86,8 @@ fn generated_message_decodes_core_bytes() {
 fn descriptor_set_names_both_files_and_the_service() {
     let fds = proxystore_proto::FILE_DESCRIPTOR_SET;
     let text = String::from_utf8_lossy(fds);
-    assert!(text.contains("proxystore/v1/proxy.proto"));
-    assert!(text.contains("proxystore/v1/store.proto"));
+    assert!(text.contains("proxystore_rs/v1/proxy.proto"));
+    assert!(text.contains("proxystore_rs/v1/store.proto"));
     assert!(text.contains("StoreService"));
     assert_eq!(
         v1::store_service_server::SERVICE_NAME,

@@ -1,14 +1,14 @@
 //! The ProxyStore gRPC store service: a ready object store that proxies can point at,
 //! embedded in a process or run standalone.
 //!
-//! It serves `proxystore.v1.StoreService` (see `proto/proxystore/v1/store.proto`), the
+//! It serves `proxystore_rs.v1.StoreService` (see `proto/proxystore_rs/v1/store.proto`), the
 //! standard `grpc.health.v1.Health` service and server reflection (v1 and v1alpha, so that
 //! `grpcurl` can list and call it). Objects live in memory, in a file directory, or in any
 //! [`proxystore::Connector`] (see [`BackendConfig`]); limits answer `RESOURCE_EXHAUSTED`, a
 //! missing or wrong bearer token `UNAUTHENTICATED`, unknown keys `NOT_FOUND`. Its client is
 //! [`proxystore::connector::grpc::GrpcConnector`].
 //!
-//! Every store call runs in a `grpc.server` span (`otel.name` = `proxystore.v1.StoreService/Get`
+//! Every store call runs in a `grpc.server` span (`otel.name` = `proxystore_rs.v1.StoreService/Get`
 //! and so on, with `key`, `bytes` and `rpc.grpc.status_code`) whose parent is the trace context
 //! the client sent in its `traceparent`/`tracestate` metadata; see
 //! [`proxystore::connector::grpc::rpc_trace`]. The `proxystore-server` binary exports these

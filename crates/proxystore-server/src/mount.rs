@@ -22,7 +22,7 @@ use crate::service::{Limits, StoreSvc};
 
 type Stack = RpcTrace<InterceptedService<StoreServiceServer<StoreSvc>, BearerAuth>>;
 
-/// `proxystore.v1.StoreService` with the bearer-token check, limits and tracing of a
+/// `proxystore_rs.v1.StoreService` with the bearer-token check, limits and tracing of a
 /// [`ServerConfig`], made by [`store_service`]; cheap to clone (clones share the store).
 ///
 /// It is a tower [`Service`] over HTTP/2 gRPC requests with a [`NamedService`] name, so it can

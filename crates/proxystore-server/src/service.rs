@@ -1,4 +1,4 @@
-//! The `proxystore.v1.StoreService` implementation: limits, digests and expiry on top of a
+//! The `proxystore_rs.v1.StoreService` implementation: limits, digests and expiry on top of a
 //! [`Backend`].
 
 use std::pin::Pin;

@@ -43,7 +43,7 @@ async fn grpcurl_lists_services_and_calls_stat_and_exists() {
     let (ok, out) = grpcurl(&["-plaintext", &addr, "list"]);
     assert!(ok, "{out}");
     for service in [
-        "proxystore.v1.StoreService",
+        "proxystore_rs.v1.StoreService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     ] {
@@ -54,11 +54,11 @@ async fn grpcurl_lists_services_and_calls_stat_and_exists() {
         "-plaintext",
         &addr,
         "describe",
-        "proxystore.v1.StoreService",
+        "proxystore_rs.v1.StoreService",
     ]);
     assert!(ok, "{out}");
     assert!(
-        out.contains("rpc Put ( stream .proxystore.v1.PutRequest )"),
+        out.contains("rpc Put ( stream .proxystore_rs.v1.PutRequest )"),
         "{out}"
     );
     assert!(out.contains("rpc GetBatch"), "{out}");
@@ -70,7 +70,7 @@ async fn grpcurl_lists_services_and_calls_stat_and_exists() {
         "-d",
         "{}",
         &addr,
-        "proxystore.v1.StoreService/Stat",
+        "proxystore_rs.v1.StoreService/Stat",
     ]);
     assert!(ok, "{out}");
     let stat: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -86,7 +86,7 @@ async fn grpcurl_lists_services_and_calls_stat_and_exists() {
         "-d",
         &body,
         &addr,
-        "proxystore.v1.StoreService/Exists",
+        "proxystore_rs.v1.StoreService/Exists",
     ]);
     assert!(ok, "{out}");
     let exists: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -100,7 +100,7 @@ async fn grpcurl_lists_services_and_calls_stat_and_exists() {
         "-d",
         "{\"key\": \"no-such-key\"}",
         &addr,
-        "proxystore.v1.StoreService/Exists",
+        "proxystore_rs.v1.StoreService/Exists",
     ]);
     assert!(ok, "{out}");
     assert!(!out.contains("\"exists\": true"), "{out}");
@@ -111,13 +111,13 @@ async fn grpcurl_lists_services_and_calls_stat_and_exists() {
         "-d",
         "{}",
         &addr,
-        "proxystore.v1.StoreService/Stat",
+        "proxystore_rs.v1.StoreService/Stat",
     ]);
     assert!(!ok && out.contains("Unauthenticated"), "{out}");
     let (ok, out) = grpcurl(&[
         "-plaintext",
         "-d",
-        "{\"service\": \"proxystore.v1.StoreService\"}",
+        "{\"service\": \"proxystore_rs.v1.StoreService\"}",
         &addr,
         "grpc.health.v1.Health/Check",
     ]);

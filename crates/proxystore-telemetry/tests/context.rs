@@ -183,7 +183,7 @@ fn grpc_calls_carry_context_to_the_server() {
             .filter(|s| s.attr("rpc.method") == Some(method))
             .collect();
         assert_eq!(all.len(), 1, "{kind} {method} in {spans:#?}");
-        assert_eq!(all[0].name, format!("proxystore.v1.StoreService/{method}"));
+        assert_eq!(all[0].name, format!("proxystore_rs.v1.StoreService/{method}"));
         all[0]
     };
     let put = one(&spans, "proxystore.put");
@@ -199,7 +199,7 @@ fn grpc_calls_carry_context_to_the_server() {
     assert!(client_get.is_parent_of(server_get), "{server_get}");
     for s in [client_put, server_put, client_get, server_get] {
         assert_eq!(s.attr("rpc.system"), Some("grpc"));
-        assert_eq!(s.attr("rpc.service"), Some("proxystore.v1.StoreService"));
+        assert_eq!(s.attr("rpc.service"), Some("proxystore_rs.v1.StoreService"));
         assert_eq!(s.attr("rpc.grpc.status_code"), Some("0"), "{s}");
         assert_eq!(s.status_code, 0);
     }

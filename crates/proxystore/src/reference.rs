@@ -1,6 +1,6 @@
 //! The proxy reference: everything a process needs to fetch an object again.
 //!
-//! The wire contract is `proto/proxystore/v1/proxy.proto`; [`Reference::to_bytes`] writes that
+//! The wire contract is `proto/proxystore_rs/v1/proxy.proto`; [`Reference::to_bytes`] writes that
 //! protobuf message, so any language can read it and an older reader skips fields it does not
 //! know. The serde form mirrors the same fields for JSON and other self-describing codecs.
 
@@ -82,13 +82,13 @@ impl Reference {
         }
     }
 
-    /// Encode as the `proxystore.v1.ProxyReference` protobuf message.
+    /// Encode as the `proxystore_rs.v1.ProxyReference` protobuf message.
     pub fn to_bytes(&self) -> Bytes {
         use prost::Message;
         Bytes::from(pb::ProxyReference::from(self).encode_to_vec())
     }
 
-    /// Decode a `proxystore.v1.ProxyReference` protobuf message.
+    /// Decode a `proxystore_rs.v1.ProxyReference` protobuf message.
     ///
     /// # Errors
     /// [`Error::InvalidReference`] for corrupt or truncated bytes or missing fields,
@@ -166,7 +166,7 @@ impl<'de> Deserialize<'de> for Reference {
     }
 }
 
-/// Protobuf messages of `proto/proxystore/v1/proxy.proto`, written by hand with `prost` derives
+/// Protobuf messages of `proto/proxystore_rs/v1/proxy.proto`, written by hand with `prost` derives
 /// so that the core needs no protoc; `proxystore-proto` checks them against the .proto file.
 pub(crate) mod pb {
     #[derive(Clone, PartialEq, prost::Message)]

@@ -59,7 +59,7 @@ impl RpcTraceLayer {
         }
     }
 
-    /// Trace only calls whose path starts with `prefix` (e.g. `/proxystore.v1.StoreService/`),
+    /// Trace only calls whose path starts with `prefix` (e.g. `/proxystore_rs.v1.StoreService/`),
     /// leaving health checks and reflection out of the traces.
     #[must_use]
     pub fn only(mut self, prefix: &'static str) -> Self {
