@@ -28,6 +28,11 @@ pub enum Error {
     },
 
     /// The backend failed: I/O error, lost connection, server error.
+    ///
+    /// `temporary` tells whether the same operation may succeed if tried again later (a lost
+    /// connection, a server that is restarting, throttling) or will fail the same way (a disk
+    /// error, a file that is not a regular file, a malformed answer). Retries, the store
+    /// service's status codes and executors go by it (see [`Error::is_retryable`]).
     #[error("{connector} connector: {message}")]
     Backend {
         /// Connector kind, e.g. `file` or `redis`.
@@ -37,6 +42,8 @@ pub enum Error {
         /// The underlying error, if any.
         #[source]
         source: Option<BoxError>,
+        /// Whether trying again later may succeed.
+        temporary: bool,
     },
 
     /// An object could not be encoded by the store's codec.
@@ -205,7 +212,12 @@ fn object_of_store(key: &Key, store: &str) -> String {
 }
 
 impl Error {
-    /// A backend error with a source.
+    /// A permanent backend error with a source: trying again will fail the same way.
+    ///
+    /// ```
+    /// let e = proxystore::Error::backend("file", "read", std::io::Error::other("bad sector"));
+    /// assert!(!e.is_retryable());
+    /// ```
     pub fn backend(
         connector: impl Into<String>,
         message: impl Into<String>,
@@ -215,6 +227,78 @@ impl Error {
             connector: connector.into(),
             message: message.into(),
             source: Some(source.into()),
+            temporary: false,
+        }
+    }
+
+    /// A temporary backend error with a source: trying again later may succeed (a lost
+    /// connection, a server restarting, throttling).
+    ///
+    /// ```
+    /// let e = proxystore::Error::temporary("redis", "GET", std::io::Error::other("reset"));
+    /// assert!(e.is_retryable());
+    /// ```
+    pub fn temporary(
+        connector: impl Into<String>,
+        message: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::Backend {
+            connector: connector.into(),
+            message: message.into(),
+            source: Some(source.into()),
+            temporary: true,
+        }
+    }
+
+    /// A backend error without a source; `temporary` as for [`Error::Backend`].
+    pub fn backend_message(
+        connector: impl Into<String>,
+        message: impl Into<String>,
+        temporary: bool,
+    ) -> Self {
+        Error::Backend {
+            connector: connector.into(),
+            message: message.into(),
+            source: None,
+            temporary,
+        }
+    }
+
+    /// A backend error from an I/O error, temporary when its kind says the operation may
+    /// succeed later (interrupted, would block, a connection refused, reset, aborted or timed
+    /// out) and permanent otherwise (a disk error, permissions, a missing directory). A full
+    /// disk or quota is not a backend failure but [`Error::LimitExceeded`].
+    ///
+    /// ```
+    /// use std::io::{Error as IoError, ErrorKind};
+    /// use proxystore::Error;
+    /// assert!(Error::io("file", "read", IoError::from(ErrorKind::Interrupted)).is_retryable());
+    /// assert!(!Error::io("file", "read", IoError::from(ErrorKind::PermissionDenied)).is_retryable());
+    /// assert!(matches!(
+    ///     Error::io("file", "write", IoError::from(ErrorKind::StorageFull)),
+    ///     Error::LimitExceeded { .. }
+    /// ));
+    /// ```
+    pub fn io(connector: impl Into<String>, message: impl Into<String>, e: std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        let connector = connector.into();
+        let message = message.into();
+        match e.kind() {
+            K::StorageFull | K::QuotaExceeded | K::FileTooLarge => Error::LimitExceeded {
+                message: format!("{connector} connector {message}: {e}"),
+            },
+            K::Interrupted
+            | K::WouldBlock
+            | K::TimedOut
+            | K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::NotConnected
+            | K::BrokenPipe
+            | K::UnexpectedEof
+            | K::ResourceBusy => Error::temporary(connector, message, e),
+            _ => Error::backend(connector, message, e),
         }
     }
 
@@ -225,10 +309,19 @@ impl Error {
         }
     }
 
-    /// Whether retrying the same operation later may succeed (backend hiccups and timeouts),
-    /// as opposed to errors that will repeat (bad input, missing objects, bad credentials).
+    /// Whether the failure is temporary: retrying the same operation later may succeed
+    /// (a [`Error::Backend`] marked temporary, a [`Error::Timeout`]), as opposed to errors that
+    /// will repeat (bad input, missing objects, bad credentials, permanent backend failures).
+    /// The retry layer, the store service's status codes (`UNAVAILABLE` only for these) and
+    /// executor plugins all go by this one mark.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Backend { .. } | Error::Timeout { .. })
+        matches!(
+            self,
+            Error::Backend {
+                temporary: true,
+                ..
+            } | Error::Timeout { .. }
+        )
     }
 
     /// Whether this error means the object does not exist.
@@ -250,9 +343,13 @@ mod tests {
         assert_eq!(e.to_string(), "object k1 not found in store 's'");
         assert!(!e.is_retryable());
         assert!(e.is_not_found());
-        let e = Error::backend("redis", "get", std::io::Error::other("reset"));
+        let e = Error::temporary("redis", "get", std::io::Error::other("reset"));
         assert!(e.is_retryable());
         assert!(std::error::Error::source(&e).is_some());
+        let e = Error::backend("file", "read", std::io::Error::other("bad sector"));
+        assert!(!e.is_retryable());
+        assert!(!Error::backend_message("s3", "no upload id", false).is_retryable());
+        assert!(Error::backend_message("redis", "changed", true).is_retryable());
     }
 
     #[test]

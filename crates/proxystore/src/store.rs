@@ -382,11 +382,11 @@ impl Store {
         }
         let keys = self.inner.connector.put_batch(encoded, options).await?;
         if keys.len() != meta.len() {
-            return Err(Error::Backend {
-                connector: self.inner.connector.kind().to_owned(),
-                message: format!("put_batch returned {} keys for {}", keys.len(), meta.len()),
-                source: None,
-            });
+            return Err(Error::backend_message(
+                self.inner.connector.kind(),
+                format!("put_batch returned {} keys for {}", keys.len(), meta.len()),
+                false,
+            ));
         }
         let total: u64 = meta.iter().map(|m| m.0).sum();
         self.inner.metrics.put.record(total, start.elapsed());

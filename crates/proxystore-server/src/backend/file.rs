@@ -30,14 +30,7 @@ pub(crate) const META_DIR: &str = ".proxystore-meta";
 const KIND: &str = "file";
 
 pub(crate) fn io_error(what: &str, e: std::io::Error) -> Error {
-    match e.kind() {
-        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
-            Error::LimitExceeded {
-                message: format!("file backend {what}: {e}"),
-            }
-        }
-        _ => Error::backend(KIND, what, e),
-    }
+    Error::io(KIND, what, e)
 }
 
 async fn blocking<T: Send + 'static>(

@@ -82,7 +82,7 @@ impl FileConnector {
             return Err(Error::config("file connector needs a directory"));
         }
         std::fs::create_dir_all(&config.directory).map_err(|e| {
-            Error::backend(
+            Error::io(
                 KIND,
                 format!("create directory {}", config.directory.display()),
                 e,
@@ -176,13 +176,7 @@ impl FileConnector {
 }
 
 fn io_error(what: &str, e: std::io::Error) -> Error {
-    if e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded
-    {
-        return Error::LimitExceeded {
-            message: format!("file connector {what}: {e}"),
-        };
-    }
-    Error::backend(KIND, what, e)
+    Error::io(KIND, what, e)
 }
 
 /// Reject keys that are not a plain file name inside the directory: empty, `.` or `..`, with a

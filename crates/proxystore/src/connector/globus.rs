@@ -597,6 +597,7 @@ impl ApiError {
                 connector: KIND.into(),
                 message: format!("{what}: {message}"),
                 source,
+                temporary: true,
             },
             ApiError::Unauthorized(message) => Error::Unauthorized {
                 message: format!("Globus Transfer API, {what}: {message}"),
@@ -605,6 +606,7 @@ impl ApiError {
                 connector: KIND.into(),
                 message: format!("{what}: HTTP {status}: {message}"),
                 source: None,
+                temporary: false,
             },
         }
     }
@@ -979,6 +981,7 @@ impl Inner {
                         key.name
                     ),
                     source: None,
+                    temporary: false,
                 });
             }
         }
@@ -1088,6 +1091,7 @@ fn submission_id(answer: Result<Value, ApiError>) -> Result<String> {
             connector: KIND.into(),
             message: "GET /submission_id answer has no `value`".into(),
             source: None,
+            temporary: false,
         }),
     }
 }
@@ -1102,6 +1106,7 @@ fn submitted_task(answer: Result<Value, ApiError>, what: &str) -> Result<String>
             connector: KIND.into(),
             message: format!("{what}: answer has no usable task_id ({other:?})"),
             source: None,
+            temporary: false,
         }),
     }
 }
@@ -1193,18 +1198,7 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::backend(KIND, what, e))?
-        .map_err(|e| {
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-            ) {
-                Error::LimitExceeded {
-                    message: format!("globus connector {what}: {e}"),
-                }
-            } else {
-                Error::backend(KIND, what, e)
-            }
-        })
+        .map_err(|e| Error::io(KIND, what, e))
 }
 
 /// Write through a temporary file and rename, so that a reader (or a Globus transfer) never
@@ -1262,6 +1256,7 @@ impl Connector for GlobusConnector {
             connector: KIND.into(),
             message: "put produced no key".into(),
             source: None,
+            temporary: false,
         })
     }
 

@@ -513,10 +513,13 @@ impl RedisConnector {
 
     /// The rest of a large object whose first `first.len()` bytes have been read.
     async fn get_rest(&self, k: &[u8], first: Bytes) -> Result<Bytes> {
-        let changed = || Error::Backend {
-            connector: KIND.into(),
-            message: "GET: the object changed or was evicted while it was read in pieces".into(),
-            source: None,
+        // Read again, the object is whole (or absent): temporary.
+        let changed = || {
+            Error::backend_message(
+                KIND,
+                "GET: the object changed or was evicted while it was read in pieces",
+                true,
+            )
         };
         let kk = k.to_vec();
         let total: u64 = self
@@ -674,8 +677,22 @@ impl Inner {
                 message: format!("redis {op}: {e}"),
             };
         }
-        Error::backend(KIND, op, e)
+        if is_temporary(&e) {
+            Error::temporary(KIND, op, e)
+        } else {
+            Error::backend(KIND, op, e)
+        }
     }
+}
+
+/// Whether the operation may succeed later: the connection broke or was refused, or the
+/// server said so (loading its data set, a cluster reconfiguring, `TRYAGAIN`). Error replies
+/// such as `WRONGTYPE` or a script error repeat.
+fn is_temporary(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || !matches!(e.retry_method(), redis::RetryMethod::NoRetry)
 }
 
 /// Whether `e` means the connection broke (the manager reconnects, so one retry may succeed),
@@ -781,11 +798,11 @@ impl Connector for RedisConnector {
                 })
                 .await?;
             if got.len() != chunk.len() {
-                return Err(Error::Backend {
-                    connector: KIND.into(),
-                    message: format!("MGET of {} keys gave {} values", chunk.len(), got.len()),
-                    source: None,
-                });
+                return Err(Error::backend_message(
+                    KIND,
+                    format!("MGET of {} keys gave {} values", chunk.len(), got.len()),
+                    false,
+                ));
             }
             out.extend(got);
         }

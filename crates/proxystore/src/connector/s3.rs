@@ -408,8 +408,9 @@ impl Inner {
     }
 
     /// Map an SDK error: 404s are handled by the callers; credentials problems become
-    /// [`Error::Unauthorized`], timeouts [`Error::Timeout`], the rest [`Error::Backend`]
-    /// (retryable: throttling, 5xx, lost connections).
+    /// [`Error::Unauthorized`], timeouts [`Error::Timeout`], the rest [`Error::Backend`]:
+    /// temporary for throttling, 5xx and requests that never got an answer, permanent for
+    /// the other refusals.
     fn error<E>(&self, op: &str, e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -453,6 +454,13 @@ impl Inner {
             (Some(413), _) | (_, Some("EntityTooLarge")) => Error::LimitExceeded {
                 message: format!("s3 {message}"),
             },
+            (Some(429 | 500..=599), _)
+            | (_, Some("SlowDown" | "Throttling" | "RequestTimeout" | "InternalError")) => {
+                Error::temporary(KIND, message, e)
+            }
+            (None, _) if matches!(e, SdkError::DispatchFailure(_) | SdkError::ResponseError(_)) => {
+                Error::temporary(KIND, message, e)
+            }
             _ => Error::backend(KIND, message, e),
         }
     }
@@ -496,7 +504,7 @@ impl Inner {
         let _ = buf.try_reserve_exact(expected);
         while let Some(chunk) = body.next().await {
             let chunk =
-                chunk.map_err(|e| Error::backend(KIND, format!("{op}: reading the body"), e))?;
+                chunk.map_err(|e| Error::temporary(KIND, format!("{op}: reading the body"), e))?;
             buf.extend_from_slice(&chunk);
         }
         Ok(Some(Bytes::from(buf)))
@@ -538,10 +546,8 @@ impl Inner {
             .map_err(|e| self.error("CreateMultipartUpload", e))?;
         let upload_id = created
             .upload_id()
-            .ok_or_else(|| Error::Backend {
-                connector: KIND.into(),
-                message: "CreateMultipartUpload returned no upload id".into(),
-                source: None,
+            .ok_or_else(|| {
+                Error::backend_message(KIND, "CreateMultipartUpload returned no upload id", false)
             })?
             .to_owned();
         let mut guard = AbortGuard {
@@ -797,18 +803,19 @@ impl Connector for S3Connector {
                     .await
                     .map_err(|e| inner.error("DeleteObjects", e))?;
                 if let Some(err) = out.errors().first() {
-                    return Err(Error::Backend {
-                        connector: KIND.into(),
-                        message: format!(
+                    let code = err.code().unwrap_or_default();
+                    return Err(Error::backend_message(
+                        KIND,
+                        format!(
                             "DeleteObjects: {} of {} keys failed, first {:?}: {} {}",
                             out.errors().len(),
                             chunk.len(),
                             err.key().unwrap_or_default(),
-                            err.code().unwrap_or_default(),
+                            code,
                             err.message().unwrap_or_default()
                         ),
-                        source: None,
-                    });
+                        matches!(code, "InternalError" | "SlowDown" | "ServiceUnavailable"),
+                    ));
                 }
             }
             Ok(())

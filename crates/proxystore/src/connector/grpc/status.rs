@@ -132,8 +132,12 @@ impl From<Error> for Status {
             // (UNAUTHENTICATED), and no change of the system's state will make it pass
             // (FAILED_PRECONDITION); only widening the policy does.
             Error::Refused { .. } => Code::PermissionDenied,
-            // A backend failure (lost connection, I/O error) may pass: clients retry it.
-            Error::Backend { .. } => Code::Unavailable,
+            // Only a temporary backend failure (a lost connection, a server restarting) is
+            // UNAVAILABLE, the code clients retry; a permanent one (a disk error, a file that
+            // is not a regular file) would fail the same way again.
+            Error::Backend {
+                temporary: true, ..
+            } => Code::Unavailable,
             _ => Code::Internal,
         };
         let mut md = MetadataMap::new();
@@ -179,6 +183,19 @@ impl From<Error> for Status {
 /// from elsewhere is kept whole.
 fn strip<'a>(s: &'a str, prefix: &str) -> &'a str {
     s.strip_prefix(prefix).unwrap_or(s)
+}
+
+/// Whether tonic made this status on this side from a failed connection (a reset, a broken
+/// pipe, a protocol error of the transport) rather than receiving it from a server.
+fn from_transport(s: &Status) -> bool {
+    let mut cause = std::error::Error::source(s);
+    while let Some(e) = cause {
+        if e.is::<tonic::transport::Error>() || e.is::<std::io::Error>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 impl From<Status> for Error {
@@ -293,10 +310,15 @@ impl From<Status> for Error {
                     .as_deref()
                     .and_then(|c| message.strip_prefix(&format!("{c} connector: ")));
                 let message = own.map_or_else(|| format!("{code:?}: {message}"), str::to_owned);
+                // The codes a server sends for what may pass on a later try, and any status
+                // tonic made here from a broken connection (it carries the transport error).
+                let temporary =
+                    matches!(code, Code::Unavailable | Code::Aborted) || from_transport(&s);
                 Error::Backend {
                     connector: label,
                     message,
                     source: Some(Box::new(s)),
+                    temporary,
                 }
             }
         }
@@ -366,12 +388,30 @@ mod tests {
         });
         assert!(matches!(e, Error::Unsupported { .. }));
 
-        let e = round_trip(Error::backend(
+        // The temporary mark crosses the wire: UNAVAILABLE for a temporary failure, INTERNAL
+        // for a permanent one, and each comes back as it went.
+        let temporary = Error::temporary("redis", "get", std::io::Error::other("reset"));
+        assert_eq!(Status::from(temporary).code(), Code::Unavailable);
+        let e = round_trip(Error::temporary(
             "redis",
             "get",
             std::io::Error::other("reset"),
         ));
         assert!(matches!(e, Error::Backend { .. }) && e.is_retryable());
+        let permanent = || Error::backend("file", "read", std::io::Error::other("bad sector"));
+        assert_eq!(Status::from(permanent()).code(), Code::Internal);
+        let e = round_trip(permanent());
+        assert!(
+            matches!(e, Error::Backend { .. }) && !e.is_retryable(),
+            "{e:?}"
+        );
+        // A status tonic made on this side from a broken connection is temporary, whatever
+        // its code: the server never answered.
+        let broken = Status::from_error(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        assert_eq!(broken.code(), Code::Unknown);
+        assert!(Error::from(broken).is_retryable());
 
         let refused = || Error::Refused {
             store: "s".into(),
@@ -407,6 +447,9 @@ mod tests {
             Error::from(Status::internal("boom")),
             Error::Backend { .. }
         ));
+        assert!(!Error::from(Status::internal("boom")).is_retryable());
+        assert!(!Error::from(Status::failed_precondition("no such kind")).is_retryable());
+        assert!(Error::from(Status::aborted("conflict")).is_retryable());
     }
 
     /// One error of every variant, as a server or a client may build it.
@@ -421,6 +464,7 @@ mod tests {
                 connector: "redis".into(),
                 message: "Unavailable: connection reset".into(),
                 source: None,
+                temporary: true,
             },
             Error::Encode {
                 type_name: "T".into(),
