@@ -324,6 +324,19 @@ impl Error {
         )
     }
 
+    /// Whether this is a backend failure marked temporary (a lost connection, throttling):
+    /// what [`crate::layer::RetryLayer`] retries. A timeout is retryable for the caller but not
+    /// retried by the layer, because the attempt already spent the time it was given.
+    pub fn is_temporary(&self) -> bool {
+        matches!(
+            self,
+            Error::Backend {
+                temporary: true,
+                ..
+            }
+        )
+    }
+
     /// Whether this error means the object does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound { .. })

@@ -35,6 +35,8 @@
 //!
 //! - [`connector`]: the byte-level [`Connector`] trait and the built-in connectors
 //!   ([`connector::memory`], [`connector::file`], [`connector::multi`]);
+//! - [`layer`]: the I/O runtime hop, timeouts and retries ([`retry`]) as layers a store stacks
+//!   around its connector;
 //! - [`Store`]: codec, cache, metrics, and the put/get/proxy API; [`StoreConfig`] rebuilds it;
 //! - [`Proxy`] and [`Factory`]: lazy references; [`Reference`]: their wire format;
 //! - [`register_store`] / [`get_store`]: the process-wide registry;
@@ -48,11 +50,13 @@ pub mod codec;
 pub mod connector;
 pub mod digest;
 pub mod error;
+pub mod layer;
 pub mod lifetime;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod reference;
+pub mod retry;
 pub mod runtime;
 pub mod trace;
 

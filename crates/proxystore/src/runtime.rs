@@ -126,6 +126,29 @@ where
         .map_err(|e| Error::backend("runtime", "I/O task failed", e))
 }
 
+/// Whether the current task runs on the library's I/O runtime.
+pub fn on_io_runtime() -> bool {
+    Handle::try_current().is_ok_and(|h| h.id() == io_handle().id())
+}
+
+/// Run `fut` on the I/O runtime: in place when the caller already runs there, else spawned
+/// there and awaited (as [`spawn_io`]). What [`crate::layer::IoRuntimeLayer`] does for every
+/// call; connectors use it to create their clients there, once.
+///
+/// # Errors
+/// `fut`'s error, or [`Error::Backend`] if the spawned task panicked.
+pub async fn run_on_io<T, F>(fut: F) -> Result<T>
+where
+    F: Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    if on_io_runtime() {
+        fut.await
+    } else {
+        spawn_io(fut).await?
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ use crate::connector::{self, Connector, ConnectorConfig, PutOptions};
 use crate::digest::{Digest, DigestAlgorithm};
 use crate::error::{Error, Result};
 use crate::key::Key;
+use crate::layer::Layer;
 use crate::lifetime::{Lifetime, OwnedProxy};
 use crate::metrics::{Metrics, StoreMetrics};
 use crate::proxy::{Factory, Proxy};
@@ -208,6 +209,14 @@ impl StoreBuilder {
         self
     }
 
+    /// Put `layer` around the connector, outside the layers the connector asks for (see
+    /// [`crate::layer`]); layers added later wrap earlier ones.
+    #[must_use]
+    pub fn layer(mut self, layer: impl Layer) -> Self {
+        self.connector = layer.layer(crate::layer::stack(self.connector));
+        self
+    }
+
     /// Build the store.
     pub fn build(self) -> Store {
         Store::from_parts(self.config, self.connector)
@@ -241,6 +250,7 @@ impl Store {
     }
 
     fn from_parts(config: StoreConfig, connector: Arc<dyn Connector>) -> Self {
+        let connector = crate::layer::stack(connector);
         Store {
             inner: Arc::new(StoreInner {
                 cache: ObjectCache::new(config.cache_bytes),
@@ -261,7 +271,7 @@ impl Store {
         &self.inner.config
     }
 
-    /// The connector underneath.
+    /// The connector underneath, inside its layers.
     pub fn connector(&self) -> &Arc<dyn Connector> {
         &self.inner.connector
     }

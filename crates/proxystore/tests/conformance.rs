@@ -7,7 +7,7 @@ use std::sync::Arc;
 use proxystore::conformance::Fixture;
 use proxystore::connector::file::FileConnector;
 use proxystore::connector::memory::MemoryConnector;
-use proxystore::connector::multi::{MultiConnector, Policy};
+use proxystore::connector::multi::{MultiConnector, RoutePolicy};
 use proxystore::{Connector, Key};
 
 mod memory {
@@ -43,7 +43,7 @@ mod multi {
             .route(
                 "small",
                 small,
-                Policy {
+                RoutePolicy {
                     max_size: Some(1000),
                     ..Default::default()
                 },
@@ -51,7 +51,7 @@ mod multi {
             .route(
                 "large",
                 large,
-                Policy {
+                RoutePolicy {
                     min_size: Some(1001),
                     ..Default::default()
                 },

@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use proxystore::connector::file::FileConnector;
 use proxystore::connector::memory::MemoryConnector;
-use proxystore::connector::multi::{MultiConnector, Policy};
+use proxystore::connector::multi::{MultiConnector, RoutePolicy};
 use proxystore::{Codec, Connector, ConnectorConfig, Digest, Key, Reference, Store, StoreConfig};
 use serde::{Deserialize, Serialize};
 
@@ -75,9 +75,9 @@ fn any_bytes_come_back_identical_from_memory_file_and_multi() {
     let seg = unique("prop-mem");
     let memory: Arc<dyn Connector> = Arc::new(MemoryConnector::new(&seg));
     let file: Arc<dyn Connector> = Arc::new(FileConnector::new(dir.path().join("file")).unwrap());
-    let small = Policy {
+    let small = RoutePolicy {
         max_size: Some(1024),
-        ..Policy::default()
+        ..RoutePolicy::default()
     };
     let multi: Arc<dyn Connector> = Arc::new(
         MultiConnector::builder()
@@ -89,7 +89,7 @@ fn any_bytes_come_back_identical_from_memory_file_and_multi() {
             .route(
                 "large",
                 Arc::new(FileConnector::new(dir.path().join("multi")).unwrap()),
-                Policy::default(),
+                RoutePolicy::default(),
             )
             .build()
             .unwrap(),

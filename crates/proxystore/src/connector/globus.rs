@@ -101,11 +101,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::file::{TMP_PREFIX, validate_key};
-use super::{Connector, ConnectorConfig, PutOptions};
+use super::{CallConfig, Connector, ConnectorConfig, PutOptions};
 use crate::error::{BoxError, Error, Result};
 use crate::key::Key;
 use crate::policy::Resource;
-use crate::runtime;
 
 /// Kind name of this connector.
 pub const KIND: &str = "globus";
@@ -315,7 +314,7 @@ impl fmt::Debug for GlobusConfig {
 /// Objects in directories on several Globus endpoints, kept in sync by Globus Transfer.
 ///
 /// Cheap to clone (the state is shared). All API calls and file I/O run on the library's I/O
-/// runtime ([`crate::runtime::spawn_io`]).
+/// runtime (where a store runs every call, see [`crate::layer`]).
 #[derive(Clone)]
 pub struct GlobusConnector {
     inner: Arc<Inner>,
@@ -1249,48 +1248,48 @@ impl Connector for GlobusConnector {
         KIND
     }
 
+    /// On the I/O runtime, where the HTTP client lives. No retry or timeout layer: each
+    /// operation retries its transient API failures and waits for its transfer within one
+    /// deadline ([`GlobusConfig::timeout_ms`]), which a whole-operation retry would restart.
+    fn call_config(&self) -> CallConfig {
+        CallConfig {
+            io_runtime: true,
+            timeout: None,
+            retry: None,
+        }
+    }
+
     async fn put_opts(&self, data: Bytes, _options: &PutOptions) -> Result<Key> {
-        let inner = self.inner.clone();
-        let mut keys = runtime::spawn_io(async move { inner.put_many(vec![data]).await }).await??;
-        keys.pop().ok_or_else(|| Error::Backend {
-            connector: KIND.into(),
-            message: "put produced no key".into(),
-            source: None,
-            temporary: false,
-        })
+        let mut keys = self.inner.put_many(vec![data]).await?;
+        keys.pop()
+            .ok_or_else(|| Error::backend_message(KIND, "put produced no key", false))
     }
 
     async fn put_batch(&self, data: Vec<Bytes>, _options: &PutOptions) -> Result<Vec<Key>> {
         if data.is_empty() {
             return Ok(Vec::new());
         }
-        let inner = self.inner.clone();
-        runtime::spawn_io(async move { inner.put_many(data).await }).await?
+        self.inner.put_many(data).await
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
-        let (inner, key) = (self.inner.clone(), key.clone());
-        runtime::spawn_io(async move { inner.get(&key, None).await }).await?
+        self.inner.get(key, None).await
     }
 
     async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Option<Bytes>> {
-        let (inner, key) = (self.inner.clone(), key.clone());
-        runtime::spawn_io(async move { inner.get(&key, Some(range)).await }).await?
+        self.inner.get(key, Some(range)).await
     }
 
     async fn exists(&self, key: &Key) -> Result<bool> {
-        let (inner, key) = (self.inner.clone(), key.clone());
-        runtime::spawn_io(async move { inner.exists(&key).await }).await?
+        self.inner.exists(key).await
     }
 
     async fn evict(&self, key: &Key) -> Result<()> {
-        let (inner, keys) = (self.inner.clone(), vec![key.clone()]);
-        runtime::spawn_io(async move { inner.evict_many(&keys).await }).await?
+        self.inner.evict_many(std::slice::from_ref(key)).await
     }
 
     async fn evict_batch(&self, keys: &[Key]) -> Result<()> {
-        let (inner, keys) = (self.inner.clone(), keys.to_vec());
-        runtime::spawn_io(async move { inner.evict_many(&keys).await }).await?
+        self.inner.evict_many(keys).await
     }
 
     fn config(&self) -> ConnectorConfig {

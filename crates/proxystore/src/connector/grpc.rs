@@ -3,8 +3,9 @@
 //! One HTTP/2 channel per connector, created lazily on the library's I/O runtime and reused by
 //! every call; objects move as streams of 1 MiB chunks with HTTP/2 flow control as
 //! backpressure; idempotent calls (get, exists, evict, stat, batch get and evict, deferred
-//! `set`) are retried with exponential backoff when the server answers `UNAVAILABLE`; every
-//! call has a timeout. The config round-trips, so a proxy made against a server resolves in
+//! `set`) are retried with backoff ([`crate::retry::RetryConfig`], applied by the store's
+//! layers) when the server answers `UNAVAILABLE` or the connection breaks; every call has a
+//! timeout. The config round-trips, so a proxy made against a server resolves in
 //! any process that can reach that server.
 //!
 //! ```no_run
@@ -47,11 +48,12 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
-use super::{Connector, ConnectorConfig, PutOptions};
+use super::{CallConfig, Connector, ConnectorConfig, PutOptions};
 use crate::digest::{Digest, DigestAlgorithm};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::policy::Resource;
+use crate::retry::RetryConfig;
 use crate::runtime;
 use rpc_trace::{RpcTrace, Side};
 
@@ -105,8 +107,8 @@ pub struct GrpcConfig {
     pub timeout_ms: u64,
     /// Timeout of establishing the connection, in milliseconds (default 5 000).
     pub connect_timeout_ms: u64,
-    /// Retries of idempotent calls answered `UNAVAILABLE` (default 3), with backoff doubling
-    /// from 50 ms.
+    /// Retries of idempotent calls that failed temporarily (`UNAVAILABLE`, a broken
+    /// connection; default 3), with the backoff of [`crate::retry::RetryConfig::default`].
     pub retries: u32,
     /// Chunk size of uploads in bytes (default 1 MiB).
     pub chunk_size: usize,
@@ -479,14 +481,20 @@ impl GrpcConnector {
         &self.inner.config
     }
 
-    /// Run `f` on the library's I/O runtime, where the channel lives.
+    /// Run `f` on the library's I/O runtime, for the methods outside the [`Connector`] trait
+    /// (which a store's layers run there).
     async fn io<T, F, Fut>(&self, f: F) -> Result<T>
     where
         F: FnOnce(Arc<Inner>) -> Fut,
         Fut: Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
-        runtime::spawn_io(f(self.inner.clone())).await?
+        runtime::run_on_io(f(self.inner.clone())).await
+    }
+
+    /// The retries of idempotent calls: [`GrpcConfig::retries`] with the shared backoff.
+    fn retry_config(&self) -> RetryConfig {
+        self.inner.retry_config()
     }
 
     /// Server information: backend, usage, limits, version.
@@ -582,10 +590,6 @@ fn timeout_status(operation: &str, after: Duration) -> Status {
     })
 }
 
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(50u64 << attempt.min(6))
-}
-
 fn proto_digest(d: &Digest) -> v1::Digest {
     v1::Digest {
         algorithm: d.algorithm().as_str().to_owned(),
@@ -604,11 +608,13 @@ fn protocol_error(what: impl Into<String>) -> Status {
 }
 
 impl Inner {
-    /// The channel's client, created on first use; must run on the I/O runtime (the channel
-    /// spawns its worker on the current runtime).
+    /// The channel's client, created on first use, with its worker on the I/O runtime.
     fn client(&self) -> Client {
         self.client
             .get_or_init(|| {
+                // The channel spawns its worker on the current runtime: make that the I/O
+                // runtime, whoever calls first.
+                let _io = runtime::io_handle().enter();
                 StoreServiceClient::new(RpcTrace::new(self.endpoint.connect_lazy(), Side::Client))
                     .max_decoding_message_size(MAX_MESSAGE_SIZE)
                     .max_encoding_message_size(MAX_MESSAGE_SIZE)
@@ -631,42 +637,34 @@ impl Inner {
         r
     }
 
-    /// A unary call under the timeout, retried on `UNAVAILABLE` when `idempotent`.
-    async fn unary<Req, Resp, F, Fut>(
-        &self,
-        op: &'static str,
-        msg: Req,
-        idempotent: bool,
-        call: F,
-    ) -> Result<Resp>
+    /// The retries of idempotent calls: [`GrpcConfig::retries`] with the shared backoff.
+    fn retry_config(&self) -> RetryConfig {
+        RetryConfig::default().max_retries(self.config.retries)
+    }
+
+    /// A unary call under the timeout. Retries are the caller's (the store's retry layer for
+    /// the trait's methods, [`RetryConfig::run`] for the others).
+    async fn unary<Req, Resp, F, Fut>(&self, op: &'static str, msg: Req, call: F) -> Result<Resp>
     where
-        Req: Clone,
-        F: Fn(Client, Request<Req>) -> Fut,
+        F: FnOnce(Client, Request<Req>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
     {
-        let mut attempt = 0;
-        loop {
-            let req = self.request(msg.clone(), true);
-            let status = match tokio::time::timeout(self.timeout(), call(self.client(), req)).await
-            {
-                Ok(Ok(resp)) => return Ok(resp.into_inner()),
-                Ok(Err(s)) => s,
-                Err(_) => timeout_status(op, self.timeout()),
-            };
-            if idempotent && status.code() == Code::Unavailable && attempt < self.config.retries {
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt += 1;
-                continue;
-            }
-            return Err(Error::from(status));
+        let req = self.request(msg, true);
+        match tokio::time::timeout(self.timeout(), call(self.client(), req)).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(s)) => Err(Error::from(s)),
+            Err(_) => Err(Error::from(timeout_status(op, self.timeout()))),
         }
     }
 
     async fn stat(&self) -> Result<v1::StatResponse> {
-        self.unary("stat", v1::StatRequest {}, true, |mut c, r| async move {
-            c.stat(r).await
-        })
-        .await
+        self.retry_config()
+            .run("grpc stat", || {
+                self.unary("stat", v1::StatRequest {}, |mut c, r| async move {
+                    c.stat(r).await
+                })
+            })
+            .await
     }
 
     async fn caller_keys(&self) -> Result<bool> {
@@ -674,25 +672,6 @@ impl Inner {
             .get_or_try_init(|| async { Ok(self.stat().await?.caller_keys) })
             .await
             .copied()
-    }
-
-    /// Retry `attempt` on `UNAVAILABLE`.
-    async fn retrying<T, F, Fut>(&self, mut attempt_fn: F) -> Result<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = std::result::Result<T, Status>>,
-    {
-        let mut attempt = 0;
-        loop {
-            match attempt_fn().await {
-                Ok(v) => return Ok(v),
-                Err(s) if s.code() == Code::Unavailable && attempt < self.config.retries => {
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Err(s) => return Err(Error::from(s)),
-            }
-        }
     }
 
     /// Open a Get stream and read its header; `None` when the key is absent.
@@ -781,7 +760,7 @@ impl Inner {
     }
 
     async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<Option<Bytes>> {
-        self.retrying(|| self.get_once(key, range.clone())).await
+        self.get_once(key, range).await.map_err(Error::from)
     }
 
     async fn get_stream(
@@ -789,7 +768,14 @@ impl Inner {
         key: Key,
         range: Option<Range<u64>>,
     ) -> Result<Option<GetStream>> {
-        let opened = self.retrying(|| self.open_get(&key, range.clone())).await?;
+        let opened = self
+            .retry_config()
+            .run("grpc get", || async {
+                self.open_get(&key, range.clone())
+                    .await
+                    .map_err(Error::from)
+            })
+            .await?;
         let Some((info, mut stream)) = opened else {
             return Ok(None);
         };
@@ -927,7 +913,6 @@ impl Inner {
                     .unary(
                         "put_batch",
                         v1::PutBatchRequest { items },
-                        false,
                         |mut c, r| async move { c.put_batch(r).await },
                     )
                     .await?;
@@ -958,9 +943,11 @@ impl Inner {
                 max_response_bytes: MAX_MESSAGE_SIZE as u64,
             };
             let resp = self
-                .unary("get_batch", req, true, |mut c, r| async move {
-                    c.get_batch(r).await
-                })
+                .unary(
+                    "get_batch",
+                    req,
+                    |mut c, r| async move { c.get_batch(r).await },
+                )
                 .await?;
             if resp.items.len() != group.len() {
                 return Err(Error::from(protocol_error(format!(
@@ -986,7 +973,7 @@ impl Inner {
             let req = v1::EvictBatchRequest {
                 keys: group.iter().map(|k| k.to_string()).collect(),
             };
-            self.unary("evict_batch", req, true, |mut c, r| async move {
+            self.unary("evict_batch", req, |mut c, r| async move {
                 c.evict_batch(r).await
             })
             .await?;
@@ -1108,57 +1095,46 @@ impl Connector for GrpcConnector {
         KIND
     }
 
+    /// On the I/O runtime, where the channel lives; idempotent calls (reads, exists,
+    /// evictions, `set` under a fixed key) retried [`GrpcConfig::retries`] times on a temporary
+    /// failure (`UNAVAILABLE`, a broken connection), puts not (the server chooses their keys).
+    /// Each call bounds itself: a unary call by [`GrpcConfig::timeout_ms`], a stream by the
+    /// time between two messages.
+    fn call_config(&self) -> CallConfig {
+        CallConfig::networked(None, self.retry_config())
+    }
+
     async fn put_opts(&self, data: Bytes, options: &PutOptions) -> Result<Key> {
-        let options = options.clone();
-        self.io(move |i| async move { i.put_bytes(data, None, &options).await })
-            .await
+        self.inner.put_bytes(data, None, options).await
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
-        let key = key.clone();
-        self.io(move |i| async move { i.get(&key, None).await })
-            .await
+        self.inner.get(key, None).await
     }
 
     async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Option<Bytes>> {
-        let key = key.clone();
-        self.io(move |i| async move { i.get(&key, Some(range)).await })
-            .await
+        self.inner.get(key, Some(range)).await
     }
 
     async fn exists(&self, key: &Key) -> Result<bool> {
         let req = v1::ExistsRequest {
             key: key.to_string(),
         };
-        self.io(move |i| async move {
-            let r = i
-                .unary(
-                    "exists",
-                    req,
-                    true,
-                    |mut c, r| async move { c.exists(r).await },
-                )
-                .await?;
-            Ok(r.exists)
-        })
-        .await
+        let r = self
+            .inner
+            .unary("exists", req, |mut c, r| async move { c.exists(r).await })
+            .await?;
+        Ok(r.exists)
     }
 
     async fn evict(&self, key: &Key) -> Result<()> {
         let req = v1::EvictRequest {
             key: key.to_string(),
         };
-        self.io(move |i| async move {
-            i.unary(
-                "evict",
-                req,
-                true,
-                |mut c, r| async move { c.evict(r).await },
-            )
+        self.inner
+            .unary("evict", req, |mut c, r| async move { c.evict(r).await })
             .await
             .map(|_| ())
-        })
-        .await
     }
 
     fn config(&self) -> ConnectorConfig {
@@ -1167,28 +1143,21 @@ impl Connector for GrpcConnector {
     }
 
     async fn put_batch(&self, data: Vec<Bytes>, options: &PutOptions) -> Result<Vec<Key>> {
-        let options = options.clone();
-        self.io(move |i| async move { i.put_batch(data, &options).await })
-            .await
+        self.inner.put_batch(data, options).await
     }
 
     async fn get_batch(&self, keys: &[Key]) -> Result<Vec<Option<Bytes>>> {
-        let keys = keys.to_vec();
-        self.io(move |i| async move { i.get_batch(&keys).await })
-            .await
+        self.inner.get_batch(keys).await
     }
 
     async fn evict_batch(&self, keys: &[Key]) -> Result<()> {
-        let keys = keys.to_vec();
-        self.io(move |i| async move { i.evict_batch(&keys).await })
-            .await
+        self.inner.evict_batch(keys).await
     }
 
     async fn new_key(&self, _options: &PutOptions) -> Result<Key> {
         // Keys are UUIDs chosen here; the server must accept caller-chosen keys, which a
         // server fronting a connector without deferred puts does not.
-        let supported = self.io(|i| async move { i.caller_keys().await }).await?;
-        if supported {
+        if self.inner.caller_keys().await? {
             Ok(Key::random())
         } else {
             Err(Error::Unsupported {
@@ -1207,29 +1176,10 @@ impl Connector for GrpcConnector {
                 reason: "empty key".into(),
             });
         }
-        let key = key.clone();
-        // A put under a fixed key is idempotent, so it is retried like a get.
-        self.io(move |i| async move {
-            let mut attempt = 0;
-            loop {
-                match i
-                    .put_bytes(data.clone(), Some(key.clone()), &PutOptions::default())
-                    .await
-                {
-                    Err(Error::Backend {
-                        source: Some(s), ..
-                    }) if attempt < i.config.retries
-                        && s.downcast_ref::<Status>()
-                            .is_some_and(|s| s.code() == Code::Unavailable) =>
-                    {
-                        tokio::time::sleep(backoff(attempt)).await;
-                        attempt += 1;
-                    }
-                    r => return r.map(|_| ()),
-                }
-            }
-        })
-        .await
+        self.inner
+            .put_bytes(data, Some(key.clone()), &PutOptions::default())
+            .await
+            .map(|_| ())
     }
 }
 
@@ -1269,13 +1219,17 @@ mod tests {
     #[tokio::test]
     async fn unreachable_server_is_a_typed_error_after_retries() {
         // Port 1 on loopback: connection refused.
-        let c = GrpcConnector::with_config(GrpcConfig::new("127.0.0.1:1").retries(2)).unwrap();
+        // Retries are the store's layers: stacked as a store stacks it.
+        let c = crate::layer::stack(Arc::new(
+            GrpcConnector::with_config(GrpcConfig::new("127.0.0.1:1").retries(2)).unwrap(),
+        ));
         let started = Instant::now();
         let e = c.exists(&Key::from("k")).await.unwrap_err();
         assert!(matches!(e, Error::Backend { .. }), "{e:?}");
         assert!(e.is_retryable());
+        // Two retries: at least half of 50 ms and half of 100 ms (jittered backoff).
         assert!(
-            started.elapsed() >= Duration::from_millis(150),
+            started.elapsed() >= Duration::from_millis(75),
             "retried with backoff"
         );
         let e = c.put(Bytes::from_static(b"x")).await.unwrap_err();

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::error::{Error, Result};
 use crate::key::Key;
+use crate::retry::RetryConfig;
 
 pub mod file;
 #[cfg(feature = "globus")]
@@ -38,7 +40,7 @@ pub struct PutOptions {
     /// A name for the object (an argument path, a file name); [`multi::MultiConnector`] matches
     /// its glob patterns against it.
     pub name: Option<String>,
-    /// Tags the chosen backend must carry (see [`multi::Policy::tags`]).
+    /// Tags the chosen backend must carry (see [`multi::RoutePolicy::tags`]).
     pub tags: Vec<String>,
 }
 
@@ -56,6 +58,51 @@ impl PutOptions {
     pub fn tag(mut self, tag: impl Into<String>) -> Self {
         self.tags.push(tag.into());
         self
+    }
+}
+
+/// How a store runs a connector's calls: what a connector asks of the layers
+/// ([`crate::layer`]) that [`crate::Store`] puts around it, so that the connector implements
+/// only its backend.
+///
+/// The default asks for nothing, as fits an in-process connector. A networked connector asks
+/// for the hop onto the library's I/O runtime, a time bound per attempt and retries of
+/// temporary failures, from its own config (which travels in references, so every process
+/// runs it the same way).
+///
+/// ```
+/// use std::time::Duration;
+/// use proxystore::connector::CallConfig;
+/// use proxystore::retry::RetryConfig;
+/// let c = CallConfig::networked(Some(Duration::from_secs(30)), RetryConfig::default());
+/// assert!(c.io_runtime && c.retry.is_some());
+/// assert!(CallConfig::default().is_empty());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CallConfig {
+    /// Run every call on the library's I/O runtime ([`crate::runtime::io_handle`]), where the
+    /// connector's connections live.
+    pub io_runtime: bool,
+    /// Bound of one attempt; past it the call ends with [`Error::Timeout`].
+    pub timeout: Option<Duration>,
+    /// Retries of temporary failures.
+    pub retry: Option<RetryConfig>,
+}
+
+impl CallConfig {
+    /// On the I/O runtime, with `timeout` per attempt and `retry`.
+    pub fn networked(timeout: Option<Duration>, retry: RetryConfig) -> Self {
+        CallConfig {
+            io_runtime: true,
+            timeout,
+            retry: Some(retry),
+        }
+    }
+
+    /// Whether nothing is asked for.
+    pub fn is_empty(&self) -> bool {
+        *self == CallConfig::default()
     }
 }
 
@@ -178,6 +225,12 @@ pub trait Connector: Debug + Send + Sync + 'static {
             connector: self.kind().to_owned(),
             operation: "set".into(),
         })
+    }
+
+    /// How a store runs this connector's calls (I/O runtime, timeout, retries); see
+    /// [`CallConfig`]. A wrapper that already applies them reports the default.
+    fn call_config(&self) -> CallConfig {
+        CallConfig::default()
     }
 
     /// Release resources (connections, files). Further calls may fail.

@@ -1,9 +1,10 @@
 //! The multi connector: several connectors behind one, with a policy choosing per put.
 //!
-//! Each put goes to the highest-priority connector whose [`Policy`] accepts the object (its size,
+//! Each put goes to the highest-priority connector whose [`RoutePolicy`] accepts the object (its size,
 //! the tags asked for, the object's name against a glob pattern). The returned key names the
 //! connector that holds the object (`label:inner-key`), so a get, exists or evict goes straight
-//! there. The whole configuration, inner connectors included, round-trips through
+//! there; batches go to each connector as one batch of its objects. Each inner connector runs
+//! inside the layers it asks for ([`crate::layer::stack`]). The whole configuration, inner connectors included, round-trips through
 //! [`Connector::config`], so proxies made by a multi connector resolve in any process.
 
 use std::sync::Arc;
@@ -23,7 +24,7 @@ pub const KIND: &str = "multi";
 /// Which objects a connector of a [`MultiConnector`] accepts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct Policy {
+pub struct RoutePolicy {
     /// Smallest accepted object size in bytes (inclusive).
     pub min_size: Option<u64>,
     /// Largest accepted object size in bytes (inclusive).
@@ -37,7 +38,7 @@ pub struct Policy {
     pub pattern: Option<String>,
 }
 
-impl Policy {
+impl RoutePolicy {
     /// Whether an object of `size` bytes (unknown for a deferred put) with `options` is
     /// acceptable.
     fn accepts(
@@ -67,7 +68,7 @@ pub struct Route {
     pub connector: ConnectorConfig,
     /// What it accepts.
     #[serde(default)]
-    pub policy: Policy,
+    pub policy: RoutePolicy,
 }
 
 /// Options of a [`MultiConnector`].
@@ -92,8 +93,8 @@ struct Entry {
 /// let small = Arc::new(MemoryConnector::new("doc-small")) as Arc<dyn Connector>;
 /// let large = Arc::new(MemoryConnector::new("doc-large")) as Arc<dyn Connector>;
 /// let multi = MultiConnector::builder()
-///     .route("small", small, Policy { max_size: Some(1024), ..Default::default() })
-///     .route("large", large, Policy { min_size: Some(1025), ..Default::default() })
+///     .route("small", small, RoutePolicy { max_size: Some(1024), ..Default::default() })
+///     .route("large", large, RoutePolicy { min_size: Some(1025), ..Default::default() })
 ///     .build()?;
 /// let key = multi.put(bytes::Bytes::from(vec![0u8; 4096])).await?;
 /// assert!(key.as_str().starts_with("large:"));
@@ -109,7 +110,7 @@ pub struct MultiConnector {
 /// Builds a [`MultiConnector`] from live connectors.
 #[derive(Debug, Default)]
 pub struct MultiConnectorBuilder {
-    routes: Vec<(String, Arc<dyn Connector>, Policy)>,
+    routes: Vec<(String, Arc<dyn Connector>, RoutePolicy)>,
 }
 
 impl MultiConnectorBuilder {
@@ -119,7 +120,7 @@ impl MultiConnectorBuilder {
         mut self,
         label: impl Into<String>,
         connector: Arc<dyn Connector>,
-        policy: Policy,
+        policy: RoutePolicy,
     ) -> Self {
         self.routes.push((label.into(), connector, policy));
         self
@@ -142,7 +143,7 @@ impl MultiConnectorBuilder {
                 Ok(Entry {
                     pattern: compile(&route)?,
                     route,
-                    connector,
+                    connector: crate::layer::stack(connector),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -181,7 +182,7 @@ impl MultiConnector {
             .map(|route| {
                 Ok(Entry {
                     pattern: compile(&route)?,
-                    connector: super::from_config(&route.connector)?,
+                    connector: crate::layer::stack(super::from_config(&route.connector)?),
                     route,
                 })
             })
@@ -255,6 +256,23 @@ impl MultiConnector {
         Ok((entry, Key::from(inner)))
     }
 
+    /// The positions of `keys` grouped by the route that holds them, with their inner keys;
+    /// routes in declaration order.
+    fn group_keys(&self, keys: &[Key]) -> Result<Vec<(&Entry, Vec<usize>, Vec<Key>)>> {
+        let mut groups: Vec<(&Entry, Vec<usize>, Vec<Key>)> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let (entry, inner) = self.locate(key)?;
+            match groups.iter_mut().find(|g| std::ptr::eq(g.0, entry)) {
+                Some(g) => {
+                    g.1.push(i);
+                    g.2.push(inner);
+                }
+                None => groups.push((entry, vec![i], vec![inner])),
+            }
+        }
+        Ok(groups)
+    }
+
     fn wrap(entry: &Entry, inner: &Key) -> Key {
         Key::from(format!("{}:{inner}", entry.route.label))
     }
@@ -300,6 +318,70 @@ impl Connector for MultiConnector {
         )
     }
 
+    async fn put_batch(&self, data: Vec<Bytes>, options: &PutOptions) -> Result<Vec<Key>> {
+        // Route each object, then one batch per route.
+        let mut groups: Vec<(&Entry, Vec<usize>, Vec<Bytes>)> = Vec::new();
+        for (i, d) in data.into_iter().enumerate() {
+            let entry = self.choose(Some(d.len() as u64), options)?;
+            match groups.iter_mut().find(|g| std::ptr::eq(g.0, entry)) {
+                Some(g) => {
+                    g.1.push(i);
+                    g.2.push(d);
+                }
+                None => groups.push((entry, vec![i], vec![d])),
+            }
+        }
+        let n = groups.iter().map(|g| g.1.len()).sum();
+        let mut keys: Vec<Option<Key>> = vec![None; n];
+        for (entry, positions, data) in groups {
+            let inner = entry.connector.put_batch(data, options).await?;
+            if inner.len() != positions.len() {
+                return Err(Error::backend_message(
+                    entry.connector.kind(),
+                    format!(
+                        "put_batch returned {} keys for {}",
+                        inner.len(),
+                        positions.len()
+                    ),
+                    false,
+                ));
+            }
+            for (at, k) in positions.into_iter().zip(inner) {
+                keys[at] = Some(Self::wrap(entry, &k));
+            }
+        }
+        Ok(keys.into_iter().flatten().collect())
+    }
+
+    async fn get_batch(&self, keys: &[Key]) -> Result<Vec<Option<Bytes>>> {
+        let mut out: Vec<Option<Bytes>> = vec![None; keys.len()];
+        for (entry, positions, inner) in self.group_keys(keys)? {
+            let got = entry.connector.get_batch(&inner).await?;
+            if got.len() != positions.len() {
+                return Err(Error::backend_message(
+                    entry.connector.kind(),
+                    format!(
+                        "get_batch returned {} objects for {}",
+                        got.len(),
+                        positions.len()
+                    ),
+                    false,
+                ));
+            }
+            for (at, d) in positions.into_iter().zip(got) {
+                out[at] = d;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn evict_batch(&self, keys: &[Key]) -> Result<()> {
+        for (entry, _, inner) in self.group_keys(keys)? {
+            entry.connector.evict_batch(&inner).await?;
+        }
+        Ok(())
+    }
+
     async fn new_key(&self, options: &PutOptions) -> Result<Key> {
         // The size of a deferred put is unknown: route on name, tags and priority.
         let entry = self.choose(None, options)?;
@@ -329,13 +411,103 @@ mod tests {
         Arc::new(MemoryConnector::new(seg))
     }
 
+    /// A memory connector that counts the calls it gets, batches counting once.
+    #[derive(Debug)]
+    struct Counting(MemoryConnector, std::sync::atomic::AtomicUsize);
+
+    impl Counting {
+        fn count(&self) {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[async_trait]
+    impl Connector for Counting {
+        fn kind(&self) -> &str {
+            "counting"
+        }
+        async fn put_opts(&self, data: Bytes, o: &PutOptions) -> Result<Key> {
+            self.count();
+            self.0.put_opts(data, o).await
+        }
+        async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
+            self.count();
+            self.0.get(key).await
+        }
+        async fn exists(&self, key: &Key) -> Result<bool> {
+            self.0.exists(key).await
+        }
+        async fn evict(&self, key: &Key) -> Result<()> {
+            self.count();
+            self.0.evict(key).await
+        }
+        fn config(&self) -> ConnectorConfig {
+            self.0.config()
+        }
+        async fn put_batch(&self, data: Vec<Bytes>, o: &PutOptions) -> Result<Vec<Key>> {
+            self.count();
+            self.0.put_batch(data, o).await
+        }
+        async fn get_batch(&self, keys: &[Key]) -> Result<Vec<Option<Bytes>>> {
+            self.count();
+            self.0.get_batch(keys).await
+        }
+        async fn evict_batch(&self, keys: &[Key]) -> Result<()> {
+            self.count();
+            self.0.evict_batch(keys).await
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_go_to_each_route_as_one_batch() {
+        let counting = |seg| Arc::new(Counting(MemoryConnector::new(seg), 0.into()));
+        let (small, big) = (counting("mb-small"), counting("mb-big"));
+        let m = MultiConnector::builder()
+            .route(
+                "small",
+                small.clone(),
+                RoutePolicy {
+                    max_size: Some(10),
+                    ..Default::default()
+                },
+            )
+            .route("big", big.clone(), RoutePolicy::default())
+            .build()
+            .unwrap();
+        let data: Vec<Bytes> = (0..10)
+            .map(|i| Bytes::from(vec![i as u8; if i % 2 == 0 { 5 } else { 50 }]))
+            .collect();
+        let keys = m
+            .put_batch(data.clone(), &PutOptions::default())
+            .await
+            .unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            let label = if i % 2 == 0 { "small:" } else { "big:" };
+            assert!(k.as_str().starts_with(label), "{i}: {k}");
+        }
+        let got = m.get_batch(&keys).await.unwrap();
+        assert_eq!(got, data.into_iter().map(Some).collect::<Vec<_>>());
+        m.evict_batch(&keys).await.unwrap();
+        assert!(
+            m.get_batch(&keys)
+                .await
+                .unwrap()
+                .iter()
+                .all(Option::is_none)
+        );
+        // put, get, evict, get: one batch call per route each.
+        for c in [&small, &big] {
+            assert_eq!(c.1.load(std::sync::atomic::Ordering::SeqCst), 4);
+        }
+    }
+
     #[tokio::test]
     async fn routes_by_size_tags_priority_and_pattern() {
         let m = MultiConnector::builder()
             .route(
                 "small",
                 mem("m-small"),
-                Policy {
+                RoutePolicy {
                     max_size: Some(10),
                     ..Default::default()
                 },
@@ -343,7 +515,7 @@ mod tests {
             .route(
                 "big",
                 mem("m-big"),
-                Policy {
+                RoutePolicy {
                     min_size: Some(11),
                     tags: vec!["bulk".into()],
                     ..Default::default()
@@ -352,7 +524,7 @@ mod tests {
             .route(
                 "weights",
                 mem("m-weights"),
-                Policy {
+                RoutePolicy {
                     pattern: Some("*/weights".into()),
                     priority: 10,
                     ..Default::default()
@@ -390,19 +562,19 @@ mod tests {
     fn bad_configs_are_typed_errors() {
         assert!(MultiConnector::builder().build().is_err());
         let bad_label = MultiConnector::builder()
-            .route("a:b", mem("x"), Policy::default())
+            .route("a:b", mem("x"), RoutePolicy::default())
             .build();
         assert!(bad_label.is_err());
         let dup = MultiConnector::builder()
-            .route("a", mem("x"), Policy::default())
-            .route("a", mem("y"), Policy::default())
+            .route("a", mem("x"), RoutePolicy::default())
+            .route("a", mem("y"), RoutePolicy::default())
             .build();
         assert!(dup.is_err());
         let glob = MultiConnector::builder()
             .route(
                 "a",
                 mem("x"),
-                Policy {
+                RoutePolicy {
                     pattern: Some("[".into()),
                     ..Default::default()
                 },

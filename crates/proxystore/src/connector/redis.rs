@@ -5,10 +5,11 @@
 //! key can name nothing but another Redis key under the same prefix.
 //!
 //! The connection is a [`redis::aio::ConnectionManager`] created lazily on the library's I/O
-//! runtime ([`crate::runtime::spawn_io`]); every command runs there. The manager reconnects after
-//! the connection drops, and an operation that failed because the connection dropped is tried
-//! once more on the new connection, so a connector outlives a server restart. No operation takes
-//! longer than `connect_timeout + response_timeout`: it ends with [`Error::Timeout`].
+//! runtime; a store runs every call there ([`crate::layer`]). The manager reconnects after the
+//! connection drops, and an operation that failed with a temporary error (a dropped connection)
+//! is tried once more, at once, on the new connection, so a connector outlives a server
+//! restart. No command waits longer than `response_timeout` for its reply, nor a connection
+//! attempt longer than `connect_timeout`: either ends with [`Error::Timeout`].
 
 use std::fmt;
 use std::future::Future;
@@ -23,11 +24,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ConnectionInfo, IntoConnectionInfo, RedisError, RedisResult};
 use serde::{Deserialize, Serialize};
 
-use super::{Connector, ConnectorConfig, PutOptions};
+use super::{CallConfig, Connector, ConnectorConfig, PutOptions};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::policy::Resource;
-use crate::runtime::spawn_io;
+use crate::retry::RetryConfig;
+use crate::runtime::run_on_io;
 
 /// Kind name of this connector.
 pub const KIND: &str = "redis";
@@ -441,37 +443,15 @@ impl RedisConnector {
         cmd
     }
 
-    /// Run `f` on the I/O runtime with the connection, once more if the connection had dropped,
-    /// within the operation's time bound.
+    /// Run `f` with the connection and map its error. The store's layers run it on the I/O
+    /// runtime and retry a lost connection once (see [`Connector::call_config`]).
     async fn run<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T>
     where
-        T: Send + 'static,
-        F: Fn(ConnectionManager) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = RedisResult<T>> + Send,
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
     {
-        let inner = self.inner.clone();
-        spawn_io(async move {
-            let bound = inner.config.connect_timeout() + inner.config.response_timeout();
-            let attempt = async {
-                let con = inner.manager().await?;
-                match f(con.clone()).await {
-                    Err(e) if is_connection_lost(&e) => {
-                        tracing::debug!(op, error = %e, "redis connection lost; retrying once");
-                        f(con).await
-                    }
-                    other => other,
-                }
-                .map_err(|e| inner.error(op, e))
-            };
-            match tokio::time::timeout(bound, attempt).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::Timeout {
-                    operation: format!("redis {op}"),
-                    after: bound,
-                }),
-            }
-        })
-        .await?
+        let con = self.inner.manager().await?;
+        f(con).await.map_err(|e| self.inner.error(op, e))
     }
 }
 
@@ -651,8 +631,12 @@ impl Inner {
                     .set_number_of_retries(RECONNECT_RETRIES)
                     .set_min_delay(Duration::from_millis(50))
                     .set_max_delay(Duration::from_secs(1));
-                ConnectionManager::new_lazy_with_config(client, config)
-                    .map_err(|e| Error::config(format!("redis connection manager: {e}")))
+                // Created on the I/O runtime, so that its connection task lives there.
+                run_on_io(async move {
+                    ConnectionManager::new_lazy_with_config(client, config)
+                        .map_err(|e| Error::config(format!("redis connection manager: {e}")))
+                })
+                .await
             })
             .await
             .cloned()
@@ -695,12 +679,6 @@ fn is_temporary(e: &RedisError) -> bool {
         || !matches!(e.retry_method(), redis::RetryMethod::NoRetry)
 }
 
-/// Whether `e` means the connection broke (the manager reconnects, so one retry may succeed),
-/// as opposed to a timeout or an error reply.
-fn is_connection_lost(e: &RedisError) -> bool {
-    e.is_io_error() && !e.is_timeout()
-}
-
 /// rustls needs a process-wide crypto provider; install ours unless one is there already.
 fn install_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
@@ -712,6 +690,19 @@ fn install_crypto_provider() {
 impl Connector for RedisConnector {
     fn kind(&self) -> &str {
         KIND
+    }
+
+    /// On the I/O runtime; one immediate retry of a temporary failure (the manager has
+    /// reconnected by then), puts included: a failed put leaves no readable object. Commands
+    /// are bounded by the client's own response and connect timeouts.
+    fn call_config(&self) -> CallConfig {
+        CallConfig::networked(
+            None,
+            RetryConfig::default()
+                .max_retries(1)
+                .initial_backoff(Duration::ZERO)
+                .retry_puts(true),
+        )
     }
 
     async fn put_opts(&self, data: Bytes, _options: &PutOptions) -> Result<Key> {

@@ -5,7 +5,7 @@
 //! multipart upload that fails (or whose operation is cancelled) is aborted, so no partial object
 //! or orphaned parts remain. Ranged reads use the HTTP `Range` header.
 //!
-//! The client is built lazily on the library's I/O runtime ([`crate::runtime::spawn_io`]) from
+//! The client is built lazily on the library's I/O runtime (where a store runs every call) from
 //! aws-config's standard chain (environment variables, shared config and credentials files with
 //! `credential_process`, web identity, ECS and EC2 metadata; SSO profiles are not built in), with
 //! the region, endpoint and credentials of the config taking precedence. Every
@@ -31,11 +31,11 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::{Connector, ConnectorConfig, PutOptions};
+use super::{CallConfig, Connector, ConnectorConfig, PutOptions};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::policy::Resource;
-use crate::runtime::{io_handle, spawn_io};
+use crate::runtime::io_handle;
 
 /// Kind name of this connector.
 pub const KIND: &str = "s3";
@@ -334,29 +334,16 @@ impl S3Connector {
         }
     }
 
-    /// Run `f` with the client on the I/O runtime, within the operation bound.
-    async fn run<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T>
+    /// Run `f` with the client. The store's layers run it on the I/O runtime within
+    /// [`S3Config::operation_timeout_ms`] (see [`Connector::call_config`]); the SDK retries
+    /// each request.
+    async fn run<T, F, Fut>(&self, f: F) -> Result<T>
     where
-        T: Send + 'static,
-        F: FnOnce(Arc<Inner>, Client) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T>> + Send,
+        F: FnOnce(Arc<Inner>, Client) -> Fut,
+        Fut: Future<Output = Result<T>>,
     {
-        let inner = self.inner.clone();
-        spawn_io(async move {
-            let bound = inner.config.operation_timeout();
-            let attempt = async {
-                let client = inner.client().await?;
-                f(inner.clone(), client).await
-            };
-            match tokio::time::timeout(bound, attempt).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::Timeout {
-                    operation: format!("s3 {op}"),
-                    after: bound,
-                }),
-            }
-        })
-        .await?
+        let client = self.inner.client().await?;
+        f(self.inner.clone(), client).await
     }
 }
 
@@ -678,6 +665,17 @@ impl Connector for S3Connector {
         KIND
     }
 
+    /// On the I/O runtime, each operation bounded by [`S3Config::operation_timeout_ms`]. The
+    /// SDK retries each request ([`S3Config::max_attempts`]), so that a multipart upload
+    /// re-sends a failed part, not the whole object; the layer adds no retries of its own.
+    fn call_config(&self) -> CallConfig {
+        CallConfig {
+            io_runtime: true,
+            timeout: Some(self.inner.config.operation_timeout()),
+            retry: None,
+        }
+    }
+
     async fn put_opts(&self, data: Bytes, _options: &PutOptions) -> Result<Key> {
         let key = Key::random();
         self.set(&key, data).await?;
@@ -686,23 +684,19 @@ impl Connector for S3Connector {
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
         let k = self.object_key(key)?;
-        self.run("GetObject", move |inner, client| async move {
-            inner.get(&client, k, None).await
-        })
-        .await
+        self.run(move |inner, client| async move { inner.get(&client, k, None).await })
+            .await
     }
 
     async fn exists(&self, key: &Key) -> Result<bool> {
         let k = self.object_key(key)?;
-        self.run("HeadObject", move |inner, client| async move {
-            inner.exists(&client, k).await
-        })
-        .await
+        self.run(move |inner, client| async move { inner.exists(&client, k).await })
+            .await
     }
 
     async fn evict(&self, key: &Key) -> Result<()> {
         let k = self.object_key(key)?;
-        self.run("DeleteObject", move |inner, client| async move {
+        self.run(move |inner, client| async move {
             client
                 .delete_object()
                 .bucket(&inner.config.bucket)
@@ -730,7 +724,7 @@ impl Connector for S3Connector {
             .zip(data)
             .map(|(k, d)| k.map(|k| (k, d)))
             .collect::<Result<_>>()?;
-        self.run("PutObject (batch)", move |inner, client| async move {
+        self.run(move |inner, client| async move {
             futures::stream::iter(items)
                 .map(|(k, d)| {
                     let inner = inner.clone();
@@ -750,7 +744,7 @@ impl Connector for S3Connector {
             .iter()
             .map(|k| self.object_key(k))
             .collect::<Result<_>>()?;
-        self.run("GetObject (batch)", move |inner, client| async move {
+        self.run(move |inner, client| async move {
             futures::stream::iter(ks)
                 .map(|k| {
                     let inner = inner.clone();
@@ -766,7 +760,7 @@ impl Connector for S3Connector {
 
     async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Option<Bytes>> {
         let k = self.object_key(key)?;
-        self.run("GetObject (range)", move |inner, client| async move {
+        self.run(move |inner, client| async move {
             if range.start >= range.end {
                 let exists = inner.exists(&client, k).await?;
                 return Ok(exists.then(Bytes::new));
@@ -783,7 +777,7 @@ impl Connector for S3Connector {
             .iter()
             .map(|k| self.object_key(k))
             .collect::<Result<_>>()?;
-        self.run("DeleteObjects", move |inner, client| async move {
+        self.run(move |inner, client| async move {
             for chunk in ks.chunks(DELETE_CHUNK) {
                 let objects = chunk
                     .iter()
@@ -829,15 +823,8 @@ impl Connector for S3Connector {
 
     async fn set(&self, key: &Key, data: Bytes) -> Result<()> {
         let k = self.object_key(key)?;
-        let op = if data.len() as u64 > self.inner.config.part_size {
-            "multipart upload"
-        } else {
-            "PutObject"
-        };
-        self.run(op, move |inner, client| async move {
-            inner.put(&client, k, data).await
-        })
-        .await
+        self.run(move |inner, client| async move { inner.put(&client, k, data).await })
+            .await
     }
 }
 

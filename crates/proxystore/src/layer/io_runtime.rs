@@ -1,0 +1,163 @@
+//! The hop onto the library's I/O runtime.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::Layer;
+use crate::connector::{CallConfig, Connector, ConnectorConfig, PutOptions};
+use crate::error::Result;
+use crate::key::Key;
+use crate::runtime::run_on_io as hop;
+
+/// Runs every call of a connector on the library's I/O runtime
+/// ([`crate::runtime::io_handle`]), where networked connectors keep their connections, so that
+/// their I/O never depends on a runtime the caller may be blocking or may drop. A call that
+/// already runs there (a synchronous resolve, another layer) does not hop again.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IoRuntimeLayer;
+
+impl Layer for IoRuntimeLayer {
+    fn layer(&self, inner: Arc<dyn Connector>) -> Arc<dyn Connector> {
+        Arc::new(IoRuntime { inner })
+    }
+}
+
+/// A connector whose calls run on the I/O runtime (made by [`IoRuntimeLayer`]).
+pub struct IoRuntime {
+    inner: Arc<dyn Connector>,
+}
+
+impl std::fmt::Debug for IoRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl Connector for IoRuntime {
+    fn kind(&self) -> &str {
+        self.inner.kind()
+    }
+
+    async fn put_opts(&self, data: Bytes, options: &PutOptions) -> Result<Key> {
+        let (c, options) = (self.inner.clone(), options.clone());
+        hop(async move { c.put_opts(data, &options).await }).await
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
+        let (c, key) = (self.inner.clone(), key.clone());
+        hop(async move { c.get(&key).await }).await
+    }
+
+    async fn exists(&self, key: &Key) -> Result<bool> {
+        let (c, key) = (self.inner.clone(), key.clone());
+        hop(async move { c.exists(&key).await }).await
+    }
+
+    async fn evict(&self, key: &Key) -> Result<()> {
+        let (c, key) = (self.inner.clone(), key.clone());
+        hop(async move { c.evict(&key).await }).await
+    }
+
+    fn config(&self) -> ConnectorConfig {
+        self.inner.config()
+    }
+
+    async fn put(&self, data: Bytes) -> Result<Key> {
+        let c = self.inner.clone();
+        hop(async move { c.put(data).await }).await
+    }
+
+    async fn put_batch(&self, data: Vec<Bytes>, options: &PutOptions) -> Result<Vec<Key>> {
+        let (c, options) = (self.inner.clone(), options.clone());
+        hop(async move { c.put_batch(data, &options).await }).await
+    }
+
+    async fn get_batch(&self, keys: &[Key]) -> Result<Vec<Option<Bytes>>> {
+        let (c, keys) = (self.inner.clone(), keys.to_vec());
+        hop(async move { c.get_batch(&keys).await }).await
+    }
+
+    async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Option<Bytes>> {
+        let (c, key) = (self.inner.clone(), key.clone());
+        hop(async move { c.get_range(&key, range).await }).await
+    }
+
+    async fn evict_batch(&self, keys: &[Key]) -> Result<()> {
+        let (c, keys) = (self.inner.clone(), keys.to_vec());
+        hop(async move { c.evict_batch(&keys).await }).await
+    }
+
+    async fn new_key(&self, options: &PutOptions) -> Result<Key> {
+        let (c, options) = (self.inner.clone(), options.clone());
+        hop(async move { c.new_key(&options).await }).await
+    }
+
+    async fn set(&self, key: &Key, data: Bytes) -> Result<()> {
+        let (c, key) = (self.inner.clone(), key.clone());
+        hop(async move { c.set(&key, data).await }).await
+    }
+
+    /// What the inner connector asks for, less the hop this layer makes.
+    fn call_config(&self) -> CallConfig {
+        CallConfig {
+            io_runtime: false,
+            ..self.inner.call_config()
+        }
+    }
+
+    async fn close(&self) -> Result<()> {
+        let c = self.inner.clone();
+        hop(async move { c.close().await }).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connector::memory::MemoryConnector;
+    use crate::runtime::on_io_runtime;
+
+    #[derive(Debug)]
+    struct WhereAmI(MemoryConnector);
+
+    #[async_trait]
+    impl Connector for WhereAmI {
+        fn kind(&self) -> &str {
+            "where"
+        }
+        async fn put_opts(&self, data: Bytes, o: &PutOptions) -> Result<Key> {
+            self.0.put_opts(data, o).await
+        }
+        async fn get(&self, _: &Key) -> Result<Option<Bytes>> {
+            Ok(Some(Bytes::from(on_io_runtime().to_string())))
+        }
+        async fn exists(&self, _: &Key) -> Result<bool> {
+            Ok(on_io_runtime())
+        }
+        async fn evict(&self, _: &Key) -> Result<()> {
+            Ok(())
+        }
+        fn config(&self) -> ConnectorConfig {
+            self.0.config()
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn calls_run_on_the_io_runtime_and_hop_once() {
+        let c = IoRuntimeLayer.layer(Arc::new(WhereAmI(MemoryConnector::new("io-layer"))));
+        assert!(!on_io_runtime());
+        assert!(c.exists(&Key::from("k")).await.unwrap());
+        // Already there (as in a synchronous resolve): runs in place, still on the runtime.
+        let inner = c.clone();
+        let there = crate::runtime::block_on(async move { inner.get(&Key::from("k")).await })
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(there, "true");
+    }
+}
