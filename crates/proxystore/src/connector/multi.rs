@@ -78,6 +78,10 @@ pub struct MultiConfig {
     pub routes: Vec<Route>,
 }
 
+/// The items of a batch bound for one route: the route, their positions in the batch, and
+/// the items (inner keys or data).
+type Group<'a, T> = (&'a Entry, Vec<usize>, Vec<T>);
+
 #[derive(Debug)]
 struct Entry {
     route: Route,
@@ -258,8 +262,8 @@ impl MultiConnector {
 
     /// The positions of `keys` grouped by the route that holds them, with their inner keys;
     /// routes in declaration order.
-    fn group_keys(&self, keys: &[Key]) -> Result<Vec<(&Entry, Vec<usize>, Vec<Key>)>> {
-        let mut groups: Vec<(&Entry, Vec<usize>, Vec<Key>)> = Vec::new();
+    fn group_keys(&self, keys: &[Key]) -> Result<Vec<Group<'_, Key>>> {
+        let mut groups: Vec<Group<'_, Key>> = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let (entry, inner) = self.locate(key)?;
             match groups.iter_mut().find(|g| std::ptr::eq(g.0, entry)) {
@@ -320,7 +324,7 @@ impl Connector for MultiConnector {
 
     async fn put_batch(&self, data: Vec<Bytes>, options: &PutOptions) -> Result<Vec<Key>> {
         // Route each object, then one batch per route.
-        let mut groups: Vec<(&Entry, Vec<usize>, Vec<Bytes>)> = Vec::new();
+        let mut groups: Vec<Group<'_, Bytes>> = Vec::new();
         for (i, d) in data.into_iter().enumerate() {
             let entry = self.choose(Some(d.len() as u64), options)?;
             match groups.iter_mut().find(|g| std::ptr::eq(g.0, entry)) {
