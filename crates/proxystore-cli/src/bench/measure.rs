@@ -18,7 +18,7 @@ use super::stats::{Repeat, Summary};
 use super::subjects::{Raw, RawKey, RawKind, Subject};
 
 /// One measured operation.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub(crate) struct Row {
     /// Connector name, or `raw` for a baseline.
     pub(crate) connector: String,
@@ -50,7 +50,7 @@ impl Row {
 }
 
 /// Sizes of a serialized proxy reference of one connector.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub(crate) struct RefSize {
     pub(crate) connector: String,
     /// `postcard::to_stdvec(&proxy)`: what travels in binary task payloads.

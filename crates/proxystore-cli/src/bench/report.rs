@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::measure::{RefSize, Row, attach_baselines};
@@ -19,9 +19,9 @@ use super::{BenchArgs, baselines};
 const MIB: u64 = 1 << 20;
 
 /// Everything one run measured.
-#[derive(Serialize)]
+#[derive(Deserialize, Serialize)]
 pub(crate) struct Report {
-    pub(crate) schema: &'static str,
+    pub(crate) schema: String,
     pub(crate) timestamp_utc: String,
     pub(crate) command: Vec<String>,
     pub(crate) environment: Value,
@@ -43,7 +43,7 @@ pub(crate) struct Report {
 }
 
 /// One operation, ours against Python ProxyStore's.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub(crate) struct Comparison {
     /// Our connector name (Python's: `local` for memory).
     pub(crate) connector: String,
@@ -56,7 +56,7 @@ pub(crate) struct Comparison {
 }
 
 /// A target from the issues and what this run measured for it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub(crate) struct Target {
     pub(crate) issue: u32,
     pub(crate) target: String,
@@ -68,7 +68,7 @@ pub(crate) struct Target {
 impl Report {
     pub(crate) fn new(args: &BenchArgs, sizes: &[u64], environment: Value) -> Self {
         Report {
-            schema: "proxystore_rs_bench/v1",
+            schema: "proxystore_rs_bench/v1".into(),
             timestamp_utc: utc_now(),
             command: std::env::args().collect(),
             environment,
@@ -1173,6 +1173,22 @@ mod tests {
         );
         std::fs::write(&doc, "no markers").unwrap();
         assert!(update_doc(&doc, "x").is_err());
+    }
+
+    /// `scripts/bench-report` writes `bench/results/bench.json`, the standard output
+    /// (`table.txt`) and the Markdown report (`report.md`) of one run: rendering that JSON
+    /// again gives the same two texts, cell for cell.
+    #[test]
+    fn renders_the_committed_report_again_from_its_json() {
+        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/results");
+        let read = |name: &str| std::fs::read_to_string(results.join(name)).unwrap();
+        let report: Report = serde_json::from_str(&read("bench.json")).unwrap();
+        assert_eq!(format!("{}\n", report.table()), read("table.txt"));
+        let md = report.markdown(
+            Some(Path::new("docs/images")),
+            Some(Path::new("docs/benchmarks.md")),
+        );
+        assert_eq!(md, read("report.md"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::subjects::{Raw, RawKey, RawKind, Subject};
 
 /// One connector's peak RSS figures.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub(crate) struct RssRow {
     pub(crate) connector: String,
     pub(crate) size_bytes: u64,

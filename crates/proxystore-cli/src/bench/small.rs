@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use proxystore::{Key, Store};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::subjects::{Raw, RawKey, RawKind};
 
@@ -17,7 +17,7 @@ use super::subjects::{Raw, RawKey, RawKind};
 pub(crate) const SMALL_SIZE: usize = 100;
 
 /// Pairs per second of one loop.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub(crate) struct SmallOps {
     /// Connector name, or `raw_<backend>`.
     pub(crate) connector: String,

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How many times each measurement is repeated.
 #[derive(Clone, Copy, Debug)]
@@ -112,7 +112,7 @@ impl Repeat {
 }
 
 /// Median and spread of repeated timings, in seconds.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub(crate) struct Summary {
     pub(crate) reps: usize,
     pub(crate) median_s: f64,
