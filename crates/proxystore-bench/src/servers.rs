@@ -139,8 +139,8 @@ pub(crate) fn info_field(port: u16, field: &str) -> Result<String> {
     }
 }
 
-/// The bucket of the in-process S3 server.
-pub(crate) const S3_BUCKET: &str = "proxystore-bench";
+/// The bucket of the in-process S3 server, and the default bucket on another S3 endpoint.
+pub const S3_BUCKET: &str = "proxystore-bench";
 
 /// `s3s-fs` over a temporary directory, served with hyper on a thread and runtime of its own;
 /// stopped on drop.

@@ -1,26 +1,14 @@
-//! What is measured: each connector under test, and the raw client of its backend that it is
-//! compared with (memcpy, `std::fs`, the redis crate, aws-sdk-s3).
+//! The raw client of each backend that its connector is compared with (memcpy, `std::fs`, the
+//! redis crate, aws-sdk-s3).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
-use proxystore::Connector;
 use proxystore::connector::s3::S3Config;
-
-/// A connector under test.
-pub(crate) struct Subject {
-    /// `memory`, `file`, `redis`, `s3` or `grpc`.
-    pub(crate) name: &'static str,
-    pub(crate) connector: Arc<dyn Connector>,
-    /// The raw client it is compared with.
-    pub(crate) baseline: RawKind,
-    /// Whether another process can resolve its references (not the in-process memory store).
-    pub(crate) cross_process: bool,
-}
 
 /// A raw backend client used as a baseline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -255,4 +243,15 @@ impl Raw {
             _ => bail!("raw delete with a key of another backend"),
         }
     }
+}
+
+/// Baseline kinds by connector name.
+pub(crate) fn baselines() -> BTreeMap<&'static str, RawKind> {
+    BTreeMap::from([
+        ("memory", RawKind::Memcpy),
+        ("file", RawKind::Fs),
+        ("redis", RawKind::Redis),
+        ("s3", RawKind::S3),
+        ("grpc", RawKind::Redis),
+    ])
 }

@@ -13,10 +13,12 @@ use proxystore::connector::s3::S3Config;
 use proxystore::{Proxy, Store};
 use serde::{Deserialize, Serialize};
 
-use super::subjects::{Raw, RawKey, RawKind, Subject};
+use crate::baselines::{Raw, RawKey, RawKind};
+use crate::child::SUBCOMMAND;
+use crate::setup::Subject;
 
 /// One connector's peak RSS figures.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub(crate) struct RssRow {
     pub(crate) connector: String,
     pub(crate) size_bytes: u64,
@@ -86,7 +88,7 @@ pub(crate) fn payload(size: usize, seed: u64) -> Bytes {
 
 /// Which side of the measurement a child performs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum RssOp {
+pub enum RssOp {
     /// Make the object, put it, write the serialized proxy to the refs file.
     Put,
     /// Resolve the proxy in the refs file.
@@ -206,7 +208,7 @@ pub(crate) fn child(op: RssOp, connector: &str, size: u64, refs: &Path) -> Resul
 fn run_child(op: RssOp, config: &ConnectorConfig, size: u64, refs: &Path) -> Result<RssReport> {
     let exe = std::env::current_exe().context("path of this executable")?;
     let out = Command::new(exe)
-        .args(["bench", "rss-child", "--op", op.name()])
+        .args([SUBCOMMAND, "rss-child", "--op", op.name()])
         .arg("--connector")
         .arg(serde_json::to_string(config)?)
         .arg("--size")

@@ -9,15 +9,16 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use proxystore::{Key, Store};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::subjects::{Raw, RawKey, RawKind};
+use crate::baselines::{Raw, RawKey, RawKind};
+use crate::setup::{Setup, Subject};
 
 /// Object size of the small-object loops.
 pub(crate) const SMALL_SIZE: usize = 100;
 
 /// Pairs per second of one loop.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub(crate) struct SmallOps {
     /// Connector name, or `raw_<backend>`.
     pub(crate) connector: String,
@@ -229,4 +230,55 @@ pub(crate) async fn run(l: Loop<'_>, pair: Pair) -> Result<SmallOps> {
         baseline: None,
         ratio: None,
     })
+}
+
+/// The small-object loop of `subject`'s store and of its raw baseline, alternated in slices
+/// (ours, raw, ours, raw) so that both see the same machine.
+pub(crate) async fn store_and_baseline(
+    seconds: f64,
+    setup: &Setup,
+    subject: &Subject,
+    store: &Store,
+    clients: usize,
+) -> Result<(SmallOps, Option<SmallOps>)> {
+    // Short slices: file creation on a shared ext4 disk drifts by 10x within seconds.
+    const SLICES: usize = 6;
+    let seconds = seconds / SLICES as f64;
+    let raw_kind = (subject.baseline != RawKind::Memcpy).then_some(subject.baseline);
+    let mut ours: Option<SmallOps> = None;
+    let mut base: Option<SmallOps> = None;
+    for slice in 0..SLICES {
+        let l = Loop {
+            name: subject.name,
+            clients,
+            seconds,
+            store: Some(store),
+            raw: &setup.raw,
+            raw_kind: None,
+            blocking: false,
+            warm_up: slice == 0,
+        };
+        let r = run(l, store_pair(store.clone())).await?;
+        ours = Some(merge(ours, r));
+        if let Some(kind) = raw_kind {
+            let l = Loop {
+                name: kind.small_name(),
+                clients,
+                seconds,
+                store: None,
+                raw: &setup.raw,
+                raw_kind: Some(kind),
+                blocking: kind == RawKind::Fs,
+                warm_up: slice == 0,
+            };
+            let r = run(l, raw_pair(setup.raw.clone(), kind)).await?;
+            base = Some(merge(base, r));
+        }
+    }
+    let mut ours = ours.context("no small-object slices")?;
+    if let (Some(kind), Some(b)) = (raw_kind, &base) {
+        ours.baseline = Some(kind.small_name().to_owned());
+        ours.ratio = Some(ours.put_get_pairs_per_s / b.put_get_pairs_per_s);
+    }
+    Ok((ours, base))
 }

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use super::stats::fmt_size;
+use crate::format::fmt_size;
 
 /// Make sure `modules` import in `python`; otherwise `pip install` `packages`.
 fn ensure_modules(python: &str, modules: &str, packages: &[&str]) -> Result<()> {

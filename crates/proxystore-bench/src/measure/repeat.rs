@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How many times each measurement is repeated.
 #[derive(Clone, Copy, Debug)]
@@ -112,7 +112,7 @@ impl Repeat {
 }
 
 /// Median and spread of repeated timings, in seconds.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub(crate) struct Summary {
     pub(crate) reps: usize,
     pub(crate) median_s: f64,
@@ -164,46 +164,6 @@ pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     }
 }
 
-/// Human-readable duration: `850ns`, `12.3us`, `4.56ms`, `1.234s`.
-pub(crate) fn fmt_time(s: f64) -> String {
-    if !s.is_finite() {
-        "-".into()
-    } else if s < 1e-6 {
-        format!("{:.0}ns", s * 1e9)
-    } else if s < 1e-3 {
-        format!("{:.1}us", s * 1e6)
-    } else if s < 1.0 {
-        format!("{:.2}ms", s * 1e3)
-    } else {
-        format!("{s:.3}s")
-    }
-}
-
-/// Human-readable rate in bytes per second (decimal units, as the Python bench prints them).
-pub(crate) fn fmt_rate(bps: f64) -> String {
-    if !bps.is_finite() {
-        "-".into()
-    } else if bps >= 1e9 {
-        format!("{:.2}GB/s", bps / 1e9)
-    } else if bps >= 1e6 {
-        format!("{:.1}MB/s", bps / 1e6)
-    } else if bps >= 1e3 {
-        format!("{:.1}kB/s", bps / 1e3)
-    } else {
-        format!("{bps:.0}B/s")
-    }
-}
-
-/// `1KiB`, `100MiB`, `1GiB`, or `100B`.
-pub(crate) fn fmt_size(n: u64) -> String {
-    for (unit, mult) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if n >= mult && n.is_multiple_of(mult) {
-            return format!("{}{unit}", n / mult);
-        }
-    }
-    format!("{n}B")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,15 +176,6 @@ mod tests {
         assert!((percentile(&v, 90.0) - 3.7).abs() < 1e-12);
         assert_eq!(percentile(&[7.0], 90.0), 7.0);
         assert!(percentile(&[], 50.0).is_nan());
-    }
-
-    #[test]
-    fn sizes_and_times_print_compactly() {
-        assert_eq!(fmt_size(100), "100B");
-        assert_eq!(fmt_size(1 << 20), "1MiB");
-        assert_eq!(fmt_size(100 << 20), "100MiB");
-        assert_eq!(fmt_time(12.34e-6), "12.3us");
-        assert_eq!(fmt_rate(2.5e9), "2.50GB/s");
     }
 
     #[tokio::test]

@@ -1,24 +1,23 @@
-//! Latency of each store operation on one connector at one object size, and of the raw
-//! baselines, repeated by [`Repeat`].
+//! Latency of each store operation on one connector at one object size, each paired with the
+//! raw write or read of its baseline and repeated by [`Repeat`]; and the sizes of a
+//! connector's serialized references.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 use proxystore::{Proxy, Store};
 use serde::{Deserialize, Serialize};
 
-use super::stats::{Repeat, Summary};
-use super::subjects::{Raw, RawKey, RawKind, Subject};
+use super::repeat::{Repeat, Summary};
+use crate::baselines::{Raw, RawKey, RawKind};
+use crate::setup::Subject;
 
 /// One measured operation.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub(crate) struct Row {
     /// Connector name, or `raw` for a baseline.
     pub(crate) connector: String,
@@ -50,7 +49,7 @@ impl Row {
 }
 
 /// Sizes of a serialized proxy reference of one connector.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub(crate) struct RefSize {
     pub(crate) connector: String,
     /// `postcard::to_stdvec(&proxy)`: what travels in binary task payloads.
@@ -367,160 +366,4 @@ pub(crate) async fn ref_size(subject: &Subject, stores: &Stores) -> Result<RefSi
         stores.cold.evict(k).await?;
     }
     Ok(sizes)
-}
-
-/// What a resolving child process reads.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct ChildInput {
-    /// Object size, to check what resolves.
-    pub(crate) size: u64,
-    /// Serialized proxies (postcard), one per object.
-    pub(crate) refs: Vec<Vec<u8>>,
-}
-
-/// What a resolving child process reports.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub(crate) struct ChildOutput {
-    /// The first resolve of the process: builds the store from the reference and connects.
-    pub(crate) first_s: f64,
-    /// Deserializing the first proxy.
-    pub(crate) first_decode_s: f64,
-    /// The following resolves (each of another object, store already built).
-    pub(crate) rest_s: Vec<f64>,
-}
-
-/// First resolves in fresh processes: `processes` children of this binary each resolve
-/// `per_process` proxies of `payload` put beforehand. Gives `resolve_new_process` (the first
-/// resolve of each child: store built from the reference, connection opened) and
-/// `resolve_child` (the following resolves in those children).
-pub(crate) async fn fresh_process(
-    subject: &Subject,
-    stores: &Stores,
-    payload: &Bytes,
-    processes: usize,
-    per_process: usize,
-    work: &Path,
-) -> Result<Vec<Row>> {
-    let size = payload.len() as u64;
-    let exe = std::env::current_exe().context("path of this executable")?;
-    let mut first = Vec::new();
-    let mut rest = Vec::new();
-    for i in 0..processes {
-        let mut refs = Vec::with_capacity(per_process);
-        let mut keys = Vec::with_capacity(per_process);
-        for _ in 0..per_process {
-            let p = stores.cold.proxy(payload).await?;
-            refs.push(postcard::to_stdvec(&p)?);
-            keys.extend(p.key().cloned());
-        }
-        let input = work.join(format!("refs-{}-{i}.json", subject.name));
-        std::fs::write(&input, serde_json::to_vec(&ChildInput { size, refs })?)?;
-        let out = tokio::task::spawn_blocking({
-            let (exe, input) = (exe.clone(), input.clone());
-            move || {
-                Command::new(exe)
-                    .args(["bench", "resolve-child"])
-                    .arg(&input)
-                    .output()
-            }
-        })
-        .await??;
-        let _ = std::fs::remove_file(&input);
-        stores.cold.evict_batch(&keys).await?;
-        if !out.status.success() {
-            bail!(
-                "resolving child failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        let report: ChildOutput = serde_json::from_slice(&out.stdout).with_context(|| {
-            format!(
-                "child output {:?}",
-                String::from_utf8_lossy(&out.stdout).trim()
-            )
-        })?;
-        first.push(report.first_s);
-        rest.extend(report.rest_s);
-    }
-    let mut rows = Vec::new();
-    first.sort_by(f64::total_cmp);
-    rows.push(row(
-        subject,
-        "resolve_new_process",
-        size,
-        Summary::of_sorted_secs(&first),
-    ));
-    if !rest.is_empty() {
-        rest.sort_by(f64::total_cmp);
-        rows.push(row(
-            subject,
-            "resolve_child",
-            size,
-            Summary::of_sorted_secs(&rest),
-        ));
-    }
-    Ok(rows)
-}
-
-/// The child side of [`fresh_process`]: resolve every proxy of `input` through the synchronous
-/// path (`Deref` uses it) and print a [`ChildOutput`] as JSON.
-pub(crate) fn resolve_child(input: &Path) -> Result<()> {
-    let input: ChildInput = serde_json::from_slice(
-        &std::fs::read(input).with_context(|| format!("read {}", input.display()))?,
-    )?;
-    let mut out = ChildOutput::default();
-    for (i, wire) in input.refs.iter().enumerate() {
-        let start = Instant::now();
-        let p: Proxy<Bytes> = postcard::from_bytes(wire)?;
-        let decode = start.elapsed();
-        let start = Instant::now();
-        let n = p.try_get()?.len();
-        let dt = start.elapsed().as_secs_f64();
-        ensure!(
-            n as u64 == input.size,
-            "resolved {n} bytes of {}",
-            input.size
-        );
-        if i == 0 {
-            out.first_s = dt;
-            out.first_decode_s = decode.as_secs_f64();
-        } else {
-            out.rest_s.push(dt);
-        }
-    }
-    println!("{}", serde_json::to_string(&out)?);
-    Ok(())
-}
-
-/// The baseline op each store op is compared with.
-pub(crate) fn baseline_op(kind: RawKind, op: &str) -> &'static str {
-    let (write, read) = kind.ops();
-    match op {
-        "put" | "proxy_create" | "connector_put" => write,
-        _ => read,
-    }
-}
-
-/// Fill in `baseline` and `ratio` of the non-raw rows that have none yet (those measured
-/// without a paired baseline) from the raw rows of the same size.
-pub(crate) fn attach_baselines(rows: &mut [Row], baselines: &BTreeMap<&str, RawKind>) {
-    let raw: BTreeMap<(String, u64), f64> = rows
-        .iter()
-        .filter(|r| r.connector == "raw")
-        .map(|r| ((r.op.clone(), r.size_bytes), r.summary.median_s))
-        .collect();
-    for r in rows
-        .iter_mut()
-        .filter(|r| r.connector != "raw" && r.ratio.is_none())
-    {
-        let Some(kind) = baselines.get(r.connector.as_str()) else {
-            continue;
-        };
-        let op = baseline_op(*kind, &r.op);
-        r.baseline = Some(format!("raw/{op}"));
-        r.ratio = raw
-            .get(&(op.to_owned(), r.size_bytes))
-            .map(|b| r.summary.median_s / b);
-    }
 }

@@ -1,0 +1,61 @@
+//! The child processes a run starts: first resolves in fresh processes, and peak memory of one
+//! put or resolve. Both sides of their command line live here: a run starts the current
+//! executable as `<exe> bench resolve-child ...` or `<exe> bench rss-child ...`, and that
+//! executable hands the parsed [`Child`] to [`run_child`].
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Subcommand;
+
+use crate::measure::rss::RssOp;
+
+/// The subcommand under which the calling binary mounts the benchmark, and so the first
+/// argument of every child it starts.
+pub(crate) const SUBCOMMAND: &str = "bench";
+
+/// Child processes the benchmark starts (not for direct use).
+///
+/// Mount it as the (optional) subcommand of the arguments of `bench`, and hand what was
+/// parsed to [`run_child`].
+#[derive(Debug, Subcommand)]
+pub enum Child {
+    /// Resolve the serialized proxies of a file and report timings as JSON.
+    #[command(hide = true)]
+    ResolveChild {
+        /// Input written by the parent.
+        input: PathBuf,
+    },
+    /// Put or resolve one large object and report peak RSS as JSON.
+    #[command(hide = true)]
+    RssChild {
+        /// Which side of the measurement.
+        #[arg(long, value_enum)]
+        op: RssOp,
+        /// Connector config (JSON).
+        #[arg(long)]
+        connector: String,
+        /// Object size in bytes.
+        #[arg(long)]
+        size: u64,
+        /// File of the serialized proxy.
+        #[arg(long)]
+        refs: PathBuf,
+    },
+}
+
+/// Run the child process `child` of a benchmark: it reports on standard output as JSON.
+///
+/// # Errors
+/// When its measurement fails; the parent reports the error with its standard error.
+pub fn run_child(child: Child) -> Result<()> {
+    match child {
+        Child::ResolveChild { input } => crate::measure::fresh_process::resolve_child(&input),
+        Child::RssChild {
+            op,
+            connector,
+            size,
+            refs,
+        } => crate::measure::rss::child(op, &connector, size, &refs),
+    }
+}

@@ -1,0 +1,320 @@
+//! The targets of the issues, each with what this run measured for it.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::{MIB, Report};
+use crate::format::{fmt_rate, fmt_size, fmt_time};
+
+/// A target from the issues and what this run measured for it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub(crate) struct Target {
+    pub(crate) issue: u32,
+    pub(crate) target: String,
+    pub(crate) measured: String,
+    /// `None` when it could not be measured in this run.
+    pub(crate) met: Option<bool>,
+}
+
+impl Report {
+    /// Evaluate every target on this run's figures.
+    pub(super) fn evaluate(&self) -> Vec<Target> {
+        let mut t = Vec::new();
+        let na = |issue, target: &str, why: &str| Target {
+            issue,
+            target: target.to_owned(),
+            measured: format!("not measured: {why}"),
+            met: None,
+        };
+
+        // Small objects against Python.
+        for (ours, py, factor, issues) in [
+            ("memory", "local", 20.0, vec![3, 8]),
+            ("redis", "redis", 3.0, vec![8]),
+        ] {
+            let target = format!(
+                "100 B put+get, {ours} store (no cache), 1 client: >= {factor}x Python ProxyStore's {} rate",
+                if py == "local" {
+                    "LocalConnector"
+                } else {
+                    "RedisConnector"
+                }
+            );
+            for issue in issues {
+                match (self.small(ours, 1), self.python_small(py)) {
+                    (Some(o), Some(p)) => {
+                        let x = o.put_get_pairs_per_s / p;
+                        t.push(Target {
+                            issue,
+                            target: target.clone(),
+                            measured: format!(
+                                "{:.0} vs {:.0} pairs/s = {x:.1}x",
+                                o.put_get_pairs_per_s, p
+                            ),
+                            met: Some(x >= factor),
+                        });
+                    }
+                    _ => t.push(na(
+                        issue,
+                        &target,
+                        "needs the small-object loops and --python",
+                    )),
+                }
+            }
+        }
+
+        // Large objects against the raw backend.
+        let hundred = 100 * MIB;
+        for (conn, limit, issue) in [("file", 1.1, 8), ("redis", 1.1, 8), ("file", 1.3, 3)] {
+            for op in ["put", "get_cold"] {
+                let target = format!(
+                    "100 MiB {conn} {}: within {:.0}% of the raw backend",
+                    if op == "put" { "put" } else { "get" },
+                    (limit - 1.0) * 100.0
+                );
+                match self
+                    .row(conn, op, hundred)
+                    .and_then(|r| r.ratio.map(|x| (r, x)))
+                {
+                    Some((r, x)) => {
+                        let alone = self
+                            .row(
+                                conn,
+                                if op == "put" {
+                                    "connector_put"
+                                } else {
+                                    "connector_get"
+                                },
+                                hundred,
+                            )
+                            .and_then(|r| r.ratio)
+                            .map(|c| format!("; connector alone {c:.2}x"))
+                            .unwrap_or_default();
+                        let py = self
+                            .python_median(
+                                if conn == "file" { "file" } else { "redis" },
+                                op,
+                                hundred,
+                            )
+                            .map(|p| format!("; Python ProxyStore {}", fmt_time(p)))
+                            .unwrap_or_default();
+                        t.push(Target {
+                            issue,
+                            target,
+                            measured: format!(
+                                "store {} vs {} {} = {x:.2}x{alone}{py}",
+                                fmt_time(r.summary.median_s),
+                                r.baseline.as_deref().unwrap_or("?"),
+                                fmt_time(r.summary.median_s / x),
+                            ),
+                            met: Some(x <= limit),
+                        });
+                    }
+                    None => t.push(na(issue, &target, "needs size 100MiB")),
+                }
+            }
+        }
+
+        // Reference size against Python's pickled proxy.
+        for (ours, py) in [("memory", "local"), ("file", "file"), ("redis", "redis")] {
+            let target =
+                format!("serialized {ours} proxy <= 1/3 of Python ProxyStore's pickled proxy");
+            let r = self.reference_sizes.iter().find(|r| r.connector == ours);
+            match (r, self.python_pickled(py)) {
+                (Some(r), Some(p)) => {
+                    let x = r.postcard_bytes as f64 / p as f64;
+                    t.push(Target {
+                        issue: 8,
+                        target,
+                        measured: format!(
+                            "{} B (postcard; protobuf {} B) vs {p} B = {x:.2}",
+                            r.postcard_bytes, r.protobuf_bytes
+                        ),
+                        met: Some(x <= 1.0 / 3.0),
+                    });
+                }
+                _ => t.push(na(8, &target, "needs --python")),
+            }
+        }
+
+        // Peak memory.
+        if self.rss.is_empty() {
+            t.push(na(
+                8,
+                "peak RSS <= 1.5x the object size, 1 GiB put or resolve",
+                "needs --rss",
+            ));
+        }
+        for r in &self.rss {
+            for (what, x, peak) in [
+                ("put", r.put_ratio, r.put_peak_bytes),
+                ("resolve", r.resolve_ratio, r.resolve_peak_bytes),
+            ] {
+                t.push(Target {
+                    issue: 8,
+                    target: format!(
+                        "peak RSS of a {} {what} ({}) <= 1.5x the object size",
+                        fmt_size(r.size_bytes),
+                        r.connector
+                    ),
+                    measured: format!(
+                        "{:.0} MiB = {x:.2}x{}",
+                        peak as f64 / MIB as f64,
+                        match (what, r.raw_put_ratio, r.raw_get_ratio) {
+                            ("put", Some(p), _) => format!(" (raw client {p:.2}x)"),
+                            ("resolve", _, Some(g)) => format!(" (raw client {g:.2}x)"),
+                            _ => String::new(),
+                        }
+                    ),
+                    met: Some(x <= 1.5),
+                });
+            }
+        }
+
+        // gRPC against Redis.
+        let sizes: BTreeSet<u64> = self.results.iter().map(|r| r.size_bytes).collect();
+        for op in ["put", "get_cold"] {
+            let target = format!(
+                "gRPC {} throughput >= Redis (redis crate) from 1 MiB up",
+                if op == "put" { "put" } else { "get" }
+            );
+            let mut cells = Vec::new();
+            let mut ok = true;
+            for &size in sizes.iter().filter(|s| **s >= MIB) {
+                if let Some(x) = self.row("grpc", op, size).and_then(|r| r.ratio) {
+                    cells.push(format!("{}: {:.2}x", fmt_size(size), 1.0 / x));
+                    ok &= x <= 1.0;
+                }
+            }
+            if cells.is_empty() {
+                t.push(na(4, &target, "needs gRPC and Redis at 1 MiB or more"));
+            } else {
+                t.push(Target {
+                    issue: 4,
+                    target,
+                    measured: format!("throughput over Redis's: {}", cells.join(", ")),
+                    met: Some(ok),
+                });
+            }
+        }
+        for clients in [1, 16] {
+            let target = format!("gRPC 100 B put+get rate >= half of Redis's, {clients} client(s)");
+            match (
+                self.small("grpc", clients),
+                self.small("raw_redis", clients),
+            ) {
+                (Some(g), Some(r)) => {
+                    let x = g.put_get_pairs_per_s / r.put_get_pairs_per_s;
+                    t.push(Target {
+                        issue: 4,
+                        target,
+                        measured: format!(
+                            "{:.0} vs {:.0} pairs/s = {x:.2}x",
+                            g.put_get_pairs_per_s, r.put_get_pairs_per_s
+                        ),
+                        met: Some(x >= 0.5),
+                    });
+                }
+                _ => t.push(na(4, &target, "needs the small-object loops")),
+            }
+        }
+
+        // Per-connector overhead against the raw client: the connector alone.
+        for conn in ["file", "redis", "s3"] {
+            for op in ["connector_put", "connector_get"] {
+                let target = format!(
+                    "{conn} connector {} overhead vs raw client <= 10% from 1 MiB up",
+                    if op == "connector_put" { "put" } else { "get" }
+                );
+                let mut cells = Vec::new();
+                let mut ok = true;
+                for &size in &sizes {
+                    if let Some(x) = self.row(conn, op, size).and_then(|r| r.ratio) {
+                        if size >= 1024 && (size == 1024 || size >= MIB) {
+                            cells.push(format!("{}: {x:.2}x", fmt_size(size)));
+                        }
+                        if size >= MIB {
+                            ok &= x <= 1.1;
+                        }
+                    }
+                }
+                if cells.is_empty() {
+                    t.push(na(5, &target, "connector not measured"));
+                } else {
+                    t.push(Target {
+                        issue: 5,
+                        target,
+                        measured: cells.join(", "),
+                        met: Some(ok),
+                    });
+                }
+            }
+        }
+
+        // Core.
+        let target = "memory-store get of Bytes is zero-copy: time at 100 MiB ~ time at 100 B";
+        match (
+            self.row("memory", "get_cold", 100),
+            self.row("memory", "get_cold", hundred),
+        ) {
+            (Some(a), Some(b)) => {
+                let x = b.summary.median_s / a.summary.median_s;
+                let memcpy = self
+                    .row("raw", "memcpy", hundred)
+                    .map(|m| format!("; memcpy of 100 MiB {}", fmt_time(m.summary.median_s)))
+                    .unwrap_or_default();
+                t.push(Target {
+                    issue: 3,
+                    target: target.into(),
+                    measured: format!(
+                        "{} vs {} = {x:.2}x{memcpy}",
+                        fmt_time(b.summary.median_s),
+                        fmt_time(a.summary.median_s)
+                    ),
+                    met: Some(x <= 2.0),
+                });
+            }
+            _ => t.push(na(3, target, "needs sizes 100B and 100MiB")),
+        }
+        for (digest, limit) in [("none", 1.1), ("xxh3", 2.0)] {
+            let target = format!(
+                "first resolve over file at 1 MiB, digest {digest}: <= {limit}x a raw read"
+            );
+            match self
+                .row("file", &format!("resolve_first_digest_{digest}"), MIB)
+                .and_then(|r| r.ratio.map(|x| (r, x)))
+            {
+                Some((r, x)) => t.push(Target {
+                    issue: 3,
+                    target,
+                    measured: format!(
+                        "{} vs {} = {x:.2}x",
+                        fmt_time(r.summary.median_s),
+                        fmt_time(r.summary.median_s / x)
+                    ),
+                    met: Some(x <= limit),
+                }),
+                None => t.push(na(3, &target, "needs the file connector")),
+            }
+        }
+        let digests: Vec<String> = self
+            .core
+            .iter()
+            .filter(|r| r.connector == "digest" && r.size_bytes == hundred)
+            .map(|r| format!("{} {}", r.op, fmt_rate(r.throughput_bps)))
+            .collect();
+        let blake = self
+            .row("file", "resolve_first_digest_blake3", MIB)
+            .and_then(|r| r.ratio)
+            .map(|x| format!("; first resolve with blake3 {x:.2}x a raw read"))
+            .unwrap_or_default();
+        t.push(Target {
+            issue: 3,
+            target: "digest throughput (100 MiB), xxh3 (default) and blake3".into(),
+            measured: format!("{}{blake}", digests.join(", ")),
+            met: None,
+        });
+        t
+    }
+}
