@@ -1,6 +1,6 @@
 //! The connector conformance suite: one set of checks every connector must pass.
 //!
-//! Each check is a public async function over a connector; [`conformance_tests!`] expands all
+//! Each check is a public async function over a connector; [`conformance_tests!`](crate::conformance_tests) expands all
 //! of them into `#[tokio::test]`s for one connector fixture. A new connector is done when it
 //! passes every check. Checks return `Err` with a message naming what broke, so a failure reads
 //! like a bug report.

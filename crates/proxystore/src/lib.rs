@@ -77,9 +77,7 @@ pub use key::Key;
 pub use lifetime::{Lease, Lifetime, OwnedProxy, Scope};
 pub use metrics::{OpStats, StoreMetrics};
 pub use policy::{RESOLVE_POLICY_ENV, ResolvePolicy, resolve_policy, set_resolve_policy};
-pub use proxy::{Factory, Proxy};
+pub use proxy::{Factory, Proxy, ProxyOptions};
 pub use reference::{FORMAT_VERSION, Reference};
 pub use registry::{get_store, register_store, store_for_reference, unregister_store};
-pub use store::{
-    DEFAULT_CACHE_BYTES, IntoConnector, ProxyOptions, Store, StoreBuilder, StoreConfig,
-};
+pub use store::{DEFAULT_CACHE_BYTES, IntoConnector, Store, StoreBuilder, StoreConfig};

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::proxy::Proxy;
 use crate::runtime;
-use crate::store::{ProxyOptions, Store};
+use crate::store::Store;
 
 /// Something that takes ownership of stored objects and evicts them when it ends.
 pub trait Lifetime: Send + Sync {
@@ -95,6 +95,26 @@ impl Owned {
     fn keys(&self) -> Vec<Key> {
         self.keys.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// Put `obj` into the store and hand it to `lifetime`; an object the lifetime refuses (it
+    /// has ended) is evicted again, so that nothing is left unowned.
+    async fn proxy<T: Serialize + 'static>(
+        &self,
+        lifetime: &dyn Lifetime,
+        obj: &T,
+    ) -> Result<Proxy<T>> {
+        let proxy = self.store.proxy(obj).await?;
+        let Some(key) = proxy.key().cloned() else {
+            return Ok(proxy);
+        };
+        if let Err(e) = lifetime.add_key(&self.store, key.clone()) {
+            if let Err(evict) = self.store.evict(&key).await {
+                tracing::warn!(store = self.store.name(), %key, error = %evict, "cannot evict an object its lifetime refused");
+            }
+            return Err(e);
+        }
+        Ok(proxy)
+    }
 }
 
 /// Owns objects until it is closed or dropped, then evicts them (Python ProxyStore's
@@ -139,16 +159,7 @@ impl Scope {
     /// # Errors
     /// As for [`Store::put`], or [`Error::Config`] if the scope has ended.
     pub async fn proxy<T: Serialize + 'static>(&self, obj: &T) -> Result<Proxy<T>> {
-        self.owned
-            .store
-            .proxy_with(
-                obj,
-                ProxyOptions {
-                    lifetime: Some(self),
-                    ..Default::default()
-                },
-            )
-            .await
+        self.owned.proxy(self, obj).await
     }
 
     /// Keys owned so far.
@@ -285,17 +296,7 @@ impl Lease {
     /// # Errors
     /// As for [`Store::put`], or [`Error::Config`] if the lease has ended.
     pub async fn proxy<T: Serialize + 'static>(&self, obj: &T) -> Result<Proxy<T>> {
-        self.state
-            .owned
-            .store
-            .proxy_with(
-                obj,
-                ProxyOptions {
-                    lifetime: Some(self),
-                    ..Default::default()
-                },
-            )
-            .await
+        self.state.owned.proxy(self, obj).await
     }
 
     /// Keys owned so far.
@@ -375,5 +376,15 @@ impl<T: std::fmt::Debug> std::fmt::Debug for OwnedProxy<T> {
 impl<T> Drop for OwnedProxy<T> {
     fn drop(&mut self) {
         self.owner.end_in_background();
+    }
+}
+impl Store {
+    /// Put `obj` and return a proxy that owns it: the object is evicted when the proxy drops.
+    ///
+    /// # Errors
+    /// As for [`Store::put`].
+    pub async fn owned_proxy<T: Serialize + 'static>(&self, obj: &T) -> Result<OwnedProxy<T>> {
+        let proxy = self.proxy(obj).await?;
+        Ok(OwnedProxy::new(proxy, self.clone()))
     }
 }

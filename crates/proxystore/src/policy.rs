@@ -64,7 +64,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::connector::{ConnectorConfig, file, memory, multi};
+use crate::connector::{ConnectorConfig, Resource, file, memory, multi};
 use crate::error::{Error, Result};
 use crate::reference::Reference;
 
@@ -85,31 +85,6 @@ const BUILTIN_KINDS: &[&str] = &[
 
 /// How deep `multi` connectors may nest inside one another in a reference.
 const MAX_MULTI_DEPTH: usize = 8;
-
-/// Something a connector built from a config would touch, as the policy sees it.
-#[derive(Debug)]
-pub(crate) enum Resource {
-    /// A local path it reads, writes or connects to; `what` names the option.
-    Path { what: &'static str, path: PathBuf },
-    /// A network endpoint; `port` is the effective one when the connector knows it.
-    #[cfg_attr(
-        not(any(
-            feature = "redis",
-            feature = "grpc",
-            feature = "s3",
-            feature = "globus"
-        )),
-        allow(dead_code)
-    )]
-    Host {
-        what: &'static str,
-        host: String,
-        port: Option<u16>,
-    },
-    /// An S3 bucket.
-    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
-    Bucket(String),
-}
 
 /// Which references this process rebuilds stores from (see the [module documentation](self)).
 ///

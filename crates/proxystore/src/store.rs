@@ -14,9 +14,7 @@ use crate::digest::{Digest, DigestAlgorithm};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::layer::Layer;
-use crate::lifetime::{Lifetime, OwnedProxy};
 use crate::metrics::{Metrics, StoreMetrics};
-use crate::proxy::{Factory, Proxy};
 use crate::reference::Reference;
 use crate::trace::{self, TraceContext, op_span};
 
@@ -85,35 +83,14 @@ impl IntoConnector for Arc<dyn Connector> {
     }
 }
 
-/// Options of a proxy made by [`Store::proxy_with`].
-#[derive(Default)]
-pub struct ProxyOptions<'a> {
-    /// Evict the object once the proxy resolves (a one-shot hand-off).
-    pub evict_on_resolve: bool,
-    /// Put hints (name, tags) for routing connectors.
-    pub put: PutOptions,
-    /// A lifetime that takes ownership of the object.
-    pub lifetime: Option<&'a dyn Lifetime>,
-}
-
-impl std::fmt::Debug for ProxyOptions<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProxyOptions")
-            .field("evict_on_resolve", &self.evict_on_resolve)
-            .field("put", &self.put)
-            .field("lifetime", &self.lifetime.is_some())
-            .finish()
-    }
-}
-
 /// Where and how one object was stored.
-struct Stored {
-    key: Key,
-    size: u64,
-    digest: Option<Digest>,
-    codec: Codec,
+pub(crate) struct Stored {
+    pub(crate) key: Key,
+    pub(crate) size: u64,
+    pub(crate) digest: Option<Digest>,
+    pub(crate) codec: Codec,
     /// Context of the `proxystore.put` span, for the references made to the object.
-    trace: Option<TraceContext>,
+    pub(crate) trace: Option<TraceContext>,
 }
 
 /// Run `fut` inside `span` and record its outcome there.
@@ -301,7 +278,7 @@ impl Store {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    async fn put_object<T: Serialize + 'static>(
+    pub(crate) async fn put_object<T: Serialize + 'static>(
         &self,
         obj: &T,
         options: &PutOptions,
@@ -362,7 +339,7 @@ impl Store {
         Ok(self.put_object(obj, options).await?.key)
     }
 
-    async fn put_objects<T: Serialize + 'static>(
+    pub(crate) async fn put_objects<T: Serialize + 'static>(
         &self,
         objs: &[T],
         options: &PutOptions,
@@ -702,7 +679,11 @@ impl Store {
         .await
     }
 
-    fn reference<T: 'static>(&self, stored: Stored, evict_on_resolve: bool) -> Reference {
+    pub(crate) fn reference<T: 'static>(
+        &self,
+        stored: Stored,
+        evict_on_resolve: bool,
+    ) -> Reference {
         let mut r = Reference::new(self.name(), self.inner.config.connector.clone(), stored.key);
         r.size = stored.size;
         r.digest = stored.digest;
@@ -714,10 +695,6 @@ impl Store {
             r.tracestate = t.tracestate;
         }
         r
-    }
-
-    fn proxy_of<T>(&self, reference: Reference) -> Proxy<T> {
-        Proxy::from_factory(Factory::with_store(reference, self.clone()))
     }
 
     /// Store bytes already encoded with `codec` and return a complete reference to them
@@ -739,66 +716,6 @@ impl Store {
         Ok(r)
     }
 
-    /// Put `obj` and return a lazy proxy to it.
-    ///
-    /// # Errors
-    /// As for [`Store::put`].
-    pub async fn proxy<T: Serialize + 'static>(&self, obj: &T) -> Result<Proxy<T>> {
-        self.proxy_with(obj, ProxyOptions::default()).await
-    }
-
-    /// [`Store::proxy`] with options (evict on resolve, routing hints, a lifetime).
-    ///
-    /// # Errors
-    /// As for [`Store::put`].
-    pub async fn proxy_with<T: Serialize + 'static>(
-        &self,
-        obj: &T,
-        options: ProxyOptions<'_>,
-    ) -> Result<Proxy<T>> {
-        let stored = self.put_object(obj, &options.put).await?;
-        if let Some(l) = options.lifetime {
-            l.add_key(self, stored.key.clone())?;
-        }
-        Ok(self.proxy_of(self.reference::<T>(stored, options.evict_on_resolve)))
-    }
-
-    /// Proxies to many objects, stored with one batch put.
-    ///
-    /// # Errors
-    /// As for [`Store::put`].
-    pub async fn proxy_batch<T: Serialize + 'static>(&self, objs: &[T]) -> Result<Vec<Proxy<T>>> {
-        Ok(self
-            .put_objects(objs, &PutOptions::default())
-            .await?
-            .into_iter()
-            .map(|s| self.proxy_of(self.reference::<T>(s, false)))
-            .collect())
-    }
-
-    /// A proxy to an object already in the store under `key` (its size and digest unknown, so
-    /// not checked). The store's codec is assumed, or raw for `Bytes` and `Vec<u8>`.
-    pub fn proxy_from_key<T: 'static>(&self, key: Key) -> Proxy<T> {
-        let codec = codec_for::<T>(self.inner.config.codec);
-        let stored = Stored {
-            key,
-            size: 0,
-            digest: None,
-            codec,
-            trace: trace::current(),
-        };
-        self.proxy_of(self.reference::<T>(stored, false))
-    }
-
-    /// Put `obj` and return a proxy that owns it: the object is evicted when the proxy drops.
-    ///
-    /// # Errors
-    /// As for [`Store::put`].
-    pub async fn owned_proxy<T: Serialize + 'static>(&self, obj: &T) -> Result<OwnedProxy<T>> {
-        let proxy = self.proxy(obj).await?;
-        Ok(OwnedProxy::new(proxy, self.clone()))
-    }
-
     /// Close the connector.
     ///
     /// # Errors
@@ -811,7 +728,7 @@ impl Store {
 
 /// The codec of an object known by key alone: byte payloads are always stored raw, everything
 /// else with the store's codec.
-fn codec_for<T: 'static>(store_codec: Codec) -> Codec {
+pub(crate) fn codec_for<T: 'static>(store_codec: Codec) -> Codec {
     use std::any::TypeId;
     if TypeId::of::<T>() == TypeId::of::<Bytes>() || TypeId::of::<T>() == TypeId::of::<Vec<u8>>() {
         Codec::Raw

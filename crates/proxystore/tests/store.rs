@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use proxystore::connector::file::FileConnector;
 use proxystore::connector::memory::MemoryConnector;
-use proxystore::lifetime::{Lease, Scope};
+use proxystore::lifetime::{Lease, Lifetime, Scope};
 use proxystore::{
     Codec, DigestAlgorithm, Error, Key, Proxy, ProxyOptions, Reference, Store, get_store,
     register_store, unregister_store,
@@ -351,6 +351,9 @@ async fn scope_evicts_on_close_and_on_drop() {
         scope.proxy(&3u8).await.is_err(),
         "closed scope refuses new objects"
     );
+    // ... and leaves nothing behind: the refused object is evicted again.
+    let segment = MemoryConnector::new(store.name());
+    assert!(segment.is_empty(), "{} objects left", segment.len());
 
     let key = {
         let scope = Scope::new(&store);
@@ -358,18 +361,11 @@ async fn scope_evicts_on_close_and_on_drop() {
     };
     wait_until_gone(&store, &key).await;
 
+    // A lifetime owns objects of its own store only.
     let other = memory_store();
     let scope = Scope::new(&store);
-    let e = other
-        .proxy_with(
-            &5u8,
-            ProxyOptions {
-                lifetime: Some(&scope),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_err();
+    let key = other.put(&5u8).await.unwrap();
+    let e = scope.add_key(&other, key).unwrap_err();
     assert!(matches!(e, Error::Config { .. }));
 }
 

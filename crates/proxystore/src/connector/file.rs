@@ -14,10 +14,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{Connector, ConnectorConfig, PutOptions};
+use super::{Connector, ConnectorConfig, PutOptions, Resource};
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::policy::Resource;
 
 /// Kind name of this connector.
 pub const KIND: &str = "file";

@@ -101,10 +101,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::file::{TMP_PREFIX, validate_key};
-use super::{CallConfig, Connector, ConnectorConfig, PutOptions};
+use super::{CallConfig, Connector, ConnectorConfig, PutOptions, Resource};
 use crate::error::{BoxError, Error, Result};
 use crate::key::Key;
-use crate::policy::Resource;
 
 /// Kind name of this connector.
 pub const KIND: &str = "globus";

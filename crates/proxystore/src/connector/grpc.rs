@@ -48,11 +48,10 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
-use super::{CallConfig, Connector, ConnectorConfig, PutOptions};
+use super::{CallConfig, Connector, ConnectorConfig, PutOptions, Resource};
 use crate::digest::{Digest, DigestAlgorithm};
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::policy::Resource;
 use crate::retry::RetryConfig;
 use crate::runtime;
 use rpc_trace::{RpcTrace, Side};

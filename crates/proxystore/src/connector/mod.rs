@@ -5,12 +5,13 @@
 //! [`ConnectorConfig`], and any process can rebuild it from that config with [`from_config`]:
 //! this is how a proxy that travelled to another process finds its bytes.
 //!
-//! Built in: [`memory`], [`file`] and [`multi`]. Third parties implement [`Connector`] and call
+//! Built in: [`memory`], [`file`](mod@file) and [`multi`]. Third parties implement [`Connector`] and call
 //! [`register_connector_kind`] so that their kind can be rebuilt from a reference.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -33,6 +34,33 @@ pub mod multi;
 pub mod redis;
 #[cfg(feature = "s3")]
 pub mod s3;
+
+/// Something a connector built from a config would touch, as a
+/// [`crate::ResolvePolicy`] sees it: each connector lists those of a config, the policy judges
+/// them.
+#[derive(Debug)]
+pub(crate) enum Resource {
+    /// A local path it reads, writes or connects to; `what` names the option.
+    Path { what: &'static str, path: PathBuf },
+    /// A network endpoint; `port` is the effective one when the connector knows it.
+    #[cfg_attr(
+        not(any(
+            feature = "redis",
+            feature = "grpc",
+            feature = "s3",
+            feature = "globus"
+        )),
+        allow(dead_code)
+    )]
+    Host {
+        what: &'static str,
+        host: String,
+        port: Option<u16>,
+    },
+    /// An S3 bucket.
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
+    Bucket(String),
+}
 
 /// Hints a store passes with a put; connectors that route or label objects use them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -24,10 +24,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ConnectionInfo, IntoConnectionInfo, RedisError, RedisResult};
 use serde::{Deserialize, Serialize};
 
-use super::{CallConfig, Connector, ConnectorConfig, PutOptions};
+use super::{CallConfig, Connector, ConnectorConfig, PutOptions, Resource};
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::policy::Resource;
 use crate::retry::RetryConfig;
 use crate::runtime::run_on_io;
 

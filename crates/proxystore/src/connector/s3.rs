@@ -31,10 +31,9 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::{CallConfig, Connector, ConnectorConfig, PutOptions};
+use super::{CallConfig, Connector, ConnectorConfig, PutOptions, Resource};
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::policy::Resource;
 use crate::runtime::io_handle;
 
 /// Kind name of this connector.

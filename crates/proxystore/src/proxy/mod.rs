@@ -20,6 +20,10 @@ use serde::de::{DeserializeOwned, EnumAccess, VariantAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod make;
+
+pub use make::ProxyOptions;
+
 use crate::error::Result;
 use crate::key::Key;
 use crate::reference::Reference;
