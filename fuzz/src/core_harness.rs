@@ -10,7 +10,8 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use proxystore::connector::file::FileConnector;
-use proxystore::connector::{self, Connector, ConnectorConfig};
+use proxystore::connector::{Connector, ConnectorConfig};
+use proxystore::kinds;
 use proxystore::{Proxy, Reference};
 use serde::{Deserialize, Serialize};
 
@@ -105,7 +106,7 @@ fn stable<T>(
     assert_eq!(first, second, "re-encoding is not stable");
 }
 
-/// JSON -> `ConnectorConfig` -> `connector::from_config`, then one object through the connector.
+/// JSON -> `ConnectorConfig` -> `kinds::from_config`, then one object through the connector.
 ///
 /// Runs in a sandbox: file connectors are moved into a temporary directory whatever directory
 /// the input names, and kinds that would open network connections are refused.
@@ -114,11 +115,11 @@ pub fn connector_config(data: &[u8]) {
     let Ok(config) = serde_json::from_slice::<ConnectorConfig>(data) else {
         return;
     };
-    let Ok(c) = connector::from_config(&config) else {
+    let Ok(c) = kinds::from_config(&config) else {
         return;
     };
     let own = c.config();
-    let rebuilt = connector::from_config(&own).map(|r| r.config());
+    let rebuilt = kinds::from_config(&own).map(|r| r.config());
     assert_eq!(
         rebuilt.as_ref().ok(),
         Some(&own),
@@ -168,11 +169,11 @@ pub fn remove_sandbox() {
 fn sandbox() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        for kind in connector::registered_connector_kinds() {
+        for kind in kinds::registered_connector_kinds() {
             match kind.as_str() {
                 "memory" | "multi" => {}
-                "file" => connector::register_connector_kind(kind, sandboxed_file),
-                _ => connector::register_connector_kind(kind, refused),
+                "file" => kinds::register_connector_kind(kind, sandboxed_file),
+                _ => kinds::register_connector_kind(kind, refused),
             }
         }
     });

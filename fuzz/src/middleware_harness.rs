@@ -7,7 +7,8 @@
 use std::sync::{Arc, OnceLock};
 
 use proxystore::connector::memory::MemoryConnector;
-use proxystore::connector::{self, Connector, ConnectorConfig};
+use proxystore::connector::{Connector, ConnectorConfig};
+use proxystore::kinds;
 use proxystore::{Proxy, Store};
 use proxystore_middleware::{InnerCodec, Policy, TaskCodec};
 use serde::{Deserialize, Serialize};
@@ -81,9 +82,9 @@ pub fn task_envelope(data: &[u8]) {
 }
 
 fn sandbox() {
-    for kind in connector::registered_connector_kinds() {
+    for kind in kinds::registered_connector_kinds() {
         if kind != "memory" {
-            connector::register_connector_kind(kind, refused);
+            kinds::register_connector_kind(kind, refused);
         }
     }
 }

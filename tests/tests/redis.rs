@@ -256,7 +256,7 @@ async fn wrong_or_missing_password_is_unauthorized() {
         let key = c.put(Bytes::from_static(b"ok")).await.unwrap();
         assert_eq!(c.get(&key).await.unwrap().unwrap(), "ok");
         // The config (password included) rebuilds a working connector.
-        let rebuilt = proxystore::connector::from_config(&c.config()).unwrap();
+        let rebuilt = proxystore::kinds::from_config(&c.config()).unwrap();
         assert_eq!(rebuilt.get(&key).await.unwrap().unwrap(), "ok");
     }
 }
@@ -361,7 +361,7 @@ async fn tls_with_a_private_ca_round_trips() {
     let data = payload(3 << 20, 4);
     let key = c.put(data.clone()).await.unwrap();
     assert_eq!(c.get(&key).await.unwrap().unwrap(), data);
-    let rebuilt = proxystore::connector::from_config(&c.config()).unwrap();
+    let rebuilt = proxystore::kinds::from_config(&c.config()).unwrap();
     assert!(rebuilt.exists(&key).await.unwrap());
 
     // Without the private CA the server's certificate is not trusted: an error, not a hang.

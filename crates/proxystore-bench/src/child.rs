@@ -10,10 +10,6 @@ use clap::Subcommand;
 
 use crate::measure::rss::RssOp;
 
-/// The subcommand under which the calling binary mounts the benchmark, and so the first
-/// argument of every child it starts.
-pub(crate) const SUBCOMMAND: &str = "bench";
-
 /// Child processes the benchmark starts (not for direct use).
 ///
 /// Mount it as the (optional) subcommand of the arguments of `bench`, and hand what was

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::util::escape_for_terminal;
+use crate::terminal::escape_for_terminal;
 
 /// Success.
 pub(crate) const OK: u8 = 0;

@@ -8,7 +8,8 @@ use proxystore::{Connector, Key};
 
 use crate::client::ClientArgs;
 use crate::exit;
-use crate::util::{bytes_human, escape_for_terminal, print};
+use crate::terminal::escape_for_terminal;
+use crate::util::{bytes_human, print};
 
 /// Options of `proxystore stat`.
 #[derive(Debug, Args)]

@@ -10,7 +10,8 @@ use proxystore::Reference;
 use serde_json::{Value, json};
 
 use crate::exit::{self, Coded};
-use crate::util::{bytes_human, escape_for_terminal, from_hex, print};
+use crate::terminal::escape_for_terminal;
+use crate::util::{bytes_human, from_hex, print};
 
 /// Longest input read: references are a few hundred bytes; anything this large is not one.
 const MAX_INPUT: u64 = 1 << 20;
@@ -278,7 +279,7 @@ fn or_dash(s: &str) -> String {
 }
 
 fn kind_known(kind: &str) -> bool {
-    proxystore::connector::registered_connector_kinds()
+    proxystore::kinds::registered_connector_kinds()
         .iter()
         .any(|k| k == kind)
 }

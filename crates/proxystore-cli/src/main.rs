@@ -19,6 +19,7 @@ mod exit;
 mod info;
 mod inspect;
 mod serve;
+mod terminal;
 mod transfer;
 mod util;
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::connector::{self, Connector, PutOptions};
+use crate::connector::{Connector, PutOptions};
 use crate::error::Error;
 use crate::key::Key;
 
@@ -232,7 +232,7 @@ pub async fn config_round_trip(c: &dyn Connector) -> CheckResult {
     let json = serde_json::to_string(&config).map_err(|e| fail("config to JSON", e))?;
     let parsed: crate::ConnectorConfig =
         serde_json::from_str(&json).map_err(|e| fail("config from JSON", e))?;
-    let rebuilt = connector::from_config(&parsed).map_err(|e| fail("from_config", e))?;
+    let rebuilt = crate::kinds::from_config(&parsed).map_err(|e| fail("from_config", e))?;
     if rebuilt.config() != config {
         return Err(format!(
             "rebuilt config differs: {:?} vs {:?}",

@@ -118,7 +118,7 @@ pub enum Error {
 
     /// No connector kind of that name is registered in this process.
     #[error(
-        "unknown connector kind '{kind}' (registered: {registered}); enable its cargo feature or call register_connector_kind"
+        "unknown connector kind '{kind}' (registered: {registered}); enable its cargo feature or call proxystore::kinds::register_connector_kind"
     )]
     UnknownConnectorKind {
         /// The kind asked for.

@@ -37,6 +37,7 @@
 //!   ([`connector::memory`], [`connector::file`], [`connector::multi`]);
 //! - [`layer`]: the I/O runtime hop, timeouts and retries ([`retry`]) as layers a store stacks
 //!   around its connector;
+//! - [`kinds`]: building a connector from its config, the kinds a process knows;
 //! - [`Store`]: codec, cache, metrics, and the put/get/proxy API; [`StoreConfig`] rebuilds it;
 //! - [`Proxy`] and [`Factory`]: lazy references; [`Reference`]: their wire format;
 //! - [`register_store`] / [`get_store`]: the process-wide registry;
@@ -50,6 +51,7 @@ pub mod codec;
 pub mod connector;
 pub mod digest;
 pub mod error;
+pub mod kinds;
 pub mod layer;
 pub mod lifetime;
 pub mod metrics;

@@ -20,7 +20,7 @@
 //!
 //! - connector kinds: the built-in ones (`memory`, `file`, `multi`, `redis`, `grpc`, `s3`,
 //!   `globus`), each limited by the lists below; kinds added with
-//!   [`crate::connector::register_connector_kind`] only when listed with
+//!   [`crate::kinds::register_connector_kind`] only when listed with
 //!   [`ResolvePolicy::allow_kind`] (registering a kind says how to build it, not that
 //!   strangers may make this process build it);
 //! - directories (file connector, a Globus endpoint's local path, Unix sockets, CA and token
@@ -172,7 +172,7 @@ impl ResolvePolicy {
     }
 
     /// Also accept connector kind `kind` (a third-party kind registered with
-    /// [`crate::connector::register_connector_kind`], or a built-in one left out by
+    /// [`crate::kinds::register_connector_kind`], or a built-in one left out by
     /// [`ResolvePolicy::deny_all`]). A listed third-party kind is accepted with any options:
     /// this crate does not know what they point at.
     #[must_use]
@@ -288,7 +288,7 @@ impl ResolvePolicy {
     }
 
     /// Check that a store named `store` may be built over `config`, as for
-    /// [`ResolvePolicy::check`]. Call it before [`crate::connector::from_config`] or
+    /// [`ResolvePolicy::check`]. Call it before [`crate::kinds::from_config`] or
     /// [`crate::Store::from_config`] on a config from an untrusted source: those build whatever
     /// they are given.
     ///

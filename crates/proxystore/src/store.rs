@@ -9,7 +9,7 @@ use tracing::{Instrument, Span, field::display};
 
 use crate::cache::ObjectCache;
 use crate::codec::Codec;
-use crate::connector::{self, Connector, ConnectorConfig, PutOptions};
+use crate::connector::{Connector, ConnectorConfig, PutOptions};
 use crate::digest::{Digest, DigestAlgorithm};
 use crate::error::{Error, Result};
 use crate::key::Key;
@@ -216,13 +216,13 @@ impl Store {
     }
 
     /// Rebuild a store from its config (building the connector through the registered kinds).
-    /// Like [`connector::from_config`], it builds whatever it is given: check a config from an
+    /// Like [`crate::kinds::from_config`], it builds whatever it is given: check a config from an
     /// untrusted source with [`crate::ResolvePolicy::check_connector`] first.
     ///
     /// # Errors
     /// [`Error::UnknownConnectorKind`] or the connector's [`Error::Config`].
     pub fn from_config(config: StoreConfig) -> Result<Self> {
-        let connector = connector::from_config(&config.connector)?;
+        let connector = crate::kinds::from_config(&config.connector)?;
         Ok(Store::from_parts(config, connector))
     }
 

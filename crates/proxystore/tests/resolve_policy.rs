@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use proxystore::connector::file::FileConnector;
 use proxystore::connector::memory::MemoryConnector;
-use proxystore::connector::{self, Connector, ConnectorConfig};
+use proxystore::connector::{Connector, ConnectorConfig};
 use proxystore::{
     Codec, Error, Key, Proxy, RESOLVE_POLICY_ENV, Reference, ResolvePolicy, Store, get_store,
     register_store, resolve_policy, store_for_reference, unregister_store,
@@ -274,7 +274,7 @@ async fn unknown_and_unlisted_kinds_are_refused() {
     let r = reference(&unique("nope"), "nope", json!({}), "k");
     assert_refused(resolve(r).await, "connector kind 'nope' is not allowed");
     // Registering a kind says how to build it, not that references may ask for it.
-    connector::register_connector_kind("policy-test-kind", count_builds);
+    proxystore::kinds::register_connector_kind("policy-test-kind", count_builds);
     let r = reference(&unique("third"), "policy-test-kind", json!({}), "k");
     assert_refused(
         store_for_reference(&r, &ResolvePolicy::default()),

@@ -10,9 +10,9 @@ use bytes::Bytes;
 use proxystore::Proxy;
 use serde::{Deserialize, Serialize};
 
+use super::SUBCOMMAND;
 use super::repeat::Summary;
 use super::store_ops::{Row, Stores};
-use crate::child::SUBCOMMAND;
 use crate::setup::Subject;
 
 /// What a resolving child process reads.

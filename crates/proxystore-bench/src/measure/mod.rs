@@ -19,6 +19,10 @@ pub(crate) mod store_ops;
 use repeat::Repeat;
 use store_ops::Stores;
 
+/// The subcommand under which the calling binary mounts the benchmark, and so the first
+/// argument of every child process a measurement starts (see [`crate::child`]).
+pub(crate) const SUBCOMMAND: &str = "bench";
+
 /// How many proxies each fresh child resolves: a few, within about 64 MiB per child.
 fn per_process(size: u64) -> usize {
     ((64u64 << 20) / size.max(1)).clamp(1, 4) as usize

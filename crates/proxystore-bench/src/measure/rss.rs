@@ -13,8 +13,8 @@ use proxystore::connector::s3::S3Config;
 use proxystore::{Proxy, Store};
 use serde::{Deserialize, Serialize};
 
+use super::SUBCOMMAND;
 use crate::baselines::{Raw, RawKey, RawKind};
-use crate::child::SUBCOMMAND;
 use crate::setup::Subject;
 
 /// One connector's peak RSS figures.
@@ -182,7 +182,7 @@ pub(crate) fn child(op: RssOp, connector: &str, size: u64, refs: &Path) -> Resul
     }
     let wire = if matches!(op, RssOp::Put | RssOp::PutResolve) {
         let data = payload(usize::try_from(size)?, 0x9e37_79b9_7f4a_7c15);
-        let store = Store::new("bench-rss", proxystore::connector::from_config(&config)?);
+        let store = Store::new("bench-rss", proxystore::kinds::from_config(&config)?);
         proxystore::register_store(&store)?;
         let proxy = proxystore::runtime::block_on(async move { store.proxy(&data).await })??;
         report.put_hwm = Some(hwm()?);

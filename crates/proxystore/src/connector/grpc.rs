@@ -1195,7 +1195,7 @@ mod tests {
         )
         .unwrap();
         let config = c.config();
-        let rebuilt = crate::connector::from_config(&config).unwrap();
+        let rebuilt = crate::kinds::from_config(&config).unwrap();
         assert_eq!(rebuilt.config(), config);
         assert!(!format!("{config:?}").contains("s3cret"));
         assert!(!format!("{c:?}").contains("s3cret"));

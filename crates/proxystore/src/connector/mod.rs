@@ -3,16 +3,17 @@
 //! A [`Connector`] moves `Bytes` in and out of one backend. It knows nothing of codecs, caches or
 //! proxies; [`crate::Store`] adds those. Every connector describes itself with a
 //! [`ConnectorConfig`], and any process can rebuild it from that config with [`from_config`]:
-//! this is how a proxy that travelled to another process finds its bytes.
+//! this is how a proxy that travelled to another process finds its bytes (see [`crate::kinds`],
+//! which holds the kinds a process can build).
 //!
-//! Built in: [`memory`], [`file`](mod@file) and [`multi`]. Third parties implement [`Connector`] and call
-//! [`register_connector_kind`] so that their kind can be rebuilt from a reference.
+//! Built in: [`memory`], [`file`](mod@file) and [`multi`]. Third parties implement [`Connector`]
+//! and call [`crate::kinds::register_connector_kind`] so that their kind can be rebuilt from a
+//! reference.
 
-use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock, RwLock};
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -427,78 +428,6 @@ impl ConnectorConfig {
     }
 }
 
-/// Builds a connector of one kind from its config.
-pub type ConnectorBuilder = fn(&ConnectorConfig) -> Result<Arc<dyn Connector>>;
-
-fn kinds() -> &'static RwLock<BTreeMap<String, ConnectorBuilder>> {
-    static KINDS: OnceLock<RwLock<BTreeMap<String, ConnectorBuilder>>> = OnceLock::new();
-    KINDS.get_or_init(|| {
-        let mut m: BTreeMap<String, ConnectorBuilder> = BTreeMap::new();
-        m.insert(memory::KIND.into(), memory::MemoryConnector::from_config);
-        m.insert(file::KIND.into(), file::FileConnector::from_config);
-        #[cfg(feature = "grpc")]
-        m.insert(grpc::KIND.into(), grpc::GrpcConnector::from_config);
-        #[cfg(feature = "globus")]
-        m.insert(globus::KIND.into(), globus::GlobusConnector::from_config);
-        m.insert(multi::KIND.into(), multi::MultiConnector::from_config);
-        #[cfg(feature = "redis")]
-        m.insert(redis::KIND.into(), redis::RedisConnector::from_config);
-        #[cfg(feature = "s3")]
-        m.insert(s3::KIND.into(), s3::S3Connector::from_config);
-        RwLock::new(m)
-    })
-}
-
-/// Register (or replace) the builder of a connector kind in this process, so that proxies whose
-/// reference names this kind can be resolved here.
-///
-/// ```
-/// use std::sync::Arc;
-/// use proxystore::connector::{register_connector_kind, Connector, ConnectorConfig};
-/// use proxystore::connector::memory::MemoryConnector;
-///
-/// fn build(config: &ConnectorConfig) -> proxystore::Result<Arc<dyn Connector>> {
-///     // A real third-party kind would parse `config.options` into its own settings.
-///     let segment: String = config.options::<String>()?;
-///     Ok(Arc::new(MemoryConnector::new(&segment)))
-/// }
-/// register_connector_kind("my-kind", build);
-/// let c = proxystore::connector::from_config(&ConnectorConfig::new("my-kind", "seg".into())).unwrap();
-/// assert_eq!(c.kind(), "memory");
-/// ```
-pub fn register_connector_kind(kind: impl Into<String>, builder: ConnectorBuilder) {
-    let mut kinds = kinds().write().unwrap_or_else(|e| e.into_inner());
-    kinds.insert(kind.into(), builder);
-}
-
-/// Kinds that can be rebuilt in this process.
-pub fn registered_connector_kinds() -> Vec<String> {
-    let kinds = kinds().read().unwrap_or_else(|e| e.into_inner());
-    kinds.keys().cloned().collect()
-}
-
-/// Build a connector from its config, looking its kind up among the registered kinds.
-///
-/// This builds whatever it is given. A config that came from elsewhere (a reference, a
-/// message) should pass [`crate::ResolvePolicy::check_connector`] first, as proxies do.
-///
-/// # Errors
-/// [`Error::UnknownConnectorKind`] when the kind is not registered (for example a feature is
-/// off), or the kind's own [`Error::Config`].
-pub fn from_config(config: &ConnectorConfig) -> Result<Arc<dyn Connector>> {
-    let builder = {
-        let kinds = kinds().read().unwrap_or_else(|e| e.into_inner());
-        kinds.get(&config.kind).copied()
-    };
-    match builder {
-        Some(build) => build(config),
-        None => Err(Error::UnknownConnectorKind {
-            kind: config.kind.clone(),
-            registered: registered_connector_kinds().join(", "),
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,12 +446,5 @@ mod tests {
         assert_eq!(rmp_serde::from_slice::<ConnectorConfig>(&mp).unwrap(), c);
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("hunter2") && !dbg.contains("\"t\""), "{dbg}");
-    }
-
-    #[test]
-    fn unknown_kind_is_typed() {
-        let e = from_config(&ConnectorConfig::new("nope", serde_json::Value::Null)).unwrap_err();
-        assert!(matches!(e, Error::UnknownConnectorKind { ref kind, .. } if kind == "nope"));
-        assert!(e.to_string().contains("memory"));
     }
 }

@@ -175,32 +175,29 @@ impl MultiConnector {
         MultiConnectorBuilder::default()
     }
 
-    /// Build from options, building each inner connector from its config.
+    /// Build from options, building each inner connector from its config with `build`
+    /// (the kinds of this process: [`crate::kinds::from_config`], which is how a `multi`
+    /// config is built, nested ones included).
     ///
     /// # Errors
     /// As for [`MultiConnectorBuilder::build`], or an inner connector's error.
-    pub fn with_config(config: MultiConfig) -> Result<Self> {
+    pub fn with_config(
+        config: MultiConfig,
+        build: impl Fn(&ConnectorConfig) -> Result<Arc<dyn Connector>>,
+    ) -> Result<Self> {
         let entries = config
             .routes
             .into_iter()
             .map(|route| {
                 Ok(Entry {
                     pattern: compile(&route)?,
-                    connector: crate::layer::stack(super::from_config(&route.connector)?),
+                    connector: crate::layer::stack(build(&route.connector)?),
                     route,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         Self::check(&entries)?;
         Ok(MultiConnector { entries })
-    }
-
-    /// Build from a [`ConnectorConfig`] of kind `multi`.
-    ///
-    /// # Errors
-    /// As for [`MultiConnector::with_config`].
-    pub fn from_config(config: &ConnectorConfig) -> Result<Arc<dyn Connector>> {
-        Ok(Arc::new(Self::with_config(config.options()?)?))
     }
 
     fn check(entries: &[Entry]) -> Result<()> {
@@ -557,7 +554,7 @@ mod tests {
         assert!(m.get(&Key::from("nolabel")).await.is_err());
         assert!(m.get(&Key::from("ghost:x")).await.is_err());
 
-        let rebuilt = crate::connector::from_config(&m.config()).unwrap();
+        let rebuilt = crate::kinds::from_config(&m.config()).unwrap();
         assert_eq!(rebuilt.config(), m.config());
         assert!(rebuilt.exists(&k).await.unwrap());
     }
