@@ -8,7 +8,7 @@
 //! the application nor make another reference of the same name use its config.
 
 use std::collections::HashMap;
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use crate::error::{Error, Result};
 use crate::policy::{self, ResolvePolicy};
@@ -19,8 +19,10 @@ use crate::store::{Store, StoreConfig};
 struct Registry {
     /// Stores registered by the application, by name.
     named: HashMap<String, Store>,
-    /// Stores rebuilt from references, by name; each has its own connector config.
-    rebuilt: HashMap<String, Vec<Store>>,
+    /// Stores rebuilt from references, by name; each has its own connector config, and the
+    /// policy that accepted it (a reference of the same config under that same policy needs
+    /// no second check).
+    rebuilt: HashMap<String, Vec<(Store, Arc<ResolvePolicy>)>>,
 }
 
 fn registry() -> &'static RwLock<Registry> {
@@ -108,15 +110,39 @@ pub fn unregister_store(name: &str) -> Option<Store> {
 /// contacted); [`Error::UnknownConnectorKind`] or the connector's [`Error::Config`] when it
 /// cannot be built.
 pub fn store_for_reference(reference: &Reference, policy: &ResolvePolicy) -> Result<Store> {
-    if let Some(s) = get_store(&reference.store) {
-        return Ok(s);
+    store_under(reference, policy, None)
+}
+
+/// [`store_for_reference`]; `shared` is `policy` when it is the process's policy, so that a
+/// store rebuilt and checked under it is found again without checking (and parsing) the
+/// connector config a second time.
+fn store_under(
+    reference: &Reference,
+    policy: &ResolvePolicy,
+    shared: Option<&Arc<ResolvePolicy>>,
+) -> Result<Store> {
+    {
+        let reg = registry().read().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = reg.named.get(&reference.store) {
+            return Ok(s.clone());
+        }
+        if let Some(s) = shared.and_then(|p| rebuilt(&reg, reference, Some(p))) {
+            return Ok(s);
+        }
     }
     policy.check(reference)?;
-    if let Some(s) = rebuilt(
-        &registry().read().unwrap_or_else(|e| e.into_inner()),
-        reference,
-    ) {
-        return Ok(s);
+    {
+        // Rebuilt before, under another policy that accepted it too: now it is this one's.
+        let mut reg = registry().write().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = reg.rebuilt.get_mut(&reference.store).and_then(|v| {
+            v.iter_mut()
+                .find(|(s, _)| s.config().connector == reference.connector)
+        }) {
+            if let Some(p) = shared {
+                entry.1 = p.clone();
+            }
+            return Ok(entry.0.clone());
+        }
     }
     let built = Store::from_config(StoreConfig::new(
         reference.store.clone(),
@@ -126,28 +152,54 @@ pub fn store_for_reference(reference: &Reference, policy: &ResolvePolicy) -> Res
     if let Some(s) = reg.named.get(&reference.store) {
         return Ok(s.clone());
     }
-    if let Some(s) = rebuilt(&reg, reference) {
+    if let Some(s) = rebuilt(&reg, reference, None) {
         return Ok(s);
     }
-    reg.rebuilt
-        .entry(reference.store.clone())
-        .or_default()
-        .push(built.clone());
+    if let Some(p) = shared {
+        reg.rebuilt
+            .entry(reference.store.clone())
+            .or_default()
+            .push((built.clone(), p.clone()));
+    } else {
+        // Checked under a policy of the caller's: remembered under the process's policy
+        // only when it is the same one.
+        let current = policy::current()?;
+        let checked = if *current == *policy {
+            current
+        } else {
+            Arc::new(policy.clone())
+        };
+        reg.rebuilt
+            .entry(reference.store.clone())
+            .or_default()
+            .push((built.clone(), checked));
+    }
     Ok(built)
 }
 
-fn rebuilt(reg: &Registry, reference: &Reference) -> Option<Store> {
+/// The store rebuilt for `reference`'s name and config; with `checked_under`, only one that
+/// this same policy accepted.
+fn rebuilt(
+    reg: &Registry,
+    reference: &Reference,
+    checked_under: Option<&Arc<ResolvePolicy>>,
+) -> Option<Store> {
     reg.rebuilt
         .get(&reference.store)?
         .iter()
-        .find(|s| s.config().connector == reference.connector)
-        .cloned()
+        .find(|(s, p)| {
+            s.config().connector == reference.connector
+                && checked_under.is_none_or(|c| Arc::ptr_eq(c, p))
+        })
+        .map(|(s, _)| s.clone())
 }
 
 /// The store a reference names, under the process's resolve policy.
 pub(crate) fn store_for(reference: &Reference) -> Result<Store> {
+    // A registered store needs no policy (and works while the environment's is invalid).
     if let Some(s) = get_store(&reference.store) {
         return Ok(s);
     }
-    store_for_reference(reference, &*policy::current()?)
+    let policy = policy::current()?;
+    store_under(reference, &policy, Some(&policy))
 }

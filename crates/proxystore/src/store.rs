@@ -506,10 +506,33 @@ impl Store {
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
+        self.resolve_reference(reference, true).await
+    }
+
+    /// [`Store::get_by_reference`] for a caller that has just missed the cache itself (a
+    /// synchronous resolve looks before it leaves its thread): the cache is not looked up again.
+    pub(crate) async fn get_by_reference_after_miss<T>(
+        &self,
+        reference: &Reference,
+    ) -> Result<Arc<T>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        self.resolve_reference(reference, false).await
+    }
+
+    async fn resolve_reference<T>(
+        &self,
+        reference: &Reference,
+        look_in_cache: bool,
+    ) -> Result<Arc<T>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
         let span = self.resolve_span(reference);
         let start = Instant::now();
         let result = self
-            .resolve_inner::<T>(&span, reference)
+            .resolve_inner::<T>(&span, reference, look_in_cache)
             .instrument(span.clone())
             .await;
         self.inner
@@ -533,11 +556,16 @@ impl Store {
         span
     }
 
-    async fn resolve_inner<T>(&self, span: &Span, r: &Reference) -> Result<Arc<T>>
+    async fn resolve_inner<T>(
+        &self,
+        span: &Span,
+        r: &Reference,
+        look_in_cache: bool,
+    ) -> Result<Arc<T>>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
-        if let Some(hit) = self.cached::<T>(&r.key) {
+        if look_in_cache && let Some(hit) = self.cached::<T>(&r.key) {
             span.record("cache_hit", true);
             return Ok(hit);
         }

@@ -126,7 +126,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Factory<T> {
             return Ok(hit);
         }
         let reference = self.reference.clone();
-        runtime::block_on(async move { store.get_by_reference::<T>(&reference).await })?
+        runtime::block_on(async move { store.get_by_reference_after_miss::<T>(&reference).await })?
     }
 }
 
