@@ -90,7 +90,7 @@ const BATCH_KEYS: usize = 4096;
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct GrpcConfig {
-    /// Server address: `http://host:port`, `https://host:port` (TLS, feature `grpc-tls`), or
+    /// Server address: `http://host:port`, `https://host:port` (TLS, feature `tls`), or
     /// `host:port` (plain HTTP/2).
     pub address: String,
     /// Bearer token sent as `authorization: Bearer <token>`.
@@ -399,7 +399,7 @@ impl GrpcConnector {
     /// # Errors
     /// [`Error::Config`] for an unparsable address, a token that cannot be sent as a header,
     /// a `token_env` variable that is not set, an `https://` address without feature
-    /// `grpc-tls`, or an unreadable CA file.
+    /// `tls`, or an unreadable CA file.
     pub fn with_config(config: GrpcConfig) -> Result<Self> {
         if config.address.is_empty() {
             return Err(Error::config("grpc connector needs an address"));
@@ -546,7 +546,7 @@ fn endpoint(config: &GrpcConfig) -> Result<Endpoint> {
     let bad = |e: tonic::transport::Error| {
         Error::config(format!("grpc address {:?}: {e}", config.address))
     };
-    #[cfg_attr(not(feature = "grpc-tls"), allow(unused_mut))]
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let mut ep = Endpoint::from_shared(uri.clone())
         .map_err(bad)?
         .connect_timeout(Duration::from_millis(config.connect_timeout_ms.max(1)))
@@ -557,7 +557,7 @@ fn endpoint(config: &GrpcConfig) -> Result<Endpoint> {
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(10));
     if uri.starts_with("https://") {
-        #[cfg(feature = "grpc-tls")]
+        #[cfg(feature = "tls")]
         {
             let mut tls = tonic::transport::ClientTlsConfig::new();
             tls = match &config.tls_ca_file {
@@ -574,9 +574,9 @@ fn endpoint(config: &GrpcConfig) -> Result<Endpoint> {
             }
             ep = ep.tls_config(tls).map_err(bad)?;
         }
-        #[cfg(not(feature = "grpc-tls"))]
+        #[cfg(not(feature = "tls"))]
         return Err(Error::config(
-            "https:// grpc addresses need the `grpc-tls` feature of proxystore",
+            "https:// grpc addresses need the `tls` feature of proxystore",
         ));
     }
     Ok(ep)
