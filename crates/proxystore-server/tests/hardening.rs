@@ -93,7 +93,9 @@ async fn h2_client(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
 fn grpc_request(addr: SocketAddr, method: &str) -> http::Request<()> {
     http::Request::builder()
         .method("POST")
-        .uri(format!("http://{addr}/proxystore_rs.v1.StoreService/{method}"))
+        .uri(format!(
+            "http://{addr}/proxystore_rs.v1.StoreService/{method}"
+        ))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .body(())
