@@ -17,9 +17,13 @@
 //! - the server's bytes are whole HTTP/2 frames: the first a SETTINGS frame, each no longer
 //!   than the largest frame the client allowed (16 KiB, or a larger
 //!   `SETTINGS_MAX_FRAME_SIZE` the input sent), of a type a server sends, on stream 0 when the
-//!   type is a connection's and on a client's (odd) stream when it is a stream's;
+//!   type is a connection's, and otherwise on a stream the input's frames named: DATA, HEADERS
+//!   and CONTINUATION only on a client's (odd) stream. (RST_STREAM may name an even one: h2
+//!   resets the stream of a malformed header block or a self-dependent PRIORITY frame before it
+//!   checks that the client could open it; see `crash-rst-even-stream` in the corpus.)
 //! - afterwards no upload bytes stay reserved and the total limit holds.
 
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
@@ -201,11 +205,11 @@ async fn connection(data: &[u8]) -> Outcome {
     let metrics = tokio::runtime::Handle::current().metrics();
     // The store's sweeper.
     let tasks_before = metrics.num_alive_tasks();
-    let (client, server) = tokio::io::duplex(64 << 10);
-    if let Err(e) = serve_connection(&config(), store.clone(), Conn(server)).await {
+    let (client_io, server_io) = tokio::io::duplex(64 << 10);
+    if let Err(e) = serve_connection(&config(), store.clone(), Conn(server_io)).await {
         unreachable!("serving a connection starts: {e}");
     }
-    let (mut rd, mut wr) = tokio::io::split(client);
+    let (mut rd, mut wr) = tokio::io::split(client_io);
     let write = async {
         // A server that has closed the connection refuses the rest of the input: nothing
         // more to do then.
@@ -232,7 +236,7 @@ async fn connection(data: &[u8]) -> Outcome {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let frames = frames(&output, max_frame(data));
+    let frames = frames(&output, &client(data));
     let stat = stat(&store).await;
     assert_eq!(stat.bytes_in_flight, 0, "reservation left: {stat:?}");
     assert!(
@@ -242,11 +246,22 @@ async fn connection(data: &[u8]) -> Outcome {
     Outcome { frames, stat }
 }
 
-/// The largest frame the server may send: the largest `SETTINGS_MAX_FRAME_SIZE` the client's
-/// SETTINGS frames carry (among the whole frames at the start of `input`, in their valid
-/// range), or the default.
-pub fn max_frame(mut input: &[u8]) -> usize {
-    let mut max = DEFAULT_MAX_FRAME;
+/// What the server may know of the client from its frames.
+#[derive(Debug)]
+pub struct Client {
+    /// The largest frame the server may send: the largest `SETTINGS_MAX_FRAME_SIZE` the
+    /// client's SETTINGS frames carry (in its valid range), or the default.
+    pub max_frame: usize,
+    /// The stream identifiers the client's frames carry.
+    pub streams: BTreeSet<u32>,
+}
+
+/// What the whole frames at the start of `input` tell the server (it reads no further).
+pub fn client(mut input: &[u8]) -> Client {
+    let mut client = Client {
+        max_frame: DEFAULT_MAX_FRAME,
+        streams: BTreeSet::new(),
+    };
     while input.len() >= 9 {
         let len = usize::from(input[0]) << 16 | usize::from(input[1]) << 8 | usize::from(input[2]);
         let (kind, flags) = (input[3], input[4]);
@@ -254,23 +269,25 @@ pub fn max_frame(mut input: &[u8]) -> usize {
         let Some(payload) = input.get(9..9 + len) else {
             break;
         };
+        client.streams.insert(stream);
         if kind == 4 && flags & 1 == 0 && stream == 0 && len % 6 == 0 {
             for setting in payload.chunks_exact(6) {
                 let id = u16::from_be_bytes([setting[0], setting[1]]);
                 let value =
                     u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]) as usize;
                 if id == 5 && (DEFAULT_MAX_FRAME..1 << 24).contains(&value) {
-                    max = max.max(value);
+                    client.max_frame = client.max_frame.max(value);
                 }
             }
         }
         input = &input[9 + len..];
     }
-    max
+    client
 }
 
-/// The server's bytes as frames, checked as the module docs say.
-pub fn frames(output: &[u8], max_frame: usize) -> Vec<Frame> {
+/// The server's bytes as frames, checked as the module docs say against what `client` sent.
+pub fn frames(output: &[u8], client: &Client) -> Vec<Frame> {
+    let max_frame = client.max_frame;
     let mut rest = Bytes::copy_from_slice(output);
     let mut out: Vec<Frame> = Vec::new();
     while !rest.is_empty() {
@@ -298,10 +315,21 @@ pub fn frames(output: &[u8], max_frame: usize) -> Vec<Frame> {
         match kind {
             // SETTINGS, PING, GOAWAY
             4 | 6 | 7 => assert_eq!(frame.stream, 0, "{frame:?}"),
-            // DATA, HEADERS, RST_STREAM, CONTINUATION: streams the client opened.
-            0 | 1 | 3 | 9 => assert_eq!(frame.stream % 2, 1, "{frame:?}"),
-            // WINDOW_UPDATE: the connection's or a stream's.
-            8 => {}
+            // DATA, HEADERS, CONTINUATION: answers on streams the client opened.
+            0 | 1 | 9 => assert!(
+                frame.stream % 2 == 1 && client.streams.contains(&frame.stream),
+                "{frame:?}"
+            ),
+            // RST_STREAM: a stream the client named.
+            3 => assert!(
+                frame.stream != 0 && client.streams.contains(&frame.stream),
+                "{frame:?}"
+            ),
+            // WINDOW_UPDATE: the connection's or a stream the client named.
+            8 => assert!(
+                frame.stream == 0 || client.streams.contains(&frame.stream),
+                "{frame:?}"
+            ),
             _ => unreachable!("the server sent a frame of type {kind}"),
         }
         if out.is_empty() {

@@ -273,26 +273,35 @@ fn harness_sees_the_server_frames() {
         garbage.frames
     );
     assert_eq!(garbage.stat.object_count, 1);
-    // The frame check fails on a frame larger than allowed, and on a cut frame.
-    let frame = |len: usize| {
+    // The frame check fails on a frame larger than allowed, on a cut frame, and on a stream
+    // the client did not name.
+    let frame = |len: usize, kind: u8, stream: u8| {
         let mut f = vec![
             (len >> 16) as u8,
             (len >> 8) as u8,
             len as u8,
-            4,
+            kind,
             0,
             0,
             0,
             0,
-            0,
+            stream,
         ];
         f.resize(9 + len, 0);
         f
     };
-    assert_eq!(harness::frames(&frame(6), 16 << 10).len(), 1);
-    assert!(std::panic::catch_unwind(|| harness::frames(&frame(20_000), 16 << 10)).is_err());
-    assert!(std::panic::catch_unwind(|| harness::frames(&frame(6)[..10], 16 << 10)).is_err());
-    let mut settings = frame(6);
+    let client = harness::client(&frame(0, 1, 1));
+    assert_eq!(client.max_frame, 16 << 10);
+    assert_eq!(harness::frames(&frame(6, 4, 0), &client).len(), 1);
+    let fails = |output: Vec<u8>| {
+        std::panic::catch_unwind(|| harness::frames(&output, &harness::client(&frame(0, 1, 1))))
+            .is_err()
+    };
+    assert!(fails(frame(20_000, 4, 0)));
+    assert!(fails(frame(6, 4, 0)[..10].to_vec()));
+    assert!(fails([frame(6, 4, 0), frame(4, 3, 3)].concat()));
+    assert!(!fails([frame(6, 4, 0), frame(4, 3, 1)].concat()));
+    let mut settings = frame(6, 4, 0);
     settings[9..].copy_from_slice(&[0, 5, 0, 4, 0, 0]);
-    assert_eq!(harness::max_frame(&settings), 256 << 10);
+    assert_eq!(harness::client(&settings).max_frame, 256 << 10);
 }
