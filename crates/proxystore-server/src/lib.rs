@@ -51,8 +51,9 @@ use futures::TryStreamExt;
 use proxystore::connector::grpc::{
     CONNECTION_WINDOW, GrpcConfig, GrpcConnector, MAX_FRAME_SIZE, STREAM_WINDOW,
 };
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{Router, TcpIncoming};
 use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 mod accounting;
 #[cfg(feature = "cli")]
@@ -69,6 +70,11 @@ pub use args::{BackendKind, ServeArgs, parse_duration, parse_size};
 pub use backend::{BackendConfig, MAX_KEY_BYTES};
 pub use config::{DEFAULT_IDLE_TIMEOUT, DEFAULT_PORT, ServerConfig, TlsConfig};
 pub use mount::{StoreService, store_service};
+
+/// Interval of the HTTP/2 keepalive pings a server sends on an idle connection.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// How long a server waits for a keepalive ping's answer before it closes the connection.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -181,38 +187,7 @@ impl Server {
             local_addr,
             store,
         } = self;
-        let (reporter, health) = tonic_health::server::health_reporter();
-        reporter
-            .set_service_status(proxystore_proto::STORE_SERVICE_NAME, ServingStatus::Serving)
-            .await;
-        let reflection_v1 = reflection_builder()
-            .build_v1()
-            .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
-        // grpcurl 1.8 speaks only v1alpha; newer clients ask for v1.
-        let reflection_v1alpha = reflection_builder()
-            .build_v1alpha()
-            .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
-        #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
-        let mut builder = tonic::transport::Server::builder()
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .max_frame_size(MAX_FRAME_SIZE)
-            .tcp_nodelay(true)
-            .http2_keepalive_interval(Some(Duration::from_secs(20)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)));
-        #[cfg(feature = "tls")]
-        if let Some(tls) = &config.tls {
-            builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(
-                tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem),
-            ))?;
-        }
-        // The store service traces its own calls; health checks and reflection stay out of
-        // the traces.
-        let router = builder
-            .add_service(health)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(store);
+        let (router, reporter) = router(&config, store).await?;
 
         // The builder's TCP_NODELAY does not apply to a custom incoming stream: set it here.
         // Each connection closes with a lingering drain (see `linger`).
@@ -247,6 +222,97 @@ impl Server {
             }
         };
         result
+    }
+}
+
+/// The transport settings and services of a server: health, reflection (v1 and v1alpha) and
+/// `store`, on a tonic transport with the HTTP/2 window, frame-size and keepalive settings of
+/// the gRPC connector, and TLS when `config` has it. [`Server::run_until`] serves it on its
+/// listener, [`fuzzing::serve_connection`] on one given connection, so the fuzz target runs the
+/// same stack as `proxystore serve`.
+async fn router(
+    config: &ServerConfig,
+    store: StoreService,
+) -> Result<(Router, HealthReporter), ServerError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status(proxystore_proto::STORE_SERVICE_NAME, ServingStatus::Serving)
+        .await;
+    let reflection_v1 = reflection_builder()
+        .build_v1()
+        .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
+    // grpcurl 1.8 speaks only v1alpha; newer clients ask for v1.
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
+        .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+    let mut builder = tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME_SIZE)
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &config.tls {
+        builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem),
+        ))?;
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = config;
+    // The store service traces its own calls; health checks and reflection stay out of the
+    // traces.
+    let router = builder
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(store);
+    Ok((router, reporter))
+}
+
+/// Hooks for the fuzz targets (`fuzz/`); not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use tokio::io::{AsyncRead, AsyncWrite};
+    use tonic::transport::server::Connected;
+
+    use crate::{ServerConfig, ServerError, StoreService};
+
+    /// Serve one client connection `io` with the transport settings and services that
+    /// [`crate::Server`] serves (built by the same function), `store` being the store
+    /// service (made by [`crate::store_service`] with `config`; the caller keeps a clone to
+    /// inspect the store afterwards). Only the lingering close of TCP connections is left
+    /// out, and TLS: `io` speaks plain HTTP/2.
+    ///
+    /// Returns as soon as the connection is handed to its task: tonic's
+    /// `serve_with_incoming` stops when its incoming stream (here `io` alone) ends, and waits
+    /// for open connections only when it has a shutdown signal, which this one has not. The
+    /// connection then runs in a task spawned on the current tokio runtime until it closes
+    /// (the client sees the end of its side of `io`); the tasks hyper spawns for the
+    /// connection's streams may run a little longer, until their calls notice.
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] when `config` has TLS (a one-connection incoming stream would
+    /// end before the handshake, and tonic drops handshakes in progress when it ends), else
+    /// as for [`crate::Server::run_until`].
+    pub async fn serve_connection<IO>(
+        config: &ServerConfig,
+        store: StoreService,
+        io: IO,
+    ) -> Result<(), ServerError>
+    where
+        IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    {
+        if config.tls.is_some() {
+            return Err(ServerError::Config(
+                "serve_connection serves plain HTTP/2 only".into(),
+            ));
+        }
+        let (router, _reporter) = crate::router(config, store).await?;
+        let incoming = futures::stream::iter([Ok::<_, std::io::Error>(io)]);
+        router.serve_with_incoming(incoming).await?;
+        Ok(())
     }
 }
 
