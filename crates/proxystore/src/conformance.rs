@@ -332,6 +332,107 @@ pub async fn deferred_put(c: &dyn Connector) -> CheckResult {
     c.evict(&key).await.map_err(|e| fail("evict", e))
 }
 
+/// Objects in pieces: [`Connector::reader`] gives back the whole object and ranges of it, in
+/// chunks no larger than asked for; a native [`Connector::writer`] (when the connector has one)
+/// stores what it was given on finish, and leaves nothing when dropped before.
+pub async fn streaming(c: &dyn Connector) -> CheckResult {
+    let data = payload(300 * 1024 + 7, 17);
+    let key = c.put(data.clone()).await.map_err(|e| fail("put", e))?;
+    for range in [None, Some(1000..5000), Some(300_000..400_000), Some(10..10)] {
+        let mut reader = c
+            .reader(&key, range.clone())
+            .await
+            .map_err(|e| fail("reader", e))?
+            .ok_or("reader found nothing under a key just put")?;
+        let (start, end) = range.clone().map_or((0, data.len()), |r| {
+            let end = (r.end as usize).min(data.len());
+            ((r.start as usize).min(end), end)
+        });
+        if reader.offset != start as u64 || reader.len != (end - start) as u64 {
+            return Err(format!(
+                "reader({range:?}) reports offset {} and length {}, expected {start} and {}",
+                reader.offset,
+                reader.len,
+                end - start
+            ));
+        }
+        if range.is_none() && reader.object_size != data.len() as u64 {
+            return Err(format!(
+                "reader reports an object of {} bytes, expected {}",
+                reader.object_size,
+                data.len()
+            ));
+        }
+        let mut got = Vec::new();
+        while let Some(chunk) = reader
+            .next_chunk(64 * 1024)
+            .await
+            .map_err(|e| fail("next_chunk", e))?
+        {
+            if chunk.len() > 64 * 1024 {
+                return Err(format!("a chunk of {} bytes, asked for 65536", chunk.len()));
+            }
+            got.extend_from_slice(&chunk);
+        }
+        if got != data[start..end] {
+            return Err(format!("reader({range:?}) gave other bytes"));
+        }
+    }
+    c.evict(&key).await.map_err(|e| fail("evict", e))?;
+    if c.reader(&key, None)
+        .await
+        .map_err(|e| fail("reader of an evicted key", e))?
+        .is_some()
+    {
+        return Err("reader found an evicted key".into());
+    }
+
+    let options = PutOptions::default();
+    let Some(mut writer) = c
+        .writer(None, Some(data.len() as u64), &options)
+        .await
+        .map_err(|e| fail("writer", e))?
+    else {
+        return Ok(());
+    };
+    for part in [
+        data.slice(..1000),
+        data.slice(1000..200_000),
+        data.slice(200_000..),
+    ] {
+        writer.write(part).await.map_err(|e| fail("write", e))?;
+    }
+    let key = writer.finish().await.map_err(|e| fail("finish", e))?;
+    if c.get(&key).await.map_err(|e| fail("get", e))? != Some(data.clone()) {
+        return Err("get after a streamed put returned something else".into());
+    }
+    c.evict(&key).await.map_err(|e| fail("evict", e))?;
+
+    // Dropped before finish: nothing under the key, now or a little later.
+    let key = match c.new_key(&options).await {
+        Ok(k) => k,
+        Err(Error::Unsupported { .. }) => return Ok(()),
+        Err(e) => return Err(fail("new_key", e)),
+    };
+    let mut writer = c
+        .writer(Some(&key), None, &options)
+        .await
+        .map_err(|e| fail("writer", e))?
+        .ok_or("a connector with a writer gave none for a deferred key")?;
+    writer
+        .write(data.slice(..100_000))
+        .await
+        .map_err(|e| fail("write", e))?;
+    drop(writer);
+    for _ in 0..2 {
+        if c.exists(&key).await.map_err(|e| fail("exists", e))? {
+            return Err("a writer dropped before finish left an object".into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
 /// Expand every check into a `#[tokio::test]` for the fixture returned by the async function
 /// `$fixture` (of type `async fn() -> Fixture`).
 #[macro_export]
@@ -339,7 +440,7 @@ macro_rules! conformance_tests {
     ($fixture:path) => {
         $crate::conformance_tests!(@each $fixture;
             round_trip, large_object, missing_key, exists_and_evict, batches, ranges,
-            concurrency, config_round_trip, hostile_keys);
+            concurrency, config_round_trip, hostile_keys, streaming);
     };
     (@each $fixture:path; $($check:ident),*) => {
         $(

@@ -1,4 +1,5 @@
-//! Any [`Connector`] behind the service.
+//! Any [`Connector`] behind the service, read and written in pieces through the connector's
+//! streaming methods (a connector without them buffers one object at a time).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -8,9 +9,9 @@ use bytes::Bytes;
 use proxystore::connector::PutOptions;
 use proxystore::{Connector, Key, Result};
 
-use super::{Backend, ChunkBuffer, ObjectMeta, ObjectReader, ObjectWriter};
+use super::{Backend, ObjectMeta, ObjectReader, ObjectWriter};
 
-/// Fronts a connector; objects pass through the server whole.
+/// Fronts a connector.
 pub(crate) struct ConnectorBackend {
     connector: Arc<dyn Connector>,
     caller_keys: bool,
@@ -43,33 +44,17 @@ impl Backend for ConnectorBackend {
         size: Option<u64>,
         options: PutOptions,
     ) -> Result<Box<dyn ObjectWriter>> {
-        Ok(Box::new(ConnectorWriter {
-            connector: self.connector.clone(),
-            key,
-            options,
-            buf: ChunkBuffer::new(size),
-        }))
+        // The connector's own streaming writer, or one that buffers the object whole.
+        let inner = self.connector.put_writer(key, size, &options).await?;
+        Ok(Box::new(ConnectorWriter { inner }))
     }
 
     async fn read(&self, key: &Key, range: Option<Range<u64>>) -> Result<Option<ObjectReader>> {
-        match range {
-            None => Ok(self
-                .connector
-                .get(key)
-                .await?
-                .map(|b| ObjectReader::from_bytes(b, None))),
-            // The object's full size is not known from a ranged read: report the range end.
-            Some(r) => Ok(self.connector.get_range(key, r.clone()).await?.map(|b| {
-                let len = b.len() as u64;
-                let start = r.start.min(r.end);
-                ObjectReader {
-                    object_size: start + len,
-                    offset: start,
-                    len,
-                    body: super::Body::Bytes(b),
-                }
-            })),
-        }
+        Ok(self
+            .connector
+            .reader(key, range)
+            .await?
+            .map(ObjectReader::from_connector))
     }
 
     async fn exists(&self, key: &Key) -> Result<Option<Option<u64>>> {
@@ -83,31 +68,18 @@ impl Backend for ConnectorBackend {
     }
 }
 
-/// Buffers one object (see [`ChunkBuffer`]) and hands it to the connector on commit.
+/// A connector's writer behind the service's writer interface.
 struct ConnectorWriter {
-    connector: Arc<dyn Connector>,
-    key: Option<Key>,
-    options: PutOptions,
-    buf: ChunkBuffer,
+    inner: Box<dyn proxystore::connector::stream::ObjectWriter>,
 }
 
 #[async_trait]
 impl ObjectWriter for ConnectorWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        self.buf.push(chunk)
+        self.inner.write(chunk).await
     }
 
     async fn commit(self: Box<Self>, _meta: &ObjectMeta) -> Result<Key> {
-        let ConnectorWriter {
-            connector,
-            key,
-            options,
-            buf,
-        } = *self;
-        let data = buf.finish()?;
-        match key {
-            Some(k) => connector.set(&k, data).await.map(|()| k),
-            None => connector.put_opts(data, &options).await,
-        }
+        self.inner.finish().await
     }
 }

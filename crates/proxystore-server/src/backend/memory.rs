@@ -9,7 +9,9 @@ use bytes::Bytes;
 use proxystore::connector::PutOptions;
 use proxystore::{Key, Result};
 
-use super::{Backend, ChunkBuffer, ObjectMeta, ObjectReader, ObjectWriter};
+use proxystore::connector::stream::ChunkBuffer;
+
+use super::{Backend, ObjectMeta, ObjectReader, ObjectWriter};
 
 type Map = Arc<RwLock<HashMap<Key, Bytes>>>;
 

@@ -100,80 +100,14 @@ pub(crate) trait ObjectWriter: Send {
     async fn commit(self: Box<Self>, meta: &ObjectMeta) -> Result<Key>;
 }
 
-/// The chunks of an object on its way into a backend that stores whole objects (memory, a
-/// fronted connector), ending as one allocation of its own.
-///
-/// Chunks are slices of the transport's receive buffers; an object kept as such slices would
-/// keep those buffers alive for as long as it is stored. With a declared size the bytes are
-/// copied into one exact allocation as they come (the receive buffers are freed at once);
-/// without one they are held as they came and copied once at the end, so an object being
-/// received takes about its own size, not the doubling of a growing buffer.
-pub(crate) struct ChunkBuffer {
-    size: Option<u64>,
-    whole: Vec<u8>,
-    chunks: Vec<Bytes>,
-    len: usize,
-}
-
-impl ChunkBuffer {
-    pub(crate) fn new(size: Option<u64>) -> Self {
-        ChunkBuffer {
-            size,
-            whole: Vec::new(),
-            chunks: Vec::new(),
-            len: 0,
-        }
-    }
-
-    fn reserve(buf: &mut Vec<u8>, want: usize) -> Result<()> {
-        buf.try_reserve_exact(want)
-            .map_err(|_| Error::LimitExceeded {
-                message: format!("server cannot allocate {want} bytes"),
-            })
-    }
-
-    /// Take the next chunk.
-    ///
-    /// # Errors
-    /// [`Error::LimitExceeded`] when the declared size cannot be allocated.
-    pub(crate) fn push(&mut self, chunk: Bytes) -> Result<()> {
-        self.len += chunk.len();
-        match self.size {
-            Some(size) => {
-                if self.whole.capacity() == 0 {
-                    let want = usize::try_from(size).unwrap_or(usize::MAX);
-                    Self::reserve(&mut self.whole, want)?;
-                }
-                self.whole.extend_from_slice(&chunk);
-            }
-            None => self.chunks.push(chunk),
-        }
-        Ok(())
-    }
-
-    /// The whole object, in an allocation of its own.
-    ///
-    /// # Errors
-    /// [`Error::LimitExceeded`] when it cannot be allocated.
-    pub(crate) fn finish(self) -> Result<Bytes> {
-        if self.size.is_some() {
-            return Ok(Bytes::from(self.whole));
-        }
-        let mut whole = Vec::new();
-        Self::reserve(&mut whole, self.len)?;
-        for c in &self.chunks {
-            whole.extend_from_slice(c);
-        }
-        Ok(Bytes::from(whole))
-    }
-}
-
 /// The source of an object being read.
 pub(crate) enum Body {
     /// Bytes in memory, sliced into chunks without copying.
     Bytes(Bytes),
     /// An open file positioned at the first byte to read.
     File(std::fs::File),
+    /// A connector's reader.
+    Connector(proxystore::connector::stream::ObjectReader),
 }
 
 /// An object (or range of it) ready to be read.
@@ -200,6 +134,16 @@ impl ObjectReader {
         }
     }
 
+    /// A connector's reader as the service's.
+    pub(crate) fn from_connector(r: proxystore::connector::stream::ObjectReader) -> Self {
+        ObjectReader {
+            object_size: r.object_size,
+            offset: r.offset,
+            len: r.len,
+            body: Body::Connector(r),
+        }
+    }
+
     /// The next chunk of at most `max` bytes, or `None` at the end.
     pub(crate) async fn next_chunk(&mut self, max: usize) -> Result<Option<Bytes>> {
         if self.len == 0 {
@@ -208,6 +152,7 @@ impl ObjectReader {
         let n = (max as u64).min(self.len) as usize;
         let chunk = match &mut self.body {
             Body::Bytes(b) => b.split_to(n),
+            Body::Connector(r) => r.next_chunk(n).await?.unwrap_or_default(),
             Body::File(f) => {
                 let mut file = f.try_clone().map_err(|e| file::io_error("read", e))?;
                 tokio::task::spawn_blocking(move || {

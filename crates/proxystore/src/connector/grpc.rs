@@ -48,6 +48,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
+use super::stream::{ObjectReader, ObjectWriter, ReadChunks};
 use super::{CallConfig, Connector, ConnectorConfig, PutOptions, Resource};
 use crate::digest::{Digest, DigestAlgorithm};
 use crate::error::{Error, Result};
@@ -536,7 +537,7 @@ impl GrpcConnector {
         range: Option<Range<u64>>,
     ) -> Result<Option<GetStream>> {
         let key = key.clone();
-        self.io(move |i| async move { i.get_stream(key, range).await })
+        self.io(move |i| async move { i.get_stream(key, range, true).await })
             .await
     }
 }
@@ -762,13 +763,20 @@ impl Inner {
         self.get_once(key, range).await.map_err(Error::from)
     }
 
+    /// Open a streamed get; with `retry`, opening is retried as for idempotent calls (the
+    /// trait's reader leaves that to the store's retry layer).
     async fn get_stream(
         self: Arc<Self>,
         key: Key,
         range: Option<Range<u64>>,
+        retry: bool,
     ) -> Result<Option<GetStream>> {
-        let opened = self
-            .retry_config()
+        let retries = if retry {
+            self.retry_config()
+        } else {
+            RetryConfig::none()
+        };
+        let opened = retries
             .run("grpc get", || async {
                 self.open_get(&key, range.clone())
                     .await
@@ -1153,6 +1161,76 @@ impl Connector for GrpcConnector {
         self.inner.evict_batch(keys).await
     }
 
+    /// Streams the object to the server as it is written (the server checks `size` before the
+    /// first byte and commits on finish); a writer dropped before finish cancels the upload
+    /// and the server keeps nothing.
+    async fn writer(
+        &self,
+        key: Option<&Key>,
+        size: Option<u64>,
+        options: &PutOptions,
+    ) -> Result<Option<Box<dyn ObjectWriter>>> {
+        if key.is_some_and(|k| k.as_str().is_empty()) {
+            return Err(Error::InvalidKey {
+                connector: KIND.to_owned(),
+                key: String::new(),
+                reason: "empty key".into(),
+            });
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<Piece>(2);
+        let data = futures::stream::unfold(Some(rx), |rx| async move {
+            let mut rx = rx?;
+            match rx.recv().await {
+                Some(Piece::Chunk(c)) => Some((Ok(c), Some(rx))),
+                Some(Piece::Finish) => None,
+                // Dropped before finish: an error, never a clean end (which would commit).
+                None => Some((
+                    Err(Error::backend_message(
+                        KIND,
+                        "upload abandoned before it finished",
+                        false,
+                    )),
+                    None,
+                )),
+            }
+        });
+        let upload = UploadOptions {
+            key: key.cloned(),
+            size,
+            put: options.clone(),
+            ..UploadOptions::default()
+        };
+        let inner = self.inner.clone();
+        let task =
+            runtime::io_handle().spawn(async move { inner.put(Box::pin(data), upload).await });
+        Ok(Some(Box::new(GrpcWriter {
+            tx: Some(tx),
+            task: Some(task),
+        })))
+    }
+
+    /// Reads the object from the server as a stream, a chunk at a time.
+    async fn reader(&self, key: &Key, range: Option<Range<u64>>) -> Result<Option<ObjectReader>> {
+        let Some(stream) = self
+            .inner
+            .clone()
+            .get_stream(key.clone(), range, false)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let info = stream.info.clone();
+        Ok(Some(ObjectReader::from_chunks(
+            info.object_size,
+            info.offset,
+            info.size,
+            Box::new(StreamChunks {
+                stream,
+                rest: Bytes::new(),
+            }),
+        )))
+    }
+
     async fn new_key(&self, _options: &PutOptions) -> Result<Key> {
         // Keys are UUIDs chosen here; the server must accept caller-chosen keys, which a
         // server fronting a connector without deferred puts does not.
@@ -1179,6 +1257,80 @@ impl Connector for GrpcConnector {
             .put_bytes(data, Some(key.clone()), &PutOptions::default())
             .await
             .map(|_| ())
+    }
+}
+
+/// What a [`GrpcWriter`] hands its upload: the next chunk, or the end of the object.
+enum Piece {
+    Chunk(Bytes),
+    Finish,
+}
+
+/// A streamed put in progress: chunks go to the upload task through a small channel (its
+/// backpressure is the server's flow control).
+struct GrpcWriter {
+    tx: Option<tokio::sync::mpsc::Sender<Piece>>,
+    task: Option<tokio::task::JoinHandle<Result<Key>>>,
+}
+
+impl GrpcWriter {
+    /// The upload's outcome, once it has ended.
+    async fn outcome(&mut self) -> Result<Key> {
+        match self.task.take() {
+            Some(task) => task
+                .await
+                .map_err(|e| Error::backend(KIND, "upload task", e))?,
+            None => Err(Error::backend_message(KIND, "upload already ended", false)),
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectWriter for GrpcWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(Piece::Chunk(chunk)).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The upload ended early (refused, connection lost): its error says why.
+        self.tx = None;
+        match self.outcome().await {
+            Err(e) => Err(e),
+            Ok(_) => Err(Error::from(protocol_error(
+                "the server committed an upload before it finished",
+            ))),
+        }
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<Key> {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Piece::Finish).await;
+        }
+        self.outcome().await
+    }
+}
+
+/// A streamed get read in pieces of at most the size asked for.
+struct StreamChunks {
+    stream: GetStream,
+    rest: Bytes,
+}
+
+#[async_trait]
+impl ReadChunks for StreamChunks {
+    async fn read(&mut self, max: usize) -> Result<Option<Bytes>> {
+        while self.rest.is_empty() {
+            match self.stream.rx.recv().await {
+                Some(Ok(b)) => self.rest = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(None),
+            }
+        }
+        let n = max.max(1).min(self.rest.len());
+        Ok(Some(self.rest.split_to(n)))
     }
 }
 

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::retry::RetryConfig;
+use stream::{ObjectReader, ObjectWriter};
 
 pub mod file;
 #[cfg(feature = "globus")]
@@ -35,6 +36,7 @@ pub mod multi;
 pub mod redis;
 #[cfg(feature = "s3")]
 pub mod s3;
+pub mod stream;
 
 /// Something a connector built from a config would touch, as a
 /// [`crate::ResolvePolicy`] sees it: each connector lists those of a config, the policy judges
@@ -253,6 +255,45 @@ pub trait Connector: Debug + Send + Sync + 'static {
         Err(Error::Unsupported {
             connector: self.kind().to_owned(),
             operation: "set".into(),
+        })
+    }
+
+    /// A writer that streams one object into the backend, under `key` or a new key, when
+    /// the backend can take an object in pieces; `None` (the default) when it cannot, and
+    /// callers buffer it and put it whole. Use [`put_writer`](dyn Connector::put_writer),
+    /// which does that. A writer dropped before [`ObjectWriter::finish`] must leave nothing.
+    ///
+    /// # Errors
+    /// The backend's error when it cannot start the object (an invalid key, no space).
+    async fn writer(
+        &self,
+        key: Option<&Key>,
+        size: Option<u64>,
+        options: &PutOptions,
+    ) -> Result<Option<Box<dyn ObjectWriter>>> {
+        let _ = (key, size, options);
+        Ok(None)
+    }
+
+    /// The object (or bytes `range` of it, clamped) to read in pieces, or `None` when the key
+    /// is absent. The default reads it whole with [`Connector::get`] or
+    /// [`Connector::get_range`]; a backend that can read in pieces (a file, a stream) keeps
+    /// memory to a chunk at a time.
+    ///
+    /// # Errors
+    /// As for [`Connector::get`].
+    async fn reader(&self, key: &Key, range: Option<Range<u64>>) -> Result<Option<ObjectReader>> {
+        Ok(match range {
+            None => self
+                .get(key)
+                .await?
+                .map(|b| ObjectReader::from_bytes(b, None)),
+            Some(r) => {
+                let start = r.start.min(r.end);
+                self.get_range(key, r)
+                    .await?
+                    .map(|b| ObjectReader::from_part(start, b))
+            }
         })
     }
 

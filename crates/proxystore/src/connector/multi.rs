@@ -14,6 +14,7 @@ use bytes::Bytes;
 use globset::{Glob, GlobMatcher};
 use serde::{Deserialize, Serialize};
 
+use super::stream::{ObjectReader, ObjectWriter};
 use super::{Connector, ConnectorConfig, PutOptions};
 use crate::error::{Error, Result};
 use crate::key::Key;
@@ -383,6 +384,40 @@ impl Connector for MultiConnector {
         Ok(())
     }
 
+    async fn writer(
+        &self,
+        key: Option<&Key>,
+        size: Option<u64>,
+        options: &PutOptions,
+    ) -> Result<Option<Box<dyn ObjectWriter>>> {
+        let (entry, inner_key) = match key {
+            Some(k) => {
+                let (entry, inner) = self.locate(k)?;
+                (entry, Some(inner))
+            }
+            None => (self.choose(size, options)?, None),
+        };
+        Ok(entry
+            .connector
+            .writer(inner_key.as_ref(), size, options)
+            .await?
+            .map(|inner| {
+                Box::new(LabelledWriter {
+                    label: entry.route.label.clone(),
+                    inner,
+                }) as Box<dyn ObjectWriter>
+            }))
+    }
+
+    async fn reader(
+        &self,
+        key: &Key,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Option<ObjectReader>> {
+        let (entry, inner) = self.locate(key)?;
+        entry.connector.reader(&inner, range).await
+    }
+
     async fn new_key(&self, options: &PutOptions) -> Result<Key> {
         // The size of a deferred put is unknown: route on name, tags and priority.
         let entry = self.choose(None, options)?;
@@ -400,6 +435,24 @@ impl Connector for MultiConnector {
             e.connector.close().await?;
         }
         Ok(())
+    }
+}
+
+/// A route's streaming writer whose key comes back with the route's label.
+struct LabelledWriter {
+    label: String,
+    inner: Box<dyn ObjectWriter>,
+}
+
+#[async_trait]
+impl ObjectWriter for LabelledWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.inner.write(chunk).await
+    }
+
+    async fn finish(self: Box<Self>) -> Result<Key> {
+        let key = self.inner.finish().await?;
+        Ok(Key::from(format!("{}:{key}", self.label)))
     }
 }
 

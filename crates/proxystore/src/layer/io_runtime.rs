@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::Layer;
+use crate::connector::stream::{ObjectReader, ObjectWriter};
 use crate::connector::{CallConfig, Connector, ConnectorConfig, PutOptions};
 use crate::error::Result;
 use crate::key::Key;
@@ -90,6 +91,21 @@ impl Connector for IoRuntime {
     async fn evict_batch(&self, keys: &[Key]) -> Result<()> {
         let (c, keys) = (self.inner.clone(), keys.to_vec());
         hop(async move { c.evict_batch(&keys).await }).await
+    }
+
+    async fn writer(
+        &self,
+        key: Option<&Key>,
+        size: Option<u64>,
+        options: &PutOptions,
+    ) -> Result<Option<Box<dyn ObjectWriter>>> {
+        let (c, key, options) = (self.inner.clone(), key.cloned(), options.clone());
+        hop(async move { c.writer(key.as_ref(), size, &options).await }).await
+    }
+
+    async fn reader(&self, key: &Key, range: Option<Range<u64>>) -> Result<Option<ObjectReader>> {
+        let (c, key) = (self.inner.clone(), key.clone());
+        hop(async move { c.reader(&key, range).await }).await
     }
 
     async fn new_key(&self, options: &PutOptions) -> Result<Key> {

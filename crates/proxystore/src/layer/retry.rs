@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::Layer;
+use crate::connector::stream::{ObjectReader, ObjectWriter};
 use crate::connector::{CallConfig, Connector, ConnectorConfig, PutOptions};
 use crate::error::Result;
 use crate::key::Key;
@@ -125,6 +126,20 @@ impl Connector for Retry {
 
     async fn evict_batch(&self, keys: &[Key]) -> Result<()> {
         self.retrying("evict_batch", || self.inner.evict_batch(keys))
+            .await
+    }
+
+    async fn writer(
+        &self,
+        key: Option<&Key>,
+        size: Option<u64>,
+        options: &PutOptions,
+    ) -> Result<Option<Box<dyn ObjectWriter>>> {
+        self.inner.writer(key, size, options).await
+    }
+
+    async fn reader(&self, key: &Key, range: Option<Range<u64>>) -> Result<Option<ObjectReader>> {
+        self.retrying("reader", || self.inner.reader(key, range.clone()))
             .await
     }
 

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::Layer;
+use crate::connector::stream::{ObjectReader, ObjectWriter};
 use crate::connector::{CallConfig, Connector, ConnectorConfig, PutOptions};
 use crate::error::{Error, Result};
 use crate::key::Key;
@@ -108,6 +109,20 @@ impl Connector for Timeout {
     async fn evict_batch(&self, keys: &[Key]) -> Result<()> {
         self.bound("evict_batch", self.inner.evict_batch(keys))
             .await
+    }
+
+    async fn writer(
+        &self,
+        key: Option<&Key>,
+        size: Option<u64>,
+        options: &PutOptions,
+    ) -> Result<Option<Box<dyn ObjectWriter>>> {
+        self.bound("writer", self.inner.writer(key, size, options))
+            .await
+    }
+
+    async fn reader(&self, key: &Key, range: Option<Range<u64>>) -> Result<Option<ObjectReader>> {
+        self.bound("reader", self.inner.reader(key, range)).await
     }
 
     async fn new_key(&self, options: &PutOptions) -> Result<Key> {
