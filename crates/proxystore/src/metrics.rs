@@ -91,7 +91,7 @@ impl Metrics {
 /// resolves, whether served from cache or not.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct StoreMetrics {
-    /// Puts (one per object, batches included).
+    /// Connector puts (a batch counts once, with all its bytes).
     pub put: OpStats,
     /// Reads from the connector.
     pub get: OpStats,

@@ -14,6 +14,7 @@ use crate::digest::{Digest, DigestAlgorithm};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::layer::Layer;
+use crate::layer::metrics::MetricsLayer;
 use crate::metrics::{Metrics, StoreMetrics};
 use crate::reference::Reference;
 use crate::trace::{self, TraceContext, op_span};
@@ -114,7 +115,7 @@ pub(crate) struct StoreInner {
     config: StoreConfig,
     connector: Arc<dyn Connector>,
     cache: ObjectCache,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
 }
 
 /// A named connector with a codec, a byte-bounded cache of decoded objects, and metrics.
@@ -227,13 +228,15 @@ impl Store {
     }
 
     fn from_parts(config: StoreConfig, connector: Arc<dyn Connector>) -> Self {
-        let connector = crate::layer::stack(connector);
+        // The layers the connector asks for, then the store's own count of its calls.
+        let metrics = Arc::new(Metrics::default());
+        let connector = MetricsLayer::new(metrics.clone()).layer(crate::layer::stack(connector));
         Store {
             inner: Arc::new(StoreInner {
                 cache: ObjectCache::new(config.cache_bytes),
                 config,
                 connector,
-                metrics: Metrics::default(),
+                metrics,
             }),
         }
     }
@@ -299,13 +302,10 @@ impl Store {
         codec: Codec,
         options: &PutOptions,
     ) -> Result<Stored> {
-        let start = Instant::now();
         let size = data.len() as u64;
         span.record("bytes", size);
         let digest = self.inner.config.digest.digest(&data);
-        let key = self.inner.connector.put_opts(data, options).await;
-        self.inner.metrics.put.record(size, start.elapsed());
-        let key = key?;
+        let key = self.inner.connector.put_opts(data, options).await?;
         span.record("key", display(&key));
         Ok(Stored {
             key,
@@ -355,7 +355,6 @@ impl Store {
         options: &PutOptions,
     ) -> Result<Vec<Stored>> {
         span.record("count", objs.len());
-        let start = Instant::now();
         let mut encoded = Vec::with_capacity(objs.len());
         let mut meta = Vec::with_capacity(objs.len());
         for obj in objs {
@@ -376,7 +375,6 @@ impl Store {
             ));
         }
         let total: u64 = meta.iter().map(|m| m.0).sum();
-        self.inner.metrics.put.record(total, start.elapsed());
         span.record("bytes", total);
         let context = trace::inject(span);
         Ok(keys
@@ -471,15 +469,7 @@ impl Store {
     }
 
     async fn fetch(&self, key: &Key) -> Result<Option<Bytes>> {
-        let start = Instant::now();
-        let data = self.inner.connector.get(key).await;
-        let n = data
-            .as_ref()
-            .ok()
-            .and_then(|d| d.as_ref())
-            .map_or(0, |d| d.len() as u64);
-        self.inner.metrics.get.record(n, start.elapsed());
-        data
+        self.inner.connector.get(key).await
     }
 
     fn decode<T: DeserializeOwned + 'static>(
@@ -663,13 +653,7 @@ impl Store {
     /// The connector's error.
     pub async fn exists(&self, key: &Key) -> Result<bool> {
         let span = op_span!("proxystore.exists", self, key = key.as_str());
-        traced(span, async {
-            let start = Instant::now();
-            let r = self.inner.connector.exists(key).await;
-            self.inner.metrics.exists.record(0, start.elapsed());
-            r
-        })
-        .await
+        traced(span, self.inner.connector.exists(key)).await
     }
 
     /// Remove `key` from the cache and the connector. Evicting an absent key is not an error.
@@ -679,11 +663,8 @@ impl Store {
     pub async fn evict(&self, key: &Key) -> Result<()> {
         let span = op_span!("proxystore.evict", self, key = key.as_str());
         traced(span, async {
-            let start = Instant::now();
             self.inner.cache.remove(key);
-            let r = self.inner.connector.evict(key).await;
-            self.inner.metrics.evict.record(0, start.elapsed());
-            r
+            self.inner.connector.evict(key).await
         })
         .await
     }
@@ -696,13 +677,10 @@ impl Store {
         let span = op_span!("proxystore.evict", self);
         span.record("count", keys.len());
         traced(span, async {
-            let start = Instant::now();
             for k in keys {
                 self.inner.cache.remove(k);
             }
-            let r = self.inner.connector.evict_batch(keys).await;
-            self.inner.metrics.evict.record(0, start.elapsed());
-            r
+            self.inner.connector.evict_batch(keys).await
         })
         .await
     }

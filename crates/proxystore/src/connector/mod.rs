@@ -2,7 +2,7 @@
 //!
 //! A [`Connector`] moves `Bytes` in and out of one backend. It knows nothing of codecs, caches or
 //! proxies; [`crate::Store`] adds those. Every connector describes itself with a
-//! [`ConnectorConfig`], and any process can rebuild it from that config with [`from_config`]:
+//! [`ConnectorConfig`], and any process can rebuild it from that config with [`crate::kinds::from_config`]:
 //! this is how a proxy that travelled to another process finds its bytes (see [`crate::kinds`],
 //! which holds the kinds a process can build).
 //!
@@ -152,7 +152,7 @@ impl CallConfig {
 /// returns either `None` or the whole object.
 #[async_trait]
 pub trait Connector: Debug + Send + Sync + 'static {
-    /// The kind of this connector, as registered with [`register_connector_kind`].
+    /// The kind of this connector, as registered with [`crate::kinds::register_connector_kind`].
     fn kind(&self) -> &str;
 
     /// Store `data` under a new key chosen by the connector.
@@ -180,7 +180,7 @@ pub trait Connector: Debug + Send + Sync + 'static {
     /// As for [`Connector::get`].
     async fn evict(&self, key: &Key) -> Result<()>;
 
-    /// The configuration that rebuilds this connector in any process (see [`from_config`]).
+    /// The configuration that rebuilds this connector in any process (see [`crate::kinds::from_config`]).
     fn config(&self) -> ConnectorConfig;
 
     /// [`Connector::put_opts`] with default options.
@@ -260,7 +260,7 @@ pub trait Connector: Debug + Send + Sync + 'static {
 
     /// A writer that streams one object into the backend, under `key` or a new key, when
     /// the backend can take an object in pieces; `None` (the default) when it cannot, and
-    /// callers buffer it and put it whole. Use [`put_writer`](dyn Connector::put_writer),
+    /// callers buffer it and put it whole. Use `<dyn Connector>::put_writer`,
     /// which does that. A writer dropped before [`ObjectWriter::finish`] must leave nothing.
     ///
     /// # Errors

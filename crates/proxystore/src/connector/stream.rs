@@ -5,7 +5,7 @@
 //! whole-object methods (a writer that buffers, then puts; a reader over the bytes of a get), so
 //! every connector has them; a backend that can do better (a file written to a temporary file
 //! and renamed, a server that streams) overrides them. Call them through
-//! [`put_writer`](dyn Connector::put_writer), which falls back to the buffering writer.
+//! `<dyn Connector>::put_writer`, which falls back to the buffering writer.
 
 use std::ops::Range;
 use std::sync::Arc;

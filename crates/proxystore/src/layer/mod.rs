@@ -16,6 +16,9 @@
 //! 3. [`TimeoutLayer`]: each attempt is bounded, ending in [`crate::Error::Timeout`];
 //! 4. the connector.
 //!
+//! A store puts one more layer outside all of these (and outside the layers a user adds): the
+//! count of its connector calls that [`crate::Store::metrics`] reports.
+//!
 //! ```
 //! # proxystore::runtime::block_on(async {
 //! use std::sync::Arc;
@@ -36,6 +39,7 @@ use std::sync::Arc;
 use crate::connector::{CallConfig, Connector};
 
 mod io_runtime;
+pub(crate) mod metrics;
 mod retry;
 mod timeout;
 

@@ -1,0 +1,156 @@
+//! Counts, bytes and time of a store's connector calls.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::Layer;
+use crate::connector::stream::{ObjectReader, ObjectWriter};
+use crate::connector::{CallConfig, Connector, ConnectorConfig, PutOptions};
+use crate::error::Result;
+use crate::key::Key;
+use crate::metrics::{Metrics, OpCounter};
+
+/// Records every call of the connector it wraps into a store's [`Metrics`] (what
+/// [`crate::Store::metrics`] reports): puts and gets with their bytes, exists and evictions,
+/// one record per call (a batch is one call). Streamed transfers ([`Connector::writer`],
+/// [`Connector::reader`]) are passed through uncounted.
+pub(crate) struct MetricsLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl MetricsLayer {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+        MetricsLayer { metrics }
+    }
+}
+
+impl Layer for MetricsLayer {
+    fn layer(&self, inner: Arc<dyn Connector>) -> Arc<dyn Connector> {
+        Arc::new(Measured {
+            inner,
+            metrics: self.metrics.clone(),
+        })
+    }
+}
+
+/// A connector whose calls are counted (made by [`MetricsLayer`]).
+pub(crate) struct Measured {
+    inner: Arc<dyn Connector>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Measured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+/// Run `fut` and record it in `counter` with the bytes `bytes` says it moved.
+async fn counted<T>(
+    counter: &OpCounter,
+    fut: impl Future<Output = Result<T>>,
+    bytes: impl FnOnce(&T) -> u64,
+) -> Result<T> {
+    let start = Instant::now();
+    let result = fut.await;
+    let n = result.as_ref().map_or(0, bytes);
+    counter.record(n, start.elapsed());
+    result
+}
+
+fn got(d: &Option<Bytes>) -> u64 {
+    d.as_ref().map_or(0, |d| d.len() as u64)
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl Connector for Measured {
+    fn kind(&self) -> &str {
+        self.inner.kind()
+    }
+
+    async fn put_opts(&self, data: Bytes, options: &PutOptions) -> Result<Key> {
+        let n = data.len() as u64;
+        counted(&self.metrics.put, self.inner.put_opts(data, options), |_| n).await
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
+        counted(&self.metrics.get, self.inner.get(key), got).await
+    }
+
+    async fn exists(&self, key: &Key) -> Result<bool> {
+        counted(&self.metrics.exists, self.inner.exists(key), |_| 0).await
+    }
+
+    async fn evict(&self, key: &Key) -> Result<()> {
+        counted(&self.metrics.evict, self.inner.evict(key), |_| 0).await
+    }
+
+    fn config(&self) -> ConnectorConfig {
+        self.inner.config()
+    }
+
+    async fn put(&self, data: Bytes) -> Result<Key> {
+        let n = data.len() as u64;
+        counted(&self.metrics.put, self.inner.put(data), |_| n).await
+    }
+
+    async fn put_batch(&self, data: Vec<Bytes>, options: &PutOptions) -> Result<Vec<Key>> {
+        let n = data.iter().map(|d| d.len() as u64).sum();
+        counted(
+            &self.metrics.put,
+            self.inner.put_batch(data, options),
+            |_| n,
+        )
+        .await
+    }
+
+    async fn get_batch(&self, keys: &[Key]) -> Result<Vec<Option<Bytes>>> {
+        counted(&self.metrics.get, self.inner.get_batch(keys), |v| {
+            v.iter().map(got).sum()
+        })
+        .await
+    }
+
+    async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Option<Bytes>> {
+        counted(&self.metrics.get, self.inner.get_range(key, range), got).await
+    }
+
+    async fn evict_batch(&self, keys: &[Key]) -> Result<()> {
+        counted(&self.metrics.evict, self.inner.evict_batch(keys), |_| 0).await
+    }
+
+    async fn writer(
+        &self,
+        key: Option<&Key>,
+        size: Option<u64>,
+        options: &PutOptions,
+    ) -> Result<Option<Box<dyn ObjectWriter>>> {
+        self.inner.writer(key, size, options).await
+    }
+
+    async fn reader(&self, key: &Key, range: Option<Range<u64>>) -> Result<Option<ObjectReader>> {
+        self.inner.reader(key, range).await
+    }
+
+    async fn new_key(&self, options: &PutOptions) -> Result<Key> {
+        self.inner.new_key(options).await
+    }
+
+    async fn set(&self, key: &Key, data: Bytes) -> Result<()> {
+        let n = data.len() as u64;
+        counted(&self.metrics.put, self.inner.set(key, data), |_| n).await
+    }
+
+    fn call_config(&self) -> CallConfig {
+        self.inner.call_config()
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
+}
