@@ -276,7 +276,9 @@ impl State {
         let mut service = self.service();
         let mut request = http::Request::builder()
             .method(http::Method::POST)
-            .uri(format!("http://fuzz/proxystore_rs.v1.StoreService/{method}"))
+            .uri(format!(
+                "http://fuzz/proxystore_rs.v1.StoreService/{method}"
+            ))
             .header("content-type", "application/grpc")
             .header("te", "trailers");
         match auth {

@@ -204,7 +204,10 @@ fn grpc_client_and_server_spans_join_one_trace() {
             .unwrap_or_else(|| panic!("no server span of {method}"));
         let client = parent_of(&spans, server);
         assert_eq!(client.service, "telemetry-test", "{client}");
-        assert_eq!(client.name, format!("proxystore_rs.v1.StoreService/{method}"));
+        assert_eq!(
+            client.name,
+            format!("proxystore_rs.v1.StoreService/{method}")
+        );
         assert_eq!(client.kind, 3);
         assert_eq!(server.name, client.name);
         assert_eq!(client.attr("rpc.method"), Some(method));

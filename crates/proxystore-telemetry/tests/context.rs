@@ -183,7 +183,10 @@ fn grpc_calls_carry_context_to_the_server() {
             .filter(|s| s.attr("rpc.method") == Some(method))
             .collect();
         assert_eq!(all.len(), 1, "{kind} {method} in {spans:#?}");
-        assert_eq!(all[0].name, format!("proxystore_rs.v1.StoreService/{method}"));
+        assert_eq!(
+            all[0].name,
+            format!("proxystore_rs.v1.StoreService/{method}")
+        );
         all[0]
     };
     let put = one(&spans, "proxystore.put");
