@@ -27,7 +27,7 @@ use proxystore::connector::file::FileConnector;
 use proxystore::{Proxy, Store, register_store};
 use proxystore_apalis::demo::{LocalRedis, largest_job};
 use proxystore_apalis::{PollEvery, ProxyCodec, resolve};
-use proxystore_middleware::{Policy, TaskCodec};
+use proxystore_middleware::{ArgumentPolicy, TaskCodec};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -133,7 +133,7 @@ async fn main() -> Result<(), BoxDynError> {
     let store = Store::new("pipeline", FileConnector::new(dir.path())?);
     register_store(&store)?;
     // Arguments above 100 kB go to the store; the policy could also pick stores by glob.
-    let codec = ProxyCodec::new(TaskCodec::new(Policy::with_store("pipeline")))
+    let codec = ProxyCodec::new(TaskCodec::new(ArgumentPolicy::with_store("pipeline")))
         .with_lease(Duration::from_secs(3600));
     let config = Config::default().queue(format!("pipeline{}", std::process::id()));
 

@@ -25,7 +25,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use proxystore::lifetime::Scope;
 use proxystore::{Proxy, Store};
-use proxystore_middleware::{PolicyConfig, TaskCodec};
+use proxystore_middleware::{ArgumentPolicyConfig, TaskCodec};
 use proxystore_server::{ServerConfig, spawn};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
@@ -171,10 +171,10 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let codec = TaskCodec::new(
-        PolicyConfig {
+        ArgumentPolicyConfig {
             store: "demo".into(),
             threshold: args.threshold,
-            ..PolicyConfig::default()
+            ..ArgumentPolicyConfig::default()
         }
         .compile()?,
     )

@@ -13,7 +13,7 @@ use tower_service::Service;
 use tracing::Instrument;
 
 use crate::codec::TaskCodec;
-use crate::error::Error;
+use crate::error::MiddlewareError;
 
 /// A task as it arrives from a broker: the encoded document and where it is in its retries.
 #[derive(Clone, Debug)]
@@ -49,15 +49,15 @@ impl TaskPayload {
 /// ```
 /// # proxystore::runtime::block_on(async {
 /// use proxystore::{Store, connector::memory::MemoryConnector};
-/// use proxystore_middleware::{Policy, ResolveLayer, TaskCodec, TaskPayload};
+/// use proxystore_middleware::{ArgumentPolicy, ResolveLayer, TaskCodec, TaskPayload};
 /// use tower::{ServiceBuilder, ServiceExt, service_fn};
 ///
 /// let store = Store::new("layer-doc", MemoryConnector::new("layer-doc"));
-/// let codec = TaskCodec::new(Policy::from_parts("layer-doc".into(), 1000)).with_store(store.clone());
+/// let codec = TaskCodec::new(ArgumentPolicy::from_parts("layer-doc".into(), 1000)).with_store(store.clone());
 /// let svc = ServiceBuilder::new()
 ///     .layer(ResolveLayer::<Vec<u64>>::new(codec.clone()))
 ///     .service(service_fn(|v: Vec<u64>| async move {
-///         Ok::<_, proxystore_middleware::Error>(v.iter().sum::<u64>())
+///         Ok::<_, proxystore_middleware::MiddlewareError>(v.iter().sum::<u64>())
 ///     }));
 /// let enc = codec.encode("sum", &(0..10_000u64).collect::<Vec<_>>()).unwrap();
 /// let total = svc.oneshot(TaskPayload::once(enc.bytes)).await.unwrap();
@@ -142,7 +142,7 @@ where
     S: Service<Args>,
     S::Future: Send + 'static,
     S::Response: Send + 'static,
-    S::Error: From<Error> + Send + 'static,
+    S::Error: From<MiddlewareError> + Send + 'static,
     Args: DeserializeOwned,
 {
     type Response = S::Response;

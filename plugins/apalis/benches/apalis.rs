@@ -24,7 +24,7 @@ use proxystore::connector::file::FileConnector;
 use proxystore::{Key, Store};
 use proxystore_apalis::demo::{LocalRedis, chunk_values, largest_job, used_memory_peak};
 use proxystore_apalis::{PollEvery, ProxyCodec, resolve};
-use proxystore_middleware::{Policy, TaskCodec};
+use proxystore_middleware::{ArgumentPolicy, TaskCodec};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -141,8 +141,9 @@ async fn main() {
         FileConnector::new(dir.path()).unwrap(),
     );
     proxystore::register_store(&store).unwrap();
-    let codec =
-        ProxyCodec::new(TaskCodec::new(Policy::with_store(store.name())).with_store(store.clone()));
+    let codec = ProxyCodec::new(
+        TaskCodec::new(ArgumentPolicy::with_store(store.name())).with_store(store.clone()),
+    );
 
     let plugin = run!(
         "plugin (file store)",

@@ -21,7 +21,7 @@ use apalis_core::task::data::Data;
 use apalis_core::worker::builder::WorkerBuilder;
 use apalis_redis::{Config, RedisStorage};
 use proxystore::{Key, Proxy, Store};
-use proxystore_middleware::{Policy, TaskCodec};
+use proxystore_middleware::{ArgumentPolicy, TaskCodec};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -351,7 +351,7 @@ pub async fn run_with(
 ) -> Result<Summary, DemoError> {
     let queue = format!("proxystore-demo-{}", Key::random());
     let codec = ProxyCodec::new(
-        TaskCodec::new(Policy::from_parts(
+        TaskCodec::new(ArgumentPolicy::from_parts(
             store.name().to_owned(),
             options.threshold,
         ))

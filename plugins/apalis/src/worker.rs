@@ -57,7 +57,7 @@ pub const APALIS_REDIS_ATTEMPT_CAP: usize = 25;
 /// use apalis_core::worker::builder::WorkerBuilder;
 /// use apalis_redis::RedisStorage;
 /// use proxystore_apalis::{ProxyCodec, resolve};
-/// use proxystore_middleware::{Policy, TaskCodec};
+/// use proxystore_middleware::{ArgumentPolicy, TaskCodec};
 ///
 /// #[derive(serde::Serialize, serde::Deserialize)]
 /// struct Train { weights: Vec<f32>, epochs: u32 }
@@ -67,7 +67,7 @@ pub const APALIS_REDIS_ATTEMPT_CAP: usize = 25;
 /// }
 ///
 /// let conn = proxystore_apalis::connect("redis://127.0.0.1/").await?;
-/// let codec = ProxyCodec::new(TaskCodec::new(Policy::with_store("shared")));
+/// let codec = ProxyCodec::new(TaskCodec::new(ArgumentPolicy::with_store("shared")));
 /// let storage = RedisStorage::<Train>::new(conn)
 ///     .with_codec(codec)
 ///     .poll_with_strategy(proxystore_apalis::PollEvery::millis(100));
@@ -232,7 +232,7 @@ where
                     .spawn_blocking(move || span.in_scope(|| codec.decode::<A>(&bytes)))
             };
             let decoded = decoding.await.unwrap_or_else(|e| {
-                Err(proxystore_middleware::Error::Decode(format!(
+                Err(proxystore_middleware::MiddlewareError::Decode(format!(
                     "the resolving thread failed: {e}"
                 )))
             });
