@@ -10,8 +10,8 @@ use proxystore::connector::file::FileConnector;
 use proxystore::connector::memory::MemoryConnector;
 use proxystore::{Key, Proxy, Store};
 use proxystore_middleware::{
-    ArgumentPolicy, ArgumentPolicyConfig, Inline, InnerCodec, MiddlewareError, ResolveLayer, Rule,
-    TaskCodec, TaskPayload,
+    ArgumentPolicy, ArgumentPolicyConfig, BoxError, Eviction, Executor, Inline, InnerCodec,
+    MiddlewareError, ResolveLayer, Rule, TaskCodec, TaskPayload,
 };
 use serde::{Deserialize, Serialize};
 use tower::{Service, ServiceExt};
@@ -330,6 +330,93 @@ async fn the_layer_cleans_up_after_success_and_after_the_last_attempt() {
     };
     assert!(failing.ready().await.unwrap().call(last).await.is_err());
     assert_eq!(segment_len(&s), 0);
+}
+
+/// An executor's own request type, as a plugin would see it: an id and a document.
+struct Job {
+    id: u64,
+    doc: bytes::Bytes,
+}
+
+/// The plugin's [`Executor`]: the service gets `(id, args)`, and the plugin evicts the objects
+/// itself from the references it is handed.
+#[derive(Clone, Default)]
+struct Jobs {
+    handed: Arc<std::sync::Mutex<Vec<(u64, usize)>>>,
+}
+
+impl Executor<Job, Vec<u64>> for Jobs {
+    type Resolved = (u64, Vec<u64>);
+
+    fn document(&self, job: &Job) -> bytes::Bytes {
+        job.doc.clone()
+    }
+
+    fn attempt(&self, _: &Job) -> u32 {
+        0
+    }
+
+    fn task_id(&self, job: &Job) -> Option<String> {
+        Some(job.id.to_string())
+    }
+
+    fn eviction(
+        &self,
+        job: &Job,
+        proxied: &[proxystore::Reference],
+        _: &tracing::Span,
+    ) -> Eviction {
+        self.handed.lock().unwrap().push((job.id, proxied.len()));
+        Eviction::Elsewhere
+    }
+
+    fn resolved(&self, job: Job, args: Vec<u64>) -> (u64, Vec<u64>) {
+        (job.id, args)
+    }
+
+    fn resolve_failed(&self, job: &Job, error: MiddlewareError) -> BoxError {
+        format!("job {}: {error}", job.id).into()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_adapts_the_layer_to_its_own_requests() {
+    let s = store();
+    let c = codec(&s, 100);
+    let jobs = Jobs::default();
+    let mut svc = ResolveLayer::with_executor(c.clone(), jobs.clone()).layer_service(
+        tower::service_fn(|(id, v): (u64, Vec<u64>)| async move {
+            Ok::<_, std::io::Error>(id + v.iter().sum::<u64>())
+        }),
+    );
+    let enc = c.encode("t", &vec![1u64; 1000]).unwrap();
+    let refs = enc.proxied.clone();
+    let job = Job {
+        id: 7,
+        doc: enc.bytes.into(),
+    };
+    assert_eq!(svc.ready().await.unwrap().call(job).await.unwrap(), 1007);
+    assert_eq!(*jobs.handed.lock().unwrap(), vec![(7, 1)]);
+    assert_eq!(segment_len(&s), 1, "the executor evicts, not the layer");
+    c.cleanup(&refs).await.unwrap();
+    assert_eq!(segment_len(&s), 0);
+
+    // A document that is not a task fails the call with the executor's error.
+    let e = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Job {
+            id: 8,
+            doc: bytes::Bytes::from_static(b"not a task"),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().starts_with("job 8: cannot decode task"),
+        "{e}"
+    );
+    assert_eq!(jobs.handed.lock().unwrap().last(), Some(&(8, 0)));
 }
 
 trait LayerExt<S> {
