@@ -31,12 +31,8 @@
 //! [`connect`] and [`PollEvery`] work around two apalis-redis 1.0 behaviours that otherwise
 //! break or stall large-task workloads (a 500 ms response timeout; idle workers that poll only
 //! on their 30 s heartbeat).
-//!
-//! [`demo`] runs a complete map-reduce pipeline on apalis-redis (used by the `proxystore demo`
-//! command and the examples).
 
 mod codec;
-pub mod demo;
 mod error;
 mod redis;
 mod worker;

@@ -18,15 +18,15 @@ use apalis_core::worker::ext::event_listener::EventListenerExt;
 use apalis_redis::{Config, ConnectionManager, RedisStorage};
 use proxystore::connector::file::FileConnector;
 use proxystore::{Key, Store};
-use proxystore_apalis::demo::LocalRedis;
 use proxystore_apalis::{PollEvery, ProxyCodec, ResolveError, resolve};
 use proxystore_middleware::{ArgumentPolicy, ArgumentPolicyConfig, TaskCodec};
+use proxystore_tests::redis_server::RedisServer;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 /// A redis-server, a file store in a temporary directory and a queue of their own.
 struct Env {
-    _redis: LocalRedis,
+    _redis: RedisServer,
     url: String,
     dir: tempfile::TempDir,
     store: Store,
@@ -35,7 +35,7 @@ struct Env {
 
 impl Env {
     fn new() -> Self {
-        let redis = LocalRedis::start().unwrap();
+        let redis = RedisServer::start().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(
             format!("worker-{}", Key::random()),
