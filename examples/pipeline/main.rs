@@ -15,6 +15,8 @@
 //! unless `REDIS_URL` is set). With `OTEL_EXPORTER_OTLP_ENDPOINT` set, each task's trace
 //! (encode, puts, the task with its resolves and evictions) goes to that OTLP collector.
 
+mod local_redis;
+
 use std::time::{Duration, Instant};
 
 use apalis_core::backend::TaskSink;
@@ -25,11 +27,12 @@ use apalis_core::worker::builder::WorkerBuilder;
 use apalis_redis::{Config, RedisStorage};
 use proxystore::connector::file::FileConnector;
 use proxystore::{Proxy, Store, register_store};
-use proxystore_apalis::demo::{LocalRedis, largest_job};
 use proxystore_apalis::{PollEvery, ProxyCodec, resolve};
-use proxystore_middleware::{Policy, TaskCodec};
+use proxystore_middleware::{ArgumentPolicy, TaskCodec};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+
+use crate::local_redis::{LocalRedis, delete_queue, largest_job};
 
 const CHUNKS: u32 = 12;
 const CHUNK_LEN: usize = 1 << 20; // 1 Mi readings = 8 MiB per chunk
@@ -133,7 +136,7 @@ async fn main() -> Result<(), BoxDynError> {
     let store = Store::new("pipeline", FileConnector::new(dir.path())?);
     register_store(&store)?;
     // Arguments above 100 kB go to the store; the policy could also pick stores by glob.
-    let codec = ProxyCodec::new(TaskCodec::new(Policy::with_store("pipeline")))
+    let codec = ProxyCodec::new(TaskCodec::new(ArgumentPolicy::with_store("pipeline")))
         .with_lease(Duration::from_secs(3600));
     let config = Config::default().queue(format!("pipeline{}", std::process::id()));
 
@@ -240,6 +243,6 @@ async fn main() -> Result<(), BoxDynError> {
     if total != expected || left != 0 {
         return Err("the pipeline went wrong".into());
     }
-    proxystore_apalis::demo::delete_queue(&mut conn, config.queue.as_ref()).await?;
+    delete_queue(&mut conn, config.queue.as_ref()).await?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use proxystore::connector::memory::MemoryConnector;
 use proxystore::connector::{Connector, ConnectorConfig};
 use proxystore::kinds;
 use proxystore::{Proxy, Store};
-use proxystore_middleware::{InnerCodec, Policy, TaskCodec};
+use proxystore_middleware::{ArgumentPolicy, InnerCodec, TaskCodec};
 use serde::{Deserialize, Serialize};
 
 /// Name of the store the fuzzed codecs proxy into.
@@ -51,7 +51,7 @@ pub fn codecs() -> &'static (Store, [TaskCodec; 2]) {
         let store = Store::new(STORE, MemoryConnector::new(STORE));
         let _ = proxystore::register_store(&store);
         let codec = |inner| {
-            TaskCodec::new(Policy::from_parts(STORE.into(), 64))
+            TaskCodec::new(ArgumentPolicy::from_parts(STORE.into(), 64))
                 .with_inner(inner)
                 .with_store(store.clone())
         };

@@ -20,7 +20,7 @@ use proxystore::connector::file::FileConnector;
 use proxystore::connector::grpc::GrpcConnector;
 use proxystore::{Proxy, Store};
 use proxystore_apalis::ProxyCodec;
-use proxystore_middleware::{Policy, TaskCodec};
+use proxystore_middleware::{ArgumentPolicy, TaskCodec};
 use proxystore_telemetry::receiver::{OtlpReceiver, ReceivedSpan};
 use proxystore_telemetry::{Config, TelemetryGuard};
 use proxystore_tests::process::ChildGuard;
@@ -240,9 +240,10 @@ fn apalis_tasks_continue_the_trace_of_the_code_that_enqueued_them() {
     let queue = format!("otel{}", std::process::id());
     let store = Store::new(store_name, FileConnector::new(dir.path()).unwrap());
     proxystore::register_store(&store).unwrap();
-    let codec =
-        ProxyCodec::new(TaskCodec::new(Policy::with_store(store_name)).with_store(store.clone()))
-            .named("sum");
+    let codec = ProxyCodec::new(
+        TaskCodec::new(ArgumentPolicy::with_store(store_name)).with_store(store.clone()),
+    )
+    .named("sum");
     proxystore::runtime::block_on({
         let url = redis.url();
         let queue = queue.clone();

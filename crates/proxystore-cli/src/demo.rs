@@ -10,11 +10,14 @@
 //!
 //! By default everything is embedded: the gRPC store service runs in this process on a free
 //! loopback port, and the broker is an in-process queue that carries encoded task documents
-//! (bytes), exactly as a networked broker would.
+//! (bytes), exactly as a networked broker would. With `--redis URL` the pipeline of the
+//! [`apalis`] module runs instead, on apalis-redis through the `proxystore-apalis` plugin.
 //!
 //! With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the run is one trace under a `proxystore demo` span:
 //! each task's encode (with the puts of its arguments and their gRPC calls), the task itself as
 //! a child of its encode (with the resolves, transfers and evictions), and the server's spans.
+
+mod apalis;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +28,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use proxystore::lifetime::Scope;
 use proxystore::{Proxy, Store};
-use proxystore_middleware::{PolicyConfig, TaskCodec};
+use proxystore_middleware::{ArgumentPolicyConfig, TaskCodec};
 use proxystore_server::{ServerConfig, spawn};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
@@ -137,14 +140,14 @@ async fn run_on_apalis(args: &DemoArgs, url: &str, store: Store) -> anyhow::Resu
         args.tasks, args.mib, args.workers
     );
     let bar = progress_bar(args);
-    let options = proxystore_apalis::demo::Options {
+    let options = apalis::Options {
         tasks: args.tasks as usize,
         chunk_len: args.mib as usize * (1 << 20) / 8,
         workers: args.workers as usize,
         threshold: args.threshold,
-        ..proxystore_apalis::demo::Options::default()
+        ..apalis::Options::default()
     };
-    let summary = proxystore_apalis::demo::run_with(url, store, &options, |done, _| {
+    let summary = apalis::run(url, store, &options, |done, _| {
         bar.set_position(done as u64);
     })
     .await?;
@@ -171,10 +174,10 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let codec = TaskCodec::new(
-        PolicyConfig {
+        ArgumentPolicyConfig {
             store: "demo".into(),
             threshold: args.threshold,
-            ..PolicyConfig::default()
+            ..ArgumentPolicyConfig::default()
         }
         .compile()?,
     )

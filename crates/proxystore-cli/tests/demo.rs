@@ -45,7 +45,7 @@ fn demo_runs_on_the_embedded_default() {
 
 #[test]
 fn demo_runs_on_apalis_redis() {
-    let redis = proxystore_apalis::demo::LocalRedis::start().expect("start redis-server");
+    let redis = proxystore_tests::redis_server::RedisServer::start().expect("start redis-server");
     let out = Command::new(env!("CARGO_BIN_EXE_proxystore"))
         .args([
             "demo",

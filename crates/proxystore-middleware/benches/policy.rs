@@ -18,7 +18,7 @@ use std::time::Instant;
 use criterion::{Criterion, criterion_group, criterion_main};
 use proxystore::connector::memory::MemoryConnector;
 use proxystore::{Proxy, Store};
-use proxystore_middleware::{Policy, TaskCodec};
+use proxystore_middleware::{ArgumentPolicy, TaskCodec};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
@@ -43,7 +43,7 @@ struct Explicit {
 
 fn small_arg(c: &mut Criterion) {
     let store = Store::new("bench-mw-small", MemoryConnector::new("bench-mw-small"));
-    let codec = TaskCodec::new(Policy::with_store("bench-mw-small")).with_store(store);
+    let codec = TaskCodec::new(ArgumentPolicy::with_store("bench-mw-small")).with_store(store);
     let task = Small {
         name: "resnet".into(),
         seed: 42,
@@ -66,7 +66,8 @@ fn large_arg(c: &mut Criterion) {
         .cache_bytes(0)
         .build();
     proxystore::register_store(&store).expect("register");
-    let codec = TaskCodec::new(Policy::with_store("bench-mw-large")).with_store(store.clone());
+    let codec =
+        TaskCodec::new(ArgumentPolicy::with_store("bench-mw-large")).with_store(store.clone());
     let data: Vec<f64> = (0..10 * 1024 * 1024 / 8).map(|i| i as f64).collect();
     let mut g = c.benchmark_group("large_arg_10MiB");
     g.sample_size(20);

@@ -14,8 +14,8 @@ use typed_arena::Arena;
 
 use crate::decode::{DecodeCtx, TreeDe};
 use crate::encode::{EncodeCtx, TreeSer};
-use crate::error::{Error, Result};
-use crate::policy::Policy;
+use crate::error::MiddlewareError;
+use crate::policy::ArgumentPolicy;
 use crate::stores::Stores;
 
 /// The format of the task document itself (small: large arguments are references in it).
@@ -34,25 +34,27 @@ pub enum InnerCodec {
 }
 
 impl InnerCodec {
-    fn encode<T: Serialize>(self, value: &T) -> Result<Vec<u8>> {
+    fn encode<T: Serialize>(self, value: &T) -> Result<Vec<u8>, MiddlewareError> {
         match self {
-            InnerCodec::Json => serde_json::to_vec(value).map_err(|e| Error::Encode(e.to_string())),
+            InnerCodec::Json => {
+                serde_json::to_vec(value).map_err(|e| MiddlewareError::Encode(e.to_string()))
+            }
             InnerCodec::MessagePack => {
-                rmp_serde::to_vec_named(value).map_err(|e| Error::Encode(e.to_string()))
+                rmp_serde::to_vec_named(value).map_err(|e| MiddlewareError::Encode(e.to_string()))
             }
         }
     }
 
-    fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T> {
+    fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, MiddlewareError> {
         match self {
             InnerCodec::Json => {
-                serde_json::from_slice(bytes).map_err(|e| Error::Decode(e.to_string()))
+                serde_json::from_slice(bytes).map_err(|e| MiddlewareError::Decode(e.to_string()))
             }
             InnerCodec::MessagePack => {
                 // Task documents come from outside: bound the nesting like serde_json does.
                 let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
                 de.set_max_depth(proxystore::codec::MAX_DEPTH);
-                T::deserialize(&mut de).map_err(|e| Error::Decode(e.to_string()))
+                T::deserialize(&mut de).map_err(|e| MiddlewareError::Decode(e.to_string()))
             }
         }
     }
@@ -234,13 +236,13 @@ impl CodecMetrics {
 ///
 /// ```
 /// use proxystore::{Proxy, Store, connector::memory::MemoryConnector};
-/// use proxystore_middleware::{Policy, TaskCodec};
+/// use proxystore_middleware::{ArgumentPolicy, TaskCodec};
 ///
 /// #[derive(serde::Serialize, serde::Deserialize)]
 /// struct Train { weights: Vec<f32>, epochs: u32 }
 ///
 /// let store = Store::new("mw-doc", MemoryConnector::new("mw-doc"));
-/// let codec = TaskCodec::new(Policy::with_store("mw-doc")).with_store(store);
+/// let codec = TaskCodec::new(ArgumentPolicy::with_store("mw-doc")).with_store(store);
 /// let task = Train { weights: vec![0.1; 1_000_000], epochs: 3 };
 ///
 /// let enc = codec.encode("train", &task).unwrap();
@@ -253,7 +255,7 @@ impl CodecMetrics {
 /// ```
 #[derive(Clone, Debug)]
 pub struct TaskCodec {
-    policy: Arc<Policy>,
+    policy: Arc<ArgumentPolicy>,
     inner: InnerCodec,
     stores: Stores,
     metrics: Arc<CodecMetrics>,
@@ -262,7 +264,7 @@ pub struct TaskCodec {
 impl TaskCodec {
     /// A codec with `policy` and JSON documents. Stores named by the policy are looked up in
     /// the process registry unless given with [`TaskCodec::with_store`].
-    pub fn new(policy: Policy) -> Self {
+    pub fn new(policy: ArgumentPolicy) -> Self {
         TaskCodec {
             policy: Arc::new(policy),
             inner: InnerCodec::default(),
@@ -293,13 +295,13 @@ impl TaskCodec {
     /// see the same policy. The last policy installed wins. Without this call the process uses
     /// `PROXYSTORE_RESOLVE_POLICY`, else [`proxystore::ResolvePolicy::default`] (temporary
     /// directories and loopback hosts). An argument outside the policy fails the task with
-    /// [`Error::Store`] around [`proxystore::Error::Refused`], which is not retryable.
+    /// [`MiddlewareError::Store`] around [`proxystore::Error::Refused`], which is not retryable.
     ///
     /// ```
     /// use proxystore::ResolvePolicy;
-    /// use proxystore_middleware::{Policy, TaskCodec};
+    /// use proxystore_middleware::{ArgumentPolicy, TaskCodec};
     ///
-    /// let codec = TaskCodec::new(Policy::with_store("shared")).with_resolve_policy(
+    /// let codec = TaskCodec::new(ArgumentPolicy::with_store("shared")).with_resolve_policy(
     ///     ResolvePolicy::default()
     ///         .allow_directory("/mnt/shared/objects")
     ///         .allow_host("redis.internal:6379")?,
@@ -314,7 +316,7 @@ impl TaskCodec {
     }
 
     /// The policy.
-    pub fn policy(&self) -> &Policy {
+    pub fn policy(&self) -> &ArgumentPolicy {
         &self.policy
     }
 
@@ -337,9 +339,9 @@ impl TaskCodec {
     /// the worker's task span continues it (see [`TaskInfo::span`]).
     ///
     /// # Errors
-    /// [`Error::Store`] when a put fails (the task is then not enqueued; objects already put
-    /// for it are evicted), [`Error::UnknownStore`], [`Error::Encode`].
-    pub fn encode<T: Serialize>(&self, task: &str, args: &T) -> Result<Encoded> {
+    /// [`MiddlewareError::Store`] when a put fails (the task is then not enqueued; objects already put
+    /// for it are evicted), [`MiddlewareError::UnknownStore`], [`MiddlewareError::Encode`].
+    pub fn encode<T: Serialize>(&self, task: &str, args: &T) -> Result<Encoded, MiddlewareError> {
         let span = tracing::info_span!(
             "proxystore.encode",
             otel.name = format_args!("encode {task}"),
@@ -360,7 +362,12 @@ impl TaskCodec {
         result
     }
 
-    fn encode_in<T: Serialize>(&self, span: &Span, task: &str, args: &T) -> Result<Encoded> {
+    fn encode_in<T: Serialize>(
+        &self,
+        span: &Span,
+        task: &str,
+        args: &T,
+    ) -> Result<Encoded, MiddlewareError> {
         let ctx = EncodeCtx {
             policy: &self.policy,
             task,
@@ -410,12 +417,12 @@ impl TaskCodec {
     /// place; `Proxy<T>` fields stay lazy.
     ///
     /// # Errors
-    /// [`Error::Store`] when a store is unreachable or an object is missing or corrupt (a task
-    /// failure to retry, never a reason to stop a worker), [`Error::Decode`].
-    pub fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<Decoded<T>> {
+    /// [`MiddlewareError::Store`] when a store is unreachable or an object is missing or corrupt (a task
+    /// failure to retry, never a reason to stop a worker), [`MiddlewareError::Decode`].
+    pub fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<Decoded<T>, MiddlewareError> {
         let envelope: Envelope = self.inner.decode(bytes)?;
         if envelope.version > ENVELOPE_VERSION {
-            return Err(Error::Decode(format!(
+            return Err(MiddlewareError::Decode(format!(
                 "task envelope version {} is newer than this build reads ({ENVELOPE_VERSION})",
                 envelope.version
             )));
@@ -452,11 +459,11 @@ impl TaskCodec {
     /// span so that the resolves of proxied arguments are part of the task's trace.
     ///
     /// # Errors
-    /// [`Error::Decode`] when the document is not a task envelope.
-    pub fn task_info(&self, bytes: &[u8]) -> Result<TaskInfo> {
+    /// [`MiddlewareError::Decode`] when the document is not a task envelope.
+    pub fn task_info(&self, bytes: &[u8]) -> Result<TaskInfo, MiddlewareError> {
         let head: Head = self.inner.decode(bytes)?;
         if head.version > ENVELOPE_VERSION {
-            return Err(Error::Decode(format!(
+            return Err(MiddlewareError::Decode(format!(
                 "task envelope version {} is newer than this build reads ({ENVELOPE_VERSION})",
                 head.version
             )));
@@ -470,16 +477,16 @@ impl TaskCodec {
     /// The references a task document owns, without decoding its arguments.
     ///
     /// # Errors
-    /// [`Error::Decode`] when the document is not a task envelope.
-    pub fn proxied_of(&self, bytes: &[u8]) -> Result<Vec<Reference>> {
+    /// [`MiddlewareError::Decode`] when the document is not a task envelope.
+    pub fn proxied_of(&self, bytes: &[u8]) -> Result<Vec<Reference>, MiddlewareError> {
         Ok(self.inner.decode::<Envelope>(bytes)?.proxied)
     }
 
     /// Evict the objects of `refs` (a finished task's arguments).
     ///
     /// # Errors
-    /// [`Error::Store`] for the first eviction that failed (the others are still attempted).
-    pub async fn cleanup(&self, refs: &[Reference]) -> Result<()> {
+    /// [`MiddlewareError::Store`] for the first eviction that failed (the others are still attempted).
+    pub async fn cleanup(&self, refs: &[Reference]) -> Result<(), MiddlewareError> {
         let mut first_error = None;
         for r in refs {
             let store = match proxystore::Factory::<()>::new(r.clone()).store() {
@@ -498,7 +505,7 @@ impl TaskCodec {
                 }
             }
         }
-        first_error.map_or(Ok(()), |e| Err(Error::Store(e)))
+        first_error.map_or(Ok(()), |e| Err(MiddlewareError::Store(e)))
     }
 
     fn evict_now(&self, refs: &[Reference]) {

@@ -16,7 +16,7 @@ use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 use serde_value::{Value, ValueDeserializer};
 use typed_arena::Arena;
 
-use crate::error::{Error, Result};
+use crate::error::{MiddlewareError, Result};
 
 /// State shared by the deserializers of one task.
 pub(crate) struct DecodeCtx<'a> {
@@ -52,13 +52,15 @@ pub(crate) fn reference_of(v: &Value) -> Option<Result<Reference>> {
     }
     let r = m.get(&Value::String(REFERENCE_FIELD.to_owned()))?;
     Some(
-        <Reference as Deserialize>::deserialize(ValueDeserializer::<Error>::new(r.clone()))
-            .map_err(|e| Error::Decode(format!("bad proxy reference in task: {e}"))),
+        <Reference as Deserialize>::deserialize(ValueDeserializer::<MiddlewareError>::new(
+            r.clone(),
+        ))
+        .map_err(|e| MiddlewareError::Decode(format!("bad proxy reference in task: {e}"))),
     )
 }
 
-fn codec_error(r: &Reference, e: impl std::fmt::Display) -> Error {
-    Error::Decode(format!(
+fn codec_error(r: &Reference, e: impl std::fmt::Display) -> MiddlewareError {
+    MiddlewareError::Decode(format!(
         "proxied argument {} ({}, {}): {e}",
         r.key, r.type_name, r.codec
     ))
@@ -152,7 +154,7 @@ macro_rules! forward {
 }
 
 impl<'a> de::Deserializer<'a> for TreeDe<'_, 'a> {
-    type Error = Error;
+    type Error = MiddlewareError;
 
     fn is_human_readable(&self) -> bool {
         true
@@ -234,7 +236,8 @@ impl<'a> de::Deserializer<'a> for TreeDe<'_, 'a> {
             if reference_of(&self.value).is_some() {
                 self.ctx.lazy.set(self.ctx.lazy.get() + 1);
             }
-            return visitor.visit_newtype_struct(ValueDeserializer::<Error>::new(self.value));
+            return visitor
+                .visit_newtype_struct(ValueDeserializer::<MiddlewareError>::new(self.value));
         }
         if let Some(r) = self.reference()? {
             return fetched!(self, r, visitor, deserialize_newtype_struct(name));
@@ -321,7 +324,7 @@ struct SeqDe<'c, 'a> {
 }
 
 impl<'a> de::SeqAccess<'a> for &mut SeqDe<'_, 'a> {
-    type Error = Error;
+    type Error = MiddlewareError;
 
     fn next_element_seed<T: DeserializeSeed<'a>>(&mut self, seed: T) -> Result<Option<T::Value>> {
         match self.iter.next() {
@@ -347,7 +350,7 @@ struct MapDe<'c, 'a> {
 }
 
 impl<'a> de::MapAccess<'a> for MapDe<'_, 'a> {
-    type Error = Error;
+    type Error = MiddlewareError;
 
     fn next_key_seed<K: DeserializeSeed<'a>>(&mut self, seed: K) -> Result<Option<K::Value>> {
         match self.iter.next() {
@@ -364,10 +367,9 @@ impl<'a> de::MapAccess<'a> for MapDe<'_, 'a> {
     }
 
     fn next_value_seed<T: DeserializeSeed<'a>>(&mut self, seed: T) -> Result<T::Value> {
-        let value = self
-            .value
-            .take()
-            .ok_or_else(|| <Error as de::Error>::custom("map value requested before its key"))?;
+        let value = self.value.take().ok_or_else(|| {
+            <MiddlewareError as de::Error>::custom("map value requested before its key")
+        })?;
         seed.deserialize(TreeDe {
             value,
             ctx: self.ctx,
@@ -386,7 +388,7 @@ struct EnumDe<'c, 'a> {
 }
 
 impl<'c, 'a> de::EnumAccess<'a> for EnumDe<'c, 'a> {
-    type Error = Error;
+    type Error = MiddlewareError;
     type Variant = TreeDe<'c, 'a>;
 
     fn variant_seed<V: DeserializeSeed<'a>>(self, seed: V) -> Result<(V::Value, TreeDe<'c, 'a>)> {
@@ -405,7 +407,7 @@ impl<'c, 'a> de::EnumAccess<'a> for EnumDe<'c, 'a> {
 }
 
 impl<'a> de::VariantAccess<'a> for TreeDe<'_, 'a> {
-    type Error = Error;
+    type Error = MiddlewareError;
 
     fn unit_variant(self) -> Result<()> {
         match self.value {

@@ -14,14 +14,14 @@ use proxystore::{Codec, PutOptions, Reference};
 use serde::ser::{self, Serialize};
 use serde_value::Value;
 
-use crate::error::{Error, Result};
+use crate::error::{MiddlewareError, Result};
 use crate::inline::INLINE_NEWTYPE_NAME;
-use crate::policy::Policy;
+use crate::policy::ArgumentPolicy;
 use crate::stores::Stores;
 
 /// State shared by the serializers of one task.
 pub(crate) struct EncodeCtx<'a> {
-    pub(crate) policy: &'a Policy,
+    pub(crate) policy: &'a ArgumentPolicy,
     pub(crate) task: &'a str,
     pub(crate) stores: &'a Stores,
     pub(crate) proxied: RefCell<Vec<Reference>>,
@@ -32,7 +32,8 @@ impl EncodeCtx<'_> {
     fn proxy<T: ?Sized + Serialize>(&self, value: &T, store: &str, path: &str) -> Result<Value> {
         let store = self.stores.get(store)?;
         let data = Bytes::from(
-            postcard::to_stdvec(value).map_err(|e| Error::Encode(format!("{path}: {e}")))?,
+            postcard::to_stdvec(value)
+                .map_err(|e| MiddlewareError::Encode(format!("{path}: {e}")))?,
         );
         let type_name = std::any::type_name::<T>().to_owned();
         let options = PutOptions::named(format!("{}/{path}", self.task));
@@ -41,7 +42,8 @@ impl EncodeCtx<'_> {
                 .put_encoded(data, Codec::Postcard, &type_name, &options)
                 .await
         })??;
-        let node = serde_value::to_value(&reference).map_err(|e| Error::Encode(e.to_string()))?;
+        let node = serde_value::to_value(&reference)
+            .map_err(|e| MiddlewareError::Encode(e.to_string()))?;
         self.proxied.borrow_mut().push(reference);
         Ok(Value::Map(BTreeMap::from([(
             Value::String(REFERENCE_FIELD.to_owned()),
@@ -333,7 +335,7 @@ fn variant_map(variant: &'static str, value: Value) -> Value {
 
 impl<'c, 'a> ser::Serializer for TreeSer<'c, 'a> {
     type Ok = Value;
-    type Error = Error;
+    type Error = MiddlewareError;
     type SerializeSeq = SeqSer<'c, 'a>;
     type SerializeTuple = SeqSer<'c, 'a>;
     type SerializeTupleStruct = SeqSer<'c, 'a>;
@@ -522,7 +524,7 @@ impl SeqSer<'_, '_> {
 
 impl ser::SerializeSeq for SeqSer<'_, '_> {
     type Ok = Value;
-    type Error = Error;
+    type Error = MiddlewareError;
     fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<()> {
         self.push(value)
     }
@@ -533,7 +535,7 @@ impl ser::SerializeSeq for SeqSer<'_, '_> {
 
 impl ser::SerializeTuple for SeqSer<'_, '_> {
     type Ok = Value;
-    type Error = Error;
+    type Error = MiddlewareError;
     fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<()> {
         self.push(value)
     }
@@ -544,7 +546,7 @@ impl ser::SerializeTuple for SeqSer<'_, '_> {
 
 impl ser::SerializeTupleStruct for SeqSer<'_, '_> {
     type Ok = Value;
-    type Error = Error;
+    type Error = MiddlewareError;
     fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<()> {
         self.push(value)
     }
@@ -555,7 +557,7 @@ impl ser::SerializeTupleStruct for SeqSer<'_, '_> {
 
 impl ser::SerializeTupleVariant for SeqSer<'_, '_> {
     type Ok = Value;
-    type Error = Error;
+    type Error = MiddlewareError;
     fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<()> {
         self.push(value)
     }
@@ -590,7 +592,7 @@ impl MapSer<'_, '_> {
 
 impl ser::SerializeMap for MapSer<'_, '_> {
     type Ok = Value;
-    type Error = Error;
+    type Error = MiddlewareError;
 
     fn serialize_key<T: ?Sized + Serialize>(&mut self, key: &T) -> Result<()> {
         self.key = Some(key.serialize(TreeSer {
@@ -605,7 +607,7 @@ impl ser::SerializeMap for MapSer<'_, '_> {
         let key = self
             .key
             .take()
-            .ok_or_else(|| <Error as ser::Error>::custom("map value without a key"))?;
+            .ok_or_else(|| <MiddlewareError as ser::Error>::custom("map value without a key"))?;
         let v = match &key {
             Value::String(name) => self.ser.member(name, value)?,
             _ => value.serialize(self.ser.child())?,
@@ -621,7 +623,7 @@ impl ser::SerializeMap for MapSer<'_, '_> {
 
 impl ser::SerializeStruct for MapSer<'_, '_> {
     type Ok = Value;
-    type Error = Error;
+    type Error = MiddlewareError;
     fn serialize_field<T: ?Sized + Serialize>(
         &mut self,
         key: &'static str,
@@ -636,7 +638,7 @@ impl ser::SerializeStruct for MapSer<'_, '_> {
 
 impl ser::SerializeStructVariant for MapSer<'_, '_> {
     type Ok = Value;
-    type Error = Error;
+    type Error = MiddlewareError;
     fn serialize_field<T: ?Sized + Serialize>(
         &mut self,
         key: &'static str,

@@ -2,13 +2,12 @@
 
 use std::fmt::Display;
 
-/// `Result` with the middleware's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = MiddlewareError> = std::result::Result<T, E>;
 
 /// What can go wrong while proxying or resolving task arguments.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum MiddlewareError {
     /// The policy is malformed (a bad glob, an unreadable file).
     #[error("proxy policy: {0}")]
     Policy(String),
@@ -27,21 +26,21 @@ pub enum Error {
     UnknownStore(String),
 }
 
-impl Error {
+impl MiddlewareError {
     /// Whether retrying the task later may succeed (the store was unreachable or slow).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Store(e) if e.is_retryable())
+        matches!(self, MiddlewareError::Store(e) if e.is_retryable())
     }
 }
 
-impl serde::ser::Error for Error {
+impl serde::ser::Error for MiddlewareError {
     fn custom<T: Display>(msg: T) -> Self {
-        Error::Encode(msg.to_string())
+        MiddlewareError::Encode(msg.to_string())
     }
 }
 
-impl serde::de::Error for Error {
+impl serde::de::Error for MiddlewareError {
     fn custom<T: Display>(msg: T) -> Self {
-        Error::Decode(msg.to_string())
+        MiddlewareError::Decode(msg.to_string())
     }
 }

@@ -10,7 +10,7 @@
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::MiddlewareError;
 
 /// Default size threshold in encoded bytes.
 pub const DEFAULT_THRESHOLD: u64 = 100_000;
@@ -31,8 +31,8 @@ pub struct Rule {
 /// A serializable policy: the form used in config files and environment variables.
 ///
 /// ```
-/// use proxystore_middleware::PolicyConfig;
-/// let p: PolicyConfig = serde_json::from_str(r#"{
+/// use proxystore_middleware::ArgumentPolicyConfig;
+/// let p: ArgumentPolicyConfig = serde_json::from_str(r#"{
 ///     "store": "default",
 ///     "threshold": 1000000,
 ///     "exclude": ["*/config/**"],
@@ -44,7 +44,7 @@ pub struct Rule {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct PolicyConfig {
+pub struct ArgumentPolicyConfig {
     /// Store for proxied arguments (a name in the process's store registry).
     pub store: String,
     /// Encoded size above which an argument is proxied.
@@ -57,9 +57,9 @@ pub struct PolicyConfig {
     pub rules: Vec<Rule>,
 }
 
-impl Default for PolicyConfig {
+impl Default for ArgumentPolicyConfig {
     fn default() -> Self {
-        PolicyConfig {
+        ArgumentPolicyConfig {
             store: "default".into(),
             threshold: DEFAULT_THRESHOLD,
             include: Vec::new(),
@@ -69,20 +69,20 @@ impl Default for PolicyConfig {
     }
 }
 
-impl PolicyConfig {
+impl ArgumentPolicyConfig {
     /// The policy from environment variables, on top of the defaults:
     /// `PROXYSTORE_POLICY` (a JSON document of this struct, or `@path` to a JSON file), then
     /// `PROXYSTORE_STORE`, `PROXYSTORE_THRESHOLD`, `PROXYSTORE_INCLUDE` and `PROXYSTORE_EXCLUDE`
     /// (comma-separated globs), which override its fields.
     ///
     /// # Errors
-    /// [`Error::Policy`] for unreadable or malformed values.
-    pub fn from_env() -> Result<Self> {
+    /// [`MiddlewareError::Policy`] for unreadable or malformed values.
+    pub fn from_env() -> Result<Self, MiddlewareError> {
         let mut p = match std::env::var("PROXYSTORE_POLICY") {
             Ok(v) if v.starts_with('@') => Self::from_file(&v[1..])?,
             Ok(v) => serde_json::from_str(&v)
-                .map_err(|e| Error::Policy(format!("PROXYSTORE_POLICY: {e}")))?,
-            Err(_) => PolicyConfig::default(),
+                .map_err(|e| MiddlewareError::Policy(format!("PROXYSTORE_POLICY: {e}")))?,
+            Err(_) => ArgumentPolicyConfig::default(),
         };
         if let Ok(s) = std::env::var("PROXYSTORE_STORE") {
             p.store = s;
@@ -91,7 +91,7 @@ impl PolicyConfig {
             p.threshold = t
                 .trim()
                 .parse()
-                .map_err(|e| Error::Policy(format!("PROXYSTORE_THRESHOLD={t:?}: {e}")))?;
+                .map_err(|e| MiddlewareError::Policy(format!("PROXYSTORE_THRESHOLD={t:?}: {e}")))?;
         }
         let list = |v: String| -> Vec<String> {
             v.split(',')
@@ -112,20 +112,21 @@ impl PolicyConfig {
     /// The policy from a JSON file.
     ///
     /// # Errors
-    /// [`Error::Policy`] when the file cannot be read or parsed.
-    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self> {
+    /// [`MiddlewareError::Policy`] when the file cannot be read or parsed.
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, MiddlewareError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Policy(format!("{}: {e}", path.display())))?;
-        serde_json::from_str(&text).map_err(|e| Error::Policy(format!("{}: {e}", path.display())))
+            .map_err(|e| MiddlewareError::Policy(format!("{}: {e}", path.display())))?;
+        serde_json::from_str(&text)
+            .map_err(|e| MiddlewareError::Policy(format!("{}: {e}", path.display())))
     }
 
     /// Check the globs and build the matcher.
     ///
     /// # Errors
-    /// [`Error::Policy`] naming a malformed glob.
-    pub fn compile(self) -> Result<Policy> {
-        let set = |globs: &[String]| -> Result<Option<GlobSet>> {
+    /// [`MiddlewareError::Policy`] naming a malformed glob.
+    pub fn compile(self) -> Result<ArgumentPolicy, MiddlewareError> {
+        let set = |globs: &[String]| -> Result<Option<GlobSet>, MiddlewareError> {
             if globs.is_empty() {
                 return Ok(None);
             }
@@ -135,7 +136,7 @@ impl PolicyConfig {
             }
             b.build()
                 .map(Some)
-                .map_err(|e| Error::Policy(e.to_string()))
+                .map_err(|e| MiddlewareError::Policy(e.to_string()))
         };
         let rules = self
             .rules
@@ -147,8 +148,8 @@ impl PolicyConfig {
                     threshold: r.threshold.unwrap_or(self.threshold),
                 })
             })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Policy {
+            .collect::<Result<Vec<_>, MiddlewareError>>()?;
+        Ok(ArgumentPolicy {
             include: set(&self.include)?,
             exclude: set(&self.exclude)?,
             rules,
@@ -161,11 +162,11 @@ impl PolicyConfig {
     }
 }
 
-fn glob(pattern: &str) -> Result<Glob> {
+fn glob(pattern: &str) -> Result<Glob, MiddlewareError> {
     globset::GlobBuilder::new(pattern)
         .literal_separator(true)
         .build()
-        .map_err(|e| Error::Policy(format!("glob {pattern:?}: {e}")))
+        .map_err(|e| MiddlewareError::Policy(format!("glob {pattern:?}: {e}")))
 }
 
 /// What to do with a candidate whose path the policy accepts.
@@ -184,40 +185,40 @@ struct CompiledRule {
     threshold: u64,
 }
 
-/// A compiled [`PolicyConfig`].
+/// A compiled [`ArgumentPolicyConfig`].
 #[derive(Debug)]
-pub struct Policy {
+pub struct ArgumentPolicy {
     include: Option<GlobSet>,
     exclude: Option<GlobSet>,
     rules: Vec<CompiledRule>,
     default: Decision,
-    config: PolicyConfig,
+    config: ArgumentPolicyConfig,
 }
 
-impl Policy {
+impl ArgumentPolicy {
     /// The policy with default settings: store `store`, threshold 100,000 bytes, no patterns.
     pub fn with_store(store: impl Into<String>) -> Self {
-        Policy::from_parts(store.into(), DEFAULT_THRESHOLD)
+        ArgumentPolicy::from_parts(store.into(), DEFAULT_THRESHOLD)
     }
 
     /// A policy with `store` and `threshold` and no patterns.
     pub fn from_parts(store: String, threshold: u64) -> Self {
         let default = Decision { store, threshold };
-        Policy {
+        ArgumentPolicy {
             include: None,
             exclude: None,
             rules: Vec::new(),
-            config: PolicyConfig {
+            config: ArgumentPolicyConfig {
                 store: default.store.clone(),
                 threshold,
-                ..PolicyConfig::default()
+                ..ArgumentPolicyConfig::default()
             },
             default,
         }
     }
 
     /// The configuration this policy was compiled from.
-    pub fn config(&self) -> &PolicyConfig {
+    pub fn config(&self) -> &ArgumentPolicyConfig {
         &self.config
     }
 
@@ -260,7 +261,7 @@ mod tests {
 
     #[test]
     fn include_exclude_and_rules() {
-        let p = PolicyConfig {
+        let p = ArgumentPolicyConfig {
             store: "s".into(),
             threshold: 10,
             include: vec!["train/**".into(), "*/weights".into()],
@@ -284,13 +285,13 @@ mod tests {
 
     #[test]
     fn bad_globs_are_policy_errors() {
-        let e = PolicyConfig {
+        let e = ArgumentPolicyConfig {
             exclude: vec!["[".into()],
-            ..PolicyConfig::default()
+            ..ArgumentPolicyConfig::default()
         }
         .compile()
         .unwrap_err();
-        assert!(matches!(e, Error::Policy(_)), "{e}");
+        assert!(matches!(e, MiddlewareError::Policy(_)), "{e}");
     }
 
     #[test]
@@ -298,9 +299,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("policy.json");
         std::fs::write(&path, r#"{"threshold": 42, "exclude": ["a/**"]}"#).unwrap();
-        let p = PolicyConfig::from_file(&path).unwrap();
+        let p = ArgumentPolicyConfig::from_file(&path).unwrap();
         assert_eq!(p.threshold, 42);
         assert_eq!(p.store, "default");
-        assert!(PolicyConfig::from_file(dir.path().join("nope")).is_err());
+        assert!(ArgumentPolicyConfig::from_file(dir.path().join("nope")).is_err());
     }
 }

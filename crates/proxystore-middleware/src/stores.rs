@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use proxystore::Store;
 
-use crate::error::{Error, Result};
+use crate::error::{MiddlewareError, Result};
 
 /// Stores given to a codec explicitly, with the process registry as the fallback.
 #[derive(Clone, Debug, Default)]
@@ -21,6 +21,6 @@ impl Stores {
         if let Some(s) = self.explicit.get(name) {
             return Ok(s.clone());
         }
-        proxystore::get_store(name).ok_or_else(|| Error::UnknownStore(name.to_owned()))
+        proxystore::get_store(name).ok_or_else(|| MiddlewareError::UnknownStore(name.to_owned()))
     }
 }

@@ -10,7 +10,8 @@ use proxystore::connector::file::FileConnector;
 use proxystore::connector::memory::MemoryConnector;
 use proxystore::{Key, Proxy, Store};
 use proxystore_middleware::{
-    Error, Inline, InnerCodec, Policy, PolicyConfig, ResolveLayer, Rule, TaskCodec, TaskPayload,
+    ArgumentPolicy, ArgumentPolicyConfig, BoxError, Eviction, Executor, Inline, InnerCodec,
+    MiddlewareError, ResolveLayer, Rule, TaskCodec, TaskPayload,
 };
 use serde::{Deserialize, Serialize};
 use tower::{Service, ServiceExt};
@@ -21,7 +22,11 @@ fn store() -> Store {
 }
 
 fn codec(store: &Store, threshold: u64) -> TaskCodec {
-    TaskCodec::new(Policy::from_parts(store.name().to_owned(), threshold)).with_store(store.clone())
+    TaskCodec::new(ArgumentPolicy::from_parts(
+        store.name().to_owned(),
+        threshold,
+    ))
+    .with_store(store.clone())
 }
 
 fn segment_len(store: &Store) -> usize {
@@ -128,7 +133,7 @@ fn small_arguments_pass_untouched() {
 fn include_exclude_rules_and_inline_opt_out() {
     let s = store();
     let other = store();
-    let policy = PolicyConfig {
+    let policy = ArgumentPolicyConfig {
         store: s.name().to_owned(),
         threshold: 1_000,
         include: vec![],
@@ -239,13 +244,19 @@ fn a_failing_store_is_a_typed_task_error() {
     std::fs::write(dir.path().join(key.as_str()), b"garbage").unwrap();
     let e = c.decode::<Vec<u64>>(&enc.bytes).unwrap_err();
     assert!(
-        matches!(e, Error::Store(proxystore::Error::DigestMismatch { .. })),
+        matches!(
+            e,
+            MiddlewareError::Store(proxystore::Error::DigestMismatch { .. })
+        ),
         "{e}"
     );
     std::fs::remove_file(dir.path().join(key.as_str())).unwrap();
     let e = c.decode::<Vec<u64>>(&enc.bytes).unwrap_err();
     assert!(
-        matches!(e, Error::Store(proxystore::Error::NotFound { .. })),
+        matches!(
+            e,
+            MiddlewareError::Store(proxystore::Error::NotFound { .. })
+        ),
         "{e}"
     );
     // Garbage documents are decode errors, not panics.
@@ -260,16 +271,16 @@ fn a_failing_store_is_a_typed_task_error() {
     let bad_ref = br#"{"$proxystore":1,"args":{"$proxy":{"version":1}}}"#;
     assert!(matches!(
         c.decode::<Vec<u64>>(bad_ref).unwrap_err(),
-        Error::Decode(_)
+        MiddlewareError::Decode(_)
     ));
 }
 
 #[test]
 fn an_unregistered_store_name_is_reported() {
-    let c = TaskCodec::new(Policy::from_parts("no-such-store".into(), 1));
+    let c = TaskCodec::new(ArgumentPolicy::from_parts("no-such-store".into(), 1));
     let e = c.encode("t", &vec![1u8; 100]).unwrap_err();
     assert!(
-        matches!(e, Error::UnknownStore(ref n) if n == "no-such-store"),
+        matches!(e, MiddlewareError::UnknownStore(ref n) if n == "no-such-store"),
         "{e}"
     );
 }
@@ -285,7 +296,7 @@ async fn the_layer_cleans_up_after_success_and_after_the_last_attempt() {
             let n = calls2.fetch_add(1, Ordering::SeqCst);
             async move {
                 if n == 0 {
-                    Err(Error::Decode("first attempt fails".into()))
+                    Err(MiddlewareError::Decode("first attempt fails".into()))
                 } else {
                     Ok(v.len())
                 }
@@ -310,7 +321,7 @@ async fn the_layer_cleans_up_after_success_and_after_the_last_attempt() {
     // Final failure also cleans up.
     let enc = c.encode("t", &vec![8u64; 1000]).unwrap();
     let mut failing = ResolveLayer::<Vec<u64>>::new(c.clone()).layer_service(tower::service_fn(
-        |_: Vec<u64>| async { Err::<usize, _>(Error::Decode("always".into())) },
+        |_: Vec<u64>| async { Err::<usize, _>(MiddlewareError::Decode("always".into())) },
     ));
     let last = TaskPayload {
         bytes: enc.bytes.into(),
@@ -319,6 +330,93 @@ async fn the_layer_cleans_up_after_success_and_after_the_last_attempt() {
     };
     assert!(failing.ready().await.unwrap().call(last).await.is_err());
     assert_eq!(segment_len(&s), 0);
+}
+
+/// An executor's own request type, as a plugin would see it: an id and a document.
+struct Job {
+    id: u64,
+    doc: bytes::Bytes,
+}
+
+/// The plugin's [`Executor`]: the service gets `(id, args)`, and the plugin evicts the objects
+/// itself from the references it is handed.
+#[derive(Clone, Default)]
+struct Jobs {
+    handed: Arc<std::sync::Mutex<Vec<(u64, usize)>>>,
+}
+
+impl Executor<Job, Vec<u64>> for Jobs {
+    type Resolved = (u64, Vec<u64>);
+
+    fn document(&self, job: &Job) -> bytes::Bytes {
+        job.doc.clone()
+    }
+
+    fn attempt(&self, _: &Job) -> u32 {
+        0
+    }
+
+    fn task_id(&self, job: &Job) -> Option<String> {
+        Some(job.id.to_string())
+    }
+
+    fn eviction(
+        &self,
+        job: &Job,
+        proxied: &[proxystore::Reference],
+        _: &tracing::Span,
+    ) -> Eviction {
+        self.handed.lock().unwrap().push((job.id, proxied.len()));
+        Eviction::Elsewhere
+    }
+
+    fn resolved(&self, job: Job, args: Vec<u64>) -> (u64, Vec<u64>) {
+        (job.id, args)
+    }
+
+    fn resolve_failed(&self, job: &Job, error: MiddlewareError) -> BoxError {
+        format!("job {}: {error}", job.id).into()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_adapts_the_layer_to_its_own_requests() {
+    let s = store();
+    let c = codec(&s, 100);
+    let jobs = Jobs::default();
+    let mut svc = ResolveLayer::with_executor(c.clone(), jobs.clone()).layer_service(
+        tower::service_fn(|(id, v): (u64, Vec<u64>)| async move {
+            Ok::<_, std::io::Error>(id + v.iter().sum::<u64>())
+        }),
+    );
+    let enc = c.encode("t", &vec![1u64; 1000]).unwrap();
+    let refs = enc.proxied.clone();
+    let job = Job {
+        id: 7,
+        doc: enc.bytes.into(),
+    };
+    assert_eq!(svc.ready().await.unwrap().call(job).await.unwrap(), 1007);
+    assert_eq!(*jobs.handed.lock().unwrap(), vec![(7, 1)]);
+    assert_eq!(segment_len(&s), 1, "the executor evicts, not the layer");
+    c.cleanup(&refs).await.unwrap();
+    assert_eq!(segment_len(&s), 0);
+
+    // A document that is not a task fails the call with the executor's error.
+    let e = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Job {
+            id: 8,
+            doc: bytes::Bytes::from_static(b"not a task"),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().starts_with("job 8: cannot decode task"),
+        "{e}"
+    );
+    assert_eq!(jobs.handed.lock().unwrap().last(), Some(&(8, 0)));
 }
 
 trait LayerExt<S> {
@@ -339,6 +437,6 @@ fn deeply_nested_messagepack_documents_are_errors_not_stack_overflows() {
     doc.push(0xc0);
     assert!(matches!(
         c.decode::<Vec<u64>>(&doc).unwrap_err(),
-        Error::Decode(_)
+        MiddlewareError::Decode(_)
     ));
 }

@@ -5,7 +5,7 @@
 
 use proxystore::connector::file::FileConnector;
 use proxystore::{Key, Proxy, ResolvePolicy, Store};
-use proxystore_middleware::{Error, Policy, TaskCodec};
+use proxystore_middleware::{ArgumentPolicy, MiddlewareError, TaskCodec};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -27,7 +27,7 @@ fn the_codec_installs_the_policy_and_refused_arguments_fail_the_task_for_good() 
         format!("mw-policy-{}", Key::random()),
         FileConnector::new(other.path()).unwrap(),
     );
-    let encoder = TaskCodec::new(Policy::from_parts(producer.name().to_owned(), 100))
+    let encoder = TaskCodec::new(ArgumentPolicy::from_parts(producer.name().to_owned(), 100))
         .with_store(producer.clone());
     let enc = encoder
         .encode(
@@ -40,7 +40,7 @@ fn the_codec_installs_the_policy_and_refused_arguments_fail_the_task_for_good() 
     assert_eq!(enc.proxied.len(), 1);
 
     // Under the default policy (temporary directories) the argument resolves.
-    let worker = TaskCodec::new(Policy::with_store("unused"));
+    let worker = TaskCodec::new(ArgumentPolicy::with_store("unused"));
     assert_eq!(
         worker.decode::<Job>(&enc.bytes).unwrap().args.data,
         vec![7; 1000]
@@ -54,7 +54,10 @@ fn the_codec_installs_the_policy_and_refused_arguments_fail_the_task_for_good() 
     );
     let e = worker.decode::<Job>(&enc.bytes).unwrap_err();
     assert!(
-        matches!(&e, Error::Store(proxystore::Error::Refused { .. })),
+        matches!(
+            &e,
+            MiddlewareError::Store(proxystore::Error::Refused { .. })
+        ),
         "{e:?}"
     );
     assert!(!e.is_retryable());

@@ -67,7 +67,7 @@ pub const EXCLUDED_TARGETS: &[&str] = &[
 /// Why telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum TelemetryError {
     /// A filter (`RUST_LOG`, `PROXYSTORE_TRACE_FILTER`) does not parse.
     #[error("invalid filter {value:?}: {message}")]
     Filter {
@@ -146,7 +146,7 @@ impl Config {
         self
     }
 
-    fn trace_filter(&self) -> Result<EnvFilter, Error> {
+    fn trace_filter(&self) -> Result<EnvFilter, TelemetryError> {
         let mut directives = self.trace_filter.clone();
         for t in EXCLUDED_TARGETS {
             directives.push_str(&format!(",{t}=off"));
@@ -171,7 +171,7 @@ impl Config {
     /// The tracer provider, built on ProxyStore's I/O runtime: the tonic channel of the
     /// exporter needs a Tokio runtime for as long as the process runs, whatever runtime (if
     /// any) the application uses.
-    fn provider(&self) -> Result<SdkTracerProvider, Error> {
+    fn provider(&self) -> Result<SdkTracerProvider, TelemetryError> {
         let _rt = proxystore::runtime::io_handle().enter();
         let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
         if let Some(e) = &self.endpoint {
@@ -179,7 +179,7 @@ impl Config {
         }
         let exporter = exporter
             .build()
-            .map_err(|e| Error::Exporter(e.to_string()))?;
+            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
         let mut builder = SdkTracerProvider::builder()
             .with_resource(self.resource())
             .with_batch_exporter(exporter);
@@ -198,14 +198,14 @@ impl Config {
     /// inside its scope, or spans first met outside it stay disabled.
     ///
     /// # Errors
-    /// [`Error::Filter`] for a malformed filter, [`Error::Exporter`] when the exporter cannot
+    /// [`TelemetryError::Filter`] for a malformed filter, [`TelemetryError::Exporter`] when the exporter cannot
     /// be built.
-    pub fn build(&self) -> Result<(tracing::Dispatch, TelemetryGuard), Error> {
+    pub fn build(&self) -> Result<(tracing::Dispatch, TelemetryGuard), TelemetryError> {
         let logs = self
             .log_filter
             .as_deref()
             .map(|f| {
-                Ok::<_, Error>(
+                Ok::<_, TelemetryError>(
                     tracing_subscriber::fmt::layer()
                         .with_writer(std::io::stderr)
                         .with_filter(parse_filter(f)?),
@@ -220,7 +220,7 @@ impl Config {
         let otel = provider
             .as_ref()
             .map(|p| {
-                Ok::<_, Error>(
+                Ok::<_, TelemetryError>(
                     tracing_opentelemetry::layer()
                         .with_tracer(p.tracer("proxystore"))
                         // Per span, the thread attributes cost an allocation, the source
@@ -247,19 +247,20 @@ impl Config {
     /// Build the subscriber and install it as the global default, with the W3C propagator.
     ///
     /// # Errors
-    /// As for [`Config::build`], and [`Error::AlreadyInstalled`].
-    pub fn install(&self) -> Result<TelemetryGuard, Error> {
+    /// As for [`Config::build`], and [`TelemetryError::AlreadyInstalled`].
+    pub fn install(&self) -> Result<TelemetryGuard, TelemetryError> {
         let (dispatch, guard) = self.build()?;
-        tracing::dispatcher::set_global_default(dispatch).map_err(|_| Error::AlreadyInstalled)?;
+        tracing::dispatcher::set_global_default(dispatch)
+            .map_err(|_| TelemetryError::AlreadyInstalled)?;
         install_propagator();
         Ok(guard)
     }
 }
 
-fn parse_filter(directives: &str) -> Result<EnvFilter, Error> {
+fn parse_filter(directives: &str) -> Result<EnvFilter, TelemetryError> {
     EnvFilter::builder()
         .parse(directives)
-        .map_err(|e| Error::Filter {
+        .map_err(|e| TelemetryError::Filter {
             value: directives.to_owned(),
             message: e.to_string(),
         })
@@ -269,10 +270,10 @@ fn parse_filter(directives: &str) -> Result<EnvFilter, Error> {
 /// [crate docs](crate). Keep the guard until the end of `main`: dropping it flushes.
 ///
 /// # Errors
-/// [`Error::Filter`] for a malformed `RUST_LOG` or `PROXYSTORE_TRACE_FILTER`,
-/// [`Error::Exporter`] for a malformed endpoint, [`Error::AlreadyInstalled`] when a global
+/// [`TelemetryError::Filter`] for a malformed `RUST_LOG` or `PROXYSTORE_TRACE_FILTER`,
+/// [`TelemetryError::Exporter`] for a malformed endpoint, [`TelemetryError::AlreadyInstalled`] when a global
 /// subscriber exists.
-pub fn init(service_name: &str) -> Result<TelemetryGuard, Error> {
+pub fn init(service_name: &str) -> Result<TelemetryGuard, TelemetryError> {
     Config::from_env(service_name).install()
 }
 
@@ -307,10 +308,12 @@ impl TelemetryGuard {
     /// exporter's timeout).
     ///
     /// # Errors
-    /// [`Error::Exporter`] when the export failed.
-    pub fn flush(&self) -> Result<(), Error> {
+    /// [`TelemetryError::Exporter`] when the export failed.
+    pub fn flush(&self) -> Result<(), TelemetryError> {
         match &self.provider {
-            Some(p) => p.force_flush().map_err(|e| Error::Exporter(e.to_string())),
+            Some(p) => p
+                .force_flush()
+                .map_err(|e| TelemetryError::Exporter(e.to_string())),
             None => Ok(()),
         }
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use proxystore::Store;
 use proxystore::connector::memory::MemoryConnector;
-use proxystore_middleware::{Policy, ResolveLayer, TaskCodec, TaskPayload};
+use proxystore_middleware::{ArgumentPolicy, ResolveLayer, TaskCodec, TaskPayload};
 use proxystore_telemetry::receiver::{OtlpReceiver, ReceivedSpan};
 use proxystore_telemetry::{Config, TelemetryGuard};
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -72,7 +72,7 @@ fn a_task_continues_the_trace_of_the_code_that_encoded_it() {
     let (receiver, guard) = setup("middleware-context");
     let store = Store::new("ctx-mw", MemoryConnector::new("ctx-mw"));
     proxystore::register_store(&store).unwrap();
-    let codec = TaskCodec::new(Policy::from_parts("ctx-mw".into(), 1024)).with_store(store);
+    let codec = TaskCodec::new(ArgumentPolicy::from_parts("ctx-mw".into(), 1024)).with_store(store);
     let task = Sum {
         values: (0..100_000).collect(),
         scale: 2,
@@ -91,7 +91,7 @@ fn a_task_continues_the_trace_of_the_code_that_encoded_it() {
     // The worker side, in a trace of its own until the task span joins the producer's.
     let mut svc = ResolveLayer::<Sum>::new(codec.clone()).layer(service_fn(|t: Sum| async move {
         let _inside = tracing::info_span!("task body").entered();
-        Ok::<_, proxystore_middleware::Error>(t.values.iter().sum::<u64>() * t.scale)
+        Ok::<_, proxystore_middleware::MiddlewareError>(t.values.iter().sum::<u64>() * t.scale)
     }));
     let total = proxystore::runtime::block_on(async move {
         tracing::info_span!("worker loop")

@@ -22,9 +22,9 @@ use apalis_core::worker::builder::WorkerBuilder;
 use apalis_redis::{Config, RedisStorage};
 use proxystore::connector::file::FileConnector;
 use proxystore::{Key, Store};
-use proxystore_apalis::demo::{LocalRedis, chunk_values, largest_job, used_memory_peak};
 use proxystore_apalis::{PollEvery, ProxyCodec, resolve};
-use proxystore_middleware::{Policy, TaskCodec};
+use proxystore_middleware::{ArgumentPolicy, TaskCodec};
+use proxystore_tests::redis_server::RedisServer;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -54,11 +54,59 @@ fn env_num(key: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Deterministic pseudo-random values in [0, 1) for task `index` (xorshift64*).
+fn values(index: u32, len: usize) -> Vec<f64> {
+    let mut x = (u64::from(index) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
+            r as f64 / (1u64 << 53) as f64
+        })
+        .collect()
+}
+
 fn jobs(tasks: usize, len: usize) -> impl Iterator<Item = Job> {
     (0..tasks as u32).map(move |index| Job {
         index,
-        values: chunk_values(index, len, false, 0),
+        values: values(index, len),
     })
+}
+
+/// The size in bytes of the largest job in an apalis-redis data hash.
+async fn largest_job(conn: &mut apalis_redis::ConnectionManager, data_hash: &str) -> u64 {
+    let ids: Vec<String> = redis::cmd("HKEYS")
+        .arg(data_hash)
+        .query_async(conn)
+        .await
+        .unwrap();
+    let mut largest = 0;
+    for id in ids {
+        let len: u64 = redis::cmd("HSTRLEN")
+            .arg(data_hash)
+            .arg(&id)
+            .query_async(conn)
+            .await
+            .unwrap();
+        largest = largest.max(len);
+    }
+    largest
+}
+
+/// `INFO memory`'s `used_memory_peak` of the server at `url`, in bytes.
+async fn used_memory_peak(url: &str) -> u64 {
+    let mut conn = proxystore_apalis::connect(url).await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory_peak:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("INFO memory has used_memory_peak")
 }
 
 async fn wait_results(rx: &mut mpsc::UnboundedReceiver<(u32, f64)>, tasks: usize) {
@@ -77,7 +125,7 @@ fn config(queue: &str) -> Config {
 /// One configuration: a fresh server, a worker, 100 pushes, 100 results.
 macro_rules! run {
     ($name:expr, $tasks:expr, $len:expr, $codec:expr, $build:expr) => {{
-        let redis = LocalRedis::start().unwrap();
+        let redis = RedisServer::start().unwrap();
         let url = redis.url();
         let queue = "bench";
         let conn = proxystore_apalis::connect(&url).await.unwrap();
@@ -107,10 +155,8 @@ macro_rules! run {
         stop_tx.send(()).unwrap();
         worker.await.unwrap().unwrap();
         let mut c = proxystore_apalis::connect(&url).await.unwrap();
-        let largest = largest_job(&mut c, &config(queue).job_data_hash())
-            .await
-            .unwrap();
-        let peak = used_memory_peak(&url).await.unwrap();
+        let largest = largest_job(&mut c, &config(queue).job_data_hash()).await;
+        let peak = used_memory_peak(&url).await;
         drop(redis);
         Run {
             name: $name,
@@ -141,8 +187,9 @@ async fn main() {
         FileConnector::new(dir.path()).unwrap(),
     );
     proxystore::register_store(&store).unwrap();
-    let codec =
-        ProxyCodec::new(TaskCodec::new(Policy::with_store(store.name())).with_store(store.clone()));
+    let codec = ProxyCodec::new(
+        TaskCodec::new(ArgumentPolicy::with_store(store.name())).with_store(store.clone()),
+    );
 
     let plugin = run!(
         "plugin (file store)",

@@ -9,7 +9,7 @@ use std::time::Duration;
 use apalis_core::backend::codec::Codec;
 use bytes::Bytes;
 use proxystore::{Lease, Reference};
-use proxystore_middleware::{CodecStats, Error, TaskCodec};
+use proxystore_middleware::{CodecStats, MiddlewareError, TaskCodec};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -25,14 +25,14 @@ use serde::de::DeserializeOwned;
 /// use apalis_redis::RedisStorage;
 /// use proxystore::{Store, connector::file::FileConnector};
 /// use proxystore_apalis::ProxyCodec;
-/// use proxystore_middleware::{Policy, TaskCodec};
+/// use proxystore_middleware::{ArgumentPolicy, TaskCodec};
 ///
 /// #[derive(serde::Serialize, serde::Deserialize)]
 /// struct Train { weights: Vec<f32>, epochs: u32 }
 ///
 /// let store = Store::new("shared", FileConnector::new("/mnt/shared/objects")?);
 /// proxystore::register_store(&store)?;
-/// let codec = ProxyCodec::new(TaskCodec::new(Policy::with_store("shared")));
+/// let codec = ProxyCodec::new(TaskCodec::new(ArgumentPolicy::with_store("shared")));
 ///
 /// let conn = proxystore_apalis::connect("redis://127.0.0.1/").await?;
 /// let mut storage = RedisStorage::<Train>::new(conn).with_codec(codec);
@@ -115,9 +115,9 @@ impl ProxyCodec {
     /// ```
     /// use proxystore::ResolvePolicy;
     /// use proxystore_apalis::ProxyCodec;
-    /// use proxystore_middleware::{Policy, TaskCodec};
+    /// use proxystore_middleware::{ArgumentPolicy, TaskCodec};
     ///
-    /// let codec = ProxyCodec::new(TaskCodec::new(Policy::with_store("shared")))
+    /// let codec = ProxyCodec::new(TaskCodec::new(ArgumentPolicy::with_store("shared")))
     ///     .with_resolve_policy(ResolvePolicy::default().allow_directory("/mnt/shared/objects"));
     /// # let _ = codec;
     /// ```
@@ -146,7 +146,7 @@ impl ProxyCodec {
         }
     }
 
-    fn encode_doc<T: Serialize>(&self, val: &T) -> Result<Vec<u8>, Error> {
+    fn encode_doc<T: Serialize>(&self, val: &T) -> Result<Vec<u8>, MiddlewareError> {
         let enc = self.codec.encode(self.task_name::<T>(), val)?;
         if !enc.proxied.is_empty() {
             if let Some(ttl) = self.lease {
@@ -195,14 +195,14 @@ fn short_type_name<T>() -> &'static str {
 }
 
 impl<T: Serialize + DeserializeOwned> Codec<T> for ProxyCodec {
-    type Error = Error;
+    type Error = MiddlewareError;
     type Compact = Vec<u8>;
 
-    fn encode(&self, val: &T) -> Result<Vec<u8>, Error> {
+    fn encode(&self, val: &T) -> Result<Vec<u8>, MiddlewareError> {
         self.encode_doc(val)
     }
 
-    fn decode(&self, val: &Vec<u8>) -> Result<T, Error> {
+    fn decode(&self, val: &Vec<u8>) -> Result<T, MiddlewareError> {
         self.codec.decode::<T>(val).map(|d| d.args)
     }
 }

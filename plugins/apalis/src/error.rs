@@ -2,7 +2,7 @@
 
 /// A task's arguments could not be resolved in the worker.
 ///
-/// apalis records its message as the task's result. A [`proxystore_middleware::Error::Store`]
+/// apalis records its message as the task's result. A [`proxystore_middleware::MiddlewareError::Store`]
 /// cause (store unreachable, object missing or corrupt) fails the attempt, and apalis runs the
 /// task again later; any other cause (a document that cannot be decoded, a reference refused by
 /// the resolve policy) kills the task.
@@ -11,12 +11,12 @@
 pub struct ResolveError {
     task_id: Option<String>,
     #[source]
-    source: proxystore_middleware::Error,
+    source: proxystore_middleware::MiddlewareError,
 }
 
 impl ResolveError {
     /// A failure of task `task_id`.
-    pub fn new(task_id: Option<String>, source: proxystore_middleware::Error) -> Self {
+    pub fn new(task_id: Option<String>, source: proxystore_middleware::MiddlewareError) -> Self {
         ResolveError { task_id, source }
     }
 
@@ -26,7 +26,7 @@ impl ResolveError {
     }
 
     /// What went wrong.
-    pub fn cause(&self) -> &proxystore_middleware::Error {
+    pub fn cause(&self) -> &proxystore_middleware::MiddlewareError {
         &self.source
     }
 
@@ -35,7 +35,7 @@ impl ResolveError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             &self.source,
-            proxystore_middleware::Error::Store(e) if !matches!(e, proxystore::Error::Refused { .. })
+            proxystore_middleware::MiddlewareError::Store(e) if !matches!(e, proxystore::Error::Refused { .. })
         )
     }
 }
@@ -46,7 +46,7 @@ mod tests {
 
     #[test]
     fn refused_references_are_not_retried() {
-        let store = |e| ResolveError::new(None, proxystore_middleware::Error::Store(e));
+        let store = |e| ResolveError::new(None, proxystore_middleware::MiddlewareError::Store(e));
         assert!(
             store(proxystore::Error::NotFound {
                 store: "s".into(),

@@ -11,11 +11,13 @@
 //!   threshold, globs over `task/path`, store per rule) is put into its store and replaced by a
 //!   reference;
 //! - on the worker, the task function: `WorkerBuilder::new(..).backend(storage)
-//!   .build(resolve(task_fn))`. The task's arguments are resolved inside the task (plain fields
-//!   fetched and decoded, `Proxy<T>` fields left lazy), so a store failure is a failed attempt
-//!   that apalis retries, never a poll error that stops the worker; and the task's objects are
-//!   evicted when it succeeds or fails for the last time ([`CleanupLayer`], added to the
-//!   storage's own middleware, outside every user layer).
+//!   .build(resolve(task_fn))`. The task's arguments are resolved inside the task by the
+//!   middleware's [`proxystore_middleware::ResolveService`], which reads apalis tasks through
+//!   [`ApalisTasks`] (plain fields fetched and decoded on a blocking thread, `Proxy<T>` fields
+//!   left lazy), so a store failure is a failed attempt that apalis retries, never a poll error
+//!   that stops the worker; and the task's objects are evicted when it succeeds or fails for the
+//!   last time ([`CleanupLayer`], added to the storage's own middleware, outside every user
+//!   layer).
 //!
 //! A [`proxystore::Lease`] held by the producer ([`ProxyCodec::with_lease`]) backs cleanup up
 //! when every worker that could finish a task crashed; apalis-redis itself re-runs the tasks of
@@ -29,12 +31,8 @@
 //! [`connect`] and [`PollEvery`] work around two apalis-redis 1.0 behaviours that otherwise
 //! break or stall large-task workloads (a 500 ms response timeout; idle workers that poll only
 //! on their 30 s heartbeat).
-//!
-//! [`demo`] runs a complete map-reduce pipeline on apalis-redis (used by the `proxystore demo`
-//! command and the examples).
 
 mod codec;
-pub mod demo;
 mod error;
 mod redis;
 mod worker;
@@ -43,6 +41,6 @@ pub use codec::{ProxyCodec, Unresolved};
 pub use error::ResolveError;
 pub use redis::{PollEvery, RESPONSE_TIMEOUT, connect};
 pub use worker::{
-    APALIS_REDIS_ATTEMPT_CAP, CleanupLayer, CleanupService, ProxyBackend, Resolve, ResolveService,
+    APALIS_REDIS_ATTEMPT_CAP, ApalisTasks, CleanupLayer, CleanupService, ProxyBackend, Resolve,
     resolve,
 };

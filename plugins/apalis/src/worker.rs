@@ -6,8 +6,10 @@
 //! (the first one outermost), the lifecycle service (counts the attempt, sets the status from the
 //! result), then the task function. [`resolve`] puts:
 //!
-//! - [`ResolveService`] where the task function is, inside the lifecycle: a store failure is a
-//!   failed attempt like any other (counted, rescheduled, retried by a retry layer);
+//! - the middleware's [`ResolveService`], reading apalis tasks through [`ApalisTasks`], where the
+//!   task function is, inside the lifecycle: it resolves the arguments on a blocking thread, and
+//!   a store failure is a failed attempt like any other (counted, rescheduled, retried by a retry
+//!   layer);
 //! - [`CleanupLayer`] in the backend's middleware, inside the outcome recorder but outside every
 //!   user layer: it sees the result after any retry layer, and evicts the task's objects when the
 //!   task succeeded or failed for the last time.
@@ -18,7 +20,6 @@
 //! final evictions continue the trace of the code that enqueued the task.
 
 use std::fmt;
-use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -30,17 +31,17 @@ use apalis_core::task::task_fn::{TaskFn, task_fn};
 use apalis_core::task::{ExecutionContext, Task};
 use apalis_core::worker::context::WorkerContext;
 use apalis_core::worker::service::{IntoWorkerService, WorkerService};
+use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use proxystore::Reference;
-use serde::de::DeserializeOwned;
+use proxystore_middleware::{BoxError, Eviction, Executor, MiddlewareError, ResolveService};
 use tower_layer::{Layer, Stack};
 use tower_service::Service;
 use tracing::{Instrument, Span};
 
 use crate::codec::{ProxyCodec, Unresolved};
 use crate::error::ResolveError;
-use proxystore_middleware::TaskInfo;
 
 /// apalis-redis gives up on a task after this many attempts whatever its `max_attempts`
 /// (hard-coded in its `handle_results.lua`); the last attempt is the earlier of the two.
@@ -57,7 +58,7 @@ pub const APALIS_REDIS_ATTEMPT_CAP: usize = 25;
 /// use apalis_core::worker::builder::WorkerBuilder;
 /// use apalis_redis::RedisStorage;
 /// use proxystore_apalis::{ProxyCodec, resolve};
-/// use proxystore_middleware::{Policy, TaskCodec};
+/// use proxystore_middleware::{ArgumentPolicy, TaskCodec};
 ///
 /// #[derive(serde::Serialize, serde::Deserialize)]
 /// struct Train { weights: Vec<f32>, epochs: u32 }
@@ -67,7 +68,7 @@ pub const APALIS_REDIS_ATTEMPT_CAP: usize = 25;
 /// }
 ///
 /// let conn = proxystore_apalis::connect("redis://127.0.0.1/").await?;
-/// let codec = ProxyCodec::new(TaskCodec::new(Policy::with_store("shared")));
+/// let codec = ProxyCodec::new(TaskCodec::new(ArgumentPolicy::with_store("shared")));
 /// let storage = RedisStorage::<Train>::new(conn)
 ///     .with_codec(codec)
 ///     .poll_with_strategy(proxystore_apalis::PollEvery::millis(100));
@@ -92,14 +93,14 @@ impl<F> fmt::Debug for Resolve<F> {
     }
 }
 
-impl<B, A, F, FnArgs, O> IntoWorkerService<B, ResolveService<TaskFn<F, A, FnArgs>, A>>
+impl<B, A, F, FnArgs, O> IntoWorkerService<B, ResolveService<TaskFn<F, A, FnArgs>, A, ApalisTasks>>
     for Resolve<F>
 where
     B: Backend + BackendConfig<Args = A> + WireFormatBackend<Codec = ProxyCodec>,
     B::Kind: FinalizeBackend<B, Unresolved<A>, Backend = O>,
     O: Backend<Task = Task<Unresolved<A>>> + BackendConfig<Args = Unresolved<A>>,
     TaskFn<F, A, FnArgs>: Service<Task<A>>,
-    ResolveService<TaskFn<F, A, FnArgs>, A>: Service<Task<Unresolved<A>>>,
+    ResolveService<TaskFn<F, A, FnArgs>, A, ApalisTasks>: Service<Task<Unresolved<A>>>,
 {
     type Task = Task<Unresolved<A>>;
     type Backend = ProxyBackend<O>;
@@ -107,17 +108,21 @@ where
     fn into_service(
         self,
         backend: B,
-    ) -> WorkerService<ProxyBackend<O>, ResolveService<TaskFn<F, A, FnArgs>, A>> {
+    ) -> WorkerService<ProxyBackend<O>, ResolveService<TaskFn<F, A, FnArgs>, A, ApalisTasks>> {
         let codec = backend.codec().clone();
         let backend = <B::Kind as FinalizeBackend<B, Unresolved<A>>>::finalize(backend);
         WorkerService {
             backend: ProxyBackend::new(backend, codec.clone()),
-            service: ResolveService::new(task_fn(self.handler), codec),
+            service: ResolveService::new(
+                task_fn(self.handler),
+                codec.task_codec().clone(),
+                ApalisTasks,
+            ),
         }
     }
 }
 
-/// Where [`ResolveService`] tells [`CleanupService`] which references a task owns, so that the
+/// Where [`ApalisTasks`] tells [`CleanupService`] which references a task owns, so that the
 /// document is parsed once, and in which span the task ran, so that the evictions join it.
 #[derive(Clone, Default)]
 struct TaskRefs(Arc<Mutex<Reported>>);
@@ -142,132 +147,50 @@ impl TaskRefs {
     }
 }
 
-/// Decodes a task's document, resolving its proxied plain fields (off the async threads), and
-/// calls the task function with the usual argument type.
+/// The [`Executor`] of apalis tasks: how [`ResolveService`] reads a `Task<Unresolved<A>>` and
+/// calls the task function with a `Task<A>`.
 ///
-/// A store failure fails the attempt with a [`ResolveError`] (apalis retries it); a document
-/// that cannot be decoded fails it with an `AbortError` around one (no retry can fix it).
-pub struct ResolveService<S, A> {
-    inner: S,
-    codec: ProxyCodec,
-    _args: PhantomData<fn() -> A>,
-}
+/// The task's objects are evicted by [`CleanupLayer`] (which sees the outcome after every retry
+/// layer), so this hands it the task's references and span. A store failure fails the attempt
+/// with a [`ResolveError`] (apalis retries it); a document that cannot be decoded, or a reference
+/// the resolve policy refuses, fails it with an [`AbortError`] around one (no retry can fix it).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ApalisTasks;
 
-impl<S, A> ResolveService<S, A> {
-    /// Wrap `inner`, a service of resolved tasks.
-    pub fn new(inner: S, codec: ProxyCodec) -> Self {
-        ResolveService {
-            inner,
-            codec,
-            _args: PhantomData,
-        }
+impl<A> Executor<Task<Unresolved<A>>, A> for ApalisTasks {
+    type Resolved = Task<A>;
+
+    fn document(&self, task: &Task<Unresolved<A>>) -> Bytes {
+        task.args.bytes().clone()
     }
 
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
+    fn attempt(&self, task: &Task<Unresolved<A>>) -> u32 {
+        u32::try_from(task.ctx().attempt()).unwrap_or(u32::MAX)
     }
 
-    /// The wrapped service, consuming the wrapper.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-impl<S: Clone, A> Clone for ResolveService<S, A> {
-    fn clone(&self) -> Self {
-        ResolveService::new(self.inner.clone(), self.codec.clone())
-    }
-}
-
-impl<S, A> fmt::Debug for ResolveService<S, A> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResolveService")
-            .field("args", &std::any::type_name::<A>())
-            .field("codec", &self.codec)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S, A> Service<Task<Unresolved<A>>> for ResolveService<S, A>
-where
-    S: Service<Task<A>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxDynError>,
-    A: DeserializeOwned + Send + 'static,
-{
-    type Response = S::Response;
-    type Error = BoxDynError;
-    type Future = BoxFuture<'static, Result<S::Response, BoxDynError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxDynError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+    fn task_id(&self, task: &Task<Unresolved<A>>) -> Option<String> {
+        task.ctx().task_id().map(ToString::to_string)
     }
 
-    fn call(&mut self, task: Task<Unresolved<A>>) -> Self::Future {
-        // The ready service goes into the future; a fresh clone waits for the next poll_ready.
-        let fresh = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, fresh);
-        let codec = self.codec.task_codec().clone();
-        let bytes = task.args.bytes().clone();
-        let span = codec.task_info(&bytes).unwrap_or_default().span();
-        if !span.is_disabled() {
-            if let Some(id) = task.ctx().task_id() {
-                span.record("task_id", tracing::field::display(id));
-            }
-            span.record("attempt", task.ctx().attempt());
-        }
-        let slot = task.data().get::<TaskRefs>().cloned();
-        if let Some(slot) = &slot {
+    fn eviction(&self, task: &Task<Unresolved<A>>, proxied: &[Reference], span: &Span) -> Eviction {
+        if let Some(slot) = task.data().get::<TaskRefs>() {
+            slot.set(proxied.to_vec());
             slot.set_span(span.clone());
         }
-        let outcome = span.clone();
-        async move {
-            let decoding = {
-                let codec = codec.clone();
-                let bytes = bytes.clone();
-                let span = Span::current();
-                // Decoding fetches and decodes megabytes: keep it off the worker's async threads.
-                proxystore::runtime::io_handle()
-                    .spawn_blocking(move || span.in_scope(|| codec.decode::<A>(&bytes)))
-            };
-            let decoded = decoding.await.unwrap_or_else(|e| {
-                Err(proxystore_middleware::Error::Decode(format!(
-                    "the resolving thread failed: {e}"
-                )))
-            });
-            match decoded {
-                Ok(d) => {
-                    if let Some(slot) = &slot {
-                        slot.set(d.proxied);
-                    }
-                    let result: Result<S::Response, BoxDynError> =
-                        inner.call(task.map_args(|_| d.args)).await.map_err(Into::into);
-                    TaskInfo::record_outcome(
-                        &outcome,
-                        result.as_ref().err().map(|e| e as &dyn std::fmt::Display),
-                    );
-                    result
-                }
-                Err(e) => {
-                    if let Some(slot) = &slot
-                        && let Ok(refs) = codec.proxied_of(&bytes)
-                    {
-                        slot.set(refs);
-                    }
-                    let e = ResolveError::new(task.ctx().task_id().map(ToString::to_string), e);
-                    TaskInfo::record_outcome(&outcome, Some(&e));
-                    tracing::warn!(error = %e, attempt = task.ctx().attempt(), "task arguments not resolved");
-                    Err(if e.is_retryable() {
-                        Box::new(e) as BoxDynError
-                    } else {
-                        Box::new(AbortError::new(e))
-                    })
-                }
-            }
+        Eviction::Elsewhere
+    }
+
+    fn resolved(&self, task: Task<Unresolved<A>>, args: A) -> Task<A> {
+        task.map_args(|_| args)
+    }
+
+    fn resolve_failed(&self, task: &Task<Unresolved<A>>, error: MiddlewareError) -> BoxError {
+        let e = ResolveError::new(task.ctx().task_id().map(ToString::to_string), error);
+        if e.is_retryable() {
+            Box::new(e)
+        } else {
+            Box::new(AbortError::new(e))
         }
-        .instrument(span)
-        .boxed()
     }
 }
 

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use proxystore::Key;
-use proxystore_apalis::demo::LocalRedis;
+use proxystore_tests::redis_server::RedisServer;
 use redis::aio::ConnectionManager;
 
 const NODE: &str = env!("CARGO_BIN_EXE_proxystore-apalis-node");
@@ -144,7 +144,7 @@ const TEN_MIB_OF_F64: usize = 10 * 1024 * 1024 / 8;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_and_two_workers_share_10_mib_arguments_through_the_store() {
-    let redis = LocalRedis::start().unwrap();
+    let redis = RedisServer::start().unwrap();
     let url = redis.url();
     let dir = tempfile::tempdir().unwrap();
     let store = format!("xproc-{}", Key::random());
@@ -261,7 +261,7 @@ async fn a_producer_and_two_workers_share_10_mib_arguments_through_the_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_of_a_killed_worker_is_finished_and_cleaned_up_by_another() {
-    let redis = LocalRedis::start().unwrap();
+    let redis = RedisServer::start().unwrap();
     let url = redis.url();
     let dir = tempfile::tempdir().unwrap();
     let store = format!("crash-{}", Key::random());

@@ -18,15 +18,15 @@ use apalis_core::worker::ext::event_listener::EventListenerExt;
 use apalis_redis::{Config, ConnectionManager, RedisStorage};
 use proxystore::connector::file::FileConnector;
 use proxystore::{Key, Store};
-use proxystore_apalis::demo::LocalRedis;
 use proxystore_apalis::{PollEvery, ProxyCodec, ResolveError, resolve};
-use proxystore_middleware::{Policy, PolicyConfig, TaskCodec};
+use proxystore_middleware::{ArgumentPolicy, ArgumentPolicyConfig, TaskCodec};
+use proxystore_tests::redis_server::RedisServer;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 /// A redis-server, a file store in a temporary directory and a queue of their own.
 struct Env {
-    _redis: LocalRedis,
+    _redis: RedisServer,
     url: String,
     dir: tempfile::TempDir,
     store: Store,
@@ -35,7 +35,7 @@ struct Env {
 
 impl Env {
     fn new() -> Self {
-        let redis = LocalRedis::start().unwrap();
+        let redis = RedisServer::start().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(
             format!("worker-{}", Key::random()),
@@ -52,10 +52,13 @@ impl Env {
     }
 
     fn codec(&self, threshold: u64) -> ProxyCodec {
-        self.codec_with(Policy::from_parts(self.store.name().to_owned(), threshold))
+        self.codec_with(ArgumentPolicy::from_parts(
+            self.store.name().to_owned(),
+            threshold,
+        ))
     }
 
-    fn codec_with(&self, policy: Policy) -> ProxyCodec {
+    fn codec_with(&self, policy: ArgumentPolicy) -> ProxyCodec {
         ProxyCodec::new(TaskCodec::new(policy).with_store(self.store.clone())).recording()
     }
 
@@ -221,11 +224,11 @@ fn bulk(index: u32, values: usize, raw: usize) -> Bulk {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arguments_below_the_threshold_or_excluded_stay_in_the_job() {
     let env = Env::new();
-    let policy = PolicyConfig {
+    let policy = ArgumentPolicyConfig {
         store: env.store.name().to_owned(),
         threshold: 100_000,
         exclude: vec!["bulk/raw".into()],
-        ..PolicyConfig::default()
+        ..ArgumentPolicyConfig::default()
     }
     .compile()
     .unwrap();
@@ -313,7 +316,7 @@ async fn a_missing_object_fails_the_attempt_with_a_typed_error_and_the_retry_res
     assert!(
         matches!(
             re.cause(),
-            proxystore_middleware::Error::Store(proxystore::Error::NotFound { .. })
+            proxystore_middleware::MiddlewareError::Store(proxystore::Error::NotFound { .. })
         ),
         "{re}"
     );
@@ -405,7 +408,7 @@ async fn a_removed_store_kills_the_task_after_max_attempts_and_the_worker_goes_o
     for e in &all {
         let re = e.downcast_ref::<ResolveError>().expect("a ResolveError");
         assert!(
-            matches!(re.cause(), proxystore_middleware::Error::Store(_)),
+            matches!(re.cause(), proxystore_middleware::MiddlewareError::Store(_)),
             "{re}"
         );
     }
@@ -510,7 +513,10 @@ async fn a_document_that_is_not_a_task_is_killed_without_stopping_the_worker() {
         .and_then(|s| s.downcast_ref::<ResolveError>())
         .expect("around a ResolveError");
     assert!(
-        matches!(re.cause(), proxystore_middleware::Error::Decode(_)),
+        matches!(
+            re.cause(),
+            proxystore_middleware::MiddlewareError::Decode(_)
+        ),
         "{re}"
     );
 

@@ -21,7 +21,7 @@ use apalis_redis::{Config, RedisStorage};
 use proxystore::connector::file::FileConnector;
 use proxystore::{Proxy, Store};
 use proxystore_apalis::{PollEvery, ProxyCodec, resolve};
-use proxystore_middleware::{Policy, TaskCodec};
+use proxystore_middleware::{ArgumentPolicy, TaskCodec};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -59,7 +59,7 @@ async fn apalis_work(args: &[String]) -> anyhow::Result<()> {
     let store = Store::new(store_name.as_str(), FileConnector::new(dir)?);
     proxystore::register_store(&store)?;
     let codec = ProxyCodec::new(
-        TaskCodec::new(Policy::with_store(store_name.as_str())).with_store(store.clone()),
+        TaskCodec::new(ArgumentPolicy::with_store(store_name.as_str())).with_store(store.clone()),
     );
     let storage = RedisStorage::<Job>::new(proxystore_apalis::connect(url).await?)
         .with_config(Config::default().queue(queue))

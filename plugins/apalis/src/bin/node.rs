@@ -28,7 +28,7 @@ use apalis_redis::{Config, ConnectionManager, RedisStorage};
 use proxystore::connector::file::FileConnector;
 use proxystore::{Proxy, Store};
 use proxystore_apalis::{PollEvery, ProxyCodec, resolve};
-use proxystore_middleware::{Policy, TaskCodec};
+use proxystore_middleware::{ArgumentPolicy, TaskCodec};
 use serde::{Deserialize, Serialize};
 
 /// The task as the producer writes it (apalis codecs need both serde directions).
@@ -143,7 +143,11 @@ async fn produce(args: &Args) -> Result<(), BoxDynError> {
     let store = store(args)?;
     let threshold = args.num("threshold", proxystore_middleware::DEFAULT_THRESHOLD)?;
     let codec = ProxyCodec::new(
-        TaskCodec::new(Policy::from_parts(store.name().to_owned(), threshold)).with_store(store),
+        TaskCodec::new(ArgumentPolicy::from_parts(
+            store.name().to_owned(),
+            threshold,
+        ))
+        .with_store(store),
     )
     .named("xproc");
     let conn = proxystore_apalis::connect(args.get("redis")?).await?;
@@ -182,8 +186,9 @@ async fn run_worker(args: &Args) -> Result<(), BoxDynError> {
     let store = store(args)?;
     let queue = args.get("queue")?.to_owned();
     let name = args.get("name")?.to_owned();
-    let codec =
-        ProxyCodec::new(TaskCodec::new(Policy::with_store(store.name())).with_store(store.clone()));
+    let codec = ProxyCodec::new(
+        TaskCodec::new(ArgumentPolicy::with_store(store.name())).with_store(store.clone()),
+    );
     let url = args.get("redis")?;
     let heartbeat = Duration::from_secs(args.num("heartbeat-secs", 5)?);
     let config = Config::default()

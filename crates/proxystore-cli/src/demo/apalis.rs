@@ -1,18 +1,14 @@
-//! A map-reduce pipeline on apalis-redis with the plugin, and a throwaway `redis-server`.
+//! `proxystore demo --redis URL`: a map-reduce pipeline on apalis-redis with the
+//! `proxystore-apalis` plugin.
 //!
-//! [`run`] is what `proxystore demo --redis <url>` runs: a producer pushes one task per chunk of
-//! a large array of measurements (each chunk with a baseline to compare against), a worker
-//! computes each chunk's statistics, looking at the baseline only when the chunk looks
-//! anomalous, and the partial results are reduced to the statistics of the whole array. The
-//! chunks and baselines travel through the store; Redis carries small documents. The
-//! [`Summary`] says what went where.
+//! A producer pushes one task per chunk of a large array of measurements (each chunk with a
+//! baseline to compare against), workers compute each chunk's statistics, looking at the
+//! baseline only when the chunk looks anomalous, and the partial results are reduced to the
+//! statistics of the whole array. The chunks and baselines travel through the store; Redis
+//! carries small documents. The [`Summary`] says what went where.
 
 use std::collections::HashSet;
 use std::fmt;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use apalis_core::backend::TaskSink;
@@ -21,16 +17,14 @@ use apalis_core::task::data::Data;
 use apalis_core::worker::builder::WorkerBuilder;
 use apalis_redis::{Config, RedisStorage};
 use proxystore::{Key, Proxy, Store};
-use proxystore_middleware::{Policy, TaskCodec};
+use proxystore_apalis::{PollEvery, ProxyCodec, connect, resolve};
+use proxystore_middleware::{ArgumentPolicy, TaskCodec};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::{PollEvery, ProxyCodec, resolve};
-
 /// What can stop the demo.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DemoError {
+pub(crate) enum DemoError {
     /// Redis could not be reached or answered with an error.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -53,27 +47,24 @@ pub enum DemoError {
         /// How long the demo waited.
         after: Duration,
     },
-    /// `redis-server` could not be started.
-    #[error("redis-server: {0}")]
-    Server(String),
 }
 
 /// The shape of a demo run.
 #[derive(Clone, Debug)]
-pub struct Options {
+pub(crate) struct Options {
     /// Number of map tasks (chunks).
-    pub tasks: usize,
+    pub(crate) tasks: usize,
     /// Values (f64) per chunk; the baseline has as many. 1,310,720 values = 10 MiB.
-    pub chunk_len: usize,
+    pub(crate) chunk_len: usize,
     /// Every `anomaly_every`-th chunk is shifted, so its worker resolves its baseline; the
     /// other baselines are never fetched.
-    pub anomaly_every: usize,
+    pub(crate) anomaly_every: usize,
     /// Size threshold of the policy in bytes.
-    pub threshold: u64,
+    pub(crate) threshold: u64,
     /// Worker instances (each an apalis worker with its own connection) on the queue.
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// Give up waiting for the tasks after this long.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 impl Default for Options {
@@ -91,50 +82,50 @@ impl Default for Options {
 
 /// A map task as the producer writes it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Chunk {
+struct Chunk {
     /// Position of the chunk in the array.
-    pub index: u32,
+    index: u32,
     /// The measurements.
-    pub values: Vec<f64>,
+    values: Vec<f64>,
     /// The same chunk in a reference run, consulted when the chunk looks anomalous.
-    pub baseline: Vec<f64>,
+    baseline: Vec<f64>,
 }
 
 /// The same task as the worker reads it: the baseline stays a lazy proxy until used.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct ChunkJob {
+struct ChunkJob {
     /// Position of the chunk in the array.
-    pub index: u32,
+    index: u32,
     /// The measurements (resolved before the task runs).
-    pub values: Vec<f64>,
+    values: Vec<f64>,
     /// Fetched only if the task looks at it.
-    pub baseline: Proxy<Vec<f64>>,
+    baseline: Proxy<Vec<f64>>,
 }
 
 /// What a map task returns.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Partial {
+struct Partial {
     /// Position of the chunk.
-    pub index: u32,
+    index: u32,
     /// Number of values.
-    pub count: u64,
+    count: u64,
     /// Sum of the values.
-    pub sum: f64,
+    sum: f64,
     /// Sum of their squares.
-    pub sum_sq: f64,
+    sum_sq: f64,
     /// Smallest value.
-    pub min: f64,
+    min: f64,
     /// Largest value.
-    pub max: f64,
+    max: f64,
     /// Whether the chunk looked anomalous (and its baseline was fetched to compare).
-    pub anomalous: bool,
+    anomalous: bool,
     /// Mean of the baseline, when it was fetched.
-    pub baseline_mean: Option<f64>,
+    baseline_mean: Option<f64>,
 }
 
 impl Partial {
     /// The statistics of `values` (without a baseline).
-    pub fn of(index: u32, values: &[f64]) -> Partial {
+    fn of(index: u32, values: &[f64]) -> Partial {
         let mut p = Partial {
             index,
             count: values.len() as u64,
@@ -152,7 +143,7 @@ impl Partial {
     }
 
     /// Mean of the values.
-    pub fn mean(&self) -> f64 {
+    fn mean(&self) -> f64 {
         if self.count == 0 {
             0.0
         } else {
@@ -163,21 +154,21 @@ impl Partial {
 
 /// The statistics of the whole array, reduced from the partials.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Totals {
+struct Totals {
     /// Number of values.
-    pub count: u64,
+    count: u64,
     /// Mean.
-    pub mean: f64,
+    mean: f64,
     /// Standard deviation.
-    pub std_dev: f64,
+    std_dev: f64,
     /// Smallest value.
-    pub min: f64,
+    min: f64,
     /// Largest value.
-    pub max: f64,
+    max: f64,
 }
 
 /// Reduce partial results (in any order) to the statistics of the whole array.
-pub fn reduce(partials: &[Partial]) -> Totals {
+fn reduce(partials: &[Partial]) -> Totals {
     let mut count = 0u64;
     let (mut sum, mut sum_sq) = (0.0, 0.0);
     let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
@@ -203,14 +194,14 @@ pub fn reduce(partials: &[Partial]) -> Totals {
 }
 
 /// Mean of an ordinary chunk's values (uniform in [0, 1)).
-pub const EXPECTED_MEAN: f64 = 0.5;
+const EXPECTED_MEAN: f64 = 0.5;
 /// A chunk whose mean is further than this from [`EXPECTED_MEAN`] is anomalous.
-pub const ANOMALY_DISTANCE: f64 = 0.1;
+const ANOMALY_DISTANCE: f64 = 0.1;
 /// How far anomalous chunks are shifted.
 const SHIFT: f64 = 0.25;
 
 /// Deterministic pseudo-random values in [0, 1) for chunk `index` (shifted when anomalous).
-pub fn chunk_values(index: u32, len: usize, shifted: bool, salt: u64) -> Vec<f64> {
+fn chunk_values(index: u32, len: usize, shifted: bool, salt: u64) -> Vec<f64> {
     let mut x = (u64::from(index) + 1)
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .wrapping_add(salt)
@@ -229,7 +220,7 @@ pub fn chunk_values(index: u32, len: usize, shifted: bool, salt: u64) -> Vec<f64
 }
 
 /// The producer's task for chunk `index`.
-pub fn make_chunk(index: u32, options: &Options) -> Chunk {
+fn make_chunk(index: u32, options: &Options) -> Chunk {
     let anomalous =
         options.anomaly_every > 0 && (index as usize).is_multiple_of(options.anomaly_every);
     Chunk {
@@ -243,7 +234,7 @@ pub fn make_chunk(index: u32, options: &Options) -> Chunk {
 ///
 /// # Errors
 /// When the baseline cannot be fetched, or the results channel is closed.
-pub async fn map_chunk(
+async fn map_chunk(
     job: ChunkJob,
     results: Data<mpsc::UnboundedSender<Partial>>,
 ) -> Result<Partial, apalis_core::error::BoxDynError> {
@@ -259,29 +250,29 @@ pub async fn map_chunk(
 
 /// What a demo run did.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Map tasks pushed and finished.
-    pub tasks: usize,
+    tasks: usize,
     /// Arguments the policy put into the store instead of the task.
-    pub args_proxied: u64,
+    args_proxied: u64,
     /// Bytes of the task documents that went through Redis.
-    pub bytes_through_broker: u64,
+    bytes_through_broker: u64,
     /// Bytes that went through the store instead.
-    pub bytes_through_store: u64,
+    bytes_through_store: u64,
     /// Largest job stored in Redis, in bytes (as Redis reports it).
-    pub largest_job_in_redis: u64,
+    largest_job_in_redis: u64,
     /// Proxies handed to tasks that the tasks never used (never fetched).
-    pub proxies_never_resolved: u64,
+    proxies_never_resolved: u64,
     /// Objects still in the store after the run (zero when cleanup worked).
-    pub objects_left: usize,
+    pub(crate) objects_left: usize,
     /// Chunks whose baseline was fetched.
-    pub anomalies: usize,
+    anomalies: usize,
     /// The reduced statistics.
-    pub totals: Totals,
+    totals: Totals,
     /// Whether the reduced statistics match a direct computation over the same data.
-    pub correct: bool,
+    pub(crate) correct: bool,
     /// From the first push to the last result.
-    pub elapsed: Duration,
+    elapsed: Duration,
 }
 
 impl fmt::Display for Summary {
@@ -319,31 +310,14 @@ impl fmt::Display for Summary {
     }
 }
 
-/// Run the pipeline with `tasks` chunks of 1 MiB values (8 MiB each) on the Redis at
-/// `redis_url`, proxying through `store`; `progress(done, total)` is called as results arrive.
+/// Run the pipeline on the Redis at `redis_url`, proxying through `store`;
+/// `progress(done, total)` is called as results arrive.
 ///
 /// The demo uses its own queue (removed at the end) and leaves nothing in the store.
 ///
 /// # Errors
 /// See [`DemoError`].
-pub async fn run(
-    redis_url: &str,
-    store: Store,
-    tasks: usize,
-    progress: impl FnMut(usize, usize) + Send,
-) -> Result<Summary, DemoError> {
-    let options = Options {
-        tasks,
-        ..Options::default()
-    };
-    run_with(redis_url, store, &options, progress).await
-}
-
-/// [`run`] with every knob.
-///
-/// # Errors
-/// See [`DemoError`].
-pub async fn run_with(
+pub(crate) async fn run(
     redis_url: &str,
     store: Store,
     options: &Options,
@@ -351,7 +325,7 @@ pub async fn run_with(
 ) -> Result<Summary, DemoError> {
     let queue = format!("proxystore-demo-{}", Key::random());
     let codec = ProxyCodec::new(
-        TaskCodec::new(Policy::from_parts(
+        TaskCodec::new(ArgumentPolicy::from_parts(
             store.name().to_owned(),
             options.threshold,
         ))
@@ -363,14 +337,14 @@ pub async fn run_with(
         .queue(&queue)
         .heartbeat_interval(Duration::from_secs(5));
 
-    let mut producer = RedisStorage::<Chunk>::new(crate::connect(redis_url).await?)
+    let mut producer = RedisStorage::<Chunk>::new(connect(redis_url).await?)
         .with_config(config.clone())
         .with_codec(codec.clone());
     let (tx, mut rx) = mpsc::unbounded_channel::<Partial>();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
     for i in 0..options.workers.max(1) {
-        let storage = RedisStorage::<ChunkJob>::new(crate::connect(redis_url).await?)
+        let storage = RedisStorage::<ChunkJob>::new(connect(redis_url).await?)
             .with_config(config.clone())
             .with_codec(codec.clone())
             .poll_with_strategy(PollEvery::millis(50));
@@ -427,7 +401,7 @@ pub async fn run_with(
         }
     }
 
-    let mut conn = crate::connect(redis_url).await?;
+    let mut conn = connect(redis_url).await?;
     let largest_job_in_redis = largest_job(&mut conn, &config.job_data_hash()).await?;
     delete_queue(&mut conn, &queue).await?;
 
@@ -467,7 +441,7 @@ pub async fn run_with(
 ///
 /// # Errors
 /// When Redis fails.
-pub async fn largest_job(
+async fn largest_job(
     conn: &mut apalis_redis::ConnectionManager,
     data_hash: &str,
 ) -> Result<u64, redis::RedisError> {
@@ -488,7 +462,7 @@ pub async fn largest_job(
 ///
 /// # Errors
 /// When Redis fails.
-pub async fn delete_queue(
+async fn delete_queue(
     conn: &mut apalis_redis::ConnectionManager,
     queue: &str,
 ) -> Result<(), redis::RedisError> {
@@ -512,145 +486,45 @@ pub async fn delete_queue(
     }
 }
 
-/// A `redis-server` on a free loopback port that keeps nothing on disk
-/// (`--save '' --appendonly no`), killed when dropped. For demos, examples and benchmarks on a
-/// machine without a Redis of its own.
-pub struct LocalRedis {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
+#[cfg(test)]
+mod tests {
+    use proxystore::connector::file::FileConnector;
+    use proxystore_tests::redis_server::RedisServer;
 
-impl fmt::Debug for LocalRedis {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LocalRedis")
-            .field("port", &self.port)
-            .field("pid", &self.child.id())
-            .finish()
-    }
-}
+    use super::*;
 
-impl LocalRedis {
-    /// Start `redis-server` (found on `PATH`) and wait until it answers.
-    ///
-    /// # Errors
-    /// [`DemoError::Server`] when `redis-server` is not installed (run `scripts/install-deps`)
-    /// or does not answer within 15 s.
-    pub fn start() -> Result<Self, DemoError> {
-        let mut last = String::new();
-        // The port may be taken between choosing and binding it: try a few.
-        for _ in 0..5 {
-            match Self::try_start() {
-                Ok(s) => return Ok(s),
-                Err(e @ DemoError::Server(_)) if e.to_string().contains("install-deps") => {
-                    return Err(e);
-                }
-                Err(e) => last = e.to_string(),
-            }
-        }
-        Err(DemoError::Server(last))
-    }
-
-    fn try_start() -> Result<Self, DemoError> {
-        let err = |what: &str, e: std::io::Error| DemoError::Server(format!("{what}: {e}"));
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| err("no free port", e))?
-            .port();
-        let dir =
-            std::env::temp_dir().join(format!("proxystore-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| err("temporary directory", e))?;
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    DemoError::Server(
-                        "redis-server is not installed (not on PATH): run scripts/install-deps"
-                            .into(),
-                    )
-                } else {
-                    err("cannot start redis-server", e)
-                }
-            })?;
-        let mut server = LocalRedis { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(DemoError::Server(format!(
-                    "redis-server on port {port} exited with {status}"
-                )));
-            }
-            if server.ping() {
-                return Ok(server);
-            }
-            if Instant::now() > deadline {
-                return Err(DemoError::Server(format!(
-                    "redis-server on port {port} did not answer within 15 s"
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Whether our server answers `PING` (and is ours: a server we did not start could have
-    /// won the port, but then our child has exited, which `start` checks first).
-    fn ping(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn demo_runs_and_leaves_nothing_behind() {
+        let redis = RedisServer::start().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(
+            format!("demo-{}", Key::random()),
+            FileConnector::new(dir.path()).unwrap(),
+        );
+        let options = Options {
+            tasks: 8,
+            chunk_len: 100_000,
+            anomaly_every: 4,
+            ..Options::default()
         };
-        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-        if s.write_all(b"PING\r\n").is_err() {
-            return false;
-        }
-        let mut buf = [0u8; 16];
-        matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
-    }
-
-    /// `redis://127.0.0.1:PORT/`.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// The port.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for LocalRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// `INFO memory`'s `used_memory_peak` of the server at `url`, in bytes.
-///
-/// # Errors
-/// When Redis fails or the field is missing.
-pub async fn used_memory_peak(url: &str) -> Result<u64, redis::RedisError> {
-    let mut conn = crate::connect(url).await?;
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(&mut conn)
-        .await?;
-    info.lines()
-        .find_map(|l| l.strip_prefix("used_memory_peak:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| {
-            redis::RedisError::from(std::io::Error::other("INFO memory has no used_memory_peak"))
+        let mut seen = Vec::new();
+        let summary = run(&redis.url(), store, &options, |done, total| {
+            seen.push((done, total))
         })
+        .await
+        .unwrap();
+        println!("{summary}");
+        assert_eq!(summary.tasks, 8);
+        assert!(summary.correct, "{summary}");
+        assert_eq!(
+            summary.args_proxied, 16,
+            "values and baseline of each chunk"
+        );
+        assert_eq!(summary.anomalies, 2);
+        assert_eq!(summary.proxies_never_resolved, 6);
+        assert_eq!(summary.objects_left, 0);
+        assert!(summary.largest_job_in_redis < 2_000, "{summary}");
+        assert_eq!(seen.last(), Some(&(8, 8)));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
 }
