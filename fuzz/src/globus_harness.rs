@@ -1,7 +1,7 @@
 //! Answers of the Globus Transfer API (v0.10) as the Globus connector parses them: the HTTP
 //! status and body of an answer go through the connector's parsers for each call it makes
 //! (`GET /submission_id`, `POST /transfer` and `/delete`, `GET /task/{id}`), through the hook
-//! `proxystore::connector::globus::fuzzing::parse` (the parsers are private).
+//! `proxystore::connector::globus::__fuzzing::parse` (the parsers are private).
 //!
 //! Input: the first byte picks the HTTP status from [`STATUSES`]; the rest is the body.
 //!
@@ -11,7 +11,7 @@
 //! 404 on a task mean an unknown task; a 2xx submission id is the body's `value` string.
 
 use proxystore::Error;
-use proxystore::connector::globus::fuzzing;
+use proxystore::connector::globus::__fuzzing;
 use serde_json::Value;
 
 /// HTTP statuses an answer may have, indexed by the first input byte (modulo its length).
@@ -39,7 +39,7 @@ pub fn globus_responses(data: &[u8]) {
         return;
     };
     let status = status_of(control);
-    let parsed = fuzzing::parse(status, body);
+    let parsed = __fuzzing::parse(status, body);
     // Every error can be shown (messages quote parts of the body).
     for e in [
         parsed.submission_id.as_ref().err(),

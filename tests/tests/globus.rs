@@ -440,6 +440,43 @@ async fn unknown_task_ids_read_as_absent_and_hostile_keys_as_invalid() {
     ));
 }
 
+/// A symbolic link to a file outside, planted in an endpoint's directory under an object's name,
+/// is not followed (as in the file connector): get and get_range are refused with a permanent
+/// error, exists is false, on the receiving endpoint and on the one that put the object;
+/// evicting the key removes the link, never its target.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_symlink_in_a_globus_directory_is_not_followed() {
+    let s = Setup::new(Duration::from_millis(20)).await;
+    let (a, b) = (s.on_a(), s.on_b());
+    let key = a.put(Bytes::from_static(b"object")).await.unwrap();
+    // B's copy arrives with the transfer.
+    assert_eq!(b.get(&key).await.unwrap().unwrap(), "object");
+    let secret = s.dir.path().join("secret");
+    std::fs::write(&secret, b"secret bytes").unwrap();
+    let plant = |path: PathBuf| {
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&secret, &path).unwrap();
+        path
+    };
+    let copy_b = plant(s.dir_b().join(name_of(&key)));
+    let copy_a = plant(s.dir_a().join(name_of(&key)));
+    for c in [&b, &a] {
+        for r in [c.get(&key).await, c.get_range(&key, 0..6).await] {
+            assert!(
+                matches!(&r, Err(e @ Error::Backend { .. }) if !e.is_retryable()),
+                "{r:?}"
+            );
+        }
+        assert!(!c.exists(&key).await.unwrap());
+    }
+    b.evict(&key).await.unwrap();
+    assert!(copy_b.symlink_metadata().is_err());
+    // The delete task on A removes A's link too.
+    eventually("A's link removed", || copy_a.symlink_metadata().is_err()).await;
+    assert_eq!(std::fs::read(&secret).unwrap(), b"secret bytes");
+}
+
 fn uuid_like() -> String {
     Key::random().to_string()
 }

@@ -457,54 +457,63 @@ macro_rules! conformance_tests {
     };
 }
 
-/// A small tmpfs mounted on a fresh temporary directory, for disk-full tests; unmounted and
-/// removed when dropped. Mounting needs the `mount` command and root (or `CAP_SYS_ADMIN`).
-///
-/// ```no_run
-/// let disk = proxystore::conformance::SmallDisk::mount("1m").expect("root to mount a tmpfs");
-/// let dir = disk.path().join("objects");
-/// # let _ = dir;
-/// ```
-#[derive(Debug)]
-pub struct SmallDisk {
-    path: std::path::PathBuf,
-}
+/// Not part of the API (hidden from the docs; may change at any time): helpers of this
+/// repository's own tests (the disk-full tests of the core crate and of the store server).
+#[doc(hidden)]
+pub mod __testing {
+    use crate::key::Key;
 
-impl SmallDisk {
-    /// Mount a tmpfs of `size` (as `mount -o size=`, e.g. `"1m"`).
+    /// A small tmpfs mounted on a fresh temporary directory, for disk-full tests; unmounted and
+    /// removed when dropped. Mounting needs the `mount` command and root (or `CAP_SYS_ADMIN`).
     ///
-    /// # Errors
-    /// A message saying why the directory could not be made or the tmpfs mounted.
-    pub fn mount(size: &str) -> std::result::Result<SmallDisk, String> {
-        let path = std::env::temp_dir().join(format!("proxystore-small-disk-{}", Key::random()));
-        std::fs::create_dir(&path).map_err(|e| format!("create {}: {e}", path.display()))?;
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&path)
-            .output();
-        let failure = match out {
-            Ok(o) if o.status.success() => return Ok(SmallDisk { path }),
-            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_owned(),
-            Err(e) => format!("cannot run `mount`: {e}"),
-        };
-        let _ = std::fs::remove_dir(&path);
-        Err(format!(
-            "disk-full tests mount a small tmpfs and need root (or CAP_SYS_ADMIN): \
-             `mount -t tmpfs` failed: {failure}"
-        ))
+    /// ```no_run
+    /// use proxystore::conformance::__testing::SmallDisk;
+    /// let disk = SmallDisk::mount("1m").expect("root to mount a tmpfs");
+    /// let dir = disk.path().join("objects");
+    /// # let _ = dir;
+    /// ```
+    #[derive(Debug)]
+    pub struct SmallDisk {
+        path: std::path::PathBuf,
     }
 
-    /// The mounted directory.
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
-    }
-}
+    impl SmallDisk {
+        /// Mount a tmpfs of `size` (as `mount -o size=`, e.g. `"1m"`).
+        ///
+        /// # Errors
+        /// A message saying why the directory could not be made or the tmpfs mounted.
+        pub fn mount(size: &str) -> std::result::Result<SmallDisk, String> {
+            let path =
+                std::env::temp_dir().join(format!("proxystore-small-disk-{}", Key::random()));
+            std::fs::create_dir(&path).map_err(|e| format!("create {}: {e}", path.display()))?;
+            let out = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(&path)
+                .output();
+            let failure = match out {
+                Ok(o) if o.status.success() => return Ok(SmallDisk { path }),
+                Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_owned(),
+                Err(e) => format!("cannot run `mount`: {e}"),
+            };
+            let _ = std::fs::remove_dir(&path);
+            Err(format!(
+                "disk-full tests mount a small tmpfs and need root (or CAP_SYS_ADMIN): \
+                 `mount -t tmpfs` failed: {failure}"
+            ))
+        }
 
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(&self.path)
-            .status();
-        let _ = std::fs::remove_dir_all(&self.path);
+        /// The mounted directory.
+        pub fn path(&self) -> &std::path::Path {
+            &self.path
+        }
+    }
+
+    impl Drop for SmallDisk {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(&self.path)
+                .status();
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }

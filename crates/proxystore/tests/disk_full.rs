@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use proxystore::Error;
-use proxystore::conformance::SmallDisk;
+use proxystore::conformance::__testing::SmallDisk;
 use proxystore::connector::Connector;
 use proxystore::connector::file::FileConnector;
 

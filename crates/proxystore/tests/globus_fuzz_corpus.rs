@@ -16,7 +16,7 @@ mod harness;
 use std::path::{Path, PathBuf};
 
 use proxystore::Error;
-use proxystore::connector::globus::fuzzing;
+use proxystore::connector::globus::__fuzzing;
 use serde_json::{Value, json};
 
 fn corpus() -> PathBuf {
@@ -182,7 +182,7 @@ fn seeds_parse_as_the_connector_expects() {
     }
     let parse = |name: &str| {
         let (_, status, body) = seeds().into_iter().find(|s| s.0 == name).unwrap();
-        fuzzing::parse(status, &body)
+        __fuzzing::parse(status, &body)
     };
     assert_eq!(parse("submission-id").submission_id.unwrap(), SUBMISSION);
     assert_eq!(parse("transfer-accepted").task_id.unwrap(), TASK);

@@ -5,7 +5,6 @@
 //! or cancelled put leaves nothing behind. Keys are validated so that no key can name a path
 //! outside the directory.
 
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,21 +13,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::object_dir::{self, blocking, is_object, read_object, remove, write_atomic};
+pub use super::object_dir::{RESERVED_PREFIX, TMP_PREFIX, open_object};
 use super::{Connector, ConnectorConfig, PutOptions, Resource};
 use crate::error::{Error, Result};
 use crate::key::Key;
 
 /// Kind name of this connector.
 pub const KIND: &str = "file";
-
-/// Prefix of in-progress writes; [`validate_key`] refuses it, so no key can name one.
-/// Prefix of the temporary files that writes go through before they are renamed into place;
-/// no key may start with it.
-pub const TMP_PREFIX: &str = ".tmp-";
-
-/// Prefix of names kept for ProxyStore's own use in an object directory (e.g. the directory
-/// where the store server keeps each object's expiry and digest); no key may start with it.
-pub const RESERVED_PREFIX: &str = ".proxystore";
 
 /// Options of a [`FileConnector`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,65 +114,19 @@ impl FileConnector {
         Ok(self.config.directory.join(key.as_str()))
     }
 
-    /// Run blocking file I/O without stalling the caller's runtime.
-    ///
-    /// A hop to tokio's blocking pool and back costs about as much as reading a megabyte from
-    /// the page cache, so on a multi-thread runtime the call runs in place
-    /// (`block_in_place` moves this worker's other tasks to another thread meanwhile). A
-    /// current-thread runtime cannot do that and hops; outside any runtime there is nothing to
-    /// stall.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        what: &'static str,
-        f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-    ) -> Result<T> {
-        use tokio::runtime::{Handle, RuntimeFlavor};
-        let out = match Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(f)
-            }
-            Ok(_) => tokio::task::spawn_blocking(f)
-                .await
-                .map_err(|e| Error::backend(KIND, what, e))?,
-            Err(_) => f(),
-        };
-        out.map_err(|e| io_error(what, e))
-    }
-
     async fn write_new(&self, key: Key, data: Bytes) -> Result<Key> {
         let path = self.path(&key)?;
-        let tmp = self
-            .config
-            .directory
-            .join(format!("{TMP_PREFIX}{}", Key::random()));
+        let dir = self.config.directory.clone();
         let fsync = self.config.fsync;
-        self.blocking("put", move || {
-            let result = (|| {
-                let mut f = std::fs::File::create_new(&tmp)?;
-                f.write_all(&data)?;
-                if fsync {
-                    f.sync_all()?;
-                }
-                drop(f);
-                std::fs::rename(&tmp, &path)
-            })();
-            if result.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            result
-        })
-        .await?;
+        blocking(KIND, "put", move || write_atomic(&dir, &path, &data, fsync)).await?;
         Ok(key)
     }
 }
 
-fn io_error(what: &str, e: std::io::Error) -> Error {
-    Error::io(KIND, what, e)
-}
-
 /// Reject keys that are not a plain file name inside the directory: empty, `.` or `..`, with a
 /// path separator or NUL, starting with [`TMP_PREFIX`] or [`RESERVED_PREFIX`], or longer than
-/// 255 bytes. Shared by every store that keeps objects as files (the gRPC server's file backend too).
+/// 255 bytes. Shared by every store that keeps objects as files (the Globus connector's object
+/// names, the gRPC server's file backend).
 ///
 /// ```
 /// use proxystore::connector::file::validate_key;
@@ -191,79 +137,13 @@ fn io_error(what: &str, e: std::io::Error) -> Error {
 /// # Errors
 /// [`Error::InvalidKey`] saying why.
 pub fn validate_key(key: &str) -> Result<()> {
-    let reason = if key.is_empty() {
-        Some("empty key")
-    } else if key == "." || key == ".." {
-        Some("a relative path component")
-    } else if key.contains(['/', '\\']) {
-        Some("contains a path separator")
-    } else if key.contains('\0') {
-        Some("contains NUL")
-    } else if key.starts_with(TMP_PREFIX) || key.starts_with(RESERVED_PREFIX) {
-        Some("reserved prefix (.tmp- or .proxystore)")
-    } else if key.len() > 255 {
-        Some("longer than 255 bytes")
-    } else {
-        None
-    };
-    match reason {
-        Some(r) => Err(Error::InvalidKey {
+    match object_dir::name_problem(key) {
+        Some(reason) => Err(Error::InvalidKey {
             connector: KIND.into(),
             key: key.to_owned(),
-            reason: r.into(),
+            reason: reason.into(),
         }),
         None => Ok(()),
-    }
-}
-
-/// Open the object file at `path` for reading, with its length; `None` when absent.
-///
-/// Only a regular file is an object. A symbolic link planted in the directory by someone who
-/// can write to it would make a key read a file outside the directory, and opening a FIFO would
-/// block: the entry is checked without following links before it is opened, and the opened file
-/// must be that same entry (so a swap in between is refused too).
-///
-/// # Errors
-/// An I/O error, or [`std::io::ErrorKind::Other`] when the entry is not a regular file.
-pub fn open_object(path: &Path) -> std::io::Result<Option<(std::fs::File, u64)>> {
-    let not_an_object = || {
-        std::io::Error::other(format!(
-            "{} is not a regular file (a symbolic link or special file in the directory)",
-            path.display()
-        ))
-    };
-    let Some(entry) = not_found_is_none(std::fs::symlink_metadata(path))? else {
-        return Ok(None);
-    };
-    if !entry.is_file() {
-        return Err(not_an_object());
-    }
-    let Some(f) = not_found_is_none(std::fs::File::open(path))? else {
-        return Ok(None);
-    };
-    let opened = f.metadata()?;
-    if !same_file(&entry, &opened) {
-        return Err(not_an_object());
-    }
-    Ok(Some((f, opened.len())))
-}
-
-#[cfg(unix)]
-fn same_file(entry: &std::fs::Metadata, opened: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    entry.dev() == opened.dev() && entry.ino() == opened.ino()
-}
-
-#[cfg(not(unix))]
-fn same_file(_entry: &std::fs::Metadata, opened: &std::fs::Metadata) -> bool {
-    opened.is_file()
-}
-
-fn not_found_is_none<T>(r: std::io::Result<T>) -> std::io::Result<Option<T>> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
     }
 }
 
@@ -279,49 +159,22 @@ impl Connector for FileConnector {
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
         let path = self.path(key)?;
-        let data = self
-            .blocking("get", move || {
-                let Some((mut f, len)) = open_object(&path)? else {
-                    return Ok(None);
-                };
-                let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-                f.read_to_end(&mut buf)?;
-                Ok(Some(buf))
-            })
-            .await?;
-        Ok(data.map(Bytes::from))
+        blocking(KIND, "get", move || read_object(&path, None)).await
     }
 
     async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Option<Bytes>> {
         let path = self.path(key)?;
-        self.blocking("get_range", move || {
-            let Some((mut f, len)) = open_object(&path)? else {
-                return Ok(None);
-            };
-            let end = range.end.min(len);
-            let start = range.start.min(end);
-            f.seek(SeekFrom::Start(start))?;
-            let mut buf = Vec::with_capacity((end - start) as usize);
-            f.take(end - start).read_to_end(&mut buf)?;
-            Ok(Some(Bytes::from(buf)))
-        })
-        .await
+        blocking(KIND, "get_range", move || read_object(&path, Some(range))).await
     }
 
     async fn exists(&self, key: &Key) -> Result<bool> {
         let path = self.path(key)?;
-        self.blocking("exists", move || {
-            Ok(not_found_is_none(std::fs::symlink_metadata(path))?.is_some_and(|m| m.is_file()))
-        })
-        .await
+        blocking(KIND, "exists", move || is_object(&path)).await
     }
 
     async fn evict(&self, key: &Key) -> Result<()> {
         let path = self.path(key)?;
-        self.blocking("evict", move || {
-            not_found_is_none(std::fs::remove_file(path)).map(|_| ())
-        })
-        .await
+        blocking(KIND, "evict", move || remove(&path).map(|_| ())).await
     }
 
     fn config(&self) -> ConnectorConfig {

@@ -32,6 +32,7 @@ pub mod globus;
 pub mod grpc;
 pub mod memory;
 pub mod multi;
+mod object_dir;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "s3")]
