@@ -31,24 +31,22 @@
 
 use std::future::Future;
 use std::ops::Range;
-use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+
+use std::sync::{Arc, OnceLock};
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 use proxystore_proto::v1;
 use proxystore_proto::v1::store_service_client::StoreServiceClient;
-use serde::{Deserialize, Serialize};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
-use super::stream::{ObjectReader, ObjectWriter, ReadChunks};
+use super::stream::{ObjectReader, ObjectWriter};
 use super::{CallConfig, Connector, ConnectorConfig, PutOptions, Resource};
 use crate::digest::{Digest, DigestAlgorithm};
 use crate::error::{Error, Result};
@@ -62,301 +60,16 @@ mod status;
 
 pub use status::{DETAIL_METADATA, KEY_METADATA};
 
-/// Kind name of this connector.
-pub const KIND: &str = "grpc";
+mod config;
+mod transfer;
 
-/// Chunk size of streamed transfers (1 MiB: measured best with the window sizes below).
-pub const DEFAULT_CHUNK_SIZE: usize = 1 << 20;
-/// HTTP/2 stream window: 16 MiB lets a 1 MiB-chunk stream run without stalls on loopback.
-pub const STREAM_WINDOW: u32 = 16 << 20;
-/// HTTP/2 connection window, shared by concurrent streams.
-pub const CONNECTION_WINDOW: u32 = 64 << 20;
-/// HTTP/2 frame size: 256 KiB frames cut per-frame overhead (the largest single gain measured).
-pub const MAX_FRAME_SIZE: u32 = 256 << 10;
-/// Largest gRPC message either side accepts (batches of small objects).
-pub const MAX_MESSAGE_SIZE: usize = 64 << 20;
-
-/// Objects up to this size go into batch calls; larger ones are streamed on their own.
-const BATCH_ITEM_MAX: usize = 1 << 20;
-/// Bytes per batch call.
-const BATCH_BYTES: usize = 8 << 20;
-/// Keys per batch call.
-const BATCH_KEYS: usize = 4096;
-
-/// Options of a [`GrpcConnector`].
-///
-/// Serialized into every proxy reference made with the connector: prefer
-/// [`GrpcConfig::token_env`] over [`GrpcConfig::token`] so that references carry the name of
-/// an environment variable, not the secret itself.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct GrpcConfig {
-    /// Server address: `http://host:port`, `https://host:port` (TLS, feature `tls`), or
-    /// `host:port` (plain HTTP/2).
-    pub address: String,
-    /// Bearer token sent as `authorization: Bearer <token>`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-    /// Name of an environment variable holding the token, read when the connector is built
-    /// (in each process that rebuilds it). Used when `token` is unset.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_env: Option<String>,
-    /// Per-call timeout in milliseconds (default 30 000): the whole of a unary call, and the
-    /// longest wait for progress (the next chunk) in a streamed transfer, so that large
-    /// objects are not cut off while a stalled server is still detected.
-    pub timeout_ms: u64,
-    /// Timeout of establishing the connection, in milliseconds (default 5 000).
-    pub connect_timeout_ms: u64,
-    /// Retries of idempotent calls that failed temporarily (`UNAVAILABLE`, a broken
-    /// connection; default 3), with the backoff of [`crate::retry::RetryConfig::default`].
-    pub retries: u32,
-    /// Chunk size of uploads in bytes (default 1 MiB).
-    pub chunk_size: usize,
-    /// PEM file of a CA certificate to trust for `https://` addresses (default: the system's
-    /// roots).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_ca_file: Option<PathBuf>,
-    /// Server name to verify instead of the address's host.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_domain: Option<String>,
-}
-
-impl Default for GrpcConfig {
-    fn default() -> Self {
-        GrpcConfig {
-            address: String::new(),
-            token: None,
-            token_env: None,
-            timeout_ms: 30_000,
-            connect_timeout_ms: 5_000,
-            retries: 3,
-            chunk_size: DEFAULT_CHUNK_SIZE,
-            tls_ca_file: None,
-            tls_domain: None,
-        }
-    }
-}
-
-impl std::fmt::Debug for GrpcConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GrpcConfig")
-            .field("address", &self.address)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("token_env", &self.token_env)
-            .field("timeout_ms", &self.timeout_ms)
-            .field("connect_timeout_ms", &self.connect_timeout_ms)
-            .field("retries", &self.retries)
-            .field("chunk_size", &self.chunk_size)
-            .field("tls_ca_file", &self.tls_ca_file)
-            .field("tls_domain", &self.tls_domain)
-            .finish()
-    }
-}
-
-impl GrpcConfig {
-    /// Defaults for the server at `address`.
-    pub fn new(address: impl Into<String>) -> Self {
-        GrpcConfig {
-            address: address.into(),
-            ..GrpcConfig::default()
-        }
-    }
-
-    /// Send `token` as a bearer token (it is written into references; see
-    /// [`GrpcConfig::token_env`]).
-    #[must_use]
-    pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(token.into());
-        self
-    }
-
-    /// Read the bearer token from environment variable `var` in every process that builds the
-    /// connector.
-    #[must_use]
-    pub fn token_env(mut self, var: impl Into<String>) -> Self {
-        self.token_env = Some(var.into());
-        self
-    }
-
-    /// Set the per-call timeout.
-    #[must_use]
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout_ms = timeout.as_millis().min(u128::from(u64::MAX)) as u64;
-        self
-    }
-
-    /// Set the number of retries of idempotent calls.
-    #[must_use]
-    pub fn retries(mut self, retries: u32) -> Self {
-        self.retries = retries;
-        self
-    }
-
-    /// Trust the CA certificate in PEM file `path` for `https://` addresses.
-    #[must_use]
-    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.tls_ca_file = Some(path.into());
-        self
-    }
-
-    /// Verify the server's certificate against `domain` instead of the address's host.
-    #[must_use]
-    pub fn tls_domain(mut self, domain: impl Into<String>) -> Self {
-        self.tls_domain = Some(domain.into());
-        self
-    }
-
-    /// Settings from the environment: `PROXYSTORE_GRPC_ADDRESS` (required),
-    /// `PROXYSTORE_GRPC_TOKEN` (used through [`GrpcConfig::token_env`], so references name
-    /// the variable, not the token), `PROXYSTORE_GRPC_TIMEOUT_MS`, `PROXYSTORE_GRPC_CA_FILE`.
-    ///
-    /// # Errors
-    /// [`Error::Config`] when the address is missing or a number does not parse.
-    pub fn from_env() -> Result<Self> {
-        let address = std::env::var("PROXYSTORE_GRPC_ADDRESS")
-            .map_err(|_| Error::config("PROXYSTORE_GRPC_ADDRESS is not set"))?;
-        let mut c = GrpcConfig::new(address);
-        if std::env::var_os("PROXYSTORE_GRPC_TOKEN").is_some() {
-            c.token_env = Some("PROXYSTORE_GRPC_TOKEN".into());
-        }
-        if let Ok(t) = std::env::var("PROXYSTORE_GRPC_TIMEOUT_MS") {
-            c.timeout_ms = t
-                .parse()
-                .map_err(|e| Error::config(format!("PROXYSTORE_GRPC_TIMEOUT_MS={t:?}: {e}")))?;
-        }
-        if let Some(ca) = std::env::var_os("PROXYSTORE_GRPC_CA_FILE") {
-            c.tls_ca_file = Some(ca.into());
-        }
-        Ok(c)
-    }
-
-    /// The address with a scheme (`http://` added when missing).
-    pub fn uri(&self) -> String {
-        if self.address.contains("://") {
-            self.address.clone()
-        } else {
-            format!("http://{}", self.address)
-        }
-    }
-
-    fn timeout_duration(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms.max(1))
-    }
-}
-
-/// Options of a streamed upload ([`GrpcConnector::put_stream`]).
-#[derive(Clone, Debug, Default)]
-pub struct UploadOptions {
-    /// Store under this key (replacing any object there); `None`: the server chooses.
-    pub key: Option<Key>,
-    /// Total size, when known: the server checks its limits before any byte is sent and
-    /// allocates once, and rejects a stream of another length.
-    pub size: Option<u64>,
-    /// Digest of the whole object, checked by the server.
-    pub digest: Option<Digest>,
-    /// Evict the object after this long.
-    pub ttl: Option<Duration>,
-    /// Name and tags for routing backends.
-    pub put: PutOptions,
-}
-
-/// What a server says about itself ([`GrpcConnector::stat`]).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServerStat {
-    /// Backend kind (`memory`, `file`, or a connector kind).
-    pub backend: String,
-    /// Objects stored.
-    pub object_count: u64,
-    /// Bytes stored.
-    pub bytes_used: u64,
-    /// Bytes reserved by uploads in progress.
-    pub bytes_in_flight: u64,
-    /// Largest object accepted, if limited.
-    pub max_object_bytes: Option<u64>,
-    /// Total bytes stored at most, if limited.
-    pub max_total_bytes: Option<u64>,
-    /// Chunk size of the server's downloads.
-    pub chunk_size: u64,
-    /// Whether calls need a bearer token.
-    pub auth_required: bool,
-    /// Whether callers may choose keys (deferred puts).
-    pub caller_keys: bool,
-    /// Server version.
-    pub version: String,
-    /// Largest gRPC message the server accepts and sends (0 from servers before this field).
-    #[serde(default)]
-    pub max_message_bytes: u64,
-    /// Longest key the server accepts (0 from servers before this field).
-    #[serde(default)]
-    pub max_key_bytes: u64,
-    /// Size of a GetBatch answer when the client asks for no other (0 from servers before
-    /// this field).
-    #[serde(default)]
-    pub batch_response_bytes: u64,
-    /// How long the server lets a Put send nothing or a Get go unread; `None`: no limit.
-    #[serde(default)]
-    pub idle_timeout: Option<Duration>,
-}
-
-impl From<v1::StatResponse> for ServerStat {
-    fn from(s: v1::StatResponse) -> Self {
-        let limit = |v: u64| (v > 0).then_some(v);
-        ServerStat {
-            backend: s.backend,
-            object_count: s.object_count,
-            bytes_used: s.bytes_used,
-            bytes_in_flight: s.bytes_in_flight,
-            max_object_bytes: limit(s.max_object_bytes),
-            max_total_bytes: limit(s.max_total_bytes),
-            chunk_size: s.chunk_size,
-            auth_required: s.auth_required,
-            caller_keys: s.caller_keys,
-            version: s.version,
-            max_message_bytes: s.max_message_bytes,
-            max_key_bytes: s.max_key_bytes,
-            batch_response_bytes: s.batch_response_bytes,
-            idle_timeout: limit(s.idle_timeout_millis).map(Duration::from_millis),
-        }
-    }
-}
-
-/// Header of a streamed download.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ObjectInfo {
-    /// Bytes the stream carries (the clamped range, or the whole object).
-    pub size: u64,
-    /// Size of the whole object.
-    pub object_size: u64,
-    /// Offset of the first byte carried.
-    pub offset: u64,
-    /// Digest of the whole object, when the server knows it.
-    pub digest: Option<Digest>,
-}
-
-/// A streamed download: the object's bytes in chunks, read from the server as they are
-/// consumed (a consumer that stops reading stops the server through flow control).
-///
-/// Yields an error and ends if the transfer fails part-way or stalls past the timeout.
-pub struct GetStream {
-    /// What the stream carries.
-    pub info: ObjectInfo,
-    rx: tokio::sync::mpsc::Receiver<Result<Bytes>>,
-}
-
-impl std::fmt::Debug for GetStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GetStream")
-            .field("info", &self.info)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Stream for GetStream {
-    type Item = Result<Bytes>;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
-    }
-}
+use config::{BATCH_BYTES, BATCH_ITEM_MAX, BATCH_KEYS};
+pub use config::{
+    CONNECTION_WINDOW, DEFAULT_CHUNK_SIZE, GrpcConfig, KIND, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE,
+    ObjectInfo, STREAM_WINDOW, ServerStat, UploadOptions,
+};
+pub use transfer::GetStream;
+use transfer::{GrpcWriter, Piece, Progress, PutBody, StreamChunks, next_message};
 
 /// Client of a ProxyStore gRPC server.
 ///
@@ -989,113 +702,6 @@ impl Inner {
     }
 }
 
-async fn next_message<T>(
-    stream: &mut tonic::Streaming<T>,
-    t: Duration,
-) -> std::result::Result<Option<T>, Status> {
-    match tokio::time::timeout(t, stream.message()).await {
-        Err(_) => Err(timeout_status("get", t)),
-        Ok(r) => r,
-    }
-}
-
-/// Progress of an upload, shared between its body stream and the call that watches it.
-struct Progress {
-    start: Instant,
-    last_ms: AtomicU64,
-    error: Mutex<Option<Error>>,
-    failed: tokio::sync::Notify,
-}
-
-impl Progress {
-    fn new() -> Self {
-        Progress {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            error: Mutex::new(None),
-            failed: tokio::sync::Notify::new(),
-        }
-    }
-
-    fn touch(&self) {
-        self.last_ms
-            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    fn idle(&self) -> Duration {
-        self.start
-            .elapsed()
-            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
-    }
-
-    fn fail(&self, e: Error) {
-        *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-        self.failed.notify_one();
-    }
-
-    fn take_error(&self) -> Option<Error> {
-        self.error.lock().unwrap_or_else(|p| p.into_inner()).take()
-    }
-}
-
-/// The request stream of a Put: the header, then the data re-cut into chunks, then the
-/// explicit end (the server stores nothing without it, whatever ends the stream). Each chunk
-/// is pulled only when HTTP/2 flow control lets the transport send, so pulling is progress.
-struct PutBody {
-    header: Option<v1::PutRequest>,
-    finished: bool,
-    data: Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>,
-    rest: Bytes,
-    chunk: usize,
-    progress: Arc<Progress>,
-    failed: bool,
-}
-
-impl Stream for PutBody {
-    type Item = v1::PutRequest;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if let Some(h) = this.header.take() {
-            this.progress.touch();
-            return Poll::Ready(Some(h));
-        }
-        loop {
-            if this.finished {
-                return Poll::Ready(None);
-            }
-            if this.failed {
-                // Never end the stream after a source error: a clean end could commit a
-                // truncated object. The watcher drops the call instead, which cancels it.
-                return Poll::Pending;
-            }
-            if !this.rest.is_empty() {
-                let n = this.chunk.min(this.rest.len());
-                let c = this.rest.split_to(n);
-                this.progress.touch();
-                return Poll::Ready(Some(v1::PutRequest {
-                    msg: Some(v1::put_request::Msg::Chunk(c)),
-                }));
-            }
-            match this.data.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(b))) => this.rest = b,
-                Poll::Ready(Some(Err(e))) => {
-                    this.failed = true;
-                    this.progress.fail(e);
-                }
-                Poll::Ready(None) => {
-                    this.finished = true;
-                    this.progress.touch();
-                    return Poll::Ready(Some(v1::PutRequest {
-                        msg: Some(v1::put_request::Msg::Finish(v1::PutFinish {})),
-                    }));
-                }
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-}
-
 #[async_trait]
 impl Connector for GrpcConnector {
     fn kind(&self) -> &str {
@@ -1260,82 +866,10 @@ impl Connector for GrpcConnector {
     }
 }
 
-/// What a [`GrpcWriter`] hands its upload: the next chunk, or the end of the object.
-enum Piece {
-    Chunk(Bytes),
-    Finish,
-}
-
-/// A streamed put in progress: chunks go to the upload task through a small channel (its
-/// backpressure is the server's flow control).
-struct GrpcWriter {
-    tx: Option<tokio::sync::mpsc::Sender<Piece>>,
-    task: Option<tokio::task::JoinHandle<Result<Key>>>,
-}
-
-impl GrpcWriter {
-    /// The upload's outcome, once it has ended.
-    async fn outcome(&mut self) -> Result<Key> {
-        match self.task.take() {
-            Some(task) => task
-                .await
-                .map_err(|e| Error::backend(KIND, "upload task", e))?,
-            None => Err(Error::backend_message(KIND, "upload already ended", false)),
-        }
-    }
-}
-
-#[async_trait]
-impl ObjectWriter for GrpcWriter {
-    async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        let sent = match &self.tx {
-            Some(tx) => tx.send(Piece::Chunk(chunk)).await.is_ok(),
-            None => false,
-        };
-        if sent {
-            return Ok(());
-        }
-        // The upload ended early (refused, connection lost): its error says why.
-        self.tx = None;
-        match self.outcome().await {
-            Err(e) => Err(e),
-            Ok(_) => Err(Error::from(protocol_error(
-                "the server committed an upload before it finished",
-            ))),
-        }
-    }
-
-    async fn finish(mut self: Box<Self>) -> Result<Key> {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Piece::Finish).await;
-        }
-        self.outcome().await
-    }
-}
-
-/// A streamed get read in pieces of at most the size asked for.
-struct StreamChunks {
-    stream: GetStream,
-    rest: Bytes,
-}
-
-#[async_trait]
-impl ReadChunks for StreamChunks {
-    async fn read(&mut self, max: usize) -> Result<Option<Bytes>> {
-        while self.rest.is_empty() {
-            match self.stream.rx.recv().await {
-                Some(Ok(b)) => self.rest = b,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(None),
-            }
-        }
-        let n = max.max(1).min(self.rest.len());
-        Ok(Some(self.rest.split_to(n)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     #[test]
