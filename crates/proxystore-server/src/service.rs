@@ -309,8 +309,7 @@ impl Inner {
     /// timeout, the reader is dropped and the call ends with DEADLINE_EXCEEDED.
     fn get_stream(&self, header: v1::GetResponse, mut reader: ObjectReader) -> GetStream {
         let chunk = self.limits.chunk_size;
-        let whole_in_memory =
-            matches!(reader.body, crate::backend::Body::Bytes(_)) && reader.len <= chunk as u64;
+        let whole_in_memory = reader.is_in_memory() && reader.len <= chunk as u64;
         let Some(idle) = self.limits.idle.filter(|_| !whole_in_memory) else {
             // One chunk at most of bytes already in memory: nothing more to pin than the
             // message the transport holds anyway.

@@ -223,12 +223,7 @@ impl Error {
         message: impl Into<String>,
         source: impl Into<BoxError>,
     ) -> Self {
-        Error::Backend {
-            connector: connector.into(),
-            message: message.into(),
-            source: Some(source.into()),
-            temporary: false,
-        }
+        Error::backend_from(connector.into(), message.into(), source.into(), false)
     }
 
     /// A temporary backend error with a source: trying again later may succeed (a lost
@@ -243,11 +238,15 @@ impl Error {
         message: impl Into<String>,
         source: impl Into<BoxError>,
     ) -> Self {
+        Error::backend_from(connector.into(), message.into(), source.into(), true)
+    }
+
+    fn backend_from(connector: String, message: String, source: BoxError, temporary: bool) -> Self {
         Error::Backend {
-            connector: connector.into(),
-            message: message.into(),
-            source: Some(source.into()),
-            temporary: true,
+            connector,
+            message,
+            source: Some(source),
+            temporary,
         }
     }
 

@@ -155,25 +155,13 @@ fn store_under(
     if let Some(s) = rebuilt(&reg, reference, None) {
         return Ok(s);
     }
-    if let Some(p) = shared {
-        reg.rebuilt
-            .entry(reference.store.clone())
-            .or_default()
-            .push((built.clone(), p.clone()));
-    } else {
-        // Checked under a policy of the caller's: remembered under the process's policy
-        // only when it is the same one.
-        let current = policy::current()?;
-        let checked = if *current == *policy {
-            current
-        } else {
-            Arc::new(policy.clone())
-        };
-        reg.rebuilt
-            .entry(reference.store.clone())
-            .or_default()
-            .push((built.clone(), checked));
-    }
+    // Remembered with the policy that accepted it: the process's (shared, so that later
+    // references find it without a check), or a copy of the caller's.
+    let checked = shared.map_or_else(|| Arc::new(policy.clone()), Arc::clone);
+    reg.rebuilt
+        .entry(reference.store.clone())
+        .or_default()
+        .push((built.clone(), checked));
     Ok(built)
 }
 
@@ -196,10 +184,9 @@ fn rebuilt(
 
 /// The store a reference names, under the process's resolve policy.
 pub(crate) fn store_for(reference: &Reference) -> Result<Store> {
-    // A registered store needs no policy (and works while the environment's is invalid).
-    if let Some(s) = get_store(&reference.store) {
-        return Ok(s);
+    match policy::current() {
+        Ok(policy) => store_under(reference, &policy, Some(&policy)),
+        // A registered store needs no policy, and works while the environment's is invalid.
+        Err(e) => get_store(&reference.store).ok_or(e),
     }
-    let policy = policy::current()?;
-    store_under(reference, &policy, Some(&policy))
 }

@@ -50,11 +50,7 @@ impl Backend for ConnectorBackend {
     }
 
     async fn read(&self, key: &Key, range: Option<Range<u64>>) -> Result<Option<ObjectReader>> {
-        Ok(self
-            .connector
-            .reader(key, range)
-            .await?
-            .map(ObjectReader::from_connector))
+        self.connector.reader(key, range).await
     }
 
     async fn exists(&self, key: &Key) -> Result<Option<Option<u64>>> {

@@ -21,7 +21,7 @@ use proxystore::connector::PutOptions;
 use proxystore::connector::file::{TMP_PREFIX, open_object, validate_key};
 use proxystore::{Digest, Error, Key, Result};
 
-use super::{Backend, Body, Existing, ObjectMeta, ObjectReader, ObjectWriter, clamp};
+use super::{Backend, Existing, ObjectMeta, ObjectReader, ObjectWriter};
 
 /// The directory (inside the object directory) of the objects' descriptions. It starts with
 /// [`proxystore::connector::file::RESERVED_PREFIX`], so no key can name it.
@@ -31,6 +31,25 @@ const KIND: &str = "file";
 
 pub(crate) fn io_error(what: &str, e: std::io::Error) -> Error {
     Error::io(KIND, what, e)
+}
+
+/// An open object file, positioned where the read starts, read a chunk at a time off the
+/// async threads.
+struct FileChunks(std::fs::File);
+
+#[async_trait]
+impl proxystore::connector::stream::ReadChunks for FileChunks {
+    async fn read(&mut self, max: usize) -> Result<Option<Bytes>> {
+        let mut file = self.0.try_clone().map_err(|e| io_error("read", e))?;
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut buf = vec![0u8; max];
+            file.read_exact(&mut buf).map(|()| Some(Bytes::from(buf)))
+        })
+        .await
+        .map_err(|e| Error::backend(KIND, "read", e))?
+        .map_err(|e| io_error("read", e))
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -173,14 +192,16 @@ impl Backend for FileBackend {
             let Some((mut f, object_size)) = open_object(&path)? else {
                 return Ok(None);
             };
-            let (start, end) = clamp(range, object_size);
+            let range = range.unwrap_or(0..object_size);
+            let end = range.end.min(object_size);
+            let start = range.start.min(end);
             f.seek(SeekFrom::Start(start))?;
-            Ok(Some(ObjectReader {
+            Ok(Some(ObjectReader::from_chunks(
                 object_size,
-                offset: start,
-                len: end - start,
-                body: Body::File(f),
-            }))
+                start,
+                end - start,
+                Box::new(FileChunks(f)),
+            )))
         })
         .await
     }

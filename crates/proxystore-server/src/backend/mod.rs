@@ -15,6 +15,8 @@ use bytes::Bytes;
 use proxystore::connector::PutOptions;
 use proxystore::{Connector, Digest, Error, Key, Result};
 
+pub(crate) use proxystore::connector::stream::ObjectReader;
+
 mod connector;
 mod file;
 mod memory;
@@ -98,96 +100,6 @@ pub(crate) trait ObjectWriter: Send {
     async fn write(&mut self, chunk: Bytes) -> Result<()>;
     /// Make the object visible under its key, with `meta`, and return the key.
     async fn commit(self: Box<Self>, meta: &ObjectMeta) -> Result<Key>;
-}
-
-/// The source of an object being read.
-pub(crate) enum Body {
-    /// Bytes in memory, sliced into chunks without copying.
-    Bytes(Bytes),
-    /// An open file positioned at the first byte to read.
-    File(std::fs::File),
-    /// A connector's reader.
-    Connector(proxystore::connector::stream::ObjectReader),
-}
-
-/// An object (or range of it) ready to be read.
-pub(crate) struct ObjectReader {
-    /// Size of the whole object.
-    pub(crate) object_size: u64,
-    /// Offset of the first byte read.
-    pub(crate) offset: u64,
-    /// Bytes to read.
-    pub(crate) len: u64,
-    pub(crate) body: Body,
-}
-
-impl ObjectReader {
-    /// A reader over bytes in memory, clamped to `range`.
-    pub(crate) fn from_bytes(data: Bytes, range: Option<Range<u64>>) -> Self {
-        let object_size = data.len() as u64;
-        let (start, end) = clamp(range, object_size);
-        ObjectReader {
-            object_size,
-            offset: start,
-            len: end - start,
-            body: Body::Bytes(data.slice(start as usize..end as usize)),
-        }
-    }
-
-    /// A connector's reader as the service's.
-    pub(crate) fn from_connector(r: proxystore::connector::stream::ObjectReader) -> Self {
-        ObjectReader {
-            object_size: r.object_size,
-            offset: r.offset,
-            len: r.len,
-            body: Body::Connector(r),
-        }
-    }
-
-    /// The next chunk of at most `max` bytes, or `None` at the end.
-    pub(crate) async fn next_chunk(&mut self, max: usize) -> Result<Option<Bytes>> {
-        if self.len == 0 {
-            return Ok(None);
-        }
-        let n = (max as u64).min(self.len) as usize;
-        let chunk = match &mut self.body {
-            Body::Bytes(b) => b.split_to(n),
-            Body::Connector(r) => r.next_chunk(n).await?.unwrap_or_default(),
-            Body::File(f) => {
-                let mut file = f.try_clone().map_err(|e| file::io_error("read", e))?;
-                tokio::task::spawn_blocking(move || {
-                    use std::io::Read;
-                    let mut buf = vec![0u8; n];
-                    file.read_exact(&mut buf).map(|()| Bytes::from(buf))
-                })
-                .await
-                .map_err(|e| Error::backend("file", "read", e))?
-                .map_err(|e| file::io_error("read", e))?
-            }
-        };
-        self.len -= chunk.len() as u64;
-        Ok(Some(chunk))
-    }
-
-    /// All remaining bytes (for batch responses of small objects).
-    pub(crate) async fn into_bytes(mut self) -> Result<Bytes> {
-        if let Body::Bytes(b) = &self.body {
-            return Ok(b.clone());
-        }
-        let len = self.len as usize;
-        self.next_chunk(len).await.map(Option::unwrap_or_default)
-    }
-}
-
-/// `range` clamped to an object of `size` bytes, as `(start, end)`.
-pub(crate) fn clamp(range: Option<Range<u64>>, size: u64) -> (u64, u64) {
-    match range {
-        None => (0, size),
-        Some(r) => {
-            let end = r.end.min(size);
-            (r.start.min(end), end)
-        }
-    }
 }
 
 /// Object storage behind the service.

@@ -83,6 +83,22 @@ pub struct MultiConfig {
 /// the items (inner keys or data).
 type Group<'a, T> = (&'a Entry, Vec<usize>, Vec<T>);
 
+/// Items of a batch, each with its route, grouped by route (routes in order of first use).
+fn group<'a, T>(items: impl Iterator<Item = Result<(&'a Entry, T)>>) -> Result<Vec<Group<'a, T>>> {
+    let mut groups: Vec<Group<'a, T>> = Vec::new();
+    for (i, item) in items.enumerate() {
+        let (entry, item) = item?;
+        match groups.iter_mut().find(|g| std::ptr::eq(g.0, entry)) {
+            Some(g) => {
+                g.1.push(i);
+                g.2.push(item);
+            }
+            None => groups.push((entry, vec![i], vec![item])),
+        }
+    }
+    Ok(groups)
+}
+
 #[derive(Debug)]
 struct Entry {
     route: Route,
@@ -259,20 +275,9 @@ impl MultiConnector {
     }
 
     /// The positions of `keys` grouped by the route that holds them, with their inner keys;
-    /// routes in declaration order.
+    /// routes in order of first use.
     fn group_keys(&self, keys: &[Key]) -> Result<Vec<Group<'_, Key>>> {
-        let mut groups: Vec<Group<'_, Key>> = Vec::new();
-        for (i, key) in keys.iter().enumerate() {
-            let (entry, inner) = self.locate(key)?;
-            match groups.iter_mut().find(|g| std::ptr::eq(g.0, entry)) {
-                Some(g) => {
-                    g.1.push(i);
-                    g.2.push(inner);
-                }
-                None => groups.push((entry, vec![i], vec![inner])),
-            }
-        }
-        Ok(groups)
+        group(keys.iter().map(|k| self.locate(k)))
     }
 
     fn wrap(entry: &Entry, inner: &Key) -> Key {
@@ -322,17 +327,10 @@ impl Connector for MultiConnector {
 
     async fn put_batch(&self, data: Vec<Bytes>, options: &PutOptions) -> Result<Vec<Key>> {
         // Route each object, then one batch per route.
-        let mut groups: Vec<Group<'_, Bytes>> = Vec::new();
-        for (i, d) in data.into_iter().enumerate() {
-            let entry = self.choose(Some(d.len() as u64), options)?;
-            match groups.iter_mut().find(|g| std::ptr::eq(g.0, entry)) {
-                Some(g) => {
-                    g.1.push(i);
-                    g.2.push(d);
-                }
-                None => groups.push((entry, vec![i], vec![d])),
-            }
-        }
+        let groups = group(
+            data.into_iter()
+                .map(|d| Ok((self.choose(Some(d.len() as u64), options)?, d))),
+        )?;
         let n = groups.iter().map(|g| g.1.len()).sum();
         let mut keys: Vec<Option<Key>> = vec![None; n];
         for (entry, positions, data) in groups {

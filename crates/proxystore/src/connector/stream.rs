@@ -116,6 +116,11 @@ impl ObjectReader {
         }
     }
 
+    /// Whether the bytes left are already in memory (no I/O to read them).
+    pub fn is_in_memory(&self) -> bool {
+        matches!(self.source, Source::Bytes(_))
+    }
+
     /// The next chunk of at most `max` bytes, or `None` at the end.
     ///
     /// # Errors
