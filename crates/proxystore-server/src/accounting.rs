@@ -15,7 +15,7 @@ use std::time::{Instant, SystemTime};
 
 use proxystore::{Digest, Error, Key, Result};
 
-use crate::backend::Existing;
+use proxystore::connector::stream::StoredObject;
 
 /// What is known of one stored object.
 #[derive(Clone, Debug)]
@@ -45,7 +45,7 @@ pub(crate) struct Accounting {
 }
 
 impl Accounting {
-    pub(crate) fn new(max_total: Option<u64>, existing: Vec<Existing>) -> Arc<Self> {
+    pub(crate) fn new(max_total: Option<u64>, existing: Vec<StoredObject>) -> Arc<Self> {
         let mut state = State::default();
         let (now, wall) = (Instant::now(), SystemTime::now());
         for e in existing {
@@ -212,12 +212,8 @@ mod tests {
         }
     }
 
-    fn existing(key: &str, size: u64) -> Existing {
-        Existing {
-            key: Key::from(key),
-            size,
-            meta: Default::default(),
-        }
+    fn existing(key: &str, size: u64) -> StoredObject {
+        StoredObject::new(Key::from(key), size, Default::default())
     }
 
     #[test]

@@ -127,8 +127,11 @@ pub async fn store_service(config: &ServerConfig) -> Result<StoreService, Server
     config.check()?;
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|e| ServerError::Config(format!("store_service needs a tokio runtime: {e}")))?;
-    let backend = config.backend.build().await?;
-    let acc = Accounting::new(config.max_total_bytes, backend.existing().await?);
+    let mut backend = config.backend.open().await?;
+    let acc = Accounting::new(
+        config.max_total_bytes,
+        std::mem::take(&mut backend.existing),
+    );
     // Zero would abandon every call at once: treat it as no timeout, like the command line.
     let idle = config.idle_timeout.filter(|d| !d.is_zero());
     let svc = StoreSvc::new(

@@ -1,5 +1,5 @@
 //! The `proxystore_rs.v1.StoreService` implementation: limits, digests and expiry on top of a
-//! [`Backend`].
+//! connector (see [`crate::backend`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,13 +9,14 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use proxystore::connector::PutOptions;
-use proxystore::{Digest, DigestAlgorithm, Error, Key};
+use proxystore::connector::stream::{ObjectMeta, ObjectReader};
+use proxystore::{Connector, Digest, DigestAlgorithm, Error, Key};
 use proxystore_proto::v1;
 use proxystore_proto::v1::store_service_server::StoreService;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::accounting::{Accounting, Meta};
-use crate::backend::{Backend, MAX_KEY_BYTES, ObjectMeta, ObjectReader};
+use crate::backend::{Backend, MAX_KEY_BYTES, check_key_length};
 
 /// Size of a GetBatch answer when the request asks for none: the common 4 MiB receive limit
 /// of gRPC clients (grpcio, grpc-go, grpc-java, tonic).
@@ -45,7 +46,8 @@ pub(crate) struct StoreSvc {
 }
 
 struct Inner {
-    backend: Arc<dyn Backend>,
+    connector: Arc<dyn Connector>,
+    caller_keys: bool,
     acc: Arc<Accounting>,
     limits: Limits,
 }
@@ -127,10 +129,11 @@ struct Upload {
 }
 
 impl StoreSvc {
-    pub(crate) fn new(backend: Arc<dyn Backend>, acc: Arc<Accounting>, limits: Limits) -> Self {
+    pub(crate) fn new(backend: Backend, acc: Arc<Accounting>, limits: Limits) -> Self {
         StoreSvc {
             inner: Arc::new(Inner {
-                backend,
+                connector: backend.connector,
+                caller_keys: backend.caller_keys,
                 acc,
                 limits,
             }),
@@ -148,14 +151,21 @@ impl StoreSvc {
 }
 
 impl Inner {
+    fn kind(&self) -> String {
+        self.connector.kind().to_owned()
+    }
+
     fn key(&self, key: String) -> Result<Key, Status> {
-        self.backend.check_key(&key)?;
-        Ok(Key::from(key))
+        // The connector's own rules first: they say more than the length.
+        let key = Key::from(key);
+        self.connector.check_key(&key)?;
+        check_key_length(self.connector.kind(), key.as_str())?;
+        Ok(key)
     }
 
     fn not_found(&self, key: &Key) -> Status {
         Status::from(Error::NotFound {
-            store: self.backend.kind(),
+            store: self.kind(),
             key: key.clone(),
         })
     }
@@ -180,7 +190,8 @@ impl Inner {
     }
 
     async fn evict(&self, key: &Key) -> proxystore::Result<bool> {
-        let existed = self.backend.evict(key).await?;
+        let existed = self.connector.exists(key).await?;
+        self.connector.evict(key).await?;
         self.acc.remove(key);
         Ok(existed)
     }
@@ -209,9 +220,9 @@ impl Inner {
     where
         S: Stream<Item = Result<Piece, Status>> + Unpin + Send,
     {
-        if up.key.is_some() && !self.backend.caller_keys() {
+        if up.key.is_some() && !self.caller_keys {
             return Err(Status::from(Error::Unsupported {
-                connector: self.backend.kind(),
+                connector: self.kind(),
                 operation: "caller-chosen keys".into(),
             }));
         }
@@ -221,8 +232,8 @@ impl Inner {
         let mut reservation = self.acc.reserve(up.size.unwrap_or(0), up.key.clone())?;
         let mut hasher = Hasher::for_digest(up.digest.as_ref())?;
         let mut writer = self
-            .backend
-            .writer(up.key.clone(), up.size, up.options)
+            .connector
+            .put_writer(up.key.clone(), up.size, &up.options)
             .await?;
         let mut received = 0u64;
         loop {
@@ -275,7 +286,7 @@ impl Inner {
                 let actual = h.finish();
                 if actual != expected {
                     return Err(Status::from(Error::DigestMismatch {
-                        store: self.backend.kind(),
+                        store: self.kind(),
                         key: up.key.unwrap_or_else(|| Key::from("")),
                         expected: expected.to_string(),
                         actual: actual.to_string(),
@@ -288,7 +299,9 @@ impl Inner {
         let expires_at = (up.ttl_millis > 0)
             .then(|| SystemTime::now().checked_add(Duration::from_millis(up.ttl_millis)))
             .flatten();
-        let key = writer.commit(&ObjectMeta { expires_at, digest }).await?;
+        let key = writer
+            .finish_with(&ObjectMeta::new(expires_at, digest))
+            .await?;
         self.acc.commit(
             key.clone(),
             Meta {
@@ -467,7 +480,7 @@ impl StoreService for StoreSvc {
         let key = self.inner.key(r.key)?;
         self.inner.expire_if_due(&key).await?;
         let range = r.range.map(|r| r.start..r.end);
-        let Some(reader) = self.inner.backend.read(&key, range).await? else {
+        let Some(reader) = self.inner.connector.reader(&key, range).await? else {
             return Err(self.inner.not_found(&key));
         };
         record_call(&key, reader.len);
@@ -495,16 +508,21 @@ impl StoreService for StoreSvc {
         let key = self.inner.key(request.into_inner().key)?;
         tracing::Span::current().record("key", tracing::field::display(&key));
         self.inner.expire_if_due(&key).await?;
-        let found = self.inner.backend.exists(&key).await?;
-        let size = match found {
-            Some(Some(s)) => s,
-            Some(None) => self.inner.acc.meta(&key).map_or(0, |m| m.size),
-            None => 0,
+        // The size as accounted (every object put through the server or listed when it
+        // started); for one stored behind its back, as an empty read reports it (0 when the
+        // connector cannot tell).
+        let exists = self.inner.connector.exists(&key).await?;
+        let size = match self.inner.acc.meta(&key) {
+            Some(m) if exists => m.size,
+            None if exists => self
+                .inner
+                .connector
+                .reader(&key, Some(0..0))
+                .await?
+                .map_or(0, |r| r.object_size),
+            _ => 0,
         };
-        Ok(Response::new(v1::ExistsResponse {
-            exists: found.is_some(),
-            size,
-        }))
+        Ok(Response::new(v1::ExistsResponse { exists, size }))
     }
 
     async fn evict(
@@ -524,7 +542,7 @@ impl StoreService for StoreSvc {
         let u = self.inner.acc.usage();
         let l = &self.inner.limits;
         Ok(Response::new(v1::StatResponse {
-            backend: self.inner.backend.kind(),
+            backend: self.inner.kind(),
             object_count: u.objects,
             bytes_used: u.used,
             bytes_in_flight: u.in_flight,
@@ -533,7 +551,7 @@ impl StoreService for StoreSvc {
             chunk_size: l.chunk_size as u64,
             auth_required: l.auth_required,
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            caller_keys: self.inner.backend.caller_keys(),
+            caller_keys: self.inner.caller_keys,
             max_message_bytes: l.max_message as u64,
             max_key_bytes: MAX_KEY_BYTES as u64,
             batch_response_bytes: BATCH_RESPONSE_BYTES.min(l.max_message as u64),
@@ -588,7 +606,7 @@ impl StoreService for StoreSvc {
         for k in r.keys {
             let key = self.inner.key(k)?;
             self.inner.expire_if_due(&key).await?;
-            let item = match self.inner.backend.read(&key, None).await? {
+            let item = match self.inner.connector.reader(&key, None).await? {
                 None => v1::GetBatchItem::default(),
                 Some(reader) => {
                     let mut item = v1::GetBatchItem {

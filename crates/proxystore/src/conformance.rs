@@ -289,7 +289,15 @@ pub async fn hostile_keys(c: &dyn Connector) -> CheckResult {
                 Error::InvalidKey { .. } | Error::NotFound { .. } | Error::Backend { .. }
             )
         };
+        // A key `check_key` refuses is refused by the calls too (a service relies on it).
+        let refused = match c.check_key(&key) {
+            Ok(()) => false,
+            Err(Error::InvalidKey { .. }) => true,
+            Err(e) => return Err(format!("check_key({k:?}) gave {e:?}")),
+        };
         match c.get(&key).await {
+            Err(Error::InvalidKey { .. }) => {}
+            _ if refused => return Err(format!("check_key refused {k:?}, get did not")),
             Ok(None) => {}
             Err(e) if ok_err(&e) => {}
             other => return Err(format!("get({k:?}) gave {other:?}")),
@@ -433,6 +441,67 @@ pub async fn streaming(c: &dyn Connector) -> CheckResult {
     Ok(())
 }
 
+/// Where a connector lists its objects ([`Connector::inventory`]): an object put, and one
+/// streamed with metadata, are listed with their sizes (and that metadata, when the connector
+/// keeps it); evicted, they are not.
+pub async fn inventory(c: &dyn Connector) -> CheckResult {
+    use crate::connector::stream::ObjectMeta;
+    let listed = |objects: &[crate::connector::stream::StoredObject], key: &Key| {
+        objects.iter().find(|o| &o.key == key).cloned()
+    };
+    if c.inventory()
+        .await
+        .map_err(|e| fail("inventory", e))?
+        .is_none()
+    {
+        return Ok(());
+    }
+    let plain = c.put(payload(1000, 3)).await.map_err(|e| fail("put", e))?;
+    let data = payload(5000, 4);
+    let meta = ObjectMeta::new(
+        Some(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(4_000_000_000)),
+        crate::DigestAlgorithm::Xxh3.digest(&data),
+    );
+    let described = match c
+        .writer(None, Some(data.len() as u64), &PutOptions::default())
+        .await
+        .map_err(|e| fail("writer", e))?
+    {
+        Some(mut w) => {
+            w.write(data).await.map_err(|e| fail("write", e))?;
+            w.finish_with(&meta)
+                .await
+                .map_err(|e| fail("finish_with", e))?
+        }
+        None => c.put(data).await.map_err(|e| fail("put", e))?,
+    };
+    let objects = c
+        .inventory()
+        .await
+        .map_err(|e| fail("inventory", e))?
+        .ok_or("inventory stopped listing")?;
+    match listed(&objects, &plain) {
+        Some(o) if o.size == 1000 && o.meta.is_empty() => {}
+        other => return Err(format!("a put object is listed as {other:?}")),
+    }
+    match listed(&objects, &described) {
+        Some(o) if o.size == 5000 && (o.meta == meta || o.meta.is_empty()) => {}
+        other => return Err(format!("a streamed object is listed as {other:?}")),
+    }
+    c.evict_batch(&[plain.clone(), described.clone()])
+        .await
+        .map_err(|e| fail("evict_batch", e))?;
+    let objects = c
+        .inventory()
+        .await
+        .map_err(|e| fail("inventory", e))?
+        .ok_or("inventory stopped listing")?;
+    if listed(&objects, &plain).is_some() || listed(&objects, &described).is_some() {
+        return Err("evicted objects are still listed".into());
+    }
+    Ok(())
+}
+
 /// Expand every check into a `#[tokio::test]` for the fixture returned by the async function
 /// `$fixture` (of type `async fn() -> Fixture`).
 #[macro_export]
@@ -440,7 +509,7 @@ macro_rules! conformance_tests {
     ($fixture:path) => {
         $crate::conformance_tests!(@each $fixture;
             round_trip, large_object, missing_key, exists_and_evict, batches, ranges,
-            concurrency, config_round_trip, hostile_keys, streaming);
+            concurrency, config_round_trip, hostile_keys, streaming, inventory);
     };
     (@each $fixture:path; $($check:ident),*) => {
         $(

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::stream::{ChunkBuffer, ObjectReader, ObjectWriter, StoredObject};
 use super::{Connector, ConnectorConfig, PutOptions};
 use crate::error::Result;
 use crate::key::Key;
@@ -77,6 +78,26 @@ impl MemoryConnector {
         MemoryConnector {
             name: name.to_owned(),
             data: segment(name),
+        }
+    }
+
+    /// A segment of its own, reachable only through this connector and its clones (a store
+    /// server's objects): it is freed with the last of them. Its config names a segment that
+    /// no other connector of the process can join, so a connector rebuilt from it is empty.
+    ///
+    /// ```
+    /// # proxystore::runtime::block_on(async {
+    /// use proxystore::connector::{Connector, memory::MemoryConnector};
+    /// let a = MemoryConnector::private();
+    /// a.put(bytes::Bytes::from_static(b"hi")).await?;
+    /// assert_eq!((a.len(), MemoryConnector::private().len()), (1, 0));
+    /// # Ok::<_, proxystore::Error>(()) })??;
+    /// # Ok::<_, proxystore::Error>(())
+    /// ```
+    pub fn private() -> Self {
+        MemoryConnector {
+            name: format!("private-{}", Key::random()),
+            data: Arc::default(),
         }
     }
 
@@ -172,5 +193,64 @@ impl Connector for MemoryConnector {
     async fn set(&self, key: &Key, data: Bytes) -> Result<()> {
         self.write().insert(key.clone(), data);
         Ok(())
+    }
+
+    /// Buffers the object in one allocation of its own ([`ChunkBuffer`]) and inserts it on
+    /// finish.
+    async fn writer(
+        &self,
+        key: Option<&Key>,
+        size: Option<u64>,
+        _options: &PutOptions,
+    ) -> Result<Option<Box<dyn ObjectWriter>>> {
+        Ok(Some(Box::new(MemoryWriter {
+            data: self.data.clone(),
+            key: key.cloned().unwrap_or_else(Key::random),
+            buf: ChunkBuffer::new(size),
+        })))
+    }
+
+    /// Slices of the stored bytes, without copying, and the whole object's size.
+    async fn reader(
+        &self,
+        key: &Key,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Option<ObjectReader>> {
+        Ok(self
+            .read()
+            .get(key)
+            .map(|b| ObjectReader::from_bytes(b.clone(), range)))
+    }
+
+    async fn inventory(&self) -> Result<Option<Vec<StoredObject>>> {
+        Ok(Some(
+            self.read()
+                .iter()
+                .map(|(k, b)| StoredObject::new(k.clone(), b.len() as u64, Default::default()))
+                .collect(),
+        ))
+    }
+}
+
+/// A memory connector's streaming writer.
+struct MemoryWriter {
+    data: Arc<Segment>,
+    key: Key,
+    buf: ChunkBuffer,
+}
+
+#[async_trait]
+impl ObjectWriter for MemoryWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.buf.push(chunk)
+    }
+
+    async fn finish(self: Box<Self>) -> Result<Key> {
+        let MemoryWriter { data, key, buf } = *self;
+        let bytes = buf.finish()?;
+        data.write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), bytes);
+        Ok(key)
     }
 }

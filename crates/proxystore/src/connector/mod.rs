@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::retry::RetryConfig;
-use stream::{ObjectReader, ObjectWriter};
+use stream::{ObjectReader, ObjectWriter, StoredObject};
 
 pub mod file;
 #[cfg(feature = "globus")]
@@ -296,6 +296,27 @@ pub trait Connector: Debug + Send + Sync + 'static {
                     .map(|b| ObjectReader::from_part(start, b))
             }
         })
+    }
+
+    /// Check that `key` is one this connector could hold, without reaching the backend (a
+    /// service checks a caller's key before it reads an upload). The default accepts every key;
+    /// the connector's other methods check keys anyway.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] saying why.
+    fn check_key(&self, key: &Key) -> Result<()> {
+        let _ = key;
+        Ok(())
+    }
+
+    /// The objects the backend holds, with their sizes and kept metadata, for a service that
+    /// manages a store it owns (the store server accounts for what a directory already holds
+    /// when it starts); `None` (the default) when the backend cannot list them.
+    ///
+    /// # Errors
+    /// The backend's error.
+    async fn inventory(&self) -> Result<Option<Vec<StoredObject>>> {
+        Ok(None)
     }
 
     /// How a store runs this connector's calls (I/O runtime, timeout, retries); see

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use globset::{Glob, GlobMatcher};
 use serde::{Deserialize, Serialize};
 
-use super::stream::{ObjectReader, ObjectWriter};
+use super::stream::{ObjectMeta, ObjectReader, ObjectWriter, StoredObject};
 use super::{Connector, ConnectorConfig, PutOptions};
 use crate::error::{Error, Result};
 use crate::key::Key;
@@ -286,6 +286,7 @@ impl MultiConnector {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl Connector for MultiConnector {
     fn kind(&self) -> &str {
         KIND
@@ -428,6 +429,36 @@ impl Connector for MultiConnector {
         entry.connector.set(&inner, data).await
     }
 
+    async fn put(&self, data: Bytes) -> Result<Key> {
+        self.put_opts(data, &PutOptions::default()).await
+    }
+
+    /// Nothing: each route runs inside the layers it asks for already.
+    fn call_config(&self) -> super::CallConfig {
+        super::CallConfig::default()
+    }
+
+    fn check_key(&self, key: &Key) -> Result<()> {
+        let (entry, inner) = self.locate(key)?;
+        entry.connector.check_key(&inner)
+    }
+
+    /// Every route's objects under the multi-connector's keys; `None` when a route cannot list
+    /// its objects.
+    async fn inventory(&self) -> Result<Option<Vec<StoredObject>>> {
+        let mut all = Vec::new();
+        for e in &self.entries {
+            let Some(objects) = e.connector.inventory().await? else {
+                return Ok(None);
+            };
+            all.extend(objects.into_iter().map(|mut o| {
+                o.key = Self::wrap(e, &o.key);
+                o
+            }));
+        }
+        Ok(Some(all))
+    }
+
     async fn close(&self) -> Result<()> {
         for e in &self.entries {
             e.connector.close().await?;
@@ -443,6 +474,7 @@ struct LabelledWriter {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl ObjectWriter for LabelledWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
         self.inner.write(chunk).await
@@ -450,6 +482,11 @@ impl ObjectWriter for LabelledWriter {
 
     async fn finish(self: Box<Self>) -> Result<Key> {
         let key = self.inner.finish().await?;
+        Ok(Key::from(format!("{}:{key}", self.label)))
+    }
+
+    async fn finish_with(self: Box<Self>, meta: &ObjectMeta) -> Result<Key> {
+        let key = self.inner.finish_with(meta).await?;
         Ok(Key::from(format!("{}:{key}", self.label)))
     }
 }

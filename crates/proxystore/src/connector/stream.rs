@@ -9,11 +9,13 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{Connector, PutOptions, slice_range};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::key::Key;
 
@@ -33,6 +35,66 @@ pub trait ObjectWriter: Send {
     /// # Errors
     /// The backend's error; the object is then absent.
     async fn finish(self: Box<Self>) -> Result<Key>;
+
+    /// Make the object visible with `meta` kept beside it, where the backend can keep it (the
+    /// file connector keeps it in a description file; see [`ObjectMeta`]); the default drops
+    /// `meta` and calls [`ObjectWriter::finish`].
+    ///
+    /// # Errors
+    /// As for [`ObjectWriter::finish`].
+    async fn finish_with(self: Box<Self>, meta: &ObjectMeta) -> Result<Key> {
+        let _ = meta;
+        self.finish().await
+    }
+}
+
+/// What a backend keeps beside an object's bytes for whoever manages the objects (the store
+/// service resumes expiry and serves digests from it after a restart). A connector stores it and
+/// lists it ([`crate::Connector::inventory`]); it does not act on it (an expiry time passing
+/// removes nothing by itself).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ObjectMeta {
+    /// When the object expires.
+    pub expires_at: Option<SystemTime>,
+    /// The digest of its bytes, as given when it was put.
+    pub digest: Option<Digest>,
+}
+
+impl ObjectMeta {
+    /// Metadata with an expiry time and a digest, either optional.
+    ///
+    /// ```
+    /// use proxystore::connector::stream::ObjectMeta;
+    /// assert!(ObjectMeta::new(None, None).is_empty());
+    /// ```
+    pub fn new(expires_at: Option<SystemTime>, digest: Option<Digest>) -> Self {
+        ObjectMeta { expires_at, digest }
+    }
+
+    /// Whether there is nothing to keep.
+    pub fn is_empty(&self) -> bool {
+        self.expires_at.is_none() && self.digest.is_none()
+    }
+}
+
+/// An object a backend holds, as [`crate::Connector::inventory`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoredObject {
+    /// Its key.
+    pub key: Key,
+    /// Its size in bytes.
+    pub size: u64,
+    /// What was kept beside it ([`ObjectWriter::finish_with`]).
+    pub meta: ObjectMeta,
+}
+
+impl StoredObject {
+    /// An object of `size` bytes under `key`, with `meta`.
+    pub fn new(key: Key, size: u64, meta: ObjectMeta) -> Self {
+        StoredObject { key, size, meta }
+    }
 }
 
 /// An object (or a range of it) being read in pieces.

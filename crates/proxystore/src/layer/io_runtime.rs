@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::Layer;
-use crate::connector::stream::{ObjectReader, ObjectWriter};
+use crate::connector::stream::{ObjectReader, ObjectWriter, StoredObject};
 use crate::connector::{CallConfig, Connector, ConnectorConfig, PutOptions};
 use crate::error::Result;
 use crate::key::Key;
@@ -116,6 +116,15 @@ impl Connector for IoRuntime {
     async fn set(&self, key: &Key, data: Bytes) -> Result<()> {
         let (c, key) = (self.inner.clone(), key.clone());
         hop(async move { c.set(&key, data).await }).await
+    }
+
+    fn check_key(&self, key: &Key) -> Result<()> {
+        self.inner.check_key(key)
+    }
+
+    async fn inventory(&self) -> Result<Option<Vec<StoredObject>>> {
+        let c = self.inner.clone();
+        hop(async move { c.inventory().await }).await
     }
 
     /// What the inner connector asks for, less the hop this layer makes.

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::Layer;
-use crate::connector::stream::{ObjectReader, ObjectWriter};
+use crate::connector::stream::{ObjectReader, ObjectWriter, StoredObject};
 use crate::connector::{CallConfig, Connector, ConnectorConfig, PutOptions};
 use crate::error::Result;
 use crate::key::Key;
@@ -144,6 +144,14 @@ impl Connector for Measured {
     async fn set(&self, key: &Key, data: Bytes) -> Result<()> {
         let n = data.len() as u64;
         counted(&self.metrics.put, self.inner.set(key, data), |_| n).await
+    }
+
+    fn check_key(&self, key: &Key) -> Result<()> {
+        self.inner.check_key(key)
+    }
+
+    async fn inventory(&self) -> Result<Option<Vec<StoredObject>>> {
+        self.inner.inventory().await
     }
 
     fn call_config(&self) -> CallConfig {

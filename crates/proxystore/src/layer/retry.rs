@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::Layer;
-use crate::connector::stream::{ObjectReader, ObjectWriter};
+use crate::connector::stream::{ObjectReader, ObjectWriter, StoredObject};
 use crate::connector::{CallConfig, Connector, ConnectorConfig, PutOptions};
 use crate::error::Result;
 use crate::key::Key;
@@ -150,6 +150,14 @@ impl Connector for Retry {
     async fn set(&self, key: &Key, data: Bytes) -> Result<()> {
         self.retrying("set", || self.inner.set(key, data.clone()))
             .await
+    }
+
+    fn check_key(&self, key: &Key) -> Result<()> {
+        self.inner.check_key(key)
+    }
+
+    async fn inventory(&self) -> Result<Option<Vec<StoredObject>>> {
+        self.retrying("inventory", || self.inner.inventory()).await
     }
 
     /// What the inner connector asks for, less the retries this layer applies.

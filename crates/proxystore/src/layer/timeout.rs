@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::Layer;
-use crate::connector::stream::{ObjectReader, ObjectWriter};
+use crate::connector::stream::{ObjectReader, ObjectWriter, StoredObject};
 use crate::connector::{CallConfig, Connector, ConnectorConfig, PutOptions};
 use crate::error::{Error, Result};
 use crate::key::Key;
@@ -131,6 +131,14 @@ impl Connector for Timeout {
 
     async fn set(&self, key: &Key, data: Bytes) -> Result<()> {
         self.bound("set", self.inner.set(key, data)).await
+    }
+
+    fn check_key(&self, key: &Key) -> Result<()> {
+        self.inner.check_key(key)
+    }
+
+    async fn inventory(&self) -> Result<Option<Vec<StoredObject>>> {
+        self.bound("inventory", self.inner.inventory()).await
     }
 
     /// What the inner connector asks for, less the time bound this layer applies.

@@ -433,6 +433,10 @@ impl Connector for GlobusConnector {
         self.inner.evict_many(keys).await
     }
 
+    fn check_key(&self, key: &Key) -> Result<()> {
+        GlobusKey::parse(key).map(|_| ())
+    }
+
     fn config(&self) -> ConnectorConfig {
         let mut options = self.inner.config.clone();
         if !options.export_token {

@@ -4,6 +4,10 @@
 //! then renamed over the final name, so a reader sees the whole object or none of it and a failed
 //! or cancelled put leaves nothing behind. Keys are validated so that no key can name a path
 //! outside the directory.
+//!
+//! Objects also stream in and out a chunk at a time ([`Connector::writer`],
+//! [`Connector::reader`]), and a writer can keep an expiry time and a digest beside its object
+//! (`meta`: how a store server fronting the directory resumes them after a restart).
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -15,9 +19,15 @@ use serde::{Deserialize, Serialize};
 
 use super::object_dir::{self, blocking, is_object, read_object, remove, write_atomic};
 pub use super::object_dir::{RESERVED_PREFIX, TMP_PREFIX, open_object};
+use super::stream::{ObjectReader, ObjectWriter, StoredObject};
 use super::{Connector, ConnectorConfig, PutOptions, Resource};
 use crate::error::{Error, Result};
 use crate::key::Key;
+
+mod meta;
+mod stream;
+
+pub use meta::META_DIR;
 
 /// Kind name of this connector.
 pub const KIND: &str = "file";
@@ -114,12 +124,32 @@ impl FileConnector {
         Ok(self.config.directory.join(key.as_str()))
     }
 
-    async fn write_new(&self, key: Key, data: Bytes) -> Result<Key> {
+    async fn write_new(&self, key: Key, data: Bytes, replaces: bool) -> Result<Key> {
         let path = self.path(&key)?;
         let dir = self.config.directory.clone();
         let fsync = self.config.fsync;
-        blocking(KIND, "put", move || write_atomic(&dir, &path, &data, fsync)).await?;
+        let name = replaces.then(|| key.clone());
+        blocking(KIND, "put", move || {
+            // A replaced object's description (see `meta`) goes with it.
+            if let Some(name) = name {
+                meta::remove(&dir, name.as_str())?;
+            }
+            write_atomic(&dir, &path, &data, fsync)
+        })
+        .await?;
         Ok(key)
+    }
+
+    /// Remove what writes cut off by a crash left in the directory: temporary files, and
+    /// descriptions of objects that are gone. Call it only when no other process writes to the
+    /// directory (a store server that owns it does when it starts): a write in progress
+    /// elsewhere would lose its temporary file.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when the directory cannot be read.
+    pub async fn clean_up(&self) -> Result<()> {
+        let dir = self.config.directory.clone();
+        blocking(KIND, "clean up", move || meta::clean_up(&dir)).await
     }
 }
 
@@ -154,7 +184,7 @@ impl Connector for FileConnector {
     }
 
     async fn put_opts(&self, data: Bytes, _options: &PutOptions) -> Result<Key> {
-        self.write_new(Key::random(), data).await
+        self.write_new(Key::random(), data, false).await
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
@@ -174,7 +204,12 @@ impl Connector for FileConnector {
 
     async fn evict(&self, key: &Key) -> Result<()> {
         let path = self.path(key)?;
-        blocking(KIND, "evict", move || remove(&path).map(|_| ())).await
+        let (dir, name) = (self.config.directory.clone(), key.clone());
+        blocking(KIND, "evict", move || {
+            remove(&path)?;
+            meta::remove(&dir, name.as_str())
+        })
+        .await
     }
 
     fn config(&self) -> ConnectorConfig {
@@ -189,7 +224,38 @@ impl Connector for FileConnector {
     }
 
     async fn set(&self, key: &Key, data: Bytes) -> Result<()> {
-        self.write_new(key.clone(), data).await.map(|_| ())
+        self.write_new(key.clone(), data, true).await.map(|_| ())
+    }
+
+    fn check_key(&self, key: &Key) -> Result<()> {
+        validate_key(key.as_str())
+    }
+
+    /// Streams into a temporary file renamed into place on finish (memory: one chunk);
+    /// [`ObjectWriter::finish_with`] keeps the metadata in a description file.
+    async fn writer(
+        &self,
+        key: Option<&Key>,
+        _size: Option<u64>,
+        _options: &PutOptions,
+    ) -> Result<Option<Box<dyn ObjectWriter>>> {
+        let key = key.cloned().unwrap_or_else(Key::random);
+        let path = self.path(&key)?;
+        let w = stream::writer(self.config.directory.clone(), key, path, self.config.fsync).await?;
+        Ok(Some(Box::new(w)))
+    }
+
+    /// Reads the file a chunk at a time.
+    async fn reader(&self, key: &Key, range: Option<Range<u64>>) -> Result<Option<ObjectReader>> {
+        stream::reader(self.path(key)?, range).await
+    }
+
+    /// The directory's objects with the metadata kept beside them.
+    async fn inventory(&self) -> Result<Option<Vec<StoredObject>>> {
+        let dir = self.config.directory.clone();
+        blocking(KIND, "list", move || meta::inventory(&dir))
+            .await
+            .map(Some)
     }
 }
 
@@ -264,6 +330,44 @@ mod tests {
         let key = futures::executor::block_on(c.put(Bytes::from_static(b"x"))).unwrap();
         let got = futures::executor::block_on(c.get(&key)).unwrap();
         assert_eq!(got.unwrap(), "x");
+    }
+
+    #[tokio::test]
+    async fn metadata_is_kept_listed_and_goes_with_its_object() {
+        use crate::connector::stream::ObjectMeta;
+        let dir = tempfile::tempdir().unwrap();
+        let c = FileConnector::new(dir.path()).unwrap();
+        let meta = ObjectMeta::new(
+            Some(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(9)),
+            None,
+        );
+        let key = Key::from("k");
+        let mut w = c
+            .writer(Some(&key), None, &PutOptions::default())
+            .await
+            .unwrap()
+            .unwrap();
+        w.write(Bytes::from_static(b"abc")).await.unwrap();
+        w.finish_with(&meta).await.unwrap();
+        let listed = c.inventory().await.unwrap().unwrap();
+        assert_eq!(
+            (listed.len(), listed[0].size, &listed[0].meta),
+            (1, 3, &meta)
+        );
+        // A whole-object replacement drops the description, and so does an eviction.
+        c.set(&key, Bytes::from_static(b"new")).await.unwrap();
+        assert!(c.inventory().await.unwrap().unwrap()[0].meta.is_empty());
+        assert!(!dir.path().join(META_DIR).join("k").exists());
+        let mut w = c
+            .writer(Some(&key), None, &PutOptions::default())
+            .await
+            .unwrap()
+            .unwrap();
+        w.write(Bytes::from_static(b"abc")).await.unwrap();
+        w.finish_with(&meta).await.unwrap();
+        c.evict(&key).await.unwrap();
+        assert!(!dir.path().join(META_DIR).join("k").exists());
+        assert!(c.inventory().await.unwrap().unwrap().is_empty());
     }
 
     #[tokio::test]
