@@ -180,7 +180,7 @@ fn sandbox() {
 }
 
 fn sandboxed_file(config: &ConnectorConfig) -> proxystore::Result<Arc<dyn Connector>> {
-    let mut options = config.options.clone();
+    let mut options = config.options_value().clone();
     if let Some(m) = options.as_object_mut()
         && m.get("directory").is_some_and(|d| d.is_string())
     {
@@ -190,12 +190,12 @@ fn sandboxed_file(config: &ConnectorConfig) -> proxystore::Result<Arc<dyn Connec
             dir.to_string_lossy().into_owned().into(),
         );
     }
-    FileConnector::from_config(&ConnectorConfig::new(config.kind.clone(), options))
+    FileConnector::from_config(&ConnectorConfig::new(config.kind(), options))
 }
 
 fn refused(config: &ConnectorConfig) -> proxystore::Result<Arc<dyn Connector>> {
     Err(proxystore::Error::config(format!(
         "{} connectors are not built while fuzzing (no network)",
-        config.kind
+        config.kind()
     )))
 }

@@ -92,6 +92,6 @@ fn sandbox() {
 fn refused(config: &ConnectorConfig) -> proxystore::Result<Arc<dyn Connector>> {
     Err(proxystore::Error::config(format!(
         "{} connectors are not built while fuzzing task documents",
-        config.kind
+        config.kind()
     )))
 }

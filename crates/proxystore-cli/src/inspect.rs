@@ -294,18 +294,18 @@ fn rows(r: &Reference, form: Form) -> Vec<(String, String)> {
         ("format version".to_owned(), r.version.to_string()),
         ("store".to_owned(), r.store.clone()),
     ];
-    let kind = if kind_known(&r.connector.kind) {
-        r.connector.kind.clone()
+    let kind = if kind_known(r.connector.kind()) {
+        r.connector.kind().to_owned()
     } else {
         format!(
             "{} (not a kind this build of proxystore can rebuild)",
-            r.connector.kind
+            r.connector.kind()
         )
     };
     rows.push(("connector".to_owned(), kind));
     let mut options = Vec::new();
-    if !r.connector.options.is_null() {
-        flatten("", &redact(&r.connector.options), &mut options);
+    if !r.connector.options_value().is_null() {
+        flatten("", &redact(r.connector.options_value()), &mut options);
     }
     if options.is_empty() {
         rows.push(("  (no options)".to_owned(), String::new()));
@@ -345,9 +345,9 @@ fn to_json(r: &Reference, form: Form) -> Value {
         "version": r.version,
         "store": r.store,
         "connector": {
-            "kind": r.connector.kind,
-            "kind_known": kind_known(&r.connector.kind),
-            "options": redact(&r.connector.options),
+            "kind": r.connector.kind(),
+            "kind_known": kind_known(r.connector.kind()),
+            "options": redact(r.connector.options_value()),
         },
         "key": r.key.to_string(),
         "size": r.size,

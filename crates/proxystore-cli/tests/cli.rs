@@ -438,7 +438,7 @@ fn put_reference_resolves_in_another_process_and_inspects() {
     assert!(bytes.len() < 256, "{} bytes", bytes.len());
     let r = Reference::from_bytes(&bytes).unwrap();
     assert_eq!(r.store, "cli-test-reference");
-    assert_eq!(r.connector.kind, "grpc");
+    assert_eq!(r.connector.kind(), "grpc");
     assert_eq!(r.size, body.len() as u64);
     assert_eq!(r.codec, proxystore::Codec::Raw);
     assert!(r.digest.unwrap().matches(&body));

@@ -32,7 +32,7 @@ fn codec(store: &Store, threshold: u64) -> TaskCodec {
 fn segment_len(store: &Store) -> usize {
     // Objects left in the store's memory segment.
     MemoryConnector::new(
-        store.config().connector.options["segment"]
+        store.config().connector.options_value()["segment"]
             .as_str()
             .unwrap(),
     )

@@ -46,8 +46,8 @@ fn generated(r: &Reference) -> v1::ProxyReference {
         version: r.version,
         store: r.store.clone(),
         connector: Some(v1::ConnectorConfig {
-            kind: r.connector.kind.clone(),
-            options_json: r.connector.options_json(),
+            kind: r.connector.kind().to_owned(),
+            options_json: r.connector.options_json().to_owned(),
         }),
         key: r.key.to_string(),
         size: r.size,

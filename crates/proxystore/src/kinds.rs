@@ -92,12 +92,12 @@ pub fn registered_connector_kinds() -> Vec<String> {
 pub fn from_config(config: &ConnectorConfig) -> Result<Arc<dyn Connector>> {
     let builder = {
         let kinds = kinds().read().unwrap_or_else(|e| e.into_inner());
-        kinds.get(&config.kind).copied()
+        kinds.get(config.kind()).copied()
     };
     match builder {
         Some(build) => build(config),
         None => Err(Error::UnknownConnectorKind {
-            kind: config.kind.clone(),
+            kind: config.kind().to_owned(),
             registered: registered_connector_kinds().join(", "),
         }),
     }

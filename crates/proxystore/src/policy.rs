@@ -302,7 +302,7 @@ impl ResolvePolicy {
             None => Ok(()),
             Some(reason) => Err(Error::Refused {
                 store: store.to_owned(),
-                kind: config.kind.clone(),
+                kind: config.kind().to_owned(),
                 reason,
             }),
         }
@@ -310,7 +310,7 @@ impl ResolvePolicy {
 
     /// Why `config` is not accepted, if it is not.
     fn violation(&self, config: &ConnectorConfig, depth: usize) -> Result<Option<String>> {
-        let kind = config.kind.as_str();
+        let kind = config.kind();
         if !self.kinds.contains(kind) {
             return Ok(Some(format!(
                 "connector kind '{kind}' is not allowed (allowed: {}); allow it with \

@@ -133,7 +133,7 @@ impl Reference {
                 supported: FORMAT_VERSION,
             });
         }
-        if self.store.is_empty() || self.connector.kind.is_empty() {
+        if self.store.is_empty() || self.connector.kind().is_empty() {
             return Err(Error::InvalidReference {
                 reason: "store name or connector kind is missing".into(),
             });
@@ -218,8 +218,8 @@ impl From<&Reference> for pb::ProxyReference {
             version: r.version,
             store: r.store.clone(),
             connector: Some(pb::ConnectorConfig {
-                kind: r.connector.kind.clone(),
-                options_json: r.connector.options_json(),
+                kind: r.connector.kind().to_owned(),
+                options_json: r.connector.options_json().to_owned(),
             }),
             key: r.key.to_string(),
             size: r.size,

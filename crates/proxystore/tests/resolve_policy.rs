@@ -266,7 +266,10 @@ static BUILT: AtomicUsize = AtomicUsize::new(0);
 
 fn count_builds(config: &ConnectorConfig) -> proxystore::Result<std::sync::Arc<dyn Connector>> {
     BUILT.fetch_add(1, Ordering::SeqCst);
-    MemoryConnector::from_config(&ConnectorConfig::new("memory", config.options.clone()))
+    MemoryConnector::from_config(&ConnectorConfig::new(
+        "memory",
+        config.options_value().clone(),
+    ))
 }
 
 #[tokio::test]

@@ -116,7 +116,7 @@ impl RssOp {
 /// The raw client matching a connector config, and its kind.
 fn raw_for(config: &ConnectorConfig) -> Result<Option<(RawKind, Raw)>> {
     let rt = proxystore::runtime::io_handle();
-    Ok(Some(match config.kind.as_str() {
+    Ok(Some(match config.kind() {
         "redis" => {
             let c: RedisConfig = config.options()?;
             (

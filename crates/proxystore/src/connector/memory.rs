@@ -106,7 +106,7 @@ impl MemoryConnector {
     /// # Errors
     /// [`crate::Error::Config`] when the options do not parse.
     pub fn from_config(config: &ConnectorConfig) -> Result<Arc<dyn Connector>> {
-        let opts: MemoryConfig = if config.options.is_null() {
+        let opts: MemoryConfig = if config.options_value().is_null() {
             MemoryConfig::default()
         } else {
             config.options()?

@@ -348,26 +348,67 @@ pub(crate) fn slice_range(data: &Bytes, range: Range<u64>) -> Bytes {
 /// carry nested settings; in binary formats they are written as a JSON string, which keeps
 /// non-self-describing codecs such as postcard able to read them.
 ///
+/// A config is cheap to clone (one reference count), and its options are held in whichever form
+/// they came (a JSON value, or the JSON text of a reference), the other form made once on first
+/// use: a reference decoded and resolved from a store the process already has never parses
+/// them, and one encoded again copies the text it came with.
+///
 /// ```
 /// use proxystore::connector::ConnectorConfig;
 /// let c = ConnectorConfig::new("memory", serde_json::json!({"segment": "demo"}));
-/// assert_eq!(c.kind, "memory");
+/// assert_eq!(c.kind(), "memory");
+/// assert_eq!(c.options_json(), r#"{"segment":"demo"}"#);
+/// let back = ConnectorConfig::from_json_options("memory", c.options_json())?;
+/// assert_eq!(back, c);
+/// assert_eq!(back.options_value()["segment"], "demo");
+/// # Ok::<_, proxystore::Error>(())
 /// ```
-#[derive(Clone, PartialEq)]
+#[derive(Clone)]
 pub struct ConnectorConfig {
-    /// Registered kind, e.g. `file`.
-    pub kind: String,
-    /// Kind-specific options (a JSON object).
-    pub options: serde_json::Value,
+    inner: std::sync::Arc<ConfigForms>,
+}
+
+/// The two forms of a config's options; at least one is set.
+struct ConfigForms {
+    kind: String,
+    value: std::sync::OnceLock<serde_json::Value>,
+    json: std::sync::OnceLock<String>,
+}
+
+impl PartialEq for ConnectorConfig {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.inner, &other.inner)
+            || (self.kind() == other.kind() && self.options_value() == other.options_value())
+    }
 }
 
 impl ConnectorConfig {
     /// A config of `kind` with `options`.
     pub fn new(kind: impl Into<String>, options: serde_json::Value) -> Self {
         ConnectorConfig {
-            kind: kind.into(),
-            options,
+            inner: std::sync::Arc::new(ConfigForms {
+                kind: kind.into(),
+                value: options.into(),
+                json: std::sync::OnceLock::new(),
+            }),
         }
+    }
+
+    /// Registered kind, e.g. `file`.
+    pub fn kind(&self) -> &str {
+        &self.inner.kind
+    }
+
+    /// Kind-specific options (a JSON object, or null for none).
+    pub fn options_value(&self) -> &serde_json::Value {
+        let forms = &*self.inner;
+        forms.value.get_or_init(|| match forms.json.get() {
+            // Checked to be JSON when it was taken (`from_json_options`).
+            Some(json) if !json.is_empty() => {
+                serde_json::from_str(json).unwrap_or(serde_json::Value::Null)
+            }
+            _ => serde_json::Value::Null,
+        })
     }
 
     /// A config of `kind` from a typed options struct.
@@ -387,8 +428,13 @@ impl ConnectorConfig {
     /// # Errors
     /// [`Error::Config`] naming the kind when the options do not fit `O`.
     pub fn options<O: DeserializeOwned>(&self) -> Result<O> {
-        O::deserialize(&self.options)
-            .map_err(|e| Error::config(format!("{} connector options: {e}", self.kind)))
+        let forms = &*self.inner;
+        let parsed = match (forms.value.get(), forms.json.get()) {
+            // Straight from the text when that is what came: no intermediate value.
+            (None, Some(json)) if !json.is_empty() => serde_json::from_str(json),
+            _ => O::deserialize(self.options_value()),
+        };
+        parsed.map_err(|e| Error::config(format!("{} connector options: {e}", self.kind())))
     }
 }
 
@@ -416,8 +462,8 @@ impl Debug for ConnectorConfig {
             }
         }
         f.debug_struct("ConnectorConfig")
-            .field("kind", &self.kind)
-            .field("options", &redact(&self.options))
+            .field("kind", &self.kind())
+            .field("options", &redact(self.options_value()))
             .finish()
     }
 }
@@ -439,14 +485,14 @@ impl Serialize for ConnectorConfig {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         if s.is_human_readable() {
             ReadableConfig {
-                kind: self.kind.clone(),
-                options: self.options.clone(),
+                kind: self.kind().to_owned(),
+                options: self.options_value().clone(),
             }
             .serialize(s)
         } else {
             BinaryConfig {
-                kind: self.kind.clone(),
-                options: self.options_json(),
+                kind: self.kind().to_owned(),
+                options: self.options_json().to_owned(),
             }
             .serialize(s)
         }
@@ -466,28 +512,35 @@ impl<'de> Deserialize<'de> for ConnectorConfig {
 }
 
 impl ConnectorConfig {
-    /// The options as compact JSON text (the form used in binary encodings).
-    pub fn options_json(&self) -> String {
-        if self.options.is_null() {
-            String::new()
-        } else {
-            self.options.to_string()
-        }
+    /// The options as compact JSON text (the form used in binary encodings; empty for none),
+    /// made once.
+    pub fn options_json(&self) -> &str {
+        let forms = &*self.inner;
+        forms.json.get_or_init(|| match forms.value.get() {
+            Some(v) if !v.is_null() => v.to_string(),
+            _ => String::new(),
+        })
     }
 
-    /// Rebuild from a kind and options as JSON text (empty text means no options).
+    /// Rebuild from a kind and options as JSON text (empty text means no options). The text
+    /// is checked and kept; it is parsed when the options are first used.
     ///
     /// # Errors
     /// [`Error::Config`] when the text is not JSON.
     pub fn from_json_options(kind: impl Into<String>, json: &str) -> Result<Self> {
         let kind = kind.into();
-        let options = if json.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_str(json)
-                .map_err(|e| Error::config(format!("{kind} connector options are not JSON: {e}")))?
-        };
-        Ok(ConnectorConfig::new(kind, options))
+        if !json.is_empty() {
+            serde_json::from_str::<serde::de::IgnoredAny>(json).map_err(|e| {
+                Error::config(format!("{kind} connector options are not JSON: {e}"))
+            })?;
+        }
+        Ok(ConnectorConfig {
+            inner: std::sync::Arc::new(ConfigForms {
+                kind,
+                value: std::sync::OnceLock::new(),
+                json: json.to_owned().into(),
+            }),
+        })
     }
 }
 
