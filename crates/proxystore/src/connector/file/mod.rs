@@ -342,13 +342,16 @@ mod tests {
             None,
         );
         let key = Key::from("k");
-        let mut w = c
-            .writer(Some(&key), None, &PutOptions::default())
-            .await
-            .unwrap()
-            .unwrap();
-        w.write(Bytes::from_static(b"abc")).await.unwrap();
-        w.finish_with(&meta).await.unwrap();
+        let put_described = || async {
+            let mut w = c
+                .writer(Some(&key), None, &PutOptions::default())
+                .await
+                .unwrap()
+                .unwrap();
+            w.write(Bytes::from_static(b"abc")).await.unwrap();
+            w.finish_with(&meta).await.unwrap();
+        };
+        put_described().await;
         let listed = c.inventory().await.unwrap().unwrap();
         assert_eq!(
             (listed.len(), listed[0].size, &listed[0].meta),
@@ -358,13 +361,7 @@ mod tests {
         c.set(&key, Bytes::from_static(b"new")).await.unwrap();
         assert!(c.inventory().await.unwrap().unwrap()[0].meta.is_empty());
         assert!(!dir.path().join(META_DIR).join("k").exists());
-        let mut w = c
-            .writer(Some(&key), None, &PutOptions::default())
-            .await
-            .unwrap()
-            .unwrap();
-        w.write(Bytes::from_static(b"abc")).await.unwrap();
-        w.finish_with(&meta).await.unwrap();
+        put_described().await;
         c.evict(&key).await.unwrap();
         assert!(!dir.path().join(META_DIR).join("k").exists());
         assert!(c.inventory().await.unwrap().unwrap().is_empty());

@@ -294,13 +294,14 @@ impl fmt::Debug for GlobusConfig {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    const A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
-    const B: &str = "bbbbbbbb-0000-4000-8000-000000000002";
+    pub(crate) const A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+    pub(crate) const B: &str = "bbbbbbbb-0000-4000-8000-000000000002";
 
-    fn config() -> GlobusConfig {
+    /// Two endpoints, A and B, with host patterns (shared by the connector's tests).
+    pub(crate) fn config() -> GlobusConfig {
         GlobusConfig::new(vec![
             GlobusEndpoint::new(A, "/~/ps", "/tmp/a", ["login*.a.example.org", "a-*"]),
             GlobusEndpoint::new(B, "/data/ps/", "/tmp/b", ["*.b.example.org"]),

@@ -450,17 +450,8 @@ impl Connector for GlobusConnector {
 
 #[cfg(test)]
 mod tests {
+    use super::config::tests::{A, B, config};
     use super::*;
-
-    const A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
-    const B: &str = "bbbbbbbb-0000-4000-8000-000000000002";
-
-    fn config() -> GlobusConfig {
-        GlobusConfig::new(vec![
-            GlobusEndpoint::new(A, "/~/ps", "/tmp/a", ["login*.a.example.org", "a-*"]),
-            GlobusEndpoint::new(B, "/data/ps/", "/tmp/b", ["*.b.example.org"]),
-        ])
-    }
 
     fn local_of(c: &GlobusConnector) -> Option<&str> {
         c.local_endpoint().map(|e| e.uuid.as_str())

@@ -31,45 +31,39 @@
 
 use std::future::Future;
 use std::ops::Range;
-use std::pin::Pin;
 
 use std::sync::{Arc, OnceLock};
-
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 use proxystore_proto::v1;
-use proxystore_proto::v1::store_service_client::StoreServiceClient;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Status};
+use tonic::metadata::MetadataValue;
 
 use super::stream::{ObjectReader, ObjectWriter};
 use super::{CallConfig, Connector, ConnectorConfig, PutOptions, Resource};
-use crate::digest::{Digest, DigestAlgorithm};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::retry::RetryConfig;
 use crate::runtime;
-use rpc_trace::{RpcTrace, Side};
 
 pub mod rpc_trace;
 mod status;
 
 pub use status::{DETAIL_METADATA, KEY_METADATA};
 
+mod client;
 mod config;
 mod transfer;
 
-use config::{BATCH_BYTES, BATCH_ITEM_MAX, BATCH_KEYS};
+use client::{Inner, endpoint};
+
 pub use config::{
     CONNECTION_WINDOW, DEFAULT_CHUNK_SIZE, GrpcConfig, KIND, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE,
     ObjectInfo, STREAM_WINDOW, ServerStat, UploadOptions,
 };
 pub use transfer::GetStream;
-use transfer::{GrpcWriter, Piece, Progress, PutBody, StreamChunks, next_message};
+use transfer::{GrpcWriter, Piece, StreamChunks};
 
 /// Client of a ProxyStore gRPC server.
 ///
@@ -88,16 +82,6 @@ impl std::fmt::Debug for GrpcConnector {
             .finish_non_exhaustive()
     }
 }
-
-struct Inner {
-    config: GrpcConfig,
-    endpoint: Endpoint,
-    auth: Option<MetadataValue<Ascii>>,
-    client: OnceLock<Client>,
-    caller_keys: tokio::sync::OnceCell<bool>,
-}
-
-type Client = StoreServiceClient<RpcTrace<Channel>>;
 
 impl GrpcConnector {
     /// A connector for the server at `address` with default settings.
@@ -252,453 +236,6 @@ impl GrpcConnector {
         let key = key.clone();
         self.io(move |i| async move { i.get_stream(key, range, true).await })
             .await
-    }
-}
-
-fn endpoint(config: &GrpcConfig) -> Result<Endpoint> {
-    let uri = config.uri();
-    let bad = |e: tonic::transport::Error| {
-        Error::config(format!("grpc address {:?}: {e}", config.address))
-    };
-    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
-    let mut ep = Endpoint::from_shared(uri.clone())
-        .map_err(bad)?
-        .connect_timeout(Duration::from_millis(config.connect_timeout_ms.max(1)))
-        .tcp_nodelay(true)
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_frame_size(MAX_FRAME_SIZE)
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(10));
-    if uri.starts_with("https://") {
-        #[cfg(feature = "tls")]
-        {
-            let mut tls = tonic::transport::ClientTlsConfig::new();
-            tls = match &config.tls_ca_file {
-                Some(path) => {
-                    let pem = std::fs::read(path).map_err(|e| {
-                        Error::config(format!("grpc tls_ca_file {}: {e}", path.display()))
-                    })?;
-                    tls.ca_certificate(tonic::transport::Certificate::from_pem(pem))
-                }
-                None => tls.with_native_roots(),
-            };
-            if let Some(d) = &config.tls_domain {
-                tls = tls.domain_name(d.clone());
-            }
-            ep = ep.tls_config(tls).map_err(bad)?;
-        }
-        #[cfg(not(feature = "tls"))]
-        return Err(Error::config(
-            "https:// grpc addresses need the `tls` feature of proxystore",
-        ));
-    }
-    Ok(ep)
-}
-
-fn timeout_status(operation: &str, after: Duration) -> Status {
-    Status::from(Error::Timeout {
-        operation: format!("{KIND} {operation}"),
-        after,
-    })
-}
-
-fn proto_digest(d: &Digest) -> v1::Digest {
-    v1::Digest {
-        algorithm: d.algorithm().as_str().to_owned(),
-        value: Bytes::from(d.to_bytes()),
-    }
-}
-
-fn digest_from_proto(d: Option<v1::Digest>) -> Option<Digest> {
-    let d = d?;
-    let alg: DigestAlgorithm = d.algorithm.parse().ok()?;
-    Digest::from_parts(alg, &d.value).ok().flatten()
-}
-
-fn protocol_error(what: impl Into<String>) -> Status {
-    Status::internal(format!("protocol error from server: {}", what.into()))
-}
-
-impl Inner {
-    /// The channel's client, created on first use, with its worker on the I/O runtime.
-    fn client(&self) -> Client {
-        self.client
-            .get_or_init(|| {
-                // The channel spawns its worker on the current runtime: make that the I/O
-                // runtime, whoever calls first.
-                let _io = runtime::io_handle().enter();
-                StoreServiceClient::new(RpcTrace::new(self.endpoint.connect_lazy(), Side::Client))
-                    .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                    .max_encoding_message_size(MAX_MESSAGE_SIZE)
-            })
-            .clone()
-    }
-
-    fn timeout(&self) -> Duration {
-        self.config.timeout_duration()
-    }
-
-    fn request<T>(&self, msg: T, deadline: bool) -> Request<T> {
-        let mut r = Request::new(msg);
-        if let Some(a) = &self.auth {
-            r.metadata_mut().insert("authorization", a.clone());
-        }
-        if deadline {
-            r.set_timeout(self.timeout());
-        }
-        r
-    }
-
-    /// The retries of idempotent calls: [`GrpcConfig::retries`] with the shared backoff.
-    fn retry_config(&self) -> RetryConfig {
-        RetryConfig::default().max_retries(self.config.retries)
-    }
-
-    /// A unary call under the timeout. Retries are the caller's (the store's retry layer for
-    /// the trait's methods, [`RetryConfig::run`] for the others).
-    async fn unary<Req, Resp, F, Fut>(&self, op: &'static str, msg: Req, call: F) -> Result<Resp>
-    where
-        F: FnOnce(Client, Request<Req>) -> Fut,
-        Fut: Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
-    {
-        let req = self.request(msg, true);
-        match tokio::time::timeout(self.timeout(), call(self.client(), req)).await {
-            Ok(Ok(resp)) => Ok(resp.into_inner()),
-            Ok(Err(s)) => Err(Error::from(s)),
-            Err(_) => Err(Error::from(timeout_status(op, self.timeout()))),
-        }
-    }
-
-    async fn stat(&self) -> Result<v1::StatResponse> {
-        self.retry_config()
-            .run("grpc stat", || {
-                self.unary("stat", v1::StatRequest {}, |mut c, r| async move {
-                    c.stat(r).await
-                })
-            })
-            .await
-    }
-
-    async fn caller_keys(&self) -> Result<bool> {
-        self.caller_keys
-            .get_or_try_init(|| async { Ok(self.stat().await?.caller_keys) })
-            .await
-            .copied()
-    }
-
-    /// Open a Get stream and read its header; `None` when the key is absent.
-    async fn open_get(
-        &self,
-        key: &Key,
-        range: Option<Range<u64>>,
-    ) -> std::result::Result<Option<(ObjectInfo, tonic::Streaming<v1::GetResponse>)>, Status> {
-        let t = self.timeout();
-        let req = self.request(
-            v1::GetRequest {
-                key: key.to_string(),
-                range: range.map(|r| v1::ByteRange {
-                    start: r.start,
-                    end: r.end,
-                }),
-            },
-            false,
-        );
-        let mut stream = match tokio::time::timeout(t, self.client().get(req)).await {
-            Err(_) => return Err(timeout_status("get", t)),
-            Ok(Err(s)) if s.code() == Code::NotFound => return Ok(None),
-            Ok(Err(s)) => return Err(s),
-            Ok(Ok(r)) => r.into_inner(),
-        };
-        let header = match next_message(&mut stream, t).await {
-            Err(s) if s.code() == Code::NotFound => return Ok(None),
-            Err(s) => return Err(s),
-            Ok(Some(v1::GetResponse {
-                msg: Some(v1::get_response::Msg::Header(h)),
-            })) => h,
-            Ok(_) => return Err(protocol_error("Get stream did not start with a header")),
-        };
-        let info = ObjectInfo {
-            size: header.size,
-            object_size: header.object_size,
-            offset: header.offset,
-            digest: digest_from_proto(header.digest),
-        };
-        Ok(Some((info, stream)))
-    }
-
-    async fn get_once(
-        &self,
-        key: &Key,
-        range: Option<Range<u64>>,
-    ) -> std::result::Result<Option<Bytes>, Status> {
-        let Some((info, mut stream)) = self.open_get(key, range).await? else {
-            return Ok(None);
-        };
-        let t = self.timeout();
-        let size = usize::try_from(info.size)
-            .map_err(|_| Status::resource_exhausted("object larger than this platform's memory"))?;
-        // A single chunk holding the whole object is returned as it came, without copying;
-        // otherwise the buffer is allocated once, at the size the header announced.
-        let mut single: Option<Bytes> = None;
-        let mut buf: Vec<u8> = Vec::new();
-        let mut received = 0usize;
-        while let Some(m) = next_message(&mut stream, t).await? {
-            let Some(v1::get_response::Msg::Chunk(chunk)) = m.msg else {
-                return Err(protocol_error("second header in Get stream"));
-            };
-            received += chunk.len();
-            if received > size {
-                return Err(protocol_error(format!(
-                    "Get stream carried more than the announced {size} bytes"
-                )));
-            }
-            if single.is_none() && buf.capacity() == 0 && chunk.len() == size {
-                single = Some(chunk);
-                continue;
-            }
-            if buf.capacity() == 0 {
-                buf.try_reserve_exact(size).map_err(|_| {
-                    Status::resource_exhausted(format!("cannot allocate {size} bytes"))
-                })?;
-            }
-            buf.extend_from_slice(&chunk);
-        }
-        if received != size {
-            return Err(Status::unavailable(format!(
-                "Get stream ended after {received} of {size} bytes"
-            )));
-        }
-        Ok(Some(single.unwrap_or_else(|| Bytes::from(buf))))
-    }
-
-    async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<Option<Bytes>> {
-        self.get_once(key, range).await.map_err(Error::from)
-    }
-
-    /// Open a streamed get; with `retry`, opening is retried as for idempotent calls (the
-    /// trait's reader leaves that to the store's retry layer).
-    async fn get_stream(
-        self: Arc<Self>,
-        key: Key,
-        range: Option<Range<u64>>,
-        retry: bool,
-    ) -> Result<Option<GetStream>> {
-        let retries = if retry {
-            self.retry_config()
-        } else {
-            RetryConfig::none()
-        };
-        let opened = retries
-            .run("grpc get", || async {
-                self.open_get(&key, range.clone())
-                    .await
-                    .map_err(Error::from)
-            })
-            .await?;
-        let Some((info, mut stream)) = opened else {
-            return Ok(None);
-        };
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let t = self.timeout();
-        let size = info.size;
-        // The pump runs on the I/O runtime; a full channel stops it reading, which stops the
-        // server through HTTP/2 flow control.
-        tokio::spawn(async move {
-            let mut received = 0u64;
-            let err = loop {
-                match next_message(&mut stream, t).await {
-                    Ok(Some(v1::GetResponse {
-                        msg: Some(v1::get_response::Msg::Chunk(c)),
-                    })) => {
-                        received += c.len() as u64;
-                        if received > size {
-                            break Some(protocol_error("Get stream carried too many bytes"));
-                        }
-                        if tx.send(Ok(c)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(Some(_)) => break Some(protocol_error("second header in Get stream")),
-                    Ok(None) if received == size => break None,
-                    Ok(None) => {
-                        break Some(Status::unavailable(format!(
-                            "Get stream ended after {received} of {size} bytes"
-                        )));
-                    }
-                    Err(s) => break Some(s),
-                }
-            };
-            if let Some(s) = err {
-                let _ = tx.send(Err(Error::from(s))).await;
-            }
-        });
-        Ok(Some(GetStream { info, rx }))
-    }
-
-    async fn put(
-        &self,
-        data: Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>,
-        options: UploadOptions,
-    ) -> Result<Key> {
-        let header = v1::PutHeader {
-            key: options.key.map(|k| k.to_string()).unwrap_or_default(),
-            size: options.size,
-            digest: options.digest.as_ref().map(proto_digest),
-            ttl_millis: options
-                .ttl
-                .map(|t| t.as_millis().clamp(1, u128::from(u64::MAX)) as u64)
-                .unwrap_or(0),
-            name: options.put.name.unwrap_or_default(),
-            tags: options.put.tags,
-        };
-        let progress = Arc::new(Progress::new());
-        let body = PutBody {
-            header: Some(v1::PutRequest {
-                msg: Some(v1::put_request::Msg::Header(header)),
-            }),
-            finished: false,
-            data,
-            rest: Bytes::new(),
-            chunk: self.config.chunk_size,
-            progress: progress.clone(),
-            failed: false,
-        };
-        let t = self.timeout();
-        let call = async {
-            let mut client = self.client();
-            client.put(self.request(body, false)).await
-        };
-        tokio::pin!(call);
-        let tick = (t / 4).max(Duration::from_millis(10));
-        loop {
-            tokio::select! {
-                r = &mut call => {
-                    return r.map(|r| Key::from(r.into_inner().key)).map_err(Error::from);
-                }
-                // Dropping `call` on return cancels the upload: the server keeps nothing.
-                () = progress.failed.notified() => {
-                    if let Some(e) = progress.take_error() {
-                        return Err(e);
-                    }
-                }
-                () = tokio::time::sleep(tick) => {
-                    if progress.idle() > t {
-                        return Err(Error::from(timeout_status("put", t)));
-                    }
-                }
-            }
-        }
-    }
-
-    async fn put_bytes(&self, data: Bytes, key: Option<Key>, options: &PutOptions) -> Result<Key> {
-        let size = data.len() as u64;
-        self.put(
-            Box::pin(futures::stream::once(async move { Ok(data) })),
-            UploadOptions {
-                key,
-                size: Some(size),
-                put: options.clone(),
-                ..UploadOptions::default()
-            },
-        )
-        .await
-    }
-
-    async fn put_batch(&self, data: Vec<Bytes>, options: &PutOptions) -> Result<Vec<Key>> {
-        let mut keys: Vec<Option<Key>> = vec![None; data.len()];
-        let mut group: Vec<(usize, Bytes)> = Vec::new();
-        let mut group_bytes = 0usize;
-        let mut pending = data.into_iter().enumerate().peekable();
-        while let Some((i, d)) = pending.next() {
-            if d.len() > BATCH_ITEM_MAX {
-                keys[i] = Some(self.put_bytes(d, None, options).await?);
-            } else {
-                group_bytes += d.len();
-                group.push((i, d));
-            }
-            let flush = group_bytes >= BATCH_BYTES
-                || group.len() >= BATCH_KEYS
-                || (pending.peek().is_none() && !group.is_empty());
-            if flush {
-                let items: Vec<v1::PutBatchItem> = group
-                    .iter()
-                    .map(|(_, d)| v1::PutBatchItem {
-                        data: d.clone(),
-                        name: options.name.clone().unwrap_or_default(),
-                        ..Default::default()
-                    })
-                    .collect();
-                let resp = self
-                    .unary(
-                        "put_batch",
-                        v1::PutBatchRequest { items },
-                        |mut c, r| async move { c.put_batch(r).await },
-                    )
-                    .await?;
-                if resp.keys.len() != group.len() {
-                    return Err(Error::from(protocol_error(format!(
-                        "PutBatch returned {} keys for {} items",
-                        resp.keys.len(),
-                        group.len()
-                    ))));
-                }
-                for ((i, _), k) in group.drain(..).zip(resp.keys) {
-                    keys[i] = Some(Key::from(k));
-                }
-                group_bytes = 0;
-            }
-        }
-        keys.into_iter()
-            .map(|k| k.ok_or_else(|| Error::from(protocol_error("PutBatch lost an item"))))
-            .collect()
-    }
-
-    async fn get_batch(&self, keys: &[Key]) -> Result<Vec<Option<Bytes>>> {
-        let mut out = Vec::with_capacity(keys.len());
-        for group in keys.chunks(BATCH_KEYS) {
-            let req = v1::GetBatchRequest {
-                keys: group.iter().map(|k| k.to_string()).collect(),
-                // This client receives messages up to this size (the server caps it at its own).
-                max_response_bytes: MAX_MESSAGE_SIZE as u64,
-            };
-            let resp = self
-                .unary(
-                    "get_batch",
-                    req,
-                    |mut c, r| async move { c.get_batch(r).await },
-                )
-                .await?;
-            if resp.items.len() != group.len() {
-                return Err(Error::from(protocol_error(format!(
-                    "GetBatch returned {} items for {} keys",
-                    resp.items.len(),
-                    group.len()
-                ))));
-            }
-            for (item, key) in resp.items.into_iter().zip(group) {
-                out.push(match (item.found, item.omitted) {
-                    (false, _) => None,
-                    // Too large for the batch response: fetched on its own stream.
-                    (true, true) => self.get(key, None).await?,
-                    (true, false) => Some(item.data),
-                });
-            }
-        }
-        Ok(out)
-    }
-
-    async fn evict_batch(&self, keys: &[Key]) -> Result<()> {
-        for group in keys.chunks(BATCH_KEYS) {
-            let req = v1::EvictBatchRequest {
-                keys: group.iter().map(|k| k.to_string()).collect(),
-            };
-            self.unary("evict_batch", req, |mut c, r| async move {
-                c.evict_batch(r).await
-            })
-            .await?;
-        }
-        Ok(())
     }
 }
 
@@ -868,7 +405,7 @@ impl Connector for GrpcConnector {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use super::*;
 

@@ -14,7 +14,8 @@ use futures::Stream;
 use proxystore_proto::v1;
 use tonic::Status;
 
-use super::{KIND, ObjectInfo, protocol_error, timeout_status};
+use super::client::{protocol_error, timeout_status};
+use super::{KIND, ObjectInfo};
 use crate::connector::stream::{ObjectWriter, ReadChunks};
 use crate::error::{Error, Result};
 use crate::key::Key;

@@ -14,7 +14,6 @@
 use std::fmt;
 use std::future::Future;
 use std::ops::Range;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +21,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ConnectionInfo, IntoConnectionInfo, RedisError, RedisResult};
-use serde::{Deserialize, Serialize};
 
 use super::{CallConfig, Connector, ConnectorConfig, PutOptions, Resource};
 use crate::error::{Error, Result};
@@ -33,19 +31,13 @@ use crate::runtime::run_on_io;
 /// Kind name of this connector.
 pub const KIND: &str = "redis";
 
-/// Default server URL.
-pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
-/// Default response timeout: generous, because a single reply may carry a large object (the
-/// redis crate's own default of 500 ms fails for objects of tens of MiB).
-pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default timeout of one connection attempt (TCP, TLS and the Redis handshake).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+mod config;
 
-/// Default [`RedisConfig::chunked_above_bytes`]: 128 MiB.
-pub const DEFAULT_CHUNKED_ABOVE_BYTES: u64 = 128 << 20;
-
-/// Default [`RedisConfig::chunk_bytes`]: 16 MiB.
-pub const DEFAULT_CHUNK_BYTES: u64 = 16 << 20;
+use config::redact_url;
+pub use config::{
+    DEFAULT_CHUNK_BYTES, DEFAULT_CHUNKED_ABOVE_BYTES, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_RESPONSE_TIMEOUT, DEFAULT_URL, RedisConfig,
+};
 
 /// How long the temporary key of a chunked write outlives a writer that died mid-way.
 const CHUNKED_WRITE_TTL_MS: u64 = 60 * 60 * 1000;
@@ -55,241 +47,6 @@ const BATCH_CHUNK: usize = 1000;
 /// Reconnection attempts the manager makes before it reports the failure (then the next
 /// operation starts a new round).
 const RECONNECT_RETRIES: usize = 2;
-
-/// Options of a [`RedisConnector`].
-///
-/// The server is given by `url` (`redis://[user@]host[:port][/db]`, or `rediss://` for TLS);
-/// `host`, `port`, `db` and `username` override the matching part of it, and `password`
-/// overrides a password in it. The connector normalises these into `url` plus `password`, and
-/// [`Connector::config`] returns that normal form, with the password never in the URL so that
-/// the `Debug` of a config redacts it.
-///
-/// ```
-/// use proxystore::connector::redis::RedisConfig;
-/// let c = RedisConfig {
-///     url: "redis://:hunter2@cache.example:6380/2".into(),
-///     prefix: "jobs:".into(),
-///     ttl_ms: Some(3_600_000),
-///     ..RedisConfig::default()
-/// };
-/// assert!(!format!("{c:?}").contains("hunter2"));
-/// ```
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RedisConfig {
-    /// Server URL (default [`DEFAULT_URL`]).
-    pub url: String,
-    /// Host name or address, overriding the URL's.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
-    /// Port, overriding the URL's.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    /// Database number, overriding the URL's.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub db: Option<i64>,
-    /// ACL user name, overriding the URL's.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    /// Password, overriding the URL's. Travels in proxy references like every option.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
-    /// PEM file of the certificate authorities to trust for a `rediss://` server, instead of
-    /// the system's roots (for a private CA or a self-signed server certificate).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_ca_file: Option<PathBuf>,
-    /// Prefix of every Redis key this connector writes (default none).
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub prefix: String,
-    /// Expire objects this long after they are put (`SET ... PX`); default never.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ttl_ms: Option<u64>,
-    /// How long to wait for one reply, in milliseconds (default 30 000).
-    pub response_timeout_ms: u64,
-    /// How long one connection attempt may take, in milliseconds (default 5 000).
-    pub connect_timeout_ms: u64,
-    /// Objects larger than this (default [`DEFAULT_CHUNKED_ABOVE_BYTES`]) are written and read
-    /// in pieces of [`Self::chunk_bytes`]: written into a temporary key with `SETRANGE` and
-    /// renamed over the key when complete, so readers never see part of an object; read with
-    /// `GETRANGE` into one buffer. A single `SET` makes the redis client hold about three more
-    /// copies of the object while it encodes the command, and a `GET` one more while it
-    /// decodes the reply; in pieces it holds a few pieces more than the object. Below the limit
-    /// one `SET` is faster: the server keeps the received argument as the value, where pieces
-    /// are copied into a preallocated value.
-    #[serde(skip_serializing_if = "is_default_chunked_above")]
-    pub chunked_above_bytes: u64,
-    /// Size of the pieces of a large object (default [`DEFAULT_CHUNK_BYTES`]).
-    #[serde(skip_serializing_if = "is_default_chunk")]
-    pub chunk_bytes: u64,
-}
-
-fn is_default_chunk(n: &u64) -> bool {
-    *n == DEFAULT_CHUNK_BYTES
-}
-
-fn is_default_chunked_above(n: &u64) -> bool {
-    *n == DEFAULT_CHUNKED_ABOVE_BYTES
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        RedisConfig {
-            url: DEFAULT_URL.into(),
-            host: None,
-            port: None,
-            db: None,
-            username: None,
-            password: None,
-            tls_ca_file: None,
-            prefix: String::new(),
-            ttl_ms: None,
-            response_timeout_ms: DEFAULT_RESPONSE_TIMEOUT.as_millis() as u64,
-            connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT.as_millis() as u64,
-            chunked_above_bytes: DEFAULT_CHUNKED_ABOVE_BYTES,
-            chunk_bytes: DEFAULT_CHUNK_BYTES,
-        }
-    }
-}
-
-impl fmt::Debug for RedisConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("url", &redact_url(&self.url))
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("db", &self.db)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("tls_ca_file", &self.tls_ca_file)
-            .field("prefix", &self.prefix)
-            .field("ttl_ms", &self.ttl_ms)
-            .field("response_timeout_ms", &self.response_timeout_ms)
-            .field("connect_timeout_ms", &self.connect_timeout_ms)
-            .field("chunked_above_bytes", &self.chunked_above_bytes)
-            .field("chunk_bytes", &self.chunk_bytes)
-            .finish()
-    }
-}
-
-/// The URL with any password replaced, for messages.
-fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("<redacted>"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        Err(_) => "<unparsable URL>".into(),
-    }
-}
-
-/// Decode `%XX` escapes (a URL's user-info part); invalid escapes are kept as they are.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && let (Some(&h), Some(&l)) = (bytes.get(i + 1), bytes.get(i + 2))
-            && let (Some(h), Some(l)) = (hex(h), hex(l))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-impl RedisConfig {
-    /// A config for the server at `url` with defaults for everything else.
-    pub fn new(url: impl Into<String>) -> Self {
-        RedisConfig {
-            url: url.into(),
-            ..RedisConfig::default()
-        }
-    }
-
-    /// The response timeout as a duration.
-    pub fn response_timeout(&self) -> Duration {
-        Duration::from_millis(self.response_timeout_ms)
-    }
-
-    /// The connect timeout as a duration.
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_ms)
-    }
-
-    /// The normal form: the overriding fields folded into the URL, the password taken out of it.
-    /// Normalising twice gives the same config.
-    fn normalized(&self) -> Result<RedisConfig> {
-        let bad =
-            |what: &str| Error::config(format!("redis URL {}: {what}", redact_url(&self.url)));
-        let mut url = url::Url::parse(&self.url).map_err(|e| bad(&e.to_string()))?;
-        if !matches!(url.scheme(), "redis" | "rediss" | "redis+unix" | "unix") {
-            return Err(bad("scheme must be redis, rediss, redis+unix or unix"));
-        }
-        let mut password = url.password().map(percent_decode);
-        if url.password().is_some() {
-            url.set_password(None)
-                .map_err(|()| bad("cannot remove the password"))?;
-        }
-        if let Some(p) = &self.password {
-            password = Some(p.clone());
-        }
-        if let Some(host) = &self.host {
-            url.set_host(Some(host))
-                .map_err(|e| bad(&format!("host {host:?}: {e}")))?;
-        }
-        if let Some(port) = self.port {
-            url.set_port(Some(port))
-                .map_err(|()| bad("this URL cannot have a port"))?;
-        }
-        if let Some(db) = self.db {
-            if url.scheme().ends_with("unix") {
-                url.query_pairs_mut().append_pair("db", &db.to_string());
-            } else {
-                url.set_path(&format!("/{db}"));
-            }
-        }
-        if let Some(user) = &self.username {
-            url.set_username(user)
-                .map_err(|()| bad("this URL cannot have a user name"))?;
-        }
-        if self.response_timeout_ms == 0 || self.connect_timeout_ms == 0 {
-            return Err(Error::config("redis timeouts must be above zero"));
-        }
-        if self.ttl_ms == Some(0) {
-            return Err(Error::config("redis ttl_ms must be above zero"));
-        }
-        if self.chunk_bytes == 0 || self.chunked_above_bytes == 0 {
-            return Err(Error::config(
-                "redis chunk_bytes and chunked_above_bytes must be above zero",
-            ));
-        }
-        if self.tls_ca_file.is_some() && url.scheme() != "rediss" {
-            return Err(bad("tls_ca_file needs a rediss:// URL"));
-        }
-        Ok(RedisConfig {
-            url: url.to_string(),
-            host: None,
-            port: None,
-            db: None,
-            username: None,
-            password,
-            tls_ca_file: self.tls_ca_file.clone(),
-            prefix: self.prefix.clone(),
-            ttl_ms: self.ttl_ms,
-            response_timeout_ms: self.response_timeout_ms,
-            connect_timeout_ms: self.connect_timeout_ms,
-            chunked_above_bytes: self.chunked_above_bytes,
-            chunk_bytes: self.chunk_bytes,
-        })
-    }
-}
 
 /// Objects in a Redis server.
 ///
@@ -936,11 +693,5 @@ mod tests {
             redis::ConnectionAddr::TcpTls { .. }
         ));
         assert!(rustls::crypto::CryptoProvider::get_default().is_some());
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%20b%2"), "a b%2");
-        assert_eq!(percent_decode("%e2%9c%93"), "✓");
     }
 }
