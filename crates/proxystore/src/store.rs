@@ -14,7 +14,7 @@ use crate::digest::{Digest, DigestAlgorithm};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::layer::Layer;
-use crate::layer::metrics::MetricsLayer;
+use crate::layer::metrics::{Measured, MetricsLayer};
 use crate::metrics::{Metrics, StoreMetrics};
 use crate::reference::Reference;
 use crate::trace::{self, TraceContext, op_span};
@@ -113,7 +113,10 @@ fn record_lookup<T>(span: &Span, result: &Result<Option<T>>) {
 
 pub(crate) struct StoreInner {
     config: StoreConfig,
+    /// The connector in its layers, counted: `measured` as a `dyn Connector`.
     connector: Arc<dyn Connector>,
+    /// The same, for the hot paths' calls without a boxed future of their own.
+    measured: Arc<Measured>,
     cache: ObjectCache,
     metrics: Arc<Metrics>,
 }
@@ -230,12 +233,13 @@ impl Store {
     fn from_parts(config: StoreConfig, connector: Arc<dyn Connector>) -> Self {
         // The layers the connector asks for, then the store's own count of its calls.
         let metrics = Arc::new(Metrics::default());
-        let connector = MetricsLayer::new(metrics.clone()).layer(crate::layer::stack(connector));
+        let measured = MetricsLayer::new(metrics.clone()).measure(crate::layer::stack(connector));
         Store {
             inner: Arc::new(StoreInner {
                 cache: ObjectCache::new(config.cache_bytes),
                 config,
-                connector,
+                connector: measured.clone(),
+                measured,
                 metrics,
             }),
         }
@@ -305,7 +309,7 @@ impl Store {
         let size = data.len() as u64;
         span.record("bytes", size);
         let digest = self.inner.config.digest.digest(&data);
-        let key = self.inner.connector.put_opts(data, options).await?;
+        let key = self.inner.measured.counted_put(data, options).await?;
         span.record("key", display(&key));
         Ok(Stored {
             key,
@@ -469,7 +473,7 @@ impl Store {
     }
 
     async fn fetch(&self, key: &Key) -> Result<Option<Bytes>> {
-        self.inner.connector.get(key).await
+        self.inner.measured.counted_get(key).await
     }
 
     fn decode<T: DeserializeOwned + 'static>(
@@ -653,7 +657,7 @@ impl Store {
     /// The connector's error.
     pub async fn exists(&self, key: &Key) -> Result<bool> {
         let span = op_span!("proxystore.exists", self, key = key.as_str());
-        traced(span, self.inner.connector.exists(key)).await
+        traced(span, self.inner.measured.counted_exists(key)).await
     }
 
     /// Remove `key` from the cache and the connector. Evicting an absent key is not an error.
@@ -664,7 +668,7 @@ impl Store {
         let span = op_span!("proxystore.evict", self, key = key.as_str());
         traced(span, async {
             self.inner.cache.remove(key);
-            self.inner.connector.evict(key).await
+            self.inner.measured.counted_evict(key).await
         })
         .await
     }

@@ -28,12 +28,20 @@ impl MetricsLayer {
     }
 }
 
-impl Layer for MetricsLayer {
-    fn layer(&self, inner: Arc<dyn Connector>) -> Arc<dyn Connector> {
+impl MetricsLayer {
+    /// The layer as its concrete type, whose counted calls a store makes without the boxed
+    /// future of a call through `dyn Connector` (one allocation per call on the hot path).
+    pub(crate) fn measure(&self, inner: Arc<dyn Connector>) -> Arc<Measured> {
         Arc::new(Measured {
             inner,
             metrics: self.metrics.clone(),
         })
+    }
+}
+
+impl Layer for MetricsLayer {
+    fn layer(&self, inner: Arc<dyn Connector>) -> Arc<dyn Connector> {
+        self.measure(inner)
     }
 }
 
@@ -66,6 +74,27 @@ fn got(d: &Option<Bytes>) -> u64 {
     d.as_ref().map_or(0, |d| d.len() as u64)
 }
 
+/// The calls a store makes on its hot paths, counted, as plain async methods (what the
+/// `Connector` impl below also runs).
+impl Measured {
+    pub(crate) async fn counted_put(&self, data: Bytes, options: &PutOptions) -> Result<Key> {
+        let n = data.len() as u64;
+        counted(&self.metrics.put, self.inner.put_opts(data, options), |_| n).await
+    }
+
+    pub(crate) async fn counted_get(&self, key: &Key) -> Result<Option<Bytes>> {
+        counted(&self.metrics.get, self.inner.get(key), got).await
+    }
+
+    pub(crate) async fn counted_exists(&self, key: &Key) -> Result<bool> {
+        counted(&self.metrics.exists, self.inner.exists(key), |_| 0).await
+    }
+
+    pub(crate) async fn counted_evict(&self, key: &Key) -> Result<()> {
+        counted(&self.metrics.evict, self.inner.evict(key), |_| 0).await
+    }
+}
+
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]
 impl Connector for Measured {
@@ -74,20 +103,19 @@ impl Connector for Measured {
     }
 
     async fn put_opts(&self, data: Bytes, options: &PutOptions) -> Result<Key> {
-        let n = data.len() as u64;
-        counted(&self.metrics.put, self.inner.put_opts(data, options), |_| n).await
+        self.counted_put(data, options).await
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
-        counted(&self.metrics.get, self.inner.get(key), got).await
+        self.counted_get(key).await
     }
 
     async fn exists(&self, key: &Key) -> Result<bool> {
-        counted(&self.metrics.exists, self.inner.exists(key), |_| 0).await
+        self.counted_exists(key).await
     }
 
     async fn evict(&self, key: &Key) -> Result<()> {
-        counted(&self.metrics.evict, self.inner.evict(key), |_| 0).await
+        self.counted_evict(key).await
     }
 
     fn config(&self) -> ConnectorConfig {
