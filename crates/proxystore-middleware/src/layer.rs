@@ -25,9 +25,9 @@ use crate::codec::{TaskCodec, TaskInfo};
 use crate::error::MiddlewareError;
 
 /// The error of a [`ResolveService`]: the wrapped service's error, or the resolve failure as
-/// [`Executor::resolve_failed`] made it (by default the [`MiddlewareError`] itself). The same
-/// type as tower's `BoxError`; downcast it to get a typed error back.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// [`Executor::resolve_failed`] made it (by default the [`MiddlewareError`] itself). It is the
+/// core's `BoxError`, the same type as tower's; downcast it to get a typed error back.
+pub use proxystore::error::BoxError;
 
 /// The future of [`ResolveService`].
 pub type ResolveFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
