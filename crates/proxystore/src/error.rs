@@ -193,12 +193,58 @@ pub enum Error {
         reason: String,
     },
 
+    /// An ownership rule was broken (see [`crate::lifetime`]): an owned proxy used or sent
+    /// after it moved away, an owner evicted, moved or mutably borrowed while borrowed.
+    #[error("object {key} of store '{store}': {problem}")]
+    Ownership {
+        /// Store name.
+        store: String,
+        /// The object's key.
+        key: Key,
+        /// Which rule.
+        problem: OwnershipProblem,
+    },
+
     /// A store of this name is already registered with a different configuration.
     #[error("a different store named '{name}' is already registered")]
     StoreExists {
         /// Store name.
         name: String,
     },
+}
+
+/// Which ownership rule an [`Error::Ownership`] is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OwnershipProblem {
+    /// The owned proxy was moved away (serialized: sent to a task or another process) or given
+    /// up, and this handle no longer owns the object.
+    Moved,
+    /// The object is borrowed: `shared` counted borrows ([`crate::lifetime::RefProxy`]) are
+    /// alive, so its owner cannot `action` it now.
+    Borrowed {
+        /// Borrows alive.
+        shared: usize,
+        /// What the owner tried (`evict`, `move`, `borrow mutably`).
+        action: &'static str,
+    },
+}
+
+impl std::fmt::Display for OwnershipProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OwnershipProblem::Moved => f.write_str(
+                "its owned proxy was already moved away (sent to a task or another process) or \
+                 given up",
+            ),
+            OwnershipProblem::Borrowed { shared, action } => write!(
+                f,
+                "cannot {action} it while {shared} borrow{} of it {} alive",
+                if *shared == 1 { "" } else { "s" },
+                if *shared == 1 { "is" } else { "are" }
+            ),
+        }
+    }
 }
 
 /// `object KEY of store 'STORE'`, or `the object being stored in store 'STORE'` while an

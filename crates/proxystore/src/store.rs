@@ -707,6 +707,38 @@ impl Store {
         r
     }
 
+    /// Encode `value` and write it under the key of `old` (replacing that object), returning
+    /// the reference to the new version; the cached old version is dropped.
+    ///
+    /// # Errors
+    /// [`Error::Encode`], or the connector's error ([`Error::Unsupported`] when it cannot write
+    /// under a given key).
+    pub(crate) async fn set_object<T: Serialize + 'static>(
+        &self,
+        old: &Reference,
+        value: &T,
+    ) -> Result<Reference> {
+        let span = op_span!("proxystore.put", self);
+        let stored = traced(span.clone(), async {
+            let (data, codec) = self.inner.config.codec.encode(value)?;
+            let size = data.len() as u64;
+            span.record("bytes", size);
+            span.record("key", display(&old.key));
+            let digest = self.inner.config.digest.digest(&data);
+            self.inner.connector.set(&old.key, data).await?;
+            self.inner.cache.remove(&old.key);
+            Ok::<_, Error>(Stored {
+                key: old.key.clone(),
+                size,
+                digest,
+                codec,
+                trace: trace::inject(&span),
+            })
+        })
+        .await?;
+        Ok(self.reference::<T>(stored, false))
+    }
+
     /// Store bytes already encoded with `codec` and return a complete reference to them
     /// (size, digest, `type_name`), for code that encodes objects itself.
     ///

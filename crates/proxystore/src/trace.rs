@@ -185,6 +185,7 @@ pub fn error_type(e: &Error) -> &'static str {
         Error::Unsupported { .. } => "Unsupported",
         Error::StoreExists { .. } => "StoreExists",
         Error::Refused { .. } => "Refused",
+        Error::Ownership { .. } => "Ownership",
     }
 }
 

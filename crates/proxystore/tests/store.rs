@@ -410,11 +410,15 @@ async fn owned_proxy_evicts_on_drop_unless_released() {
     let store = memory_store();
     let owned = store.owned_proxy(&"mine".to_string()).await.unwrap();
     let key = owned.key().unwrap().clone();
-    let borrowed = owned.borrow();
+    let borrowed = owned.borrow().unwrap();
     assert_eq!(owned.len(), 4);
+    // Dropped while borrowed: the object stays until the last borrow drops.
     drop(owned);
-    wait_until_gone(&store, &key).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(store.exists(&key).await.unwrap());
+    assert_eq!(borrowed.len(), 4);
     drop(borrowed);
+    wait_until_gone(&store, &key).await;
 
     let owned = store.owned_proxy(&"kept".to_string()).await.unwrap();
     let plain = owned.into_proxy();

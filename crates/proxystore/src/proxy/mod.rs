@@ -86,6 +86,11 @@ impl<T> Factory<T> {
         }
     }
 
+    /// The store, when this factory was made with it (no lookup, no rebuild).
+    pub(crate) fn store_if_known(&self) -> Option<Store> {
+        self.store.clone()
+    }
+
     /// The reference.
     pub fn reference(&self) -> &Reference {
         &self.reference
@@ -171,6 +176,14 @@ impl<T> Proxy<T> {
         Proxy {
             factory: Some(factory),
             target: OnceLock::new(),
+        }
+    }
+
+    /// A proxy with its factory and its target already there (what was just stored).
+    pub(crate) fn resolved(factory: Factory<T>, value: T) -> Self {
+        Proxy {
+            factory: Some(factory),
+            target: OnceLock::from(Arc::new(value)),
         }
     }
 

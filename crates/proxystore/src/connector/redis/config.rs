@@ -23,12 +23,12 @@ pub const DEFAULT_CHUNKED_ABOVE_BYTES: u64 = 128 << 20;
 /// Default [`RedisConfig::chunk_bytes`]: 16 MiB.
 pub const DEFAULT_CHUNK_BYTES: u64 = 16 << 20;
 
-/// Options of a [`RedisConnector`].
+/// Options of a [`RedisConnector`](super::RedisConnector).
 ///
 /// The server is given by `url` (`redis://[user@]host[:port][/db]`, or `rediss://` for TLS);
 /// `host`, `port`, `db` and `username` override the matching part of it, and `password`
 /// overrides a password in it. The connector normalises these into `url` plus `password`, and
-/// [`Connector::config`] returns that normal form, with the password never in the URL so that
+/// [`Connector::config`](crate::Connector::config) returns that normal form, with the password never in the URL so that
 /// the `Debug` of a config redacts it.
 ///
 /// ```

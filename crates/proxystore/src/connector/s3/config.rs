@@ -12,7 +12,7 @@ pub const MIN_PART_SIZE: u64 = 5 << 20;
 /// Default part size, and the size above which a put becomes a multipart upload.
 pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
 
-/// Options of an [`S3Connector`].
+/// Options of an [`S3Connector`](super::S3Connector).
 ///
 /// Only `bucket` is required. Explicit credentials travel in every proxy reference made with
 /// this connector (the `Debug` of the config redacts them); prefer the standard chain
