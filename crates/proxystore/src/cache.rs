@@ -67,6 +67,11 @@ impl ObjectCache {
         }
     }
 
+    /// Whether `key` is cached (without touching its recency).
+    pub(crate) fn contains(&self, key: &Key) -> bool {
+        self.capacity > 0 && self.lock().lru.contains(key)
+    }
+
     pub(crate) fn remove(&self, key: &Key) {
         if self.capacity == 0 {
             return;

@@ -77,7 +77,7 @@ pub use digest::{Digest, DigestAlgorithm};
 pub use error::{Error, OwnershipProblem, Result};
 pub use key::Key;
 pub use lifetime::{Lease, Lifetime, OwnedProxy, RefMutProxy, RefProxy, Scope};
-pub use metrics::{OpStats, StoreMetrics};
+pub use metrics::{KeyMetrics, OpStats, StoreMetrics};
 pub use policy::{RESOLVE_POLICY_ENV, ResolvePolicy, resolve_policy, set_resolve_policy};
 pub use proxy::{Factory, Proxy, ProxyOptions};
 pub use reference::{FORMAT_VERSION, Reference};

@@ -1,7 +1,11 @@
 //! Per-store operation metrics: counts, bytes and time.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use crate::key::Key;
 
 use serde::Serialize;
 
@@ -42,6 +46,12 @@ pub struct OpStats {
 }
 
 impl OpStats {
+    fn add(&mut self, bytes: u64, elapsed: Duration) {
+        self.count += 1;
+        self.bytes += bytes;
+        self.time += elapsed;
+    }
+
     /// Mean time per operation, zero when none ran.
     pub fn mean(&self) -> Duration {
         if self.count == 0 {
@@ -61,9 +71,77 @@ pub(crate) struct Metrics {
     pub(crate) resolve: OpCounter,
     pub(crate) cache_hits: AtomicU64,
     pub(crate) cache_misses: AtomicU64,
+    /// Per-key figures, when the store was built to keep them.
+    pub(crate) per_key: Option<Mutex<HashMap<Key, KeyMetrics>>>,
+}
+
+/// Which operation a per-key record is of.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Op {
+    Put,
+    Get,
+    Exists,
+    Evict,
+    Resolve,
+}
+
+/// What a store did with one key (see [`crate::StoreBuilder::key_metrics`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct KeyMetrics {
+    /// Connector puts of it (a batch counts once per object, its time shared out).
+    pub put: OpStats,
+    /// Connector reads of it.
+    pub get: OpStats,
+    /// Existence checks.
+    pub exists: OpStats,
+    /// Evictions.
+    pub evict: OpStats,
+    /// Proxy resolves (cache hits included).
+    pub resolve: OpStats,
 }
 
 impl Metrics {
+    /// Metrics that also keep per-key figures.
+    pub(crate) fn with_key_metrics() -> Self {
+        Metrics {
+            per_key: Some(Mutex::default()),
+            ..Metrics::default()
+        }
+    }
+
+    /// Record `op` on `key`, when per-key figures are kept.
+    pub(crate) fn record_key(&self, key: &Key, op: Op, bytes: u64, elapsed: Duration) {
+        let Some(m) = &self.per_key else { return };
+        let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
+        let k = m.entry(key.clone()).or_default();
+        let stats = match op {
+            Op::Put => &mut k.put,
+            Op::Get => &mut k.get,
+            Op::Exists => &mut k.exists,
+            Op::Evict => &mut k.evict,
+            Op::Resolve => &mut k.resolve,
+        };
+        stats.add(bytes, elapsed);
+    }
+
+    /// The per-key figures of `key`; `None` when none are kept or the key was never used.
+    pub(crate) fn key(&self, key: &Key) -> Option<KeyMetrics> {
+        let m = self.per_key.as_ref()?;
+        m.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .copied()
+    }
+
+    /// Every key's figures, emptying the table.
+    pub(crate) fn take_keys(&self) -> HashMap<Key, KeyMetrics> {
+        self.per_key
+            .as_ref()
+            .map(|m| std::mem::take(&mut *m.lock().unwrap_or_else(|e| e.into_inner())))
+            .unwrap_or_default()
+    }
+
     pub(crate) fn hit(&self) {
         self.cache_hits.fetch_add(1, Ordering::Relaxed);
     }

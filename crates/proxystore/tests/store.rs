@@ -482,3 +482,40 @@ async fn shared_gets_share_one_object() {
     let b = store.get_shared::<Vec<u8>>(&key).await.unwrap().unwrap();
     assert!(Arc::ptr_eq(&a, &b));
 }
+
+#[tokio::test]
+async fn per_key_metrics_created_keys_and_populated_proxies() {
+    let name = unique("keys");
+    let c = MemoryConnector::new(&name);
+    let store = Store::builder(name, c.clone())
+        .key_metrics(true)
+        .track_created(true)
+        .build();
+    let keys = store.put_batch(&[vec![1u8; 10], vec![2u8; 20]]).await.unwrap();
+    let p = store.proxy_value(vec![3u8; 30]).await.unwrap();
+    let k3 = p.key().unwrap().clone();
+    // Populated: resolved here, cached for other proxies of the key, nothing fetched.
+    assert!(p.is_resolved() && store.is_cached(&k3));
+    let again: Proxy<Vec<u8>> = Proxy::from_reference(p.reference().unwrap().clone());
+    assert_eq!(again.len(), 30);
+    assert_eq!(store.metrics().get.count, 0);
+
+    let _: Option<Vec<u8>> = store.get(&keys[1]).await.unwrap();
+    store.evict(&keys[0]).await.unwrap();
+    let m0 = store.key_metrics(&keys[0]).unwrap();
+    let m1 = store.key_metrics(&keys[1]).unwrap();
+    assert_eq!((m0.put.count, m0.evict.count, m0.get.count), (1, 1, 0));
+    assert_eq!((m1.put.count, m1.put.bytes, m1.get.count), (1, 20, 1));
+    assert_eq!(store.key_metrics(&Key::from("never-used")), None);
+
+    // Created and not evicted: the second batch object and the populated one.
+    let mut created = store.created_keys();
+    created.sort();
+    let mut expected = vec![keys[1].clone(), k3.clone()];
+    expected.sort();
+    assert_eq!(created, expected);
+    store.close_and_clear().await.unwrap();
+    assert!(c.is_empty());
+    assert_eq!(store.take_key_metrics().len(), 3);
+    assert!(store.take_key_metrics().is_empty());
+}

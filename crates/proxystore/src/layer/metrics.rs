@@ -12,7 +12,7 @@ use crate::connector::stream::{ObjectReader, ObjectWriter, StoredObject};
 use crate::connector::{CallConfig, Connector, ConnectorConfig, PutOptions};
 use crate::error::Result;
 use crate::key::Key;
-use crate::metrics::{Metrics, OpCounter};
+use crate::metrics::{Metrics, Op, OpCounter};
 
 /// Records every call of the connector it wraps into a store's [`Metrics`] (what
 /// [`crate::Store::metrics`] reports): puts and gets with their bytes, exists and evictions,
@@ -57,16 +57,22 @@ impl std::fmt::Debug for Measured {
     }
 }
 
-/// Run `fut` and record it in `counter` with the bytes `bytes` says it moved.
-async fn counted<T>(
+/// Run `fut` and record it in `counter` with the bytes `bytes` says it moved; `keyed` then
+/// sees a success with those bytes and the time taken (for the per-key figures).
+async fn counted_with<T>(
     counter: &OpCounter,
     fut: impl Future<Output = Result<T>>,
     bytes: impl FnOnce(&T) -> u64,
+    keyed: impl FnOnce(&T, u64, std::time::Duration),
 ) -> Result<T> {
     let start = Instant::now();
     let result = fut.await;
+    let elapsed = start.elapsed();
     let n = result.as_ref().map_or(0, bytes);
-    counter.record(n, start.elapsed());
+    counter.record(n, elapsed);
+    if let Ok(v) = &result {
+        keyed(v, n, elapsed);
+    }
     result
 }
 
@@ -77,21 +83,72 @@ fn got(d: &Option<Bytes>) -> u64 {
 /// The calls a store makes on its hot paths, counted, as plain async methods (what the
 /// `Connector` impl below also runs).
 impl Measured {
+    /// Record `op` of `n` bytes on `key` in the per-key figures (if kept).
+    fn on_key<'a>(&'a self, key: &'a Key, op: Op) -> impl FnOnce(u64, std::time::Duration) + 'a {
+        move |n, elapsed| self.metrics.record_key(key, op, n, elapsed)
+    }
+
+    /// Record a batch on each of its keys, the time shared out.
+    fn on_keys<'a>(
+        &'a self,
+        keys: &'a [Key],
+        op: Op,
+        bytes: impl Fn(usize) -> u64 + 'a,
+    ) -> impl FnOnce(std::time::Duration) + 'a {
+        move |elapsed| {
+            let share = elapsed / u32::try_from(keys.len().max(1)).unwrap_or(u32::MAX);
+            for (i, k) in keys.iter().enumerate() {
+                self.metrics.record_key(k, op, bytes(i), share);
+            }
+        }
+    }
+
     pub(crate) async fn counted_put(&self, data: Bytes, options: &PutOptions) -> Result<Key> {
         let n = data.len() as u64;
-        counted(&self.metrics.put, self.inner.put_opts(data, options), |_| n).await
+        let put = self.inner.put_opts(data, options);
+        counted_with(
+            &self.metrics.put,
+            put,
+            |_| n,
+            |k, n, t| {
+                self.metrics.record_key(k, Op::Put, n, t);
+            },
+        )
+        .await
     }
 
     pub(crate) async fn counted_get(&self, key: &Key) -> Result<Option<Bytes>> {
-        counted(&self.metrics.get, self.inner.get(key), got).await
+        let on = self.on_key(key, Op::Get);
+        counted_with(&self.metrics.get, self.inner.get(key), got, |_, n, t| {
+            on(n, t);
+        })
+        .await
     }
 
     pub(crate) async fn counted_exists(&self, key: &Key) -> Result<bool> {
-        counted(&self.metrics.exists, self.inner.exists(key), |_| 0).await
+        let on = self.on_key(key, Op::Exists);
+        counted_with(
+            &self.metrics.exists,
+            self.inner.exists(key),
+            |_| 0,
+            |_, n, t| {
+                on(n, t);
+            },
+        )
+        .await
     }
 
     pub(crate) async fn counted_evict(&self, key: &Key) -> Result<()> {
-        counted(&self.metrics.evict, self.inner.evict(key), |_| 0).await
+        let on = self.on_key(key, Op::Evict);
+        counted_with(
+            &self.metrics.evict,
+            self.inner.evict(key),
+            |_| 0,
+            |_, n, t| {
+                on(n, t);
+            },
+        )
+        .await
     }
 }
 
@@ -123,33 +180,54 @@ impl Connector for Measured {
     }
 
     async fn put(&self, data: Bytes) -> Result<Key> {
-        let n = data.len() as u64;
-        counted(&self.metrics.put, self.inner.put(data), |_| n).await
+        self.counted_put(data, &PutOptions::default()).await
     }
 
     async fn put_batch(&self, data: Vec<Bytes>, options: &PutOptions) -> Result<Vec<Key>> {
-        let n = data.iter().map(|d| d.len() as u64).sum();
-        counted(
+        let sizes: Vec<u64> = data.iter().map(|d| d.len() as u64).collect();
+        let n = sizes.iter().sum();
+        let put = self.inner.put_batch(data, options);
+        counted_with(
             &self.metrics.put,
-            self.inner.put_batch(data, options),
+            put,
             |_| n,
+            |keys, _, t| {
+                self.on_keys(keys, Op::Put, |i| sizes[i])(t);
+            },
         )
         .await
     }
 
     async fn get_batch(&self, keys: &[Key]) -> Result<Vec<Option<Bytes>>> {
-        counted(&self.metrics.get, self.inner.get_batch(keys), |v| {
-            v.iter().map(got).sum()
-        })
+        let get = self.inner.get_batch(keys);
+        counted_with(
+            &self.metrics.get,
+            get,
+            |v| v.iter().map(got).sum(),
+            |v, _, t| {
+                self.on_keys(keys, Op::Get, |i| v.get(i).map_or(0, got))(t);
+            },
+        )
         .await
     }
 
     async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Option<Bytes>> {
-        counted(&self.metrics.get, self.inner.get_range(key, range), got).await
+        let on = self.on_key(key, Op::Get);
+        let get = self.inner.get_range(key, range);
+        counted_with(&self.metrics.get, get, got, |_, n, t| on(n, t)).await
     }
 
     async fn evict_batch(&self, keys: &[Key]) -> Result<()> {
-        counted(&self.metrics.evict, self.inner.evict_batch(keys), |_| 0).await
+        let evict = self.inner.evict_batch(keys);
+        counted_with(
+            &self.metrics.evict,
+            evict,
+            |_| 0,
+            |_, _, t| {
+                self.on_keys(keys, Op::Evict, |_| 0)(t);
+            },
+        )
+        .await
     }
 
     async fn writer(
@@ -171,7 +249,9 @@ impl Connector for Measured {
 
     async fn set(&self, key: &Key, data: Bytes) -> Result<()> {
         let n = data.len() as u64;
-        counted(&self.metrics.put, self.inner.set(key, data), |_| n).await
+        let on = self.on_key(key, Op::Put);
+        let set = self.inner.set(key, data);
+        counted_with(&self.metrics.put, set, |_| n, |_, n, t| on(n, t)).await
     }
 
     fn check_key(&self, key: &Key) -> Result<()> {

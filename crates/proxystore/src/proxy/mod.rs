@@ -181,9 +181,14 @@ impl<T> Proxy<T> {
 
     /// A proxy with its factory and its target already there (what was just stored).
     pub(crate) fn resolved(factory: Factory<T>, value: T) -> Self {
+        Proxy::resolved_shared(factory, Arc::new(value))
+    }
+
+    /// [`Proxy::resolved`] with a target shared with others (the store's cache).
+    pub(crate) fn resolved_shared(factory: Factory<T>, value: Arc<T>) -> Self {
         Proxy {
             factory: Some(factory),
-            target: OnceLock::from(Arc::new(value)),
+            target: OnceLock::from(value),
         }
     }
 

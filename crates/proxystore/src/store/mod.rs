@@ -111,6 +111,8 @@ fn record_lookup<T>(span: &Span, result: &Result<Option<T>>) {
     }
 }
 
+mod keys;
+
 pub(crate) struct StoreInner {
     config: StoreConfig,
     /// The connector in its layers, counted: `measured` as a `dyn Connector`.
@@ -119,6 +121,9 @@ pub(crate) struct StoreInner {
     measured: Arc<Measured>,
     cache: ObjectCache,
     metrics: Arc<Metrics>,
+    /// The keys this store created and has not evicted, when it keeps them
+    /// ([`StoreBuilder::track_created`]).
+    created: Option<keys::Created>,
 }
 
 /// A named connector with a codec, a byte-bounded cache of decoded objects, and metrics.
@@ -159,6 +164,8 @@ impl std::fmt::Debug for Store {
 pub struct StoreBuilder {
     config: StoreConfig,
     connector: Arc<dyn Connector>,
+    key_metrics: bool,
+    track_created: bool,
 }
 
 impl StoreBuilder {
@@ -200,7 +207,13 @@ impl StoreBuilder {
 
     /// Build the store.
     pub fn build(self) -> Store {
-        Store::from_parts(self.config, self.connector)
+        let metrics = if self.key_metrics {
+            Metrics::with_key_metrics()
+        } else {
+            Metrics::default()
+        };
+        let created = self.track_created.then(keys::Created::default);
+        Store::assemble(self.config, self.connector, metrics, created)
     }
 }
 
@@ -216,6 +229,8 @@ impl Store {
         StoreBuilder {
             config: StoreConfig::new(name, connector.config()),
             connector,
+            key_metrics: false,
+            track_created: false,
         }
     }
 
@@ -231,8 +246,17 @@ impl Store {
     }
 
     fn from_parts(config: StoreConfig, connector: Arc<dyn Connector>) -> Self {
+        Store::assemble(config, connector, Metrics::default(), None)
+    }
+
+    fn assemble(
+        config: StoreConfig,
+        connector: Arc<dyn Connector>,
+        metrics: Metrics,
+        created: Option<keys::Created>,
+    ) -> Self {
         // The layers the connector asks for, then the store's own count of its calls.
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(metrics);
         let measured = MetricsLayer::new(metrics.clone()).measure(crate::layer::stack(connector));
         Store {
             inner: Arc::new(StoreInner {
@@ -241,6 +265,7 @@ impl Store {
                 connector: measured.clone(),
                 measured,
                 metrics,
+                created,
             }),
         }
     }
@@ -311,6 +336,7 @@ impl Store {
         let digest = self.inner.config.digest.digest(&data);
         let key = self.inner.measured.counted_put(data, options).await?;
         span.record("key", display(&key));
+        self.created(std::slice::from_ref(&key));
         Ok(Stored {
             key,
             size,
@@ -371,6 +397,7 @@ impl Store {
             encoded.push(data);
         }
         let keys = self.inner.connector.put_batch(encoded, options).await?;
+        self.created(&keys);
         if keys.len() != meta.len() {
             return Err(Error::backend_message(
                 self.inner.connector.kind(),
@@ -529,10 +556,14 @@ impl Store {
             .resolve_inner::<T>(&span, reference, look_in_cache)
             .instrument(span.clone())
             .await;
-        self.inner
-            .metrics
-            .resolve
-            .record(reference.size, start.elapsed());
+        let elapsed = start.elapsed();
+        self.inner.metrics.resolve.record(reference.size, elapsed);
+        self.inner.metrics.record_key(
+            &reference.key,
+            crate::metrics::Op::Resolve,
+            reference.size,
+            elapsed,
+        );
         trace::record_result(&span, &result);
         result
     }
@@ -668,7 +699,9 @@ impl Store {
         let span = op_span!("proxystore.evict", self, key = key.as_str());
         traced(span, async {
             self.inner.cache.remove(key);
-            self.inner.measured.counted_evict(key).await
+            self.inner.measured.counted_evict(key).await?;
+            self.evicted(std::slice::from_ref(key));
+            Ok(())
         })
         .await
     }
@@ -684,7 +717,9 @@ impl Store {
             for k in keys {
                 self.inner.cache.remove(k);
             }
-            self.inner.connector.evict_batch(keys).await
+            self.inner.connector.evict_batch(keys).await?;
+            self.evicted(keys);
+            Ok(())
         })
         .await
     }
