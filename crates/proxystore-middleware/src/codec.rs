@@ -255,10 +255,11 @@ impl CodecMetrics {
 /// ```
 #[derive(Clone, Debug)]
 pub struct TaskCodec {
-    policy: Arc<ArgumentPolicy>,
+    pub(crate) policy: Arc<ArgumentPolicy>,
     inner: InnerCodec,
-    stores: Stores,
+    pub(crate) stores: Stores,
     metrics: Arc<CodecMetrics>,
+    pub(crate) result_cleanup: crate::result::ResultCleanup,
 }
 
 impl TaskCodec {
@@ -270,6 +271,7 @@ impl TaskCodec {
             inner: InnerCodec::default(),
             stores: Stores::default(),
             metrics: Arc::default(),
+            result_cleanup: crate::result::ResultCleanup::default(),
         }
     }
 
@@ -342,6 +344,16 @@ impl TaskCodec {
     /// [`MiddlewareError::Store`] when a put fails (the task is then not enqueued; objects already put
     /// for it are evicted), [`MiddlewareError::UnknownStore`], [`MiddlewareError::Encode`].
     pub fn encode<T: Serialize>(&self, task: &str, args: &T) -> Result<Encoded, MiddlewareError> {
+        self.encode_with(task, args, false)
+    }
+
+    /// [`TaskCodec::encode`], with the references made marked evict-on-resolve or not.
+    pub(crate) fn encode_with<T: Serialize>(
+        &self,
+        task: &str,
+        args: &T,
+        evict_on_read: bool,
+    ) -> Result<Encoded, MiddlewareError> {
         let span = tracing::info_span!(
             "proxystore.encode",
             otel.name = format_args!("encode {task}"),
@@ -354,7 +366,7 @@ impl TaskCodec {
             otel.status_code = Empty,
             otel.status_description = Empty,
         );
-        let result = span.in_scope(|| self.encode_in(&span, task, args));
+        let result = span.in_scope(|| self.encode_in(&span, task, args, evict_on_read));
         match &result {
             Ok(_) => TaskInfo::record_outcome(&span, None),
             Err(e) => TaskInfo::record_outcome(&span, Some(e)),
@@ -367,12 +379,14 @@ impl TaskCodec {
         span: &Span,
         task: &str,
         args: &T,
+        evict_on_read: bool,
     ) -> Result<Encoded, MiddlewareError> {
         let ctx = EncodeCtx {
             policy: &self.policy,
             task,
             stores: &self.stores,
             proxied: Default::default(),
+            evict_on_read,
         };
         let tree = TreeSer {
             ctx: &ctx,

@@ -25,6 +25,8 @@ pub(crate) struct EncodeCtx<'a> {
     pub(crate) task: &'a str,
     pub(crate) stores: &'a Stores,
     pub(crate) proxied: RefCell<Vec<Reference>>,
+    /// Mark the references made evict-on-resolve (a result read once).
+    pub(crate) evict_on_read: bool,
 }
 
 impl EncodeCtx<'_> {
@@ -37,11 +39,12 @@ impl EncodeCtx<'_> {
         );
         let type_name = std::any::type_name::<T>().to_owned();
         let options = PutOptions::named(format!("{}/{path}", self.task));
-        let reference = proxystore::runtime::block_on(async move {
+        let mut reference = proxystore::runtime::block_on(async move {
             store
                 .put_encoded(data, Codec::Postcard, &type_name, &options)
                 .await
         })??;
+        reference.evict_on_resolve = self.evict_on_read;
         let node = serde_value::to_value(&reference)
             .map_err(|e| MiddlewareError::Encode(e.to_string()))?;
         self.proxied.borrow_mut().push(reference);

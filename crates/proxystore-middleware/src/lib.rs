@@ -34,6 +34,7 @@ mod error;
 mod inline;
 mod layer;
 mod policy;
+mod result;
 mod stores;
 
 pub use codec::{CodecStats, Decoded, Encoded, InnerCodec, TaskCodec, TaskInfo};
@@ -44,6 +45,7 @@ pub use layer::{
     TaskPayloads,
 };
 pub use policy::{ArgumentPolicy, ArgumentPolicyConfig, DEFAULT_THRESHOLD, Decision, Rule};
+pub use result::{RESULT_PATH, ResultCleanup};
 
 #[doc(hidden)]
 pub use codec::CodecMetrics;

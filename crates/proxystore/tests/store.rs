@@ -491,7 +491,10 @@ async fn per_key_metrics_created_keys_and_populated_proxies() {
         .key_metrics(true)
         .track_created(true)
         .build();
-    let keys = store.put_batch(&[vec![1u8; 10], vec![2u8; 20]]).await.unwrap();
+    let keys = store
+        .put_batch(&[vec![1u8; 10], vec![2u8; 20]])
+        .await
+        .unwrap();
     let p = store.proxy_value(vec![3u8; 30]).await.unwrap();
     let k3 = p.key().unwrap().clone();
     // Populated: resolved here, cached for other proxies of the key, nothing fetched.

@@ -1,0 +1,116 @@
+//! Task results by proxy: the policy at `task/return`, each cleanup rule, documents.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use proxystore::connector::memory::MemoryConnector;
+use proxystore::{Key, OwnedProxy, Proxy, Store};
+use proxystore_middleware::{ArgumentPolicy, ArgumentPolicyConfig, ResultCleanup, TaskCodec};
+
+fn store() -> (Store, MemoryConnector) {
+    let name = format!("res-{}", Key::random());
+    let c = MemoryConnector::new(&name);
+    (Store::new(name, c.clone()), c)
+}
+
+fn codec(store: &Store, cleanup: ResultCleanup) -> TaskCodec {
+    TaskCodec::new(ArgumentPolicy::from_parts(store.name().to_owned(), 1024))
+        .with_store(store.clone())
+        .with_result_cleanup(cleanup)
+}
+
+fn big() -> Vec<u64> {
+    (0..100_000).collect()
+}
+
+#[test]
+fn a_large_result_travels_as_a_small_document_and_is_evicted_when_read() {
+    let (store, segment) = store();
+    let codec = codec(&store, ResultCleanup::OnRead);
+    let doc = serde_json::to_vec(&codec.proxy_result("map", big()).unwrap()).unwrap();
+    assert!(doc.len() < 600, "{} bytes in the result storage", doc.len());
+    assert_eq!(segment.len(), 1);
+    let read: Proxy<Vec<u64>> = serde_json::from_slice(&doc).unwrap();
+    assert_eq!(segment.len(), 1, "not fetched before first use");
+    assert_eq!(read.iter().sum::<u64>(), (0..100_000u64).sum::<u64>());
+    assert_eq!(segment.len(), 0, "read once: evicted");
+
+    // A small result stays inline, and still reads as a proxy.
+    let doc = serde_json::to_vec(&codec.proxy_result("map", 3u8).unwrap()).unwrap();
+    assert_eq!(doc, b"3");
+    let read: Proxy<u8> = serde_json::from_slice(&doc).unwrap();
+    assert_eq!(*read, 3);
+}
+
+#[test]
+fn a_leased_result_can_be_read_many_times_until_the_lease_ends() {
+    let (store, segment) = store();
+    let codec = codec(&store, ResultCleanup::Lease(Duration::from_millis(300)));
+    let doc = serde_json::to_vec(&codec.proxy_result("map", big()).unwrap()).unwrap();
+    for _ in 0..3 {
+        store.clear_cache();
+        let read: Proxy<Vec<u64>> = serde_json::from_slice(&doc).unwrap();
+        assert_eq!(read.len(), 100_000);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while segment.len() > 0 {
+        assert!(std::time::Instant::now() < deadline, "lease never evicted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_result_owned_by_its_reader_is_evicted_when_the_reader_drops_it() {
+    let (store, segment) = store();
+    let codec = codec(&store, ResultCleanup::Reader);
+    let doc = serde_json::to_vec(&codec.proxy_result("map", big()).unwrap()).unwrap();
+    let mine: OwnedProxy<Vec<u64>> = serde_json::from_slice(&doc).unwrap();
+    assert_eq!(mine.len(), 100_000);
+    assert_eq!(segment.len(), 1, "reading does not evict");
+    drop(mine);
+    assert!(proxystore::lifetime::wait_for_evictions(
+        Duration::from_secs(10)
+    ));
+    assert_eq!(segment.len(), 0);
+}
+
+#[test]
+fn the_policy_decides_at_task_slash_return() {
+    let (store, segment) = store();
+    let policy = ArgumentPolicyConfig {
+        store: store.name().to_owned(),
+        threshold: 1024,
+        exclude: vec!["report/return".into()],
+        ..ArgumentPolicyConfig::default()
+    }
+    .compile()
+    .unwrap();
+    let codec = TaskCodec::new(policy).with_store(store.clone());
+    let kept = codec.proxy_result("report", big()).unwrap();
+    assert!(kept.reference().is_none(), "excluded: inline");
+    let moved = codec.proxy_result("map", big()).unwrap();
+    assert_eq!(
+        moved.reference().unwrap().key,
+        *moved.key().unwrap(),
+        "proxied"
+    );
+    assert_eq!(segment.len(), 1);
+}
+
+#[test]
+fn result_documents_round_trip_fetched_or_lazy() {
+    let (store, segment) = store();
+    let codec = codec(&store, ResultCleanup::Lease(Duration::from_secs(60)));
+    let encoded = codec.encode_result("map", &big()).unwrap();
+    assert_eq!(encoded.proxied.len(), 1);
+    assert!(encoded.bytes.len() < 1000, "{} bytes", encoded.bytes.len());
+    let fetched = codec.decode_result::<Vec<u64>>(&encoded.bytes).unwrap();
+    assert_eq!((fetched.args.len(), fetched.fetched), (100_000, 1));
+    let lazy = codec
+        .decode_result::<Proxy<Vec<u64>>>(&encoded.bytes)
+        .unwrap();
+    assert_eq!((lazy.fetched, lazy.lazy), (0, 1));
+    assert_eq!(lazy.args.len(), 100_000);
+    assert_eq!(segment.len(), 1);
+}
