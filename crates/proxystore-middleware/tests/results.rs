@@ -54,7 +54,7 @@ fn a_leased_result_can_be_read_many_times_until_the_lease_ends() {
         assert_eq!(read.len(), 100_000);
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while segment.len() > 0 {
+    while !segment.is_empty() {
         assert!(std::time::Instant::now() < deadline, "lease never evicted");
         std::thread::sleep(Duration::from_millis(20));
     }
