@@ -66,7 +66,8 @@ impl TaskCodec {
         &self.result_cleanup
     }
 
-    /// The result of task `task` as a proxy: stored when the policy proxies `task/return` and
+    /// The result of task `task` as a proxy (in the task function, before it returns): stored
+    /// when the policy proxies `task/return` and
     /// it is above the threshold (with this codec's [`ResultCleanup`]), else inline. Serialize
     /// it into the executor's result storage; read it back as `Proxy<R>`.
     ///
@@ -78,12 +79,12 @@ impl TaskCodec {
     /// let store = Store::new("results-doc", MemoryConnector::new("results-doc"));
     /// let codec = TaskCodec::new(ArgumentPolicy::from_parts("results-doc".into(), 1024))
     ///     .with_store(store.clone());
-    /// let big = codec.proxy_result("map", vec![1u8; 100_000])?;
+    /// let big = codec.proxy_result("map", vec![1u8; 100_000]).await?;
     /// let doc = serde_json::to_string(&big).unwrap(); // what goes to the result storage
     /// assert!(doc.len() < 600);
     /// let read: Proxy<Vec<u8>> = serde_json::from_str(&doc).unwrap();
     /// assert_eq!(read.len(), 100_000); // fetched on first use, then evicted (read once)
-    /// let small = codec.proxy_result("map", 7u32)?;
+    /// let small = codec.proxy_result("map", 7u32).await?;
     /// assert_eq!(serde_json::to_string(&small).unwrap(), "7");
     /// # Ok::<_, Box<dyn std::error::Error + Send + Sync>>(()) })??;
     /// # Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
@@ -91,7 +92,7 @@ impl TaskCodec {
     ///
     /// # Errors
     /// [`MiddlewareError::UnknownStore`], [`MiddlewareError::Store`] when the put fails.
-    pub fn proxy_result<R>(&self, task: &str, result: R) -> Result<Proxy<R>, MiddlewareError>
+    pub async fn proxy_result<R>(&self, task: &str, result: R) -> Result<Proxy<R>, MiddlewareError>
     where
         R: Serialize + Send + Sync + 'static,
     {
@@ -106,10 +107,7 @@ impl TaskCodec {
             evict_on_resolve: self.result_cleanup == ResultCleanup::OnRead,
             put: proxystore::PutOptions::named(format!("{task}/{RESULT_PATH}")),
         };
-        let proxy = proxystore::runtime::block_on({
-            let store = store.clone();
-            async move { store.proxy_with(&result, options).await }
-        })??;
+        let proxy = store.proxy_with(&result, options).await?;
         if let (ResultCleanup::Lease(ttl), Some(key)) = (&self.result_cleanup, proxy.key()) {
             lease(&store, *ttl, key.clone())?;
         }

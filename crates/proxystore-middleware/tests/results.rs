@@ -24,11 +24,11 @@ fn big() -> Vec<u64> {
     (0..100_000).collect()
 }
 
-#[test]
-fn a_large_result_travels_as_a_small_document_and_is_evicted_when_read() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_result_travels_as_a_small_document_and_is_evicted_when_read() {
     let (store, segment) = store();
     let codec = codec(&store, ResultCleanup::OnRead);
-    let doc = serde_json::to_vec(&codec.proxy_result("map", big()).unwrap()).unwrap();
+    let doc = serde_json::to_vec(&codec.proxy_result("map", big()).await.unwrap()).unwrap();
     assert!(doc.len() < 600, "{} bytes in the result storage", doc.len());
     assert_eq!(segment.len(), 1);
     let read: Proxy<Vec<u64>> = serde_json::from_slice(&doc).unwrap();
@@ -37,17 +37,17 @@ fn a_large_result_travels_as_a_small_document_and_is_evicted_when_read() {
     assert_eq!(segment.len(), 0, "read once: evicted");
 
     // A small result stays inline, and still reads as a proxy.
-    let doc = serde_json::to_vec(&codec.proxy_result("map", 3u8).unwrap()).unwrap();
+    let doc = serde_json::to_vec(&codec.proxy_result("map", 3u8).await.unwrap()).unwrap();
     assert_eq!(doc, b"3");
     let read: Proxy<u8> = serde_json::from_slice(&doc).unwrap();
     assert_eq!(*read, 3);
 }
 
-#[test]
-fn a_leased_result_can_be_read_many_times_until_the_lease_ends() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leased_result_can_be_read_many_times_until_the_lease_ends() {
     let (store, segment) = store();
     let codec = codec(&store, ResultCleanup::Lease(Duration::from_millis(300)));
-    let doc = serde_json::to_vec(&codec.proxy_result("map", big()).unwrap()).unwrap();
+    let doc = serde_json::to_vec(&codec.proxy_result("map", big()).await.unwrap()).unwrap();
     for _ in 0..3 {
         store.clear_cache();
         let read: Proxy<Vec<u64>> = serde_json::from_slice(&doc).unwrap();
@@ -56,15 +56,15 @@ fn a_leased_result_can_be_read_many_times_until_the_lease_ends() {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !segment.is_empty() {
         assert!(std::time::Instant::now() < deadline, "lease never evicted");
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-#[test]
-fn a_result_owned_by_its_reader_is_evicted_when_the_reader_drops_it() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_owned_by_its_reader_is_evicted_when_the_reader_drops_it() {
     let (store, segment) = store();
     let codec = codec(&store, ResultCleanup::Reader);
-    let doc = serde_json::to_vec(&codec.proxy_result("map", big()).unwrap()).unwrap();
+    let doc = serde_json::to_vec(&codec.proxy_result("map", big()).await.unwrap()).unwrap();
     let mine: OwnedProxy<Vec<u64>> = serde_json::from_slice(&doc).unwrap();
     assert_eq!(mine.len(), 100_000);
     assert_eq!(segment.len(), 1, "reading does not evict");
@@ -75,8 +75,8 @@ fn a_result_owned_by_its_reader_is_evicted_when_the_reader_drops_it() {
     assert_eq!(segment.len(), 0);
 }
 
-#[test]
-fn the_policy_decides_at_task_slash_return() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_decides_at_task_slash_return() {
     let (store, segment) = store();
     let policy = ArgumentPolicyConfig {
         store: store.name().to_owned(),
@@ -87,9 +87,9 @@ fn the_policy_decides_at_task_slash_return() {
     .compile()
     .unwrap();
     let codec = TaskCodec::new(policy).with_store(store.clone());
-    let kept = codec.proxy_result("report", big()).unwrap();
+    let kept = codec.proxy_result("report", big()).await.unwrap();
     assert!(kept.reference().is_none(), "excluded: inline");
-    let moved = codec.proxy_result("map", big()).unwrap();
+    let moved = codec.proxy_result("map", big()).await.unwrap();
     assert_eq!(
         moved.reference().unwrap().key,
         *moved.key().unwrap(),
@@ -98,8 +98,8 @@ fn the_policy_decides_at_task_slash_return() {
     assert_eq!(segment.len(), 1);
 }
 
-#[test]
-fn result_documents_round_trip_fetched_or_lazy() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_documents_round_trip_fetched_or_lazy() {
     let (store, segment) = store();
     let codec = codec(&store, ResultCleanup::Lease(Duration::from_secs(60)));
     let encoded = codec.encode_result("map", &big()).unwrap();

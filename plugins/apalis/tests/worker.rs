@@ -17,7 +17,7 @@ use apalis_core::worker::event::Event;
 use apalis_core::worker::ext::event_listener::EventListenerExt;
 use apalis_redis::{Config, ConnectionManager, RedisStorage};
 use proxystore::connector::file::FileConnector;
-use proxystore::{Key, Store};
+use proxystore::{Key, Proxy, Store};
 use proxystore_apalis::{PollEvery, ProxyCodec, ResolveError, resolve};
 use proxystore_middleware::{ArgumentPolicy, ArgumentPolicyConfig, TaskCodec};
 use proxystore_tests::redis_server::RedisServer;
@@ -594,4 +594,68 @@ async fn the_codec_alone_also_resolves_for_a_plain_worker() {
     assert_eq!(s.sum, job.values.iter().sum::<f64>());
     stop_tx.send(()).unwrap();
     handle.await.unwrap().unwrap();
+}
+
+/// A map task whose large output goes back as a proxy through apalis's result storage.
+async fn double(job: Bulk, codec: Data<TaskCodec>) -> Result<Proxy<Vec<f64>>, BoxDynError> {
+    let out: Vec<f64> = job.values.iter().map(|v| v * 2.0).collect();
+    Ok(codec.proxy_result("double", out).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_results_come_back_as_proxies_and_redis_holds_only_small_documents() {
+    let env = Env::new();
+    let codec = env.codec(10_000).named("double");
+    let mut producer = RedisStorage::<Bulk>::new(env.conn().await)
+        .with_config(env.config())
+        .with_codec(codec.clone());
+    let jobs: Vec<Bulk> = (0..3).map(|i| bulk(i, 200_000, 10)).collect();
+    for j in &jobs {
+        producer.push(j.clone()).await.unwrap();
+    }
+    let ids = env.task_ids().await;
+    for id in &ids {
+        assert!(env.job_len(id).await < 2_000, "a job document is small");
+    }
+
+    let errors = Errors::default();
+    let storage = RedisStorage::<Bulk>::new(env.conn().await)
+        .with_config(env.config())
+        .with_codec(codec.clone())
+        .poll_with_strategy(PollEvery::millis(50));
+    let (stop, handle) = spawn_worker!(
+        "double-worker",
+        storage,
+        errors,
+        codec.task_codec().clone(),
+        double
+    );
+    let mut results = Vec::new();
+    for id in &ids {
+        let doc = wait_for(Duration::from_secs(30), "a result", || async {
+            env.meta(id, "result").await
+        })
+        .await;
+        // The result storage holds a reference, not 1.6 MB of floats.
+        assert!(doc.len() < 1_000, "result document of {} bytes", doc.len());
+        let result: Result<Proxy<Vec<f64>>, String> = serde_json::from_str(&doc).unwrap();
+        results.push(result.unwrap());
+    }
+    stop.send(()).unwrap();
+    handle.await.unwrap().unwrap();
+    assert!(errors.all().is_empty(), "{:?}", errors.all());
+
+    // Read by the producer: correct, fetched on first use, evicted once read.
+    let mut sums: Vec<f64> = results.iter().map(|p| p.iter().sum()).collect();
+    sums.sort_by(f64::total_cmp);
+    let mut expected: Vec<f64> = jobs
+        .iter()
+        .map(|j| j.values.iter().map(|v| v * 2.0).sum())
+        .collect();
+    expected.sort_by(f64::total_cmp);
+    assert_eq!(sums, expected);
+    wait_for(Duration::from_secs(10), "an empty store", || async {
+        (env.objects() == 0).then_some(())
+    })
+    .await;
 }
