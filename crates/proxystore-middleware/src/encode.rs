@@ -84,11 +84,14 @@ impl postcard::ser_flavors::Flavor for Limit {
 
 /// Whether `value` encodes to more than `limit` bytes, looking at no more than `limit + 1` of
 /// them. Values postcard cannot encode count as small: they stay inline.
+/// A measurement, not a send: owned proxies inside keep their ownership.
 pub(crate) fn exceeds<T: ?Sized + Serialize>(value: &T, limit: u64) -> bool {
-    matches!(
-        postcard::serialize_with_flavor(value, Limit { count: 0, limit }),
-        Err(postcard::Error::SerializeBufferFull)
-    )
+    proxystore::lifetime::serialize_without_moving(|| {
+        matches!(
+            postcard::serialize_with_flavor(value, Limit { count: 0, limit }),
+            Err(postcard::Error::SerializeBufferFull)
+        )
+    })
 }
 
 /// Whether `value` is an explicit `Proxy` or an `Inline`: never a candidate. Costs one call:
@@ -99,7 +102,7 @@ fn is_marked<T: ?Sized + Serialize>(value: &T) -> bool {
 
 /// The top-level shape of `value`, found by serializing no further than its first call.
 fn shape<T: ?Sized + Serialize>(value: &T) -> Shape {
-    match value.serialize(MarkerProbe) {
+    match proxystore::lifetime::serialize_without_moving(|| value.serialize(MarkerProbe)) {
         Ok(s) => s,
         Err(Probe::Container) => Shape::Container,
         Err(Probe::Other) => Shape::Other,

@@ -12,10 +12,12 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use proxystore::Reference;
+use proxystore::lifetime::{DropCollector, with_drop_owner};
 use serde::de::DeserializeOwned;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -100,6 +102,16 @@ pub trait Executor<Req, Args>: Clone + Send + 'static {
 
     /// The request of the wrapped service, from `req` and its resolved arguments.
     fn resolved(&self, req: Req, args: Args) -> Self::Resolved;
+
+    /// Where the owned proxies (`proxystore::OwnedProxy`) the task drops go (see
+    /// [`proxystore::lifetime::with_drop_owner`]): kept, not evicted, so that a retried attempt
+    /// finds its owned inputs. `None` (the default): [`ResolveService`] collects them and evicts
+    /// them when the task is over (with its arguments under [`Eviction::Here`]; after a success
+    /// otherwise). An executor that evicts elsewhere returns its own collector and evicts it
+    /// there.
+    fn drop_collector(&self, _req: &Req) -> Option<Arc<DropCollector>> {
+        None
+    }
 
     /// The error the attempt fails with when the arguments cannot be resolved. By default the
     /// [`MiddlewareError`] itself; [`MiddlewareError::is_retryable`] says whether another attempt
@@ -325,18 +337,35 @@ where
                 match decoded {
                     Ok(d) => {
                         let eviction = executor.eviction(&req, &d.proxied, &task_span);
-                        let result = inner
-                            .call(executor.resolved(req, d.args))
-                            .await
-                            .map_err(Into::into);
+                        let (collector, ours) = match executor.drop_collector(&req) {
+                            Some(c) => (c, false),
+                            None => (Arc::new(DropCollector::new()), true),
+                        };
+                        let result = with_drop_owner(
+                            collector.clone(),
+                            inner.call(executor.resolved(req, d.args)),
+                        )
+                        .await
+                        .map_err(Into::into);
                         TaskInfo::record_outcome(
                             &task_span,
                             result.as_ref().err().map(|e| e as &dyn fmt::Display),
                         );
-                        if let Eviction::Here { last_attempt } = eviction
-                            && (result.is_ok() || last_attempt)
-                        {
+                        let over = match eviction {
+                            Eviction::Here { last_attempt } => result.is_ok() || last_attempt,
+                            Eviction::Elsewhere => result.is_ok(),
+                        };
+                        if over && matches!(eviction, Eviction::Here { .. }) {
                             evict(&codec, &d.proxied).await;
+                        }
+                        if ours {
+                            if over {
+                                if let Err(e) = collector.evict_all().await {
+                                    tracing::warn!(error = %e, "could not evict a finished task's owned objects");
+                                }
+                            } else {
+                                collector.forget();
+                            }
                         }
                         result
                     }

@@ -35,6 +35,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use proxystore::Reference;
+use proxystore::lifetime::DropCollector;
 use proxystore_middleware::{BoxError, Eviction, Executor, MiddlewareError, ResolveService};
 use tower_layer::{Layer, Stack};
 use tower_service::Service;
@@ -131,6 +132,8 @@ struct TaskRefs(Arc<Mutex<Reported>>);
 struct Reported {
     refs: Option<Vec<Reference>>,
     span: Option<Span>,
+    /// The owned proxies the attempt dropped (evicted with the arguments).
+    dropped: Arc<DropCollector>,
 }
 
 impl TaskRefs {
@@ -144,6 +147,14 @@ impl TaskRefs {
 
     fn take(&self) -> Reported {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn dropped(&self) -> Arc<DropCollector> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .dropped
+            .clone()
     }
 }
 
@@ -182,6 +193,12 @@ impl<A> Executor<Task<Unresolved<A>>, A> for ApalisTasks {
 
     fn resolved(&self, task: Task<Unresolved<A>>, args: A) -> Task<A> {
         task.map_args(|_| args)
+    }
+
+    /// [`CleanupLayer`]'s collector: it evicts the owned inputs the task dropped once the task
+    /// is finished for good, and keeps them for a retry otherwise.
+    fn drop_collector(&self, task: &Task<Unresolved<A>>) -> Option<Arc<DropCollector>> {
+        task.data().get::<TaskRefs>().map(TaskRefs::dropped)
     }
 
     fn resolve_failed(&self, task: &Task<Unresolved<A>>, error: MiddlewareError) -> BoxError {
@@ -350,7 +367,14 @@ where
             }
             // The resolver reports the references; if it never ran (a layer failed the task
             // first), read them from the document.
-            let Reported { refs, span } = slot.take();
+            let Reported {
+                refs,
+                span,
+                dropped,
+            } = slot.take();
+            if let Err(e) = dropped.evict_all().await {
+                tracing::warn!(error = %e, "could not evict the owned inputs of a finished task");
+            }
             let refs = refs
                 .or_else(|| codec.proxied_of(&bytes).ok())
                 .unwrap_or_default();

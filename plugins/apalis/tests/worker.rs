@@ -659,3 +659,66 @@ async fn large_results_come_back_as_proxies_and_redis_holds_only_small_documents
     })
     .await;
 }
+
+#[derive(Serialize, Deserialize)]
+struct OwnedJob {
+    input: proxystore::OwnedProxy<Vec<u8>>,
+}
+
+/// Reads its owned input; the first call fails.
+async fn fails_once(job: OwnedJob, calls: Data<Arc<AtomicU32>>) -> Result<usize, BoxDynError> {
+    let n = job.input.len();
+    if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+        return Err("the first attempt fails".into());
+    }
+    Ok(n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owned_input_survives_a_failed_attempt_and_is_evicted_once_after_success() {
+    let env = Env::new();
+    let codec = env.codec(10_000);
+    let mut producer = RedisStorage::<OwnedJob>::new(env.conn().await)
+        .with_config(env.config())
+        .with_codec(codec.clone());
+    let owned = env.store.owned_proxy(&vec![5u8; 50_000]).await.unwrap();
+    // Pushing moves ownership into the task; the producer's handle evicts nothing.
+    producer
+        .push_task(
+            TaskBuilder::new(OwnedJob { input: owned })
+                .max_attempts(3)
+                .build(),
+        )
+        .await
+        .unwrap();
+    assert!(proxystore::lifetime::wait_for_evictions(
+        Duration::from_secs(5)
+    ));
+    assert_eq!(env.objects(), 1);
+    let evictions = env.store.metrics().evict.count;
+
+    let calls = Arc::new(AtomicU32::new(0));
+    let errors = Errors::default();
+    let storage = RedisStorage::<OwnedJob>::new(env.conn().await)
+        .with_config(env.config())
+        .with_codec(codec.clone())
+        .poll_with_strategy(PollEvery::millis(50));
+    let (stop, handle) = spawn_worker!("owned-worker", storage, errors, calls.clone(), fails_once);
+    wait_for(Duration::from_secs(20), "the first attempt", || async {
+        (calls.load(Ordering::SeqCst) >= 1).then_some(())
+    })
+    .await;
+    assert_eq!(env.objects(), 1, "kept for the retry");
+    wait_for(Duration::from_secs(20), "an empty store", || async {
+        (env.objects() == 0).then_some(())
+    })
+    .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        env.store.metrics().evict.count,
+        evictions + 1,
+        "evicted once"
+    );
+    stop.send(()).unwrap();
+    handle.await.unwrap().unwrap();
+}

@@ -19,7 +19,9 @@ mod scope;
 
 pub use exit::{EXIT_WAIT, process_scope, wait_for_evictions};
 pub use lease::Lease;
-pub use owned::{OwnedProxy, RefMutProxy, RefProxy, with_drop_owner};
+pub use owned::{
+    DropCollector, OwnedProxy, RefMutProxy, RefProxy, serialize_without_moving, with_drop_owner,
+};
 pub use scope::Scope;
 
 use std::sync::Mutex;

@@ -36,6 +36,41 @@ tokio::task_local! {
     static DROP_OWNER: Arc<dyn Lifetime>;
 }
 
+thread_local! {
+    /// How deep this thread is in [`serialize_without_moving`].
+    static NOT_MOVING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Run `f`, in which serializing an owned proxy writes its reference without moving ownership:
+/// for code that serializes a value to measure or inspect it before (or instead of) sending it,
+/// such as a size threshold check. Only the serialization that sends the value should move it.
+///
+/// ```
+/// # proxystore::runtime::block_on(async {
+/// use proxystore::{Store, connector::memory::MemoryConnector, lifetime};
+/// let store = Store::new("no-move-doc", MemoryConnector::new("no-move-doc"));
+/// let owned = store.owned_proxy(&1u8).await?;
+/// let size = lifetime::serialize_without_moving(|| serde_json::to_vec(&owned).unwrap().len());
+/// assert!(size > 0 && owned.is_owner());
+/// # Ok::<_, proxystore::Error>(()) })??;
+/// # Ok::<_, proxystore::Error>(())
+/// ```
+pub fn serialize_without_moving<R>(f: impl FnOnce() -> R) -> R {
+    struct Depth;
+    impl Drop for Depth {
+        fn drop(&mut self) {
+            NOT_MOVING.with(|d| d.set(d.get().saturating_sub(1)));
+        }
+    }
+    NOT_MOVING.with(|d| d.set(d.get() + 1));
+    let _depth = Depth;
+    f()
+}
+
+fn moving() -> bool {
+    NOT_MOVING.with(|d| d.get() == 0)
+}
+
 /// Run `fut` so that owned proxies dropped inside it hand their objects to `lifetime` instead
 /// of evicting them. An executor wraps each task attempt in it and ends the lifetime when the
 /// task has succeeded (or failed for the last time), so a retried attempt finds its owned
@@ -57,6 +92,74 @@ tokio::task_local! {
 /// ```
 pub async fn with_drop_owner<F: Future>(lifetime: Arc<dyn Lifetime>, fut: F) -> F::Output {
     DROP_OWNER.scope(lifetime, fut).await
+}
+
+/// The objects owned proxies handed over while a task attempt ran (see [`with_drop_owner`]),
+/// from any store: an executor evicts them once the task is over, or forgets them when the
+/// attempt will be retried (the next attempt owns them again).
+#[derive(Default)]
+pub struct DropCollector {
+    keys: Mutex<Vec<(Store, Key)>>,
+}
+
+impl std::fmt::Debug for DropCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DropCollector")
+            .field("objects", &self.len())
+            .finish()
+    }
+}
+
+impl DropCollector {
+    /// An empty collector.
+    pub fn new() -> Self {
+        DropCollector::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<(Store, Key)>> {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Objects collected so far.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none were collected.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forget what was collected: the task will run again and owns these objects then.
+    pub fn forget(&self) {
+        self.lock().clear();
+    }
+
+    /// Evict everything collected (the task is over).
+    ///
+    /// # Errors
+    /// The first store error; every object is still attempted.
+    pub async fn evict_all(&self) -> Result<()> {
+        let taken = std::mem::take(&mut *self.lock());
+        let mut first = None;
+        for (store, key) in taken {
+            if let Err(e) = store.evict(&key).await {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+impl Lifetime for DropCollector {
+    fn add_key(&self, store: &Store, key: Key) -> Result<()> {
+        self.lock().push((store.clone(), key));
+        Ok(())
+    }
+
+    fn is_done(&self) -> bool {
+        false
+    }
 }
 
 /// Who owns the object now.
@@ -289,6 +392,9 @@ impl<T> Drop for OwnedProxy<T> {
 impl<T: Serialize> Serialize for OwnedProxy<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::Error as _;
+        if !moving() {
+            return self.proxy.serialize(s);
+        }
         let mut c = self.state.counts();
         match c.status {
             Status::Owned if c.shared == 0 => {}
