@@ -40,3 +40,25 @@ fn pipeline_runs_on_apalis_redis_and_cleans_up() {
     );
     assert!(stdout.contains("sensor 3 drifted"), "{stdout}");
 }
+
+#[test]
+fn ownership_moves_borrows_updates_and_results_across_two_processes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ownership"))
+        .output()
+        .expect("run ownership");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ownership failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "mutable borrow refused: cannot borrow it mutably while 1 borrow of it is alive",
+        "updated: first samples [0.0, 0.5, 1.0]",
+        "objects after the move: 1",
+        "result: 1000000 values, sum 749999250000",
+        "objects left in the store: 0",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+}

@@ -225,7 +225,7 @@ pub enum OwnershipProblem {
     Borrowed {
         /// Borrows alive.
         shared: usize,
-        /// What the owner tried (`evict`, `move`, `borrow mutably`).
+        /// What the owner tried (`evict it`, `move it`, `borrow it mutably`).
         action: &'static str,
     },
 }
@@ -239,7 +239,7 @@ impl std::fmt::Display for OwnershipProblem {
             ),
             OwnershipProblem::Borrowed { shared, action } => write!(
                 f,
-                "cannot {action} it while {shared} borrow{} of it {} alive",
+                "cannot {action} while {shared} borrow{} of it {} alive",
                 if *shared == 1 { "" } else { "s" },
                 if *shared == 1 { "is" } else { "are" }
             ),

@@ -104,7 +104,7 @@ async fn borrows_are_counted_and_the_owner_cannot_evict_move_or_mutate_while_the
             &err,
             Error::Ownership {
                 problem: OwnershipProblem::Borrowed {
-                    action: "evict",
+                    action: "evict it",
                     ..
                 },
                 ..

@@ -309,7 +309,7 @@ impl<T> OwnedProxy<T> {
         if shared > 0 {
             return Err(self.state.error(OwnershipProblem::Borrowed {
                 shared,
-                action: "borrow mutably",
+                action: "borrow it mutably",
             }));
         }
         Ok(RefMutProxy { owner: self })
@@ -335,7 +335,7 @@ impl<T> OwnedProxy<T> {
                 drop(self);
                 return Err(state.error(OwnershipProblem::Borrowed {
                     shared,
-                    action: "evict",
+                    action: "evict it",
                 }));
             }
             c.status = Status::Gone;
@@ -403,7 +403,7 @@ impl<T: Serialize> Serialize for OwnedProxy<T> {
                 return Err(S::Error::custom(self.state.error(
                     OwnershipProblem::Borrowed {
                         shared,
-                        action: "move",
+                        action: "move it",
                     },
                 )));
             }
