@@ -19,7 +19,7 @@ use apalis_core::backend::ext::BackendExt;
 use apalis_core::error::BoxDynError;
 use apalis_core::task::data::Data;
 use apalis_core::worker::builder::WorkerBuilder;
-use apalis_redis::{Config, RedisStorage};
+use apalis_redis::RedisStorage;
 use proxystore::connector::file::FileConnector;
 use proxystore::{Key, Store};
 use proxystore_apalis::{PollEvery, ProxyCodec, resolve};
@@ -27,6 +27,9 @@ use proxystore_middleware::{ArgumentPolicy, TaskCodec};
 use proxystore_tests::redis_server::RedisServer;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
+
+mod common;
+use common::{config, env_num, used_memory_peak, values};
 
 #[derive(Serialize, Deserialize)]
 struct Job {
@@ -45,27 +48,6 @@ struct Run {
     elapsed: Duration,
     peak: u64,
     largest_job: u64,
-}
-
-fn env_num(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Deterministic pseudo-random values in [0, 1) for task `index` (xorshift64*).
-fn values(index: u32, len: usize) -> Vec<f64> {
-    let mut x = (u64::from(index) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
-            r as f64 / (1u64 << 53) as f64
-        })
-        .collect()
 }
 
 fn jobs(tasks: usize, len: usize) -> impl Iterator<Item = Job> {
@@ -95,20 +77,6 @@ async fn largest_job(conn: &mut apalis_redis::ConnectionManager, data_hash: &str
     largest
 }
 
-/// `INFO memory`'s `used_memory_peak` of the server at `url`, in bytes.
-async fn used_memory_peak(url: &str) -> u64 {
-    let mut conn = proxystore_apalis::connect(url).await.unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("used_memory_peak:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("INFO memory has used_memory_peak")
-}
-
 async fn wait_results(rx: &mut mpsc::UnboundedReceiver<(u32, f64)>, tasks: usize) {
     for _ in 0..tasks {
         tokio::time::timeout(Duration::from_secs(600), rx.recv())
@@ -116,10 +84,6 @@ async fn wait_results(rx: &mut mpsc::UnboundedReceiver<(u32, f64)>, tasks: usize
             .expect("a result within 10 minutes")
             .expect("the worker is alive");
     }
-}
-
-fn config(queue: &str) -> Config {
-    Config::default().queue(queue)
 }
 
 /// One configuration: a fresh server, a worker, 100 pushes, 100 results.
