@@ -323,3 +323,73 @@ async fn a_task_of_a_killed_worker_is_finished_and_cleaned_up_by_another() {
     .await;
     rescuer.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_worker_and_reader_processes_pass_10_mib_results_as_proxies() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("xres-{}", Key::random());
+    let queue = format!("xres{}", Key::random());
+    const TASKS: u32 = 4;
+
+    let worker = Worker::start(
+        &url,
+        &queue,
+        &store,
+        dir.path(),
+        "worker-r",
+        &["--results", "1"],
+    );
+    produce(
+        &url,
+        &queue,
+        &store,
+        dir.path(),
+        &["--tasks", &TASKS.to_string(), "--mib", "10"],
+    );
+    let mut c = conn(&url).await;
+    let data_hash = format!("{queue}:data");
+    let ids: Vec<String> = cmd(&mut c, &["HKEYS", &data_hash]).await;
+    for id in &ids {
+        let len: u64 = cmd(&mut c, &["HSTRLEN", &data_hash, id]).await;
+        assert!(len < 2048, "job {id} holds {len} bytes in Redis");
+    }
+
+    // The reader is a third process: it reads each result from apalis's result storage.
+    let out = Command::new(NODE)
+        .args([
+            "read", "--redis", &url, "--queue", &queue, "--store", &store,
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--tasks", &TASKS.to_string()])
+        .output()
+        .expect("run the reader");
+    assert!(
+        out.status.success(),
+        "reader failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut sums = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(r["len"], TEN_MIB_OF_F64, "{r}");
+        let doc = r["doc_bytes"].as_u64().unwrap();
+        assert!(doc < 1024, "a result holds {doc} bytes in Redis");
+        sums.push(r["sum"].as_f64().unwrap());
+    }
+    sums.sort_by(f64::total_cmp);
+    let mut expected: Vec<f64> = (0..TASKS)
+        .map(|i| 2.0 * expected_sum(i, TEN_MIB_OF_F64))
+        .collect();
+    expected.sort_by(f64::total_cmp);
+    assert_eq!(sums, expected);
+
+    // Arguments evicted by the worker, results by their reader: nothing left.
+    wait_for(Duration::from_secs(10), "an empty store", || async {
+        (files_in(dir.path()) == 0).then_some(())
+    })
+    .await;
+    worker.stop();
+}

@@ -4,14 +4,18 @@
 //! proxystore-apalis-node produce --redis URL --queue Q --store NAME --dir DIR --tasks N
 //!     [--mib 10] [--audit-kib 1024] [--fail-first 2,5] [--max-attempts N] [--threshold B]
 //! proxystore-apalis-node work --redis URL --queue Q --store NAME --dir DIR --name W
-//!     [--batch 1] [--heartbeat-secs 1] [--hang-on INDEX]
+//!     [--batch 1] [--heartbeat-secs 1] [--hang-on INDEX] [--results 1]
+//! proxystore-apalis-node read --redis URL --queue Q --store NAME --dir DIR --tasks N
 //! ```
 //!
 //! Tasks carry `data`, `mib` MiB of f64 (the worker sums it) and `audit`, bytes that the worker
 //! declares as a lazy `Proxy` and never touches. The worker pushes one JSON line per finished
 //! task to the Redis list `{queue}:results`, runs until its stdin closes, then prints its store
 //! and codec counters as JSON. With `--hang-on I` it never finishes task `I` (after noting it
-//! in `{queue}:started`), to be killed mid-task.
+//! in `{queue}:started`), to be killed mid-task. With `--results 1` each task also returns its
+//! data doubled, through `TaskCodec::proxy_result` (a reference in apalis's result storage,
+//! the object in the store, evicted when read); `read` waits for the `N` results, reads each one
+//! from the result storage and prints a JSON line per result (its sum and its size in Redis).
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -56,6 +60,7 @@ fn value(index: u32, i: usize) -> f64 {
 
 #[derive(Clone)]
 struct Ctx {
+    codec: TaskCodec,
     conn: ConnectionManager,
     queue: String,
     worker: String,
@@ -100,6 +105,18 @@ async fn work(job: JobIn, attempt: Attempt, ctx: Data<Ctx>) -> Result<f64, BoxDy
         .query_async::<()>(&mut conn)
         .await?;
     Ok(sum)
+}
+
+/// [`work`], returning the task's data doubled as a proxied result.
+async fn work_returning(
+    job: JobIn,
+    attempt: Attempt,
+    ctx: Data<Ctx>,
+) -> Result<Proxy<Vec<f64>>, BoxDynError> {
+    let doubled: Vec<f64> = job.data.iter().map(|v| v * 2.0).collect();
+    let codec = ctx.codec.clone();
+    work(job, attempt, ctx).await?;
+    Ok(codec.proxy_result("xproc", doubled).await?)
 }
 
 struct Args(HashMap<String, String>);
@@ -201,6 +218,7 @@ async fn run_worker(args: &Args) -> Result<(), BoxDynError> {
         .with_codec(codec.clone())
         .poll_with_strategy(PollEvery::millis(50));
     let ctx = Ctx {
+        codec: codec.task_codec().clone(),
         conn: proxystore_apalis::connect(url).await?,
         queue,
         worker: name.clone(),
@@ -212,15 +230,19 @@ async fn run_worker(args: &Args) -> Result<(), BoxDynError> {
         let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
         let _ = stop_tx.send(());
     });
-    WorkerBuilder::new(name)
-        .backend(storage)
-        .data(ctx)
-        .build(resolve(work))
-        .run_until(async move {
-            let _ = stop_rx.await;
-            Ok::<_, std::io::Error>(())
-        })
-        .await?;
+    let stopped = async move {
+        let _ = stop_rx.await;
+        Ok::<_, std::io::Error>(())
+    };
+    let builder = WorkerBuilder::new(name).backend(storage).data(ctx);
+    if args.num("results", 0u8)? == 1 {
+        builder
+            .build(resolve(work_returning))
+            .run_until(stopped)
+            .await?;
+    } else {
+        builder.build(resolve(work)).run_until(stopped).await?;
+    }
     let m = store.metrics();
     println!(
         "{}",
@@ -234,6 +256,52 @@ async fn run_worker(args: &Args) -> Result<(), BoxDynError> {
     Ok(())
 }
 
+/// Read `--tasks` results from apalis-redis's result storage as `Proxy<Vec<f64>>`.
+async fn read(args: &Args) -> Result<(), BoxDynError> {
+    let _store = store(args)?;
+    let config = Config::default().queue(args.get("queue")?);
+    let mut conn = proxystore_apalis::connect(args.get("redis")?).await?;
+    let tasks: usize = args.num("tasks", 1)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let ids: Vec<String> = loop {
+        let ids: Vec<String> = redis::cmd("HKEYS")
+            .arg(config.job_data_hash())
+            .query_async(&mut conn)
+            .await?;
+        if ids.len() >= tasks {
+            break ids;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{} of {tasks} tasks in the queue", ids.len()).into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for id in ids {
+        let doc: String = loop {
+            let doc: Option<String> = redis::cmd("HGET")
+                .arg(format!("{}:{id}", config.job_meta_hash()))
+                .arg("result")
+                .query_async(&mut conn)
+                .await?;
+            if let Some(d) = doc {
+                break d;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!("no result for task {id}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let result: Result<Proxy<Vec<f64>>, String> = serde_json::from_str(&doc)?;
+        let values = result?;
+        let sum: f64 = values.iter().sum();
+        println!(
+            "{}",
+            serde_json::json!({ "sum": sum, "doc_bytes": doc.len(), "len": values.len() })
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -241,10 +309,13 @@ async fn main() -> ExitCode {
         Some((cmd, rest)) => match Args::parse(rest) {
             Ok(args) if cmd == "produce" => produce(&args).await,
             Ok(args) if cmd == "work" => run_worker(&args).await,
-            Ok(_) => Err(format!("unknown command {cmd:?} (produce | work)").into()),
+            Ok(args) if cmd == "read" => read(&args).await,
+            Ok(_) => Err(format!("unknown command {cmd:?} (produce | work | read)").into()),
             Err(e) => Err(e.into()),
         },
-        None => Err("usage: proxystore-apalis-node (produce | work) --option value ...".into()),
+        None => {
+            Err("usage: proxystore-apalis-node (produce | work | read) --option value ...".into())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
