@@ -442,7 +442,7 @@ impl TaskCodec {
             )));
         }
         let arena = Arena::new();
-        let ctx = DecodeCtx::new(&arena);
+        let ctx = DecodeCtx::new(&arena, &envelope.proxied);
         let args = T::deserialize(TreeDe {
             value: envelope.args,
             ctx: &ctx,

@@ -23,14 +23,18 @@ pub(crate) struct DecodeCtx<'a> {
     pub(crate) arena: &'a Arena<Bytes>,
     pub(crate) fetched: RefCell<Vec<Reference>>,
     pub(crate) lazy: Cell<usize>,
+    /// Keys of the references the encoder made (the policy's), as opposed to explicit proxies
+    /// the task's arguments already held.
+    made_here: std::collections::HashSet<proxystore::Key>,
 }
 
 impl<'a> DecodeCtx<'a> {
-    pub(crate) fn new(arena: &'a Arena<Bytes>) -> Self {
+    pub(crate) fn new(arena: &'a Arena<Bytes>, proxied: &[Reference]) -> Self {
         DecodeCtx {
             arena,
             fetched: RefCell::new(Vec::new()),
             lazy: Cell::new(0),
+            made_here: proxied.iter().map(|r| r.key.clone()).collect(),
         }
     }
 
@@ -193,6 +197,12 @@ impl<'a> de::Deserializer<'a> for TreeDe<'_, 'a> {
 
     fn deserialize_option<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value> {
         if let Some(r) = self.reference()? {
+            // An explicit proxy (`Option<Proxy<T>>`, `Option<OwnedProxy<T>>`) is a `Some` whose
+            // node is the reference, as text formats write it; only the policy's own
+            // references stand for a whole proxied `Option`.
+            if !self.ctx.made_here.contains(&r.key) {
+                return visitor.visit_some(self);
+            }
             return fetched!(self, r, visitor, deserialize_option());
         }
         match self.value {

@@ -114,3 +114,39 @@ async fn result_documents_round_trip_fetched_or_lazy() {
     assert_eq!(lazy.args.len(), 100_000);
     assert_eq!(segment.len(), 1);
 }
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WithOwned {
+    owned: Option<OwnedProxy<Vec<u64>>>,
+    n: u32,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owned_argument_moves_through_a_task_document() {
+    let (store, segment) = store();
+    let codec = codec(&store, ResultCleanup::OnRead);
+    let owned = store.owned_proxy(&big()).await.unwrap();
+    let task = WithOwned {
+        owned: Some(owned),
+        n: 1,
+    };
+    let encoded = codec.encode("t", &task).unwrap();
+    assert!(
+        encoded.proxied.is_empty(),
+        "already a proxy: not proxied again"
+    );
+    assert!(
+        !task.owned.as_ref().unwrap().is_owner(),
+        "moved into the document"
+    );
+    drop(task);
+    let decoded = codec.decode::<WithOwned>(&encoded.bytes).unwrap();
+    let owned = decoded.args.owned.unwrap();
+    assert!(owned.is_owner());
+    assert_eq!(owned.len(), 100_000);
+    drop(owned);
+    assert!(proxystore::lifetime::wait_for_evictions(
+        Duration::from_secs(10)
+    ));
+    assert_eq!(segment.len(), 0);
+}

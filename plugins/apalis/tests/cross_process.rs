@@ -276,12 +276,13 @@ async fn a_task_of_a_killed_worker_is_finished_and_cleaned_up_by_another() {
         "crashing",
         &["--hang-on", "0"],
     );
+    // The task also owns an object, moved into it when it was pushed.
     produce(
         &url,
         &queue,
         &store,
         dir.path(),
-        &["--tasks", "1", "--mib", "10"],
+        &["--tasks", "1", "--mib", "10", "--owned-kib", "64"],
     );
     let c = conn(&url).await;
     let started = format!("{queue}:started");
@@ -294,7 +295,7 @@ async fn a_task_of_a_killed_worker_is_finished_and_cleaned_up_by_another() {
     crashing.kill();
     assert_eq!(
         files_in(dir.path()),
-        2,
+        3,
         "the crashed worker's task still owns its objects"
     );
 
@@ -317,6 +318,11 @@ async fn a_task_of_a_killed_worker_is_finished_and_cleaned_up_by_another() {
     let r: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(r["worker"], "rescuer");
     assert_eq!(r["sum"].as_f64().unwrap(), expected_sum(0, TEN_MIB_OF_F64));
+    assert_eq!(
+        r["owned_len"],
+        64 * 1024,
+        "the retried task found its owned input"
+    );
     wait_for(Duration::from_secs(10), "an empty store", || async {
         (files_in(dir.path()) == 0).then_some(())
     })

@@ -2,14 +2,17 @@
 //!
 //! ```text
 //! proxystore-apalis-node produce --redis URL --queue Q --store NAME --dir DIR --tasks N
-//!     [--mib 10] [--audit-kib 1024] [--fail-first 2,5] [--max-attempts N] [--threshold B]
+//!     [--mib 10] [--audit-kib 1024] [--owned-kib 0] [--fail-first 2,5] [--max-attempts N]
+//!     [--threshold B]
 //! proxystore-apalis-node work --redis URL --queue Q --store NAME --dir DIR --name W
 //!     [--batch 1] [--heartbeat-secs 1] [--hang-on INDEX] [--results 1]
 //! proxystore-apalis-node read --redis URL --queue Q --store NAME --dir DIR --tasks N
 //! ```
 //!
 //! Tasks carry `data`, `mib` MiB of f64 (the worker sums it) and `audit`, bytes that the worker
-//! declares as a lazy `Proxy` and never touches. The worker pushes one JSON line per finished
+//! declares as a lazy `Proxy` and never touches. With `--owned-kib K`, each task also owns an
+//! object of `K` KiB (an `OwnedProxy` moved into the task when it is pushed): the worker reads
+//! its length, and the task's cleanup evicts it once the task is over. The worker pushes one JSON line per finished
 //! task to the Redis list `{queue}:results`, runs until its stdin closes, then prints its store
 //! and codec counters as JSON. With `--hang-on I` it never finishes task `I` (after noting it
 //! in `{queue}:started`), to be killed mid-task. With `--results 1` each task also returns its
@@ -30,7 +33,7 @@ use apalis_core::task::data::Data;
 use apalis_core::worker::builder::WorkerBuilder;
 use apalis_redis::{Config, ConnectionManager, RedisStorage};
 use proxystore::connector::file::FileConnector;
-use proxystore::{Proxy, Store};
+use proxystore::{OwnedProxy, Proxy, Store};
 use proxystore_apalis::{PollEvery, ProxyCodec, resolve};
 use proxystore_middleware::{ArgumentPolicy, TaskCodec};
 use serde::{Deserialize, Serialize};
@@ -41,6 +44,7 @@ struct JobOut {
     index: u32,
     data: Vec<f64>,
     audit: Vec<u8>,
+    owned: Option<OwnedProxy<Vec<u8>>>,
     fail_first: bool,
 }
 
@@ -50,6 +54,7 @@ struct JobIn {
     index: u32,
     data: Vec<f64>,
     audit: Proxy<Vec<u8>>,
+    owned: Option<OwnedProxy<Vec<u8>>>,
     fail_first: bool,
 }
 
@@ -74,6 +79,7 @@ struct Outcome<'a> {
     attempt: usize,
     worker: &'a str,
     audit_resolved: bool,
+    owned_len: Option<usize>,
 }
 
 async fn work(job: JobIn, attempt: Attempt, ctx: Data<Ctx>) -> Result<f64, BoxDynError> {
@@ -98,6 +104,7 @@ async fn work(job: JobIn, attempt: Attempt, ctx: Data<Ctx>) -> Result<f64, BoxDy
         attempt: attempt.current(),
         worker: &ctx.worker,
         audit_resolved: job.audit.is_resolved(),
+        owned_len: job.owned.as_ref().map(|o| o.len()),
     })?;
     redis::cmd("RPUSH")
         .arg(format!("{}:results", ctx.queue))
@@ -164,7 +171,7 @@ async fn produce(args: &Args) -> Result<(), BoxDynError> {
             store.name().to_owned(),
             threshold,
         ))
-        .with_store(store),
+        .with_store(store.clone()),
     )
     .named("xproc");
     let conn = proxystore_apalis::connect(args.get("redis")?).await?;
@@ -174,6 +181,7 @@ async fn produce(args: &Args) -> Result<(), BoxDynError> {
     let tasks: u32 = args.num("tasks", 1)?;
     let len = args.num::<usize>("mib", 10)? * 1024 * 1024 / 8;
     let audit = vec![7u8; args.num::<usize>("audit-kib", 1024)? * 1024];
+    let owned_kib = args.num::<usize>("owned-kib", 0)?;
     let fail_first: Vec<u32> = match args.0.get("fail-first") {
         Some(list) if !list.is_empty() => list
             .split(',')
@@ -183,10 +191,15 @@ async fn produce(args: &Args) -> Result<(), BoxDynError> {
     };
     let max_attempts: Option<usize> = args.0.get("max-attempts").map(|v| v.parse()).transpose()?;
     for index in 0..tasks {
+        let owned = match owned_kib {
+            0 => None,
+            k => Some(store.owned_proxy(&vec![9u8; k * 1024]).await?),
+        };
         let job = JobOut {
             index,
             data: (0..len).map(|i| value(index, i)).collect(),
             audit: audit.clone(),
+            owned,
             fail_first: fail_first.contains(&index),
         };
         let mut task = TaskBuilder::new(job);
