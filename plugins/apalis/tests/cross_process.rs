@@ -399,3 +399,78 @@ async fn producer_worker_and_reader_processes_pass_10_mib_results_as_proxies() {
     .await;
     worker.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ownership_moves_producer_to_task_a_to_task_b_and_is_evicted_once_after_b() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("chain-{}", Key::random());
+    let (qa, qb) = (
+        format!("chainA{}", Key::random()),
+        format!("chainB{}", Key::random()),
+    );
+
+    // The producer moves an owned 64 KiB object into task A, which moves it into task B.
+    let a = Worker::start(&url, &qa, &store, dir.path(), "worker-a", &[]);
+    produce(
+        &url,
+        &qa,
+        &store,
+        dir.path(),
+        &[
+            "--tasks",
+            "1",
+            "--mib",
+            "1",
+            "--owned-kib",
+            "64",
+            "--forward-to",
+            &qb,
+        ],
+    );
+    let c = conn(&url).await;
+    let results_a = format!("{qa}:results");
+    let line: String = wait_for(Duration::from_secs(60), "task A's result", || {
+        let mut c = c.clone();
+        let key = results_a.clone();
+        async move { cmd::<Option<String>>(&mut c, &["LINDEX", &key, "0"]).await }
+    })
+    .await;
+    let r: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(r["owned_len"], 64 * 1024, "task A read its owned input");
+    // A is over and its arguments are gone; the owned object is B's now and stays.
+    wait_for(
+        Duration::from_secs(10),
+        "task A's arguments evicted",
+        || async { (files_in(dir.path()) == 1).then_some(()) },
+    )
+    .await;
+    let stats_a = a.stop();
+    assert_eq!(
+        stats_a["evicts"], 2,
+        "A evicts its two arguments, not the owned object: {stats_a}"
+    );
+    assert_eq!(files_in(dir.path()), 1);
+
+    // Task B, in another worker process, is the last owner.
+    let b = Worker::start(&url, &qb, &store, dir.path(), "worker-b", &[]);
+    let results_b = format!("{qb}:results");
+    let line: String = wait_for(Duration::from_secs(60), "task B's result", || {
+        let mut c = c.clone();
+        let key = results_b.clone();
+        async move { cmd::<Option<String>>(&mut c, &["LINDEX", &key, "0"]).await }
+    })
+    .await;
+    let r: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(r["owned_len"], 64 * 1024, "task B received it");
+    wait_for(Duration::from_secs(10), "an empty store", || async {
+        (files_in(dir.path()) == 0).then_some(())
+    })
+    .await;
+    let stats_b = b.stop();
+    assert_eq!(
+        stats_b["evicts"], 1,
+        "B evicts the owned object, once: {stats_b}"
+    );
+}

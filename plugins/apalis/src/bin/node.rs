@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! proxystore-apalis-node produce --redis URL --queue Q --store NAME --dir DIR --tasks N
-//!     [--mib 10] [--audit-kib 1024] [--owned-kib 0] [--fail-first 2,5] [--max-attempts N]
-//!     [--threshold B]
+//!     [--mib 10] [--audit-kib 1024] [--owned-kib 0] [--forward-to Q2] [--fail-first 2,5]
+//!     [--max-attempts N] [--threshold B]
 //! proxystore-apalis-node work --redis URL --queue Q --store NAME --dir DIR --name W
 //!     [--batch 1] [--heartbeat-secs 1] [--hang-on INDEX] [--results 1]
 //! proxystore-apalis-node read --redis URL --queue Q --store NAME --dir DIR --tasks N
@@ -12,7 +12,9 @@
 //! Tasks carry `data`, `mib` MiB of f64 (the worker sums it) and `audit`, bytes that the worker
 //! declares as a lazy `Proxy` and never touches. With `--owned-kib K`, each task also owns an
 //! object of `K` KiB (an `OwnedProxy` moved into the task when it is pushed): the worker reads
-//! its length, and the task's cleanup evicts it once the task is over. The worker pushes one JSON line per finished
+//! its length, and the task's cleanup evicts it once the task is over. With `--forward-to Q2`,
+//! the worker passes the owned object on: it pushes a task to queue `Q2` that owns it (the move
+//! happens when that task is serialized), and it is evicted when that task is over. The worker pushes one JSON line per finished
 //! task to the Redis list `{queue}:results`, runs until its stdin closes, then prints its store
 //! and codec counters as JSON. With `--hang-on I` it never finishes task `I` (after noting it
 //! in `{queue}:started`), to be killed mid-task. With `--results 1` each task also returns its
@@ -46,6 +48,7 @@ struct JobOut {
     audit: Vec<u8>,
     owned: Option<OwnedProxy<Vec<u8>>>,
     fail_first: bool,
+    forward_to: Option<String>,
 }
 
 /// The task as the worker reads it: `audit` stays a reference unless used.
@@ -56,6 +59,7 @@ struct JobIn {
     audit: Proxy<Vec<u8>>,
     owned: Option<OwnedProxy<Vec<u8>>>,
     fail_first: bool,
+    forward_to: Option<String>,
 }
 
 /// Value `i` of task `index`'s data (the tests recompute the sums).
@@ -82,7 +86,7 @@ struct Outcome<'a> {
     owned_len: Option<usize>,
 }
 
-async fn work(job: JobIn, attempt: Attempt, ctx: Data<Ctx>) -> Result<f64, BoxDynError> {
+async fn work(mut job: JobIn, attempt: Attempt, ctx: Data<Ctx>) -> Result<f64, BoxDynError> {
     let mut conn = ctx.conn.clone();
     if ctx.hang_on == Some(job.index) {
         redis::cmd("RPUSH")
@@ -106,6 +110,21 @@ async fn work(job: JobIn, attempt: Attempt, ctx: Data<Ctx>) -> Result<f64, BoxDy
         audit_resolved: job.audit.is_resolved(),
         owned_len: job.owned.as_ref().map(|o| o.len()),
     })?;
+    if let Some(queue) = job.forward_to.take() {
+        // Ownership of `owned` moves into the next task as it is pushed.
+        let mut next = RedisStorage::<JobOut>::new(ctx.conn.clone())
+            .with_config(Config::default().queue(&queue))
+            .with_codec(ProxyCodec::new(ctx.codec.clone()));
+        next.push(JobOut {
+            index: job.index + 1000,
+            data: Vec::new(),
+            audit: Vec::new(),
+            owned: job.owned.take(),
+            fail_first: false,
+            forward_to: None,
+        })
+        .await?;
+    }
     redis::cmd("RPUSH")
         .arg(format!("{}:results", ctx.queue))
         .arg(line)
@@ -201,6 +220,7 @@ async fn produce(args: &Args) -> Result<(), BoxDynError> {
             audit: audit.clone(),
             owned,
             fail_first: fail_first.contains(&index),
+            forward_to: args.0.get("forward-to").cloned(),
         };
         let mut task = TaskBuilder::new(job);
         if let Some(m) = max_attempts {
