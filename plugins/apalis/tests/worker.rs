@@ -630,16 +630,28 @@ async fn large_results_come_back_as_proxies_and_redis_holds_only_small_documents
         codec.task_codec().clone(),
         double
     );
-    let mut results = Vec::new();
+    // Read through apalis's own result API, typed as proxies.
+    let mut reader = RedisStorage::<Bulk>::new(env.conn().await)
+        .with_config(env.config())
+        .with_codec(codec.clone());
+    let task_ids: Vec<apalis_core::task::task_id::TaskId> =
+        ids.iter().map(|id| id.parse().unwrap()).collect();
+    let stream =
+        apalis_core::backend::WaitForCompletion::<Proxy<Vec<f64>>>::wait_for(&mut reader, task_ids);
+    let finished: Vec<_> = tokio::time::timeout(
+        Duration::from_secs(30),
+        futures::StreamExt::collect::<Vec<_>>(futures::StreamExt::take(stream, ids.len())),
+    )
+    .await
+    .expect("every result within 30 s");
+    let results: Vec<Proxy<Vec<f64>>> = finished
+        .into_iter()
+        .map(|r| r.unwrap().take().unwrap())
+        .collect();
     for id in &ids {
-        let doc = wait_for(Duration::from_secs(30), "a result", || async {
-            env.meta(id, "result").await
-        })
-        .await;
         // The result storage holds a reference, not 1.6 MB of floats.
+        let doc = env.meta(id, "result").await.unwrap();
         assert!(doc.len() < 1_000, "result document of {} bytes", doc.len());
-        let result: Result<Proxy<Vec<f64>>, String> = serde_json::from_str(&doc).unwrap();
-        results.push(result.unwrap());
     }
     stop.send(()).unwrap();
     handle.await.unwrap().unwrap();
