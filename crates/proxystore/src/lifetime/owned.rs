@@ -268,7 +268,7 @@ pub struct OwnedProxy<T> {
 
 impl<T> OwnedProxy<T> {
     fn with_store(proxy: Proxy<T>, store: Option<Store>) -> Self {
-        let reference = proxy.factory().map(|f| Arc::new(f.reference().clone()));
+        let reference = proxy.factory().map(Factory::shared_reference);
         OwnedProxy {
             proxy,
             state: Arc::new(OwnerState {

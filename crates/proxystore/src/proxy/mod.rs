@@ -91,6 +91,11 @@ impl<T> Factory<T> {
         self.store.clone()
     }
 
+    /// The reference, shared (no copy).
+    pub(crate) fn shared_reference(&self) -> Arc<Reference> {
+        self.reference.clone()
+    }
+
     /// The reference.
     pub fn reference(&self) -> &Reference {
         &self.reference

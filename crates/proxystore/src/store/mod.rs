@@ -318,25 +318,39 @@ impl Store {
         let span = op_span!("proxystore.put", self);
         traced(span.clone(), async {
             let (data, codec) = self.inner.config.codec.encode(obj)?;
-            self.store_bytes(&span, data, codec, options).await
+            self.store_bytes(&span, data, codec, options, None).await
         })
         .await
     }
 
     /// Digest, put and count already encoded bytes, inside the put span `span`.
+    ///
+    /// Under a new key, or written over `at` (replacing that object; its cached version is
+    /// dropped).
     async fn store_bytes(
         &self,
         span: &Span,
         data: Bytes,
         codec: Codec,
         options: &PutOptions,
+        at: Option<&Key>,
     ) -> Result<Stored> {
         let size = data.len() as u64;
         span.record("bytes", size);
         let digest = self.inner.config.digest.digest(&data);
-        let key = self.inner.measured.counted_put(data, options).await?;
+        let key = match at {
+            None => {
+                let key = self.inner.measured.counted_put(data, options).await?;
+                self.created(std::slice::from_ref(&key));
+                key
+            }
+            Some(key) => {
+                self.inner.connector.set(key, data).await?;
+                self.inner.cache.remove(key);
+                key.clone()
+            }
+        };
         span.record("key", display(&key));
-        self.created(std::slice::from_ref(&key));
         Ok(Stored {
             key,
             size,
@@ -756,19 +770,9 @@ impl Store {
         let span = op_span!("proxystore.put", self);
         let stored = traced(span.clone(), async {
             let (data, codec) = self.inner.config.codec.encode(value)?;
-            let size = data.len() as u64;
-            span.record("bytes", size);
-            span.record("key", display(&old.key));
-            let digest = self.inner.config.digest.digest(&data);
-            self.inner.connector.set(&old.key, data).await?;
-            self.inner.cache.remove(&old.key);
-            Ok::<_, Error>(Stored {
-                key: old.key.clone(),
-                size,
-                digest,
-                codec,
-                trace: trace::inject(&span),
-            })
+            let options = PutOptions::default();
+            self.store_bytes(&span, data, codec, &options, Some(&old.key))
+                .await
         })
         .await?;
         Ok(self.reference::<T>(stored, false))
@@ -787,7 +791,11 @@ impl Store {
         options: &PutOptions,
     ) -> Result<Reference> {
         let span = op_span!("proxystore.put", self);
-        let stored = traced(span.clone(), self.store_bytes(&span, data, codec, options)).await?;
+        let stored = traced(
+            span.clone(),
+            self.store_bytes(&span, data, codec, options, None),
+        )
+        .await?;
         let mut r = self.reference::<()>(stored, false);
         type_name.clone_into(&mut r.type_name);
         Ok(r)
