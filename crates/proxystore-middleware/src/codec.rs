@@ -496,6 +496,44 @@ impl TaskCodec {
         Ok(self.inner.decode::<Envelope>(bytes)?.proxied)
     }
 
+    /// Give the objects of `refs` to one [`proxystore::Lease`] of `ttl` per store (evicted when
+    /// it expires, unless evicted before); the leases' sweepers outlive this call.
+    ///
+    /// # Errors
+    /// [`MiddlewareError::Store`] for the first reference whose store cannot be found or whose
+    /// lease refused it (the others are still leased).
+    pub fn lease(
+        &self,
+        refs: &[Reference],
+        ttl: std::time::Duration,
+    ) -> Result<(), MiddlewareError> {
+        use proxystore::Lifetime;
+        let mut leases: Vec<(String, proxystore::Lease, Store)> = Vec::new();
+        let mut first_error = None;
+        for r in refs {
+            let store = match proxystore::Factory::<()>::new(r.clone()).store() {
+                Ok(s) => s,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
+            let i = match leases.iter().position(|(n, _, _)| *n == r.store) {
+                Some(i) => i,
+                None => {
+                    let lease = proxystore::Lease::new(&store, ttl);
+                    leases.push((r.store.clone(), lease, store));
+                    leases.len() - 1
+                }
+            };
+            let (_, lease, store) = &leases[i];
+            if let Err(e) = lease.add_key(store, r.key.clone()) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), |e| Err(e.into()))
+    }
+
     /// Evict the objects of `refs` (a finished task's arguments).
     ///
     /// # Errors

@@ -108,8 +108,8 @@ impl TaskCodec {
             put: proxystore::PutOptions::named(format!("{task}/{RESULT_PATH}")),
         };
         let proxy = store.proxy_with(&result, options).await?;
-        if let (ResultCleanup::Lease(ttl), Some(key)) = (&self.result_cleanup, proxy.key()) {
-            lease(&store, *ttl, key.clone())?;
+        if let (ResultCleanup::Lease(ttl), Some(r)) = (&self.result_cleanup, proxy.reference()) {
+            self.lease(std::slice::from_ref(r), *ttl)?;
         }
         Ok(proxy)
     }
@@ -127,10 +127,7 @@ impl TaskCodec {
         let on_read = self.result_cleanup == ResultCleanup::OnRead;
         let encoded = self.encode_with(task, &Returned { value: result }, on_read)?;
         if let ResultCleanup::Lease(ttl) = &self.result_cleanup {
-            for r in &encoded.proxied {
-                let store = proxystore::Factory::<()>::new(r.clone()).store()?;
-                lease(&store, *ttl, r.key.clone())?;
-            }
+            self.lease(&encoded.proxied, *ttl)?;
         }
         Ok(encoded)
     }
@@ -153,15 +150,4 @@ impl TaskCodec {
             info: d.info,
         })
     }
-}
-
-/// Give `key` to a lease of `ttl` on `store` (its sweeper outlives the handle).
-fn lease(
-    store: &proxystore::Store,
-    ttl: Duration,
-    key: proxystore::Key,
-) -> Result<(), MiddlewareError> {
-    use proxystore::Lifetime;
-    proxystore::Lease::new(store, ttl).add_key(store, key)?;
-    Ok(())
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use apalis_core::backend::codec::Codec;
 use bytes::Bytes;
-use proxystore::{Lease, Reference};
+use proxystore::Reference;
 use proxystore_middleware::{CodecStats, MiddlewareError, TaskCodec};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -149,8 +149,10 @@ impl ProxyCodec {
     fn encode_doc<T: Serialize>(&self, val: &T) -> Result<Vec<u8>, MiddlewareError> {
         let enc = self.codec.encode(self.task_name::<T>(), val)?;
         if !enc.proxied.is_empty() {
-            if let Some(ttl) = self.lease {
-                lease(&enc.proxied, ttl);
+            if let Some(ttl) = self.lease
+                && let Err(e) = self.codec.lease(&enc.proxied, ttl)
+            {
+                tracing::warn!(error = %e, "no lease for a proxied argument");
             }
             if let Some(rec) = &self.recorded {
                 rec.lock()
@@ -159,31 +161,6 @@ impl ProxyCodec {
             }
         }
         Ok(enc.bytes)
-    }
-}
-
-/// Give `refs` to one lease per store; the leases' sweepers outlive the handles.
-fn lease(refs: &[Reference], ttl: Duration) {
-    let mut leases: Vec<(String, Lease, proxystore::Store)> = Vec::new();
-    for r in refs {
-        let store = match proxystore::Factory::<()>::new(r.clone()).store() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(store = %r.store, error = %e, "no lease for a proxied argument");
-                continue;
-            }
-        };
-        let i = match leases.iter().position(|(n, _, _)| *n == r.store) {
-            Some(i) => i,
-            None => {
-                leases.push((r.store.clone(), Lease::new(&store, ttl), store.clone()));
-                leases.len() - 1
-            }
-        };
-        let (_, lease, store) = &leases[i];
-        if let Err(e) = proxystore::Lifetime::add_key(lease, store, r.key.clone()) {
-            tracing::warn!(key = %r.key, error = %e, "no lease for a proxied argument");
-        }
     }
 }
 
