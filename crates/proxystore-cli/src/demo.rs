@@ -5,7 +5,10 @@
 //! and a calibration table that only some tasks use (an explicit `Proxy<Vec<f64>>` field:
 //! lazy, never fetched by the tasks that do not touch it). Workers take task documents from a
 //! broker, run them with their usual argument types, and the objects of each task are evicted
-//! when it finishes. The summary shows what went through the broker and what through the
+//! when it finishes. Each map task returns its calibrated array, as large as its input: the
+//! same policy proxies it at `map/return`, so the result document the worker sends back is
+//! small too, and the reducer reads the array from the store (evicted once read). The summary
+//! shows what went through the broker, for arguments and for results, and what through the
 //! store.
 //!
 //! By default everything is embedded: the gRPC store service runs in this process on a free
@@ -70,31 +73,36 @@ struct MapTask {
     scale: f64,
 }
 
-/// What a map task returns (small: travels inline).
+/// What a map task returns: its chunk calibrated, as large as its input (proxied by the same
+/// policy at `map/return`, read by the reducer from the store).
 #[derive(Debug, Serialize, Deserialize)]
-struct MapResult {
+struct Calibrated {
     chunk: u32,
-    sum: f64,
-    max: f64,
+    values: Vec<f64>,
 }
 
 /// The task body: ordinary code over ordinary types.
-fn map(task: &MapTask) -> MapResult {
+fn map(task: &MapTask) -> Calibrated {
     let offset = if task.use_calibration {
         task.calibration.iter().sum::<f64>() / task.calibration.len().max(1) as f64
     } else {
         0.0
     };
-    let (sum, max) = task
-        .samples
-        .iter()
-        .map(|x| x * task.scale + offset)
-        .fold((0.0, f64::MIN), |(s, m), x| (s + x, m.max(x)));
-    MapResult {
+    Calibrated {
         chunk: task.chunk,
-        sum,
-        max,
+        values: task
+            .samples
+            .iter()
+            .map(|x| x * task.scale + offset)
+            .collect(),
     }
+}
+
+/// The reduce step over one map result: its sum and its largest value.
+fn sum_max(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((0.0, f64::MIN), |(s, m), &x| (s + x, m.max(x)))
 }
 
 fn samples(chunk: u32, len: usize) -> Vec<f64> {
@@ -103,10 +111,13 @@ fn samples(chunk: u32, len: usize) -> Vec<f64> {
         .collect()
 }
 
+/// What went through the broker, one way and the other.
 #[derive(Default)]
 struct Broker {
-    bytes: AtomicU64,
-    messages: AtomicU64,
+    task_bytes: AtomicU64,
+    tasks: AtomicU64,
+    result_bytes: AtomicU64,
+    results: AtomicU64,
 }
 
 pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -191,7 +202,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         server.url()
     );
     println!(
-        "  broker: in-process queue of encoded task documents; policy: proxy arguments over {} bytes",
+        "  broker: in-process queues of encoded task and result documents; policy: proxy arguments and results over {} bytes",
         args.threshold
     );
 
@@ -213,6 +224,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         let rx = rx.clone();
         let codec = codec.clone();
         let results = results_tx.clone();
+        let broker = broker.clone();
         workers.push(tokio::spawn(async move {
             loop {
                 let Some(doc) = rx.lock().await.recv().await else {
@@ -224,18 +236,24 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
                 let task_span = span.clone();
                 // Decoding resolves proxied plain fields; it may block on the store, so it
                 // runs off the async workers, as the task body does.
+                // The result goes back as a document too: the policy proxies the large array.
                 let (result, used_calibration, proxied) = tokio::task::spawn_blocking(move || {
                     task_span.in_scope(|| {
                         let decoded = codec2.decode::<MapTask>(&doc)?;
                         let result = tracing::info_span!("map", chunk = decoded.args.chunk)
                             .in_scope(|| map(&decoded.args));
                         let used = decoded.args.calibration.is_resolved();
-                        Ok::<_, anyhow::Error>((result, used, decoded.proxied))
+                        let result = codec2.encode_result("map", &result)?;
+                        Ok::<_, anyhow::Error>((result.bytes, used, decoded.proxied))
                     })
                 })
                 .await??;
                 codec.cleanup(&proxied).instrument(span.clone()).await?;
                 proxystore_middleware::TaskInfo::record_outcome(&span, None);
+                broker
+                    .result_bytes
+                    .fetch_add(result.len() as u64, Ordering::Relaxed);
+                broker.results.fetch_add(1, Ordering::Relaxed);
                 let _ = results.send((result, used_calibration));
             }
         }));
@@ -263,9 +281,9 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
                 })
                 .await??;
                 broker
-                    .bytes
+                    .task_bytes
                     .fetch_add(doc.bytes.len() as u64, Ordering::Relaxed);
-                broker.messages.fetch_add(1, Ordering::Relaxed);
+                broker.tasks.fetch_add(1, Ordering::Relaxed);
                 tx.send(doc.bytes)
                     .await
                     .map_err(|_| anyhow::anyhow!("workers stopped"))?;
@@ -277,12 +295,21 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     let mut total = 0.0;
     let mut done = 0u32;
     let mut never_resolved = 0u32;
-    while let Some((r, used_calibration)) = results_rx.recv().await {
-        total += r.sum;
+    while let Some((doc, used_calibration)) = results_rx.recv().await {
+        // The reducer reads each result document: the array is fetched from the store (and
+        // evicted, read once) like any proxied argument.
+        let reader = codec.clone();
+        let (chunk, sum, max) = tokio::task::spawn_blocking(move || {
+            let r = reader.decode_result::<Calibrated>(&doc)?.args;
+            let (sum, max) = sum_max(&r.values);
+            Ok::<_, anyhow::Error>((r.chunk, sum, max))
+        })
+        .await??;
+        total += sum;
         done += 1;
         never_resolved += u32::from(!used_calibration);
         bar.inc(1);
-        bar.set_message(format!("(chunk {} max {:.1})", r.chunk, r.max));
+        bar.set_message(format!("(chunk {chunk} max {max:.1})"));
     }
     producer.await??;
     for w in workers {
@@ -322,13 +349,23 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         stats.args_proxied
     );
     println!(
-        "  bytes through the broker:    {} in {} task documents",
-        human(broker.bytes.load(Ordering::Relaxed)),
-        broker.messages.load(Ordering::Relaxed)
+        "  results proxied:             {} (automatic, by size; evicted when read)",
+        stats.results_proxied
     );
     println!(
-        "  bytes through the store:     {} put",
-        human(store.metrics().put.bytes)
+        "  bytes through the broker:    arguments {} in {} task documents",
+        human(broker.task_bytes.load(Ordering::Relaxed)),
+        broker.tasks.load(Ordering::Relaxed)
+    );
+    println!(
+        "                               results   {} in {} result documents",
+        human(broker.result_bytes.load(Ordering::Relaxed)),
+        broker.results.load(Ordering::Relaxed)
+    );
+    println!(
+        "  bytes through the store:     {} put (by value, the broker would have carried {})",
+        human(store.metrics().put.bytes),
+        human(stats.bytes_proxied + stats.result_bytes_proxied)
     );
     println!(
         "  proxies never resolved:      {never_resolved} of {} (tasks that did not use the calibration table never fetched it)",

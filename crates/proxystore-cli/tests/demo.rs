@@ -34,6 +34,10 @@ fn demo_runs_on_the_embedded_default() {
         "{stdout}"
     );
     assert!(
+        stdout.contains("results proxied:             12"),
+        "{stdout}"
+    );
+    assert!(
         stdout.contains("objects left in the store:   0"),
         "{stdout}"
     );

@@ -180,6 +180,19 @@ pub struct Decoded<T> {
     pub info: TaskInfo,
 }
 
+/// What a document encodes: a task's arguments, or its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// A task's arguments ([`TaskCodec::encode`]).
+    Arguments,
+    /// A task's result ([`TaskCodec::encode_result`]); its references are marked
+    /// evict-on-resolve when it is read once.
+    Result {
+        /// Mark the references evict-on-resolve.
+        evict_on_read: bool,
+    },
+}
+
 /// Counters of a [`TaskCodec`], shared by its clones.
 #[derive(Debug, Default)]
 pub struct CodecMetrics {
@@ -191,6 +204,10 @@ pub struct CodecMetrics {
     refs_fetched: AtomicU64,
     refs_lazy: AtomicU64,
     refs_evicted: AtomicU64,
+    results_encoded: AtomicU64,
+    results_proxied: AtomicU64,
+    result_bytes_proxied: AtomicU64,
+    result_bytes_inline: AtomicU64,
 }
 
 /// A snapshot of [`CodecMetrics`].
@@ -212,9 +229,31 @@ pub struct CodecStats {
     pub refs_lazy: u64,
     /// References evicted by cleanup.
     pub refs_evicted: u64,
+    /// Task results made into a document ([`TaskCodec::encode_result`]) or a proxy
+    /// ([`TaskCodec::proxy_result`]).
+    pub results_encoded: u64,
+    /// Results put into a store instead of the result document.
+    pub results_proxied: u64,
+    /// Bytes of those results (as stored).
+    pub result_bytes_proxied: u64,
+    /// Bytes of the result documents [`TaskCodec::encode_result`] made (what went through the
+    /// executor's result storage; a [`TaskCodec::proxy_result`] is serialized by the executor
+    /// and not counted here).
+    pub result_bytes_inline: u64,
 }
 
 impl CodecMetrics {
+    /// A result made by [`TaskCodec::proxy_result`].
+    pub(crate) fn result_encoded(&self) {
+        self.results_encoded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// ... and put into a store (`size` bytes).
+    pub(crate) fn result_proxied(&self, size: u64) {
+        self.results_proxied.fetch_add(1, Ordering::Relaxed);
+        self.result_bytes_proxied.fetch_add(size, Ordering::Relaxed);
+    }
+
     fn snapshot(&self) -> CodecStats {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         CodecStats {
@@ -226,6 +265,10 @@ impl CodecMetrics {
             refs_fetched: l(&self.refs_fetched),
             refs_lazy: l(&self.refs_lazy),
             refs_evicted: l(&self.refs_evicted),
+            results_encoded: l(&self.results_encoded),
+            results_proxied: l(&self.results_proxied),
+            result_bytes_proxied: l(&self.result_bytes_proxied),
+            result_bytes_inline: l(&self.result_bytes_inline),
         }
     }
 }
@@ -258,7 +301,7 @@ pub struct TaskCodec {
     pub(crate) policy: Arc<ArgumentPolicy>,
     inner: InnerCodec,
     pub(crate) stores: Stores,
-    metrics: Arc<CodecMetrics>,
+    pub(crate) metrics: Arc<CodecMetrics>,
     pub(crate) result_cleanup: crate::result::ResultCleanup,
 }
 
@@ -344,15 +387,15 @@ impl TaskCodec {
     /// [`MiddlewareError::Store`] when a put fails (the task is then not enqueued; objects already put
     /// for it are evicted), [`MiddlewareError::UnknownStore`], [`MiddlewareError::Encode`].
     pub fn encode<T: Serialize>(&self, task: &str, args: &T) -> Result<Encoded, MiddlewareError> {
-        self.encode_with(task, args, false)
+        self.encode_with(task, args, Side::Arguments)
     }
 
-    /// [`TaskCodec::encode`], with the references made marked evict-on-resolve or not.
+    /// [`TaskCodec::encode`] of a task's arguments or of its result.
     pub(crate) fn encode_with<T: Serialize>(
         &self,
         task: &str,
         args: &T,
-        evict_on_read: bool,
+        side: Side,
     ) -> Result<Encoded, MiddlewareError> {
         let span = tracing::info_span!(
             "proxystore.encode",
@@ -366,7 +409,7 @@ impl TaskCodec {
             otel.status_code = Empty,
             otel.status_description = Empty,
         );
-        let result = span.in_scope(|| self.encode_in(&span, task, args, evict_on_read));
+        let result = span.in_scope(|| self.encode_in(&span, task, args, side));
         match &result {
             Ok(_) => TaskInfo::record_outcome(&span, None),
             Err(e) => TaskInfo::record_outcome(&span, Some(e)),
@@ -379,14 +422,17 @@ impl TaskCodec {
         span: &Span,
         task: &str,
         args: &T,
-        evict_on_read: bool,
+        side: Side,
     ) -> Result<Encoded, MiddlewareError> {
         let ctx = EncodeCtx {
             policy: &self.policy,
             task,
             stores: &self.stores,
             proxied: Default::default(),
-            evict_on_read,
+            evict_on_read: side
+                == (Side::Result {
+                    evict_on_read: true,
+                }),
         };
         let tree = TreeSer {
             ctx: &ctx,
@@ -413,14 +459,26 @@ impl TaskCodec {
                 return Err(e);
             }
         };
+        let proxied_bytes = proxied.iter().map(|r| r.size).sum();
         let m = &self.metrics;
-        m.tasks_encoded.fetch_add(1, Ordering::Relaxed);
-        m.args_proxied
-            .fetch_add(proxied.len() as u64, Ordering::Relaxed);
-        m.bytes_proxied
-            .fetch_add(proxied.iter().map(|r| r.size).sum(), Ordering::Relaxed);
-        m.bytes_inline
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let (count, objects, stored, inline) = match side {
+            Side::Arguments => (
+                &m.tasks_encoded,
+                &m.args_proxied,
+                &m.bytes_proxied,
+                &m.bytes_inline,
+            ),
+            Side::Result { .. } => (
+                &m.results_encoded,
+                &m.results_proxied,
+                &m.result_bytes_proxied,
+                &m.result_bytes_inline,
+            ),
+        };
+        count.fetch_add(1, Ordering::Relaxed);
+        objects.fetch_add(proxied.len() as u64, Ordering::Relaxed);
+        stored.fetch_add(proxied_bytes, Ordering::Relaxed);
+        inline.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         span.record("proxied", proxied.len());
         span.record("bytes_proxied", proxied.iter().map(|r| r.size).sum::<u64>());
         span.record("bytes_inline", bytes.len());

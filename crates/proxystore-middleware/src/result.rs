@@ -17,7 +17,7 @@ use proxystore::{Proxy, ProxyOptions};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{Decoded, Encoded, TaskCodec};
+use crate::codec::{Decoded, Encoded, Side, TaskCodec};
 use crate::encode::exceeds;
 use crate::error::MiddlewareError;
 
@@ -96,6 +96,7 @@ impl TaskCodec {
     where
         R: Serialize + Send + Sync + 'static,
     {
+        self.metrics.result_encoded();
         let Some(decision) = self.policy.decide(task, RESULT_PATH) else {
             return Ok(Proxy::from_value(result));
         };
@@ -108,6 +109,9 @@ impl TaskCodec {
             put: proxystore::PutOptions::named(format!("{task}/{RESULT_PATH}")),
         };
         let proxy = store.proxy_with(&result, options).await?;
+        if let Some(r) = proxy.reference() {
+            self.metrics.result_proxied(r.size);
+        }
         if let (ResultCleanup::Lease(ttl), Some(r)) = (&self.result_cleanup, proxy.reference()) {
             self.lease(std::slice::from_ref(r), *ttl)?;
         }
@@ -124,8 +128,10 @@ impl TaskCodec {
         task: &str,
         result: &R,
     ) -> Result<Encoded, MiddlewareError> {
-        let on_read = self.result_cleanup == ResultCleanup::OnRead;
-        let encoded = self.encode_with(task, &Returned { value: result }, on_read)?;
+        let side = Side::Result {
+            evict_on_read: self.result_cleanup == ResultCleanup::OnRead,
+        };
+        let encoded = self.encode_with(task, &Returned { value: result }, side)?;
         if let ResultCleanup::Lease(ttl) = &self.result_cleanup {
             self.lease(&encoded.proxied, *ttl)?;
         }

@@ -41,6 +41,12 @@ async fn a_large_result_travels_as_a_small_document_and_is_evicted_when_read() {
     assert_eq!(doc, b"3");
     let read: Proxy<u8> = serde_json::from_slice(&doc).unwrap();
     assert_eq!(*read, 3);
+
+    // Results are counted apart from task arguments.
+    let stats = codec.stats();
+    assert_eq!((stats.results_encoded, stats.results_proxied), (2, 1));
+    assert!(stats.result_bytes_proxied > 100_000, "{stats:?}");
+    assert_eq!((stats.tasks_encoded, stats.args_proxied), (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,6 +111,10 @@ async fn result_documents_round_trip_fetched_or_lazy() {
     let encoded = codec.encode_result("map", &big()).unwrap();
     assert_eq!(encoded.proxied.len(), 1);
     assert!(encoded.bytes.len() < 1000, "{} bytes", encoded.bytes.len());
+    let stats = codec.stats();
+    assert_eq!((stats.results_encoded, stats.results_proxied), (1, 1));
+    assert_eq!(stats.result_bytes_inline, encoded.bytes.len() as u64);
+    assert_eq!((stats.tasks_encoded, stats.bytes_inline), (0, 0));
     let fetched = codec.decode_result::<Vec<u64>>(&encoded.bytes).unwrap();
     assert_eq!((fetched.args.len(), fetched.fetched), (100_000, 1));
     let lazy = codec

@@ -2,25 +2,28 @@
 //! `proxystore-apalis` plugin.
 //!
 //! A producer pushes one task per chunk of a large array of measurements (each chunk with a
-//! baseline to compare against), workers compute each chunk's statistics, looking at the
-//! baseline only when the chunk looks anomalous, and the partial results are reduced to the
-//! statistics of the whole array. The chunks and baselines travel through the store; Redis
-//! carries small documents. The [`Summary`] says what went where.
+//! baseline to compare against); workers calibrate each chunk, looking at the baseline only
+//! when the chunk looks anomalous, and return the calibrated chunk (as large as the input)
+//! through apalis's result storage; the producer reads each result with apalis's own
+//! `WaitForCompletion` and reduces them to the statistics of the whole calibrated array. The
+//! chunks, baselines and calibrated chunks travel through the store; Redis carries small
+//! documents both ways. The [`Summary`] says what went where.
 
 use std::collections::HashSet;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use apalis_core::backend::TaskSink;
 use apalis_core::backend::ext::BackendExt;
+use apalis_core::backend::{TaskSink, WaitForCompletion};
 use apalis_core::task::data::Data;
+use apalis_core::task::task_id::TaskId;
 use apalis_core::worker::builder::WorkerBuilder;
 use apalis_redis::{Config, RedisStorage};
+use futures::StreamExt as _;
 use proxystore::{Key, Proxy, Store};
 use proxystore_apalis::{PollEvery, ProxyCodec, connect, resolve};
 use proxystore_middleware::{ArgumentPolicy, TaskCodec};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
 /// What can stop the demo.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,17 @@ pub(crate) enum DemoError {
     /// The worker stopped with an error.
     #[error("worker: {0}")]
     Worker(String),
+    /// apalis could not read the results.
+    #[error("cannot read results: {0}")]
+    Results(String),
+    /// A task failed, or its result could not be read.
+    #[error("task {task}: {error}")]
+    Task {
+        /// The task's id in apalis.
+        task: String,
+        /// What went wrong.
+        error: String,
+    },
     /// The tasks did not all finish in time.
     #[error("only {done} of {total} tasks finished within {after:?}")]
     Timeout {
@@ -102,8 +116,44 @@ struct ChunkJob {
     baseline: Proxy<Vec<f64>>,
 }
 
-/// What a map task returns.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// What a map task returns: its chunk, calibrated against the baseline when it looked
+/// anomalous. As large as the task's input: the policy proxies it at `map/return`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Calibrated {
+    /// Position of the chunk.
+    index: u32,
+    /// The calibrated values.
+    values: Vec<f64>,
+    /// Mean of the baseline, when the chunk looked anomalous (and its baseline was fetched).
+    baseline_mean: Option<f64>,
+}
+
+impl Calibrated {
+    /// Calibrate the chunk `index` of `values`: when its mean is off, shift it onto the mean
+    /// of the baseline, which only then is fetched (`baseline` is called at most once).
+    async fn of<'a, F, E>(index: u32, mut values: Vec<f64>, baseline: F) -> Result<Self, E>
+    where
+        F: AsyncFnOnce() -> Result<&'a [f64], E>,
+    {
+        let mean = Partial::of(index, &values).mean();
+        let mut baseline_mean = None;
+        if (mean - EXPECTED_MEAN).abs() > ANOMALY_DISTANCE {
+            let base = Partial::of(index, baseline().await?).mean();
+            for v in &mut values {
+                *v -= mean - base;
+            }
+            baseline_mean = Some(base);
+        }
+        Ok(Calibrated {
+            index,
+            values,
+            baseline_mean,
+        })
+    }
+}
+
+/// The reducer's statistics of one calibrated chunk.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct Partial {
     /// Position of the chunk.
     index: u32,
@@ -117,10 +167,6 @@ struct Partial {
     min: f64,
     /// Largest value.
     max: f64,
-    /// Whether the chunk looked anomalous (and its baseline was fetched to compare).
-    anomalous: bool,
-    /// Mean of the baseline, when it was fetched.
-    baseline_mean: Option<f64>,
 }
 
 impl Partial {
@@ -230,22 +276,21 @@ fn make_chunk(index: u32, options: &Options) -> Chunk {
     }
 }
 
-/// The map task: statistics of a chunk, with a look at its baseline if it seems anomalous.
+/// The map task: calibrate a chunk, with a look at its baseline if it seems anomalous, and
+/// return it by proxy (a small document in apalis's result storage, evicted once read).
 ///
 /// # Errors
-/// When the baseline cannot be fetched, or the results channel is closed.
+/// When the baseline cannot be fetched or the result cannot be stored.
 async fn map_chunk(
     job: ChunkJob,
-    results: Data<mpsc::UnboundedSender<Partial>>,
-) -> Result<Partial, apalis_core::error::BoxDynError> {
-    let mut p = Partial::of(job.index, &job.values);
-    if (p.mean() - EXPECTED_MEAN).abs() > ANOMALY_DISTANCE {
-        p.anomalous = true;
-        let baseline = job.baseline.resolve().await?;
-        p.baseline_mean = Some(Partial::of(job.index, baseline).mean());
-    }
-    results.send(p).map_err(|_| "the reducer has gone")?;
-    Ok(p)
+    codec: Data<TaskCodec>,
+) -> Result<Proxy<Calibrated>, apalis_core::error::BoxDynError> {
+    let baseline = &job.baseline;
+    let out = Calibrated::of(job.index, job.values, async || {
+        baseline.resolve().await.map(Vec::as_slice)
+    })
+    .await?;
+    Ok(codec.proxy_result("map", out).await?)
 }
 
 /// What a demo run did.
@@ -255,12 +300,18 @@ pub(crate) struct Summary {
     tasks: usize,
     /// Arguments the policy put into the store instead of the task.
     args_proxied: u64,
+    /// Results the policy put into the store instead of apalis's result storage.
+    results_proxied: u64,
     /// Bytes of the task documents that went through Redis.
     bytes_through_broker: u64,
-    /// Bytes that went through the store instead.
+    /// Bytes of the result documents in Redis (as Redis reports them).
+    result_bytes_in_redis: u64,
+    /// Bytes that went through the store instead (arguments and results).
     bytes_through_store: u64,
     /// Largest job stored in Redis, in bytes (as Redis reports it).
     largest_job_in_redis: u64,
+    /// Largest result document stored in Redis, in bytes.
+    largest_result_in_redis: u64,
     /// Proxies handed to tasks that the tasks never used (never fetched).
     proxies_never_resolved: u64,
     /// Objects still in the store after the run (zero when cleanup worked).
@@ -280,16 +331,21 @@ impl fmt::Display for Summary {
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         writeln!(f, "tasks run               {}", self.tasks)?;
         writeln!(f, "arguments proxied       {}", self.args_proxied)?;
+        writeln!(f, "results proxied         {}", self.results_proxied)?;
+        writeln!(f, "bytes through the broker")?;
         writeln!(
             f,
-            "bytes through the broker {} ({:.3} MiB; largest job {} B)",
-            self.bytes_through_broker,
-            mib(self.bytes_through_broker),
-            self.largest_job_in_redis
+            "  arguments             {} B in {} jobs (largest {} B)",
+            self.bytes_through_broker, self.tasks, self.largest_job_in_redis
         )?;
         writeln!(
             f,
-            "bytes through the store  {} ({:.1} MiB)",
+            "  results               {} B in {} results (largest {} B)",
+            self.result_bytes_in_redis, self.tasks, self.largest_result_in_redis
+        )?;
+        writeln!(
+            f,
+            "bytes through the store {} ({:.1} MiB)",
             self.bytes_through_store,
             mib(self.bytes_through_store)
         )?;
@@ -340,7 +396,6 @@ pub(crate) async fn run(
     let mut producer = RedisStorage::<Chunk>::new(connect(redis_url).await?)
         .with_config(config.clone())
         .with_codec(codec.clone());
-    let (tx, mut rx) = mpsc::unbounded_channel::<Partial>();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
     for i in 0..options.workers.max(1) {
@@ -350,7 +405,7 @@ pub(crate) async fn run(
             .poll_with_strategy(PollEvery::millis(50));
         let worker = WorkerBuilder::new(format!("{queue}-worker-{i}"))
             .backend(storage)
-            .data(tx.clone())
+            .data(codec.task_codec().clone())
             .build(resolve(map_chunk));
         let mut stop = stop_rx.clone();
         workers.push(tokio::spawn(worker.run_until(async move {
@@ -358,27 +413,42 @@ pub(crate) async fn run(
             Ok::<_, std::io::Error>(())
         })));
     }
-    drop(tx);
 
     let started = Instant::now();
     let mut expected = Vec::with_capacity(options.tasks);
     for index in 0..options.tasks {
         let chunk = make_chunk(index as u32, options);
-        expected.push(Partial::of(chunk.index, &chunk.values));
+        let baseline = &chunk.baseline;
+        let calibrated = Calibrated::of(chunk.index, chunk.values.clone(), async || {
+            Ok::<_, DemoError>(baseline.as_slice())
+        })
+        .await?;
+        expected.push(Partial::of(chunk.index, &calibrated.values));
         producer
             .push(chunk)
             .await
             .map_err(|e| DemoError::Push(e.to_string()))?;
     }
 
+    // Read every result through apalis's result API, typed as proxies: each is fetched from
+    // the store when the reducer uses it, and evicted then (read once).
+    let mut conn = connect(redis_url).await?;
+    let ids: Vec<String> = redis::cmd("HKEYS")
+        .arg(config.job_data_hash())
+        .query_async(&mut conn)
+        .await?;
+    let task_ids = ids.iter().filter_map(|id| id.parse::<TaskId>().ok());
+    let mut reader = RedisStorage::<Chunk>::new(connect(redis_url).await?)
+        .with_config(config.clone())
+        .with_codec(codec.clone());
+    let mut results = WaitForCompletion::<Proxy<Calibrated>>::wait_for(&mut reader, task_ids);
     let mut partials = Vec::with_capacity(options.tasks);
+    let mut result_keys = Vec::with_capacity(options.tasks);
+    let mut anomalies = 0;
     let deadline = tokio::time::Instant::now() + options.timeout;
     while partials.len() < options.tasks {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(p)) => {
-                partials.push(p);
-                progress(partials.len(), options.tasks);
-            }
+        let next = match tokio::time::timeout_at(deadline, results.next()).await {
+            Ok(Some(next)) => next.map_err(|e| DemoError::Results(e.to_string()))?,
             _ => {
                 let _ = stop_tx.send(true);
                 return Err(DemoError::Timeout {
@@ -387,8 +457,24 @@ pub(crate) async fn run(
                     after: options.timeout,
                 });
             }
+        };
+        let task = next.task_id().to_string();
+        let proxy = next.take().map_err(|error| DemoError::Task {
+            task: task.clone(),
+            error,
+        })?;
+        if let Some(r) = proxy.reference() {
+            result_keys.push(r.key.clone());
         }
+        let calibrated = proxy.resolve().await.map_err(|e| DemoError::Task {
+            task,
+            error: e.to_string(),
+        })?;
+        anomalies += usize::from(calibrated.baseline_mean.is_some());
+        partials.push(Partial::of(calibrated.index, &calibrated.values));
+        progress(partials.len(), options.tasks);
     }
+    drop(results);
     let elapsed = started.elapsed();
     // Stopping waits for the running tasks, whose cleanup is part of them, and records their
     // outcomes in Redis.
@@ -401,20 +487,20 @@ pub(crate) async fn run(
         }
     }
 
-    let mut conn = connect(redis_url).await?;
     let largest_job_in_redis = largest_job(&mut conn, &config.job_data_hash()).await?;
+    let (result_bytes_in_redis, largest_result_in_redis) =
+        result_documents(&mut conn, &queue, &ids).await?;
     delete_queue(&mut conn, &queue).await?;
 
     let refs = codec.recorded();
     let mut objects_left = 0;
-    let keys: HashSet<&Key> = refs.iter().map(|r| &r.key).collect();
+    let keys: HashSet<&Key> = refs.iter().map(|r| &r.key).chain(&result_keys).collect();
     for key in keys {
         if store.exists(key).await? {
             objects_left += 1;
         }
     }
     let stats = codec.stats();
-    let anomalies = partials.iter().filter(|p| p.anomalous).count();
     let totals = reduce(&partials);
     let reference = reduce(&expected);
     let correct = totals.count == reference.count
@@ -425,9 +511,12 @@ pub(crate) async fn run(
     Ok(Summary {
         tasks: partials.len(),
         args_proxied: stats.args_proxied,
+        results_proxied: stats.results_proxied,
         bytes_through_broker: stats.bytes_inline,
-        bytes_through_store: stats.bytes_proxied,
+        result_bytes_in_redis,
+        bytes_through_store: stats.bytes_proxied + stats.result_bytes_proxied,
         largest_job_in_redis,
+        largest_result_in_redis,
         proxies_never_resolved: stats.refs_lazy.saturating_sub(anomalies as u64),
         objects_left,
         anomalies,
@@ -456,6 +545,29 @@ async fn largest_job(
         largest = largest.max(len);
     }
     Ok(largest)
+}
+
+/// The total and the largest size in bytes of the result documents of tasks `ids` in
+/// apalis-redis's result storage (the `result` field of each task's metadata hash).
+///
+/// # Errors
+/// When Redis fails.
+async fn result_documents(
+    conn: &mut apalis_redis::ConnectionManager,
+    queue: &str,
+    ids: &[String],
+) -> Result<(u64, u64), redis::RedisError> {
+    let (mut total, mut largest) = (0, 0);
+    for id in ids {
+        let len: u64 = redis::cmd("HSTRLEN")
+            .arg(format!("{queue}:meta:{id}"))
+            .arg("result")
+            .query_async(conn)
+            .await?;
+        total += len;
+        largest = largest.max(len);
+    }
+    Ok((total, largest))
 }
 
 /// Delete every key of an apalis-redis queue (`{queue}:*`).
@@ -520,6 +632,9 @@ mod tests {
             summary.args_proxied, 16,
             "values and baseline of each chunk"
         );
+        assert_eq!(summary.results_proxied, 8, "each calibrated chunk");
+        assert!(summary.largest_result_in_redis > 0, "{summary}");
+        assert!(summary.largest_result_in_redis < 1_000, "{summary}");
         assert_eq!(summary.anomalies, 2);
         assert_eq!(summary.proxies_never_resolved, 6);
         assert_eq!(summary.objects_left, 0);
