@@ -18,7 +18,8 @@
 //!
 //! With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the run is one trace under a `proxystore demo` span:
 //! each task's encode (with the puts of its arguments and their gRPC calls), the task itself as
-//! a child of its encode (with the resolves, transfers and evictions), and the server's spans.
+//! a child of its encode (with the resolves, transfers and evictions, and the encode of its
+//! result), the reducer's read of each result (`reduce`), and the server's spans.
 
 mod apalis;
 
@@ -299,10 +300,13 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         // The reducer reads each result document: the array is fetched from the store (and
         // evicted, read once) like any proxied argument.
         let reader = codec.clone();
+        let span = tracing::info_span!("reduce");
         let (chunk, sum, max) = tokio::task::spawn_blocking(move || {
-            let r = reader.decode_result::<Calibrated>(&doc)?.args;
-            let (sum, max) = sum_max(&r.values);
-            Ok::<_, anyhow::Error>((r.chunk, sum, max))
+            span.in_scope(|| {
+                let r = reader.decode_result::<Calibrated>(&doc)?.args;
+                let (sum, max) = sum_max(&r.values);
+                Ok::<_, anyhow::Error>((r.chunk, sum, max))
+            })
         })
         .await??;
         total += sum;

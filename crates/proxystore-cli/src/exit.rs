@@ -183,10 +183,10 @@ mod tests {
 
     #[test]
     fn library_errors_map_to_their_codes() {
-        let nf = anyhow::Error::new(proxystore::Error::NotFound {
-            store: "s".into(),
-            key: proxystore::Key::from("k"),
-        })
+        let nf = anyhow::Error::new(proxystore::Error::not_found(
+            "s",
+            proxystore::Key::from("k"),
+        ))
         .context("get k");
         assert_eq!(code_of(&nf), NOT_FOUND);
         let un = anyhow::Error::new(proxystore::Error::from(tonic::Status::unavailable(
@@ -208,10 +208,10 @@ mod tests {
 
     #[test]
     fn messages_escape_keys_and_store_names_from_outside() {
-        let e = anyhow::Error::new(proxystore::Error::NotFound {
-            store: "s\u{202e}tore".into(),
-            key: proxystore::Key::from("k\x1b]0;owned\x07\nerror: forged"),
-        })
+        let e = anyhow::Error::new(proxystore::Error::not_found(
+            "s\u{202e}tore",
+            proxystore::Key::from("k\x1b]0;owned\x07\nerror: forged"),
+        ))
         .context("get k\x1b[31m from http://h");
         let m = message(&e);
         assert!(!m.chars().any(|c| c.is_control() || c == '\u{202e}'), "{m}");

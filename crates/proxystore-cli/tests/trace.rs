@@ -92,5 +92,23 @@ fn the_demo_is_one_trace_of_encodes_tasks_transfers_and_server_calls() {
             1
         );
         assert!(!children(&spans, task, "proxystore.evict").is_empty());
+        let result = children(&spans, task, "encode map");
+        assert_eq!(result.len(), 1, "the task encodes its result: {task}");
+        let result_put = children(&spans, result[0], "proxystore.put");
+        assert_eq!(result_put.len(), 1, "the result is put: {task}");
+        // The reducer's read of the result links to the put that stored it.
+        let read = spans
+            .iter()
+            .filter(|s| s.name == "proxystore.resolve" && s.links_to(result_put[0]))
+            .collect::<Vec<_>>();
+        assert_eq!(
+            read.len(),
+            1,
+            "one read of the result put {}",
+            result_put[0]
+        );
+        let reduce = spans.iter().find(|s| s.is_parent_of(read[0])).unwrap();
+        assert_eq!(reduce.name, "reduce");
     }
+    assert_eq!(children(&spans, demo, "reduce").len(), 4);
 }

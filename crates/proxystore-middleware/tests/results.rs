@@ -29,12 +29,28 @@ async fn a_large_result_travels_as_a_small_document_and_is_evicted_when_read() {
     let (store, segment) = store();
     let codec = codec(&store, ResultCleanup::OnRead);
     let doc = serde_json::to_vec(&codec.proxy_result("map", big()).await.unwrap()).unwrap();
+    let first = doc.clone();
     assert!(doc.len() < 600, "{} bytes in the result storage", doc.len());
     assert_eq!(segment.len(), 1);
     let read: Proxy<Vec<u64>> = serde_json::from_slice(&doc).unwrap();
     assert_eq!(segment.len(), 1, "not fetched before first use");
     assert_eq!(read.iter().sum::<u64>(), (0..100_000u64).sum::<u64>());
     assert_eq!(segment.len(), 0, "read once: evicted");
+
+    // Read again after its cleanup: a typed error that names store, key and task.
+    let again: Proxy<Vec<u64>> = serde_json::from_slice(&first).unwrap();
+    let key = again.reference().unwrap().key.clone();
+    match again.resolve().await {
+        Err(proxystore::Error::NotFound {
+            store: s,
+            key: k,
+            origin,
+        }) => {
+            assert_eq!((s.as_str(), &k), (store.name(), &key));
+            assert_eq!(origin.as_deref(), Some("map/return"));
+        }
+        other => panic!("expected NotFound, got {other:?}"),
+    }
 
     // A small result stays inline, and still reads as a proxy.
     let doc = serde_json::to_vec(&codec.proxy_result("map", 3u8).await.unwrap()).unwrap();
@@ -74,6 +90,16 @@ async fn a_result_owned_by_its_reader_is_evicted_when_the_reader_drops_it() {
     let mine: OwnedProxy<Vec<u64>> = serde_json::from_slice(&doc).unwrap();
     assert_eq!(mine.len(), 100_000);
     assert_eq!(segment.len(), 1, "reading does not evict");
+    // Moved to a task, it cannot be moved again: the error names the key and the task.
+    let key = mine.key().unwrap().clone();
+    let sent = serde_json::to_string(&mine).unwrap();
+    let again = serde_json::to_string(&mine).unwrap_err().to_string();
+    assert!(
+        again.contains(&format!("object {key} (made as map/return) of store")),
+        "{again}"
+    );
+    drop(sent);
+    let mine: OwnedProxy<Vec<u64>> = serde_json::from_slice(&doc).unwrap();
     drop(mine);
     assert!(proxystore::lifetime::wait_for_evictions(
         Duration::from_secs(10)

@@ -24,6 +24,7 @@ fn references() -> Vec<Reference> {
     full.evict_on_resolve = true;
     full.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into();
     full.tracestate = "rojo=00f067aa0ba902b7".into();
+    full.set_origin("train/return");
 
     let mut xxh = Reference::new(
         "s",
@@ -60,6 +61,7 @@ fn generated(r: &Reference) -> v1::ProxyReference {
         evict_on_resolve: r.evict_on_resolve,
         traceparent: r.traceparent.clone(),
         tracestate: r.tracestate.clone(),
+        origin: r.origin.clone(),
     }
 }
 

@@ -164,10 +164,7 @@ impl Inner {
     }
 
     fn not_found(&self, key: &Key) -> Status {
-        Status::from(Error::NotFound {
-            store: self.kind(),
-            key: key.clone(),
-        })
+        Status::from(Error::not_found(self.kind(), key.clone()))
     }
 
     fn check_object_size(&self, size: u64) -> Result<(), Status> {

@@ -19,12 +19,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// The key is not in the store (never put, evicted, or expired).
-    #[error("object {key} not found in store '{store}'")]
+    #[error("object {key}{} not found in store '{store}'", origin_note(origin.as_deref()))]
     NotFound {
         /// Store name (or connector kind when no store is involved).
         store: String,
         /// The missing key.
         key: Key,
+        /// What made the object, when the reference that was resolved says
+        /// ([`crate::Reference::origin`]): `map/return` for the result of task `map`.
+        origin: Option<String>,
     },
 
     /// The backend failed: I/O error, lost connection, server error.
@@ -195,12 +198,15 @@ pub enum Error {
 
     /// An ownership rule was broken (see [`crate::lifetime`]): an owned proxy used or sent
     /// after it moved away, an owner evicted, moved or mutably borrowed while borrowed.
-    #[error("object {key} of store '{store}': {problem}")]
+    #[error("object {key}{} of store '{store}': {problem}", origin_note(origin.as_deref()))]
     Ownership {
         /// Store name.
         store: String,
         /// The object's key.
         key: Key,
+        /// What made the object ([`crate::Reference::origin`]), when known: `train/weights`
+        /// for the argument `weights` of task `train`.
+        origin: Option<String>,
         /// Which rule.
         problem: OwnershipProblem,
     },
@@ -382,10 +388,24 @@ impl Error {
         )
     }
 
+    /// [`Error::NotFound`] for `key` in `store`, origin unknown.
+    pub fn not_found(store: impl Into<String>, key: Key) -> Self {
+        Error::NotFound {
+            store: store.into(),
+            key,
+            origin: None,
+        }
+    }
+
     /// Whether this error means the object does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound { .. })
     }
+}
+
+/// ` (made as map/return)`, or nothing when the origin is unknown.
+fn origin_note(origin: Option<&str>) -> String {
+    origin.map_or_else(String::new, |o| format!(" (made as {o})"))
 }
 
 #[cfg(test)]
@@ -394,11 +414,17 @@ mod tests {
 
     #[test]
     fn messages_name_store_and_key() {
+        let e = Error::not_found("s", Key::from("k1"));
+        assert_eq!(e.to_string(), "object k1 not found in store 's'");
         let e = Error::NotFound {
             store: "s".into(),
             key: Key::from("k1"),
+            origin: Some("map/return".into()),
         };
-        assert_eq!(e.to_string(), "object k1 not found in store 's'");
+        assert_eq!(
+            e.to_string(),
+            "object k1 (made as map/return) not found in store 's'"
+        );
         assert!(!e.is_retryable());
         assert!(e.is_not_found());
         let e = Error::temporary("redis", "get", std::io::Error::other("reset"));

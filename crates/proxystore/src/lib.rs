@@ -80,6 +80,6 @@ pub use lifetime::{Lease, Lifetime, OwnedProxy, RefMutProxy, RefProxy, Scope};
 pub use metrics::{KeyMetrics, OpStats, StoreMetrics};
 pub use policy::{RESOLVE_POLICY_ENV, ResolvePolicy, resolve_policy, set_resolve_policy};
 pub use proxy::{Factory, Proxy, ProxyOptions};
-pub use reference::{FORMAT_VERSION, Reference};
+pub use reference::{FORMAT_VERSION, MAX_ORIGIN_BYTES, Reference};
 pub use registry::{get_store, register_store, store_for_reference, unregister_store};
 pub use store::{DEFAULT_CACHE_BYTES, IntoConnector, Store, StoreBuilder, StoreConfig};

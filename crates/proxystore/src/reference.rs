@@ -62,7 +62,17 @@ pub struct Reference {
     /// W3C `tracestate` accompanying `traceparent`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tracestate: String,
+    /// What made the object, for messages: the name it was put under
+    /// ([`crate::PutOptions::name`]), such as `map/return` for the result of task `map` or
+    /// `map/samples` for an argument the policy proxied. Informational, at most
+    /// [`MAX_ORIGIN_BYTES`]; empty when the object was not named.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub origin: String,
 }
+
+/// The longest [`Reference::origin`] a reference may carry, in bytes (longer names are cut
+/// when a reference is made, and refused when one is read).
+pub const MAX_ORIGIN_BYTES: usize = 256;
 
 impl Reference {
     /// A reference with the current version and no size, digest or flags.
@@ -79,7 +89,18 @@ impl Reference {
             evict_on_resolve: false,
             traceparent: String::new(),
             tracestate: String::new(),
+            origin: String::new(),
         }
+    }
+
+    /// Set [`Reference::origin`] to `name`, cut to [`MAX_ORIGIN_BYTES`] at a character
+    /// boundary.
+    pub fn set_origin(&mut self, name: &str) {
+        let mut end = name.len().min(MAX_ORIGIN_BYTES);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.origin = name[..end].to_owned();
     }
 
     /// Encode as the `proxystore_rs.v1.ProxyReference` protobuf message.
@@ -138,6 +159,14 @@ impl Reference {
                 reason: "store name or connector kind is missing".into(),
             });
         }
+        if self.origin.len() > MAX_ORIGIN_BYTES {
+            return Err(Error::InvalidReference {
+                reason: format!(
+                    "its origin is {} bytes, longer than {MAX_ORIGIN_BYTES}",
+                    self.origin.len()
+                ),
+            });
+        }
         Ok(self)
     }
 }
@@ -193,6 +222,8 @@ pub(crate) mod pb {
         pub(crate) traceparent: String,
         #[prost(string, tag = "11")]
         pub(crate) tracestate: String,
+        #[prost(string, tag = "12")]
+        pub(crate) origin: String,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -232,6 +263,7 @@ impl From<&Reference> for pb::ProxyReference {
             evict_on_resolve: r.evict_on_resolve,
             traceparent: r.traceparent.clone(),
             tracestate: r.tracestate.clone(),
+            origin: r.origin.clone(),
         }
     }
 }
@@ -278,6 +310,7 @@ impl TryFrom<pb::ProxyReference> for Reference {
             evict_on_resolve: m.evict_on_resolve,
             traceparent: m.traceparent,
             tracestate: m.tracestate,
+            origin: m.origin,
         }
         .check()
     }
@@ -299,6 +332,7 @@ mod tests {
         r.size = 1 << 20;
         r.digest = DigestAlgorithm::Xxh3.digest(b"x");
         r.type_name = "alloc::vec::Vec<f64>".into();
+        r.set_origin("map/return");
         r
     }
 
@@ -355,6 +389,20 @@ mod tests {
         let e = Reference::from_json(&json).unwrap_err();
         assert!(matches!(&e, Error::InvalidReference { .. }), "{e:?}");
         assert!(e.to_string().contains("(xxh3 digests are 8 bytes)"), "{e}");
+    }
+
+    #[test]
+    fn an_origin_is_cut_when_made_and_refused_when_too_long() {
+        let mut r = sample();
+        let long = "é".repeat(MAX_ORIGIN_BYTES); // 2 bytes each
+        r.set_origin(&long);
+        assert_eq!(r.origin.len(), MAX_ORIGIN_BYTES);
+        assert_eq!(Reference::from_bytes(&r.to_bytes()).unwrap(), r);
+        r.set_origin("a");
+        r.origin.push_str(&long);
+        let e = Reference::from_bytes(&r.to_bytes()).unwrap_err();
+        assert!(e.to_string().contains("its origin is 513 bytes"), "{e}");
+        assert!(Reference::from_json(&r.to_json()).is_err());
     }
 
     #[test]

@@ -91,6 +91,7 @@ async fn borrows_are_counted_and_the_owner_cannot_evict_move_or_mutate_while_the
             store: s,
             key: k,
             problem: OwnershipProblem::Borrowed { shared: 2, .. },
+            ..
         }) => assert_eq!((s.as_str(), &k), (store.name(), &key)),
         other => panic!("borrow_mut while borrowed gave {:?}", other.map(|_| ())),
     }

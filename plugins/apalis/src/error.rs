@@ -48,10 +48,10 @@ mod tests {
     fn refused_references_are_not_retried() {
         let store = |e| ResolveError::new(None, proxystore_middleware::MiddlewareError::Store(e));
         assert!(
-            store(proxystore::Error::NotFound {
-                store: "s".into(),
-                key: proxystore::Key::from("k"),
-            })
+            store(proxystore::Error::not_found(
+                "s",
+                proxystore::Key::from("k")
+            ))
             .is_retryable()
         );
         assert!(

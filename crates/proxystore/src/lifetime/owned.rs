@@ -209,6 +209,11 @@ impl OwnerState {
         Error::Ownership {
             store: self.store_name(),
             key: self.key(),
+            origin: self
+                .reference
+                .as_ref()
+                .filter(|r| !r.origin.is_empty())
+                .map(|r| r.origin.clone()),
             problem,
         }
     }

@@ -54,7 +54,11 @@ impl Store {
         options: ProxyOptions,
     ) -> Result<Proxy<T>> {
         let stored = self.put_object(obj, &options.put).await?;
-        Ok(self.proxy_of(self.reference::<T>(stored, options.evict_on_resolve)))
+        let mut r = self.reference::<T>(stored, options.evict_on_resolve);
+        if let Some(name) = &options.put.name {
+            r.set_origin(name);
+        }
+        Ok(self.proxy_of(r))
     }
 
     /// Proxies to many objects, stored with one batch put.

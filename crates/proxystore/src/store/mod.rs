@@ -662,6 +662,7 @@ impl Store {
         let data = self.fetch(&r.key).await?.ok_or_else(|| Error::NotFound {
             store: self.name().to_owned(),
             key: r.key.clone(),
+            origin: (!r.origin.is_empty()).then(|| r.origin.clone()),
         })?;
         if self.inner.config.verify_digest {
             if let Some(expected) = r.digest {
@@ -775,7 +776,9 @@ impl Store {
                 .await
         })
         .await?;
-        Ok(self.reference::<T>(stored, false))
+        let mut r = self.reference::<T>(stored, false);
+        old.origin.clone_into(&mut r.origin);
+        Ok(r)
     }
 
     /// Store bytes already encoded with `codec` and return a complete reference to them
@@ -798,6 +801,9 @@ impl Store {
         .await?;
         let mut r = self.reference::<()>(stored, false);
         type_name.clone_into(&mut r.type_name);
+        if let Some(name) = &options.name {
+            r.set_origin(name);
+        }
         Ok(r)
     }
 

@@ -69,11 +69,9 @@ fn key_for_text(key: &str) -> String {
 /// after it is never cut off.
 fn status_message(e: &Error) -> String {
     match e {
-        Error::NotFound { store, key } if key.as_str().len() > MAX_KEY_IN_TEXT => Error::NotFound {
-            store: store.clone(),
-            key: Key::from(key_for_text(key.as_str())),
+        Error::NotFound { store, key, .. } if key.as_str().len() > MAX_KEY_IN_TEXT => {
+            Error::not_found(store.clone(), Key::from(key_for_text(key.as_str()))).to_string()
         }
-        .to_string(),
         Error::InvalidKey {
             connector,
             key,
@@ -216,10 +214,10 @@ impl From<Status> for Error {
         let label = connector.clone().unwrap_or_else(|| KIND.to_owned());
         let message = s.message();
         match s.code() {
-            Code::NotFound => Error::NotFound {
-                store: detail.unwrap_or_else(|| KIND.to_owned()),
-                key: Key::from(key.unwrap_or_default()),
-            },
+            Code::NotFound => Error::not_found(
+                detail.unwrap_or_else(|| KIND.to_owned()),
+                Key::from(key.unwrap_or_default()),
+            ),
             Code::PermissionDenied
                 if detail
                     .as_deref()
@@ -335,12 +333,9 @@ mod tests {
 
     #[test]
     fn errors_cross_the_wire_as_the_same_variant() {
-        let e = round_trip(Error::NotFound {
-            store: "memory".into(),
-            key: Key::from("ключ"),
-        });
+        let e = round_trip(Error::not_found("memory", Key::from("ключ")));
         assert!(
-            matches!(&e, Error::NotFound { store, key } if store == "memory" && key.as_str() == "ключ"),
+            matches!(&e, Error::NotFound { store, key, .. } if store == "memory" && key.as_str() == "ключ"),
             "{e:?}"
         );
 
@@ -455,10 +450,7 @@ mod tests {
     /// One error of every variant, as a server or a client may build it.
     fn every_variant() -> Vec<Error> {
         vec![
-            Error::NotFound {
-                store: "memory".into(),
-                key: Key::from("k1"),
-            },
+            Error::not_found("memory", Key::from("k1")),
             Error::backend("file", "write", std::io::Error::other("disk full")),
             Error::Backend {
                 connector: "redis".into(),
@@ -617,10 +609,7 @@ mod tests {
                     "for file connector: longer than 1024 bytes",
                 ),
                 (
-                    Error::NotFound {
-                        store: "memory".into(),
-                        key: Key::from(long.as_str()),
-                    },
+                    Error::not_found("memory", Key::from(long.as_str())),
                     "not found in store 'memory'",
                 ),
                 (
