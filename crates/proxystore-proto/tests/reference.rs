@@ -25,6 +25,11 @@ fn references() -> Vec<Reference> {
     full.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into();
     full.tracestate = "rojo=00f067aa0ba902b7".into();
     full.set_origin("train/return");
+    let mut future = proxystore::FutureInfo::default();
+    future.timeout_ms = 30_000;
+    future.heartbeat_ms = 1_000;
+    future.heartbeat_key = Some(Key::from("beat-3f1c2a9e"));
+    full.future = Some(future);
 
     let mut xxh = Reference::new(
         "s",
@@ -62,6 +67,15 @@ fn generated(r: &Reference) -> v1::ProxyReference {
         traceparent: r.traceparent.clone(),
         tracestate: r.tracestate.clone(),
         origin: r.origin.clone(),
+        future: r.future.as_ref().map(|f| v1::Future {
+            timeout_ms: f.timeout_ms,
+            heartbeat_ms: f.heartbeat_ms,
+            heartbeat_key: f
+                .heartbeat_key
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        }),
     }
 }
 

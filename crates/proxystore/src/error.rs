@@ -211,6 +211,20 @@ pub enum Error {
         problem: OwnershipProblem,
     },
 
+    /// A distributed future ([`crate::future`]) completed with an error, or cannot complete:
+    /// its producer failed, dropped it, or is gone; or it was set twice.
+    #[error("future {key}{} of store '{store}': {problem}", origin_note(origin.as_deref()))]
+    Future {
+        /// Store name.
+        store: String,
+        /// The future's key.
+        key: Key,
+        /// What made it ([`crate::Reference::origin`]), when known.
+        origin: Option<String>,
+        /// What happened.
+        problem: FutureProblem,
+    },
+
     /// A store of this name is already registered with a different configuration.
     #[error("a different store named '{name}' is already registered")]
     StoreExists {
@@ -234,6 +248,54 @@ pub enum OwnershipProblem {
         /// What the owner tried (`evict it`, `move it`, `borrow it mutably`).
         action: &'static str,
     },
+}
+
+/// What went wrong with a distributed future (see [`Error::Future`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FutureProblem {
+    /// The producer completed it with an error ([`crate::future::Promise::set_error`]).
+    Failed {
+        /// The producer's message.
+        message: String,
+    },
+    /// The producer dropped its promise without setting it (it failed or returned early).
+    Dropped,
+    /// The producer stopped proving it is alive (killed, or cut off) before setting it.
+    ProducerGone {
+        /// How long its heartbeat had been silent, or gone.
+        silent: Duration,
+    },
+    /// It was already completed: a promise sets it once.
+    AlreadySet,
+    /// This promise handle was moved away (serialized, to complete it elsewhere).
+    Moved,
+    /// What is stored under its key is not a future record.
+    BadRecord {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for FutureProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FutureProblem::Failed { message } => write!(f, "the producer failed: {message}"),
+            FutureProblem::Dropped => {
+                f.write_str("the producer dropped its promise without setting it")
+            }
+            FutureProblem::ProducerGone { silent } => write!(
+                f,
+                "the producer is gone (no heartbeat for {:.1} s) and never set it",
+                silent.as_secs_f64()
+            ),
+            FutureProblem::AlreadySet => f.write_str("it was already set (a future is set once)"),
+            FutureProblem::Moved => {
+                f.write_str("this promise was moved away (sent to complete it elsewhere)")
+            }
+            FutureProblem::BadRecord { reason } => write!(f, "not a future record: {reason}"),
+        }
+    }
 }
 
 impl std::fmt::Display for OwnershipProblem {

@@ -43,6 +43,8 @@
 //! - [`register_store`] / [`get_store`]: the process-wide registry;
 //! - [`ResolvePolicy`]: which references this process rebuilds a store from (see [`policy`]);
 //! - [`lifetime`]: scopes, leases and owned proxies that evict what they own;
+//! - [`future`]: distributed futures, a proxy handed out before its value exists
+//!   ([`Store::future`], [`future::Promise`]);
 //! - [`runtime`]: how synchronous code resolves proxies without deadlocks;
 //! - [`trace`]: the spans of every operation, and trace context carried across processes;
 //! - [`Error`]: one typed error for everything.
@@ -51,6 +53,7 @@ pub mod codec;
 pub mod connector;
 pub mod digest;
 pub mod error;
+pub mod future;
 pub mod kinds;
 pub mod layer;
 pub mod lifetime;
@@ -74,12 +77,13 @@ pub use bytes::Bytes;
 pub use codec::Codec;
 pub use connector::{Connector, ConnectorConfig, PutOptions};
 pub use digest::{Digest, DigestAlgorithm};
-pub use error::{Error, OwnershipProblem, Result};
+pub use error::{Error, FutureProblem, OwnershipProblem, Result};
+pub use future::{FutureOptions, Promise};
 pub use key::Key;
 pub use lifetime::{Lease, Lifetime, OwnedProxy, RefMutProxy, RefProxy, Scope};
 pub use metrics::{KeyMetrics, OpStats, StoreMetrics};
 pub use policy::{RESOLVE_POLICY_ENV, ResolvePolicy, resolve_policy, set_resolve_policy};
 pub use proxy::{Factory, Proxy, ProxyOptions};
-pub use reference::{FORMAT_VERSION, MAX_ORIGIN_BYTES, Reference};
+pub use reference::{FORMAT_VERSION, FutureInfo, MAX_ORIGIN_BYTES, Reference};
 pub use registry::{get_store, register_store, store_for_reference, unregister_store};
 pub use store::{DEFAULT_CACHE_BYTES, IntoConnector, Store, StoreBuilder, StoreConfig};

@@ -68,6 +68,27 @@ pub struct Reference {
     /// [`MAX_ORIGIN_BYTES`]; empty when the object was not named.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub origin: String,
+    /// Set when the reference is a distributed future's ([`crate::future`]): the object may
+    /// not exist yet, and resolving waits for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub future: Option<FutureInfo>,
+}
+
+/// How a consumer waits for a future's object (the `future` field of a [`Reference`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct FutureInfo {
+    /// How long a resolve waits by default, in milliseconds; 0 waits until the future
+    /// completes or its producer is gone.
+    #[serde(default)]
+    pub timeout_ms: u64,
+    /// How often the producer proves it is alive, in milliseconds; 0 when it does not (a
+    /// consumer then waits for the value, an error, or its timeout).
+    #[serde(default)]
+    pub heartbeat_ms: u64,
+    /// The key of the producer's heartbeat object, in the same store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_key: Option<Key>,
 }
 
 /// The longest [`Reference::origin`] a reference may carry, in bytes (longer names are cut
@@ -90,6 +111,7 @@ impl Reference {
             traceparent: String::new(),
             tracestate: String::new(),
             origin: String::new(),
+            future: None,
         }
     }
 
@@ -224,6 +246,18 @@ pub(crate) mod pb {
         pub(crate) tracestate: String,
         #[prost(string, tag = "12")]
         pub(crate) origin: String,
+        #[prost(message, optional, tag = "13")]
+        pub(crate) future: Option<Future>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(crate) struct Future {
+        #[prost(uint64, tag = "1")]
+        pub(crate) timeout_ms: u64,
+        #[prost(uint64, tag = "2")]
+        pub(crate) heartbeat_ms: u64,
+        #[prost(string, tag = "3")]
+        pub(crate) heartbeat_key: String,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -264,6 +298,15 @@ impl From<&Reference> for pb::ProxyReference {
             traceparent: r.traceparent.clone(),
             tracestate: r.tracestate.clone(),
             origin: r.origin.clone(),
+            future: r.future.as_ref().map(|f| pb::Future {
+                timeout_ms: f.timeout_ms,
+                heartbeat_ms: f.heartbeat_ms,
+                heartbeat_key: f
+                    .heartbeat_key
+                    .as_ref()
+                    .map(Key::to_string)
+                    .unwrap_or_default(),
+            }),
         }
     }
 }
@@ -311,6 +354,11 @@ impl TryFrom<pb::ProxyReference> for Reference {
             traceparent: m.traceparent,
             tracestate: m.tracestate,
             origin: m.origin,
+            future: m.future.map(|f| FutureInfo {
+                timeout_ms: f.timeout_ms,
+                heartbeat_ms: f.heartbeat_ms,
+                heartbeat_key: (!f.heartbeat_key.is_empty()).then(|| Key::from(f.heartbeat_key)),
+            }),
         }
         .check()
     }

@@ -79,11 +79,27 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let timeout = blocking_timeout();
+    block_on_within(Some(blocking_timeout()), fut)
+}
+
+/// [`block_on`] with a timeout of the caller's choosing; `None` waits as long as `fut` takes
+/// (for work that bounds itself, such as waiting for a distributed future).
+///
+/// # Errors
+/// [`Error::Timeout`] after `timeout`; `fut` is then left to finish in the background.
+pub fn block_on_within<F>(timeout: Option<Duration>, fut: F) -> Result<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
     let Ok(current) = Handle::try_current() else {
-        return io_handle()
-            .block_on(async { tokio::time::timeout(timeout, fut).await })
-            .map_err(|_| timeout_error(timeout));
+        let handle = io_handle();
+        return match timeout {
+            Some(t) => handle
+                .block_on(async { tokio::time::timeout(t, fut).await })
+                .map_err(|_| timeout_error(t)),
+            None => Ok(handle.block_on(fut)),
+        };
     };
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     io_handle().spawn(
@@ -92,12 +108,19 @@ where
         }
         .in_current_span(),
     );
-    let wait = move || rx.recv_timeout(timeout);
-    let out = match current.runtime_flavor() {
+    let wait = move || match timeout {
+        Some(t) => rx.recv_timeout(t).map_err(|_| timeout_error(t)),
+        None => rx.recv().map_err(|_| Error::Backend {
+            connector: "runtime".into(),
+            message: "the I/O runtime dropped a synchronous resolve".into(),
+            source: None,
+            temporary: true,
+        }),
+    };
+    match current.runtime_flavor() {
         RuntimeFlavor::MultiThread => tokio::task::block_in_place(wait),
         _ => wait(),
-    };
-    out.map_err(|_| timeout_error(timeout))
+    }
 }
 
 fn timeout_error(after: Duration) -> Error {

@@ -186,6 +186,7 @@ pub fn error_type(e: &Error) -> &'static str {
         Error::StoreExists { .. } => "StoreExists",
         Error::Refused { .. } => "Refused",
         Error::Ownership { .. } => "Ownership",
+        Error::Future { .. } => "Future",
     }
 }
 

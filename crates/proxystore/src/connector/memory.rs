@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -21,7 +22,25 @@ pub const KIND: &str = "memory";
 
 // foldhash: several times faster than SipHash on short keys, and still seeded per process.
 type Map = HashMap<Key, Bytes, foldhash::fast::RandomState>;
-type Segment = RwLock<Map>;
+
+/// The objects of a segment, and the notification of writes under a given key (what
+/// [`Connector::wait`] waits on).
+#[derive(Default)]
+struct Segment {
+    map: RwLock<Map>,
+    written: tokio::sync::Notify,
+}
+
+impl Segment {
+    /// Insert under a key someone may be waiting for, and wake the waiters.
+    fn set(&self, key: Key, data: Bytes) {
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, data);
+        self.written.notify_waiters();
+    }
+}
 
 fn segment(name: &str) -> Arc<Segment> {
     static SEGMENTS: OnceLock<RwLock<HashMap<String, Arc<Segment>>>> = OnceLock::new();
@@ -118,7 +137,7 @@ impl MemoryConnector {
 
     /// Number of objects in the segment.
     pub fn len(&self) -> usize {
-        self.data.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.read().len()
     }
 
     /// Whether the segment holds no objects.
@@ -127,11 +146,11 @@ impl MemoryConnector {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Map> {
-        self.data.read().unwrap_or_else(|e| e.into_inner())
+        self.data.map.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Map> {
-        self.data.write().unwrap_or_else(|e| e.into_inner())
+        self.data.map.write().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -191,8 +210,30 @@ impl Connector for MemoryConnector {
     }
 
     async fn set(&self, key: &Key, data: Bytes) -> Result<()> {
-        self.write().insert(key.clone(), data);
+        self.data.set(key.clone(), data);
         Ok(())
+    }
+
+    /// Woken by every write under a given key in the segment ([`Connector::set`], a writer
+    /// with a key), in this process.
+    async fn wait(&self, key: &Key, timeout: Duration) -> Result<bool> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let written = self.data.written.notified();
+            tokio::pin!(written);
+            // Registered before the check: a write between the check and the wait wakes it.
+            written.as_mut().enable();
+            if self.read().contains_key(key) {
+                return Ok(true);
+            }
+            if tokio::time::timeout_at(deadline, written).await.is_err() {
+                return Ok(self.read().contains_key(key));
+            }
+        }
+    }
+
+    fn wait_mechanism(&self) -> &'static str {
+        "in-process notify"
     }
 
     /// Buffers the object in one allocation of its own ([`ChunkBuffer`]) and inserts it on
@@ -248,9 +289,7 @@ impl ObjectWriter for MemoryWriter {
     async fn finish(self: Box<Self>) -> Result<Key> {
         let MemoryWriter { data, key, buf } = *self;
         let bytes = buf.finish()?;
-        data.write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone(), bytes);
+        data.set(key.clone(), bytes);
         Ok(key)
     }
 }

@@ -259,6 +259,29 @@ pub trait Connector: Debug + Send + Sync + 'static {
         })
     }
 
+    /// Wait until `key` is present, for at most `timeout`: `true` once it is, `false` when the
+    /// time ran out first. What a distributed future's consumer waits on ([`crate::future`]).
+    ///
+    /// The default polls [`Connector::exists`] with backoff (1 ms, doubling to 100 ms);
+    /// connectors that can be told when a key is written override it (an in-process notify,
+    /// a server call that answers when the key is set, a Redis channel, file notifications),
+    /// and say how in [`Connector::wait_mechanism`].
+    ///
+    /// # Errors
+    /// As for [`Connector::exists`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the call leaves nothing behind.
+    async fn wait(&self, key: &Key, timeout: Duration) -> Result<bool> {
+        poll_until_present(self, key, timeout).await
+    }
+
+    /// How [`Connector::wait`] learns that a key was written: `poll` (the default),
+    /// or a notification mechanism such as `notify`, `server call`, `pub/sub` or `inotify`.
+    fn wait_mechanism(&self) -> &'static str {
+        "poll"
+    }
+
     /// A writer that streams one object into the backend, under `key` or a new key, when
     /// the backend can take an object in pieces; `None` (the default) when it cannot, and
     /// callers buffer it and put it whole. Use `<dyn Connector>::put_writer`,
@@ -331,6 +354,30 @@ pub trait Connector: Debug + Send + Sync + 'static {
     /// Backend-specific.
     async fn close(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+/// [`Connector::wait`] by polling [`Connector::exists`]: 1 ms, doubling to 100 ms.
+///
+/// # Errors
+/// As for [`Connector::exists`].
+pub async fn poll_until_present<C: Connector + ?Sized>(
+    connector: &C,
+    key: &Key,
+    timeout: Duration,
+) -> Result<bool> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if connector.exists(key).await? {
+            return Ok(true);
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
 

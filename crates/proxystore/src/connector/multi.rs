@@ -8,6 +8,7 @@
 //! [`Connector::config`], so proxies made by a multi connector resolve in any process.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -311,6 +312,16 @@ impl Connector for MultiConnector {
     async fn exists(&self, key: &Key) -> Result<bool> {
         let (entry, inner) = self.locate(key)?;
         entry.connector.exists(&inner).await
+    }
+
+    /// The route holding `key` waits, with its own mechanism.
+    async fn wait(&self, key: &Key, timeout: Duration) -> Result<bool> {
+        let (entry, inner) = self.locate(key)?;
+        entry.connector.wait(&inner, timeout).await
+    }
+
+    fn wait_mechanism(&self) -> &'static str {
+        "the route's"
     }
 
     async fn evict(&self, key: &Key) -> Result<()> {

@@ -2,6 +2,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -57,6 +58,15 @@ impl Connector for IoRuntime {
     async fn exists(&self, key: &Key) -> Result<bool> {
         let (c, key) = (self.inner.clone(), key.clone());
         hop(async move { c.exists(&key).await }).await
+    }
+
+    async fn wait(&self, key: &Key, timeout: Duration) -> Result<bool> {
+        let (c, key) = (self.inner.clone(), key.clone());
+        hop(async move { c.wait(&key, timeout).await }).await
+    }
+
+    fn wait_mechanism(&self) -> &'static str {
+        self.inner.wait_mechanism()
     }
 
     async fn evict(&self, key: &Key) -> Result<()> {

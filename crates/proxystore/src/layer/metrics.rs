@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -169,6 +169,14 @@ impl Connector for Measured {
 
     async fn exists(&self, key: &Key) -> Result<bool> {
         self.counted_exists(key).await
+    }
+
+    async fn wait(&self, key: &Key, timeout: Duration) -> Result<bool> {
+        self.inner.wait(key, timeout).await
+    }
+
+    fn wait_mechanism(&self) -> &'static str {
+        self.inner.wait_mechanism()
     }
 
     async fn evict(&self, key: &Key) -> Result<()> {

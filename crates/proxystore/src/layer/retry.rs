@@ -2,6 +2,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -91,6 +92,15 @@ impl Connector for Retry {
 
     async fn exists(&self, key: &Key) -> Result<bool> {
         self.retrying("exists", || self.inner.exists(key)).await
+    }
+
+    async fn wait(&self, key: &Key, timeout: Duration) -> Result<bool> {
+        self.retrying("wait", || self.inner.wait(key, timeout))
+            .await
+    }
+
+    fn wait_mechanism(&self) -> &'static str {
+        self.inner.wait_mechanism()
     }
 
     async fn evict(&self, key: &Key) -> Result<()> {

@@ -80,6 +80,24 @@ impl Connector for Timeout {
         self.bound("exists", self.inner.exists(key)).await
     }
 
+    /// Bounded by the caller's `timeout` plus this layer's bound on one call, not by the
+    /// bound alone: waiting is what the call is for.
+    async fn wait(&self, key: &Key, timeout: Duration) -> Result<bool> {
+        let after = timeout.saturating_add(self.after);
+        tokio::time::timeout(after, self.inner.wait(key, timeout))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Timeout {
+                    operation: format!("{} wait", self.inner.kind()),
+                    after,
+                })
+            })
+    }
+
+    fn wait_mechanism(&self) -> &'static str {
+        self.inner.wait_mechanism()
+    }
+
     async fn evict(&self, key: &Key) -> Result<()> {
         self.bound("evict", self.inner.evict(key)).await
     }

@@ -38,13 +38,21 @@ pub(crate) fn spawn_eviction(store: Store, keys: Vec<Key>, what: &'static str) {
     if keys.is_empty() {
         return;
     }
+    spawn_cleanup(async move {
+        if let Err(e) = store.evict_batch(&keys).await {
+            tracing::warn!(store = store.name(), keys = keys.len(), error = %e, "{what}: eviction failed");
+        }
+    });
+}
+
+/// Run `work` (cleanup a destructor started) on the I/O runtime; the process waits for it
+/// at exit, as for evictions.
+pub(crate) fn spawn_cleanup(work: impl std::future::Future<Output = ()> + Send + 'static) {
     install_exit_hook();
     let p = pending();
     *p.count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
     runtime::io_handle().spawn(async move {
-        if let Err(e) = store.evict_batch(&keys).await {
-            tracing::warn!(store = store.name(), keys = keys.len(), error = %e, "{what}: eviction failed");
-        }
+        work.await;
         let mut n = p.count.lock().unwrap_or_else(|e| e.into_inner());
         *n = n.saturating_sub(1);
         p.done.notify_all();

@@ -17,6 +17,7 @@ mod lease;
 pub mod owned;
 mod scope;
 
+pub(crate) use exit::spawn_cleanup;
 pub use exit::{EXIT_WAIT, process_scope, wait_for_evictions};
 pub use lease::Lease;
 pub use owned::{

@@ -67,7 +67,7 @@ pub fn serialize_without_moving<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-fn moving() -> bool {
+pub(crate) fn moving() -> bool {
     NOT_MOVING.with(|d| d.get() == 0)
 }
 

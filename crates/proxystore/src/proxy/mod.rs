@@ -79,8 +79,13 @@ impl<T> Factory<T> {
     }
 
     pub(crate) fn with_store(reference: Reference, store: Store) -> Self {
+        Factory::with_shared_store(Arc::new(reference), store)
+    }
+
+    /// [`Factory::with_store`] with a reference shared with others.
+    pub(crate) fn with_shared_store(reference: Arc<Reference>, store: Store) -> Self {
         Factory {
-            reference: Arc::new(reference),
+            reference,
             store: Some(store),
             _target: PhantomData,
         }
@@ -136,7 +141,14 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Factory<T> {
             return Ok(hit);
         }
         let reference = self.reference.clone();
-        runtime::block_on(async move { store.get_by_reference_after_miss::<T>(&reference).await })?
+        // A future's wait bounds itself (its timeout, its producer's heartbeat).
+        let timeout = match reference.future {
+            Some(_) => None,
+            None => Some(runtime::blocking_timeout()),
+        };
+        runtime::block_on_within(timeout, async move {
+            store.get_by_reference_after_miss::<T>(&reference).await
+        })?
     }
 }
 
@@ -228,6 +240,11 @@ impl<T> Proxy<T> {
     /// The key of the target, or `None` for an inline value.
     pub fn key(&self) -> Option<&Key> {
         self.reference().map(|r| &r.key)
+    }
+
+    /// Keep `obj` as the resolved target (unless one is there already) and borrow it.
+    pub(crate) fn set_resolved(&self, obj: Arc<T>) -> &T {
+        self.target.get_or_init(|| obj)
     }
 
     /// The target if already resolved; never fetches.

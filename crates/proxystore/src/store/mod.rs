@@ -659,6 +659,11 @@ impl Store {
     }
 
     async fn fetch_checked_in(&self, r: &Reference) -> Result<Bytes> {
+        if let Some(info) = &r.future {
+            // A future's value has no digest to check (it did not exist when the reference
+            // was made); its record is checked instead.
+            return crate::future::fetch(self, r, info).await;
+        }
         let data = self.fetch(&r.key).await?.ok_or_else(|| Error::NotFound {
             store: self.name().to_owned(),
             key: r.key.clone(),
