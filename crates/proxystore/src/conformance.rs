@@ -18,6 +18,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -340,6 +341,49 @@ pub async fn deferred_put(c: &dyn Connector) -> CheckResult {
     c.evict(&key).await.map_err(|e| fail("evict", e))
 }
 
+/// [`Connector::wait`], where deferred puts are supported: it times out on an absent key,
+/// wakes when another caller [`Connector::set`]s the key while it waits, and returns at once
+/// for a key that is there.
+pub async fn wait(c: &dyn Connector) -> CheckResult {
+    let key = match c.new_key(&PutOptions::default()).await {
+        Ok(k) => k,
+        Err(Error::Unsupported { .. }) => return Ok(()),
+        Err(e) => return Err(fail("new_key", e)),
+    };
+    if c.wait(&key, Duration::from_millis(30))
+        .await
+        .map_err(|e| fail("wait", e))?
+    {
+        return Err("wait on an absent key said it is there".into());
+    }
+    let data = payload(1000, 21);
+    let waiting = c.wait(&key, Duration::from_secs(20));
+    let writing = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.set(&key, data.clone()).await
+    };
+    let (seen, written) = tokio::join!(waiting, writing);
+    written.map_err(|e| fail("set", e))?;
+    if !seen.map_err(|e| fail("wait", e))? {
+        return Err("wait did not see a set made while it waited".into());
+    }
+    let started = std::time::Instant::now();
+    if !c
+        .wait(&key, Duration::from_secs(20))
+        .await
+        .map_err(|e| fail("wait", e))?
+    {
+        return Err("wait on a present key said it is absent".into());
+    }
+    if started.elapsed() > Duration::from_secs(10) {
+        return Err("wait on a present key did not return at once".into());
+    }
+    if c.get(&key).await.map_err(|e| fail("get", e))? != Some(data) {
+        return Err("get after a waited-for set returned something else".into());
+    }
+    c.evict(&key).await.map_err(|e| fail("evict", e))
+}
+
 /// Objects in pieces: [`Connector::reader`] gives back the whole object and ranges of it, in
 /// chunks no larger than asked for; a native [`Connector::writer`] (when the connector has one)
 /// stores what it was given on finish, and leaves nothing when dropped before.
@@ -509,7 +553,7 @@ macro_rules! conformance_tests {
     ($fixture:path) => {
         $crate::conformance_tests!(@each $fixture;
             round_trip, large_object, missing_key, exists_and_evict, batches, ranges,
-            concurrency, config_round_trip, hostile_keys, streaming, inventory);
+            concurrency, config_round_trip, hostile_keys, streaming, inventory, wait);
     };
     (@each $fixture:path; $($check:ident),*) => {
         $(

@@ -32,6 +32,7 @@ use crate::runtime::run_on_io;
 pub const KIND: &str = "redis";
 
 mod config;
+mod wait;
 
 use config::redact_url;
 pub use config::{
@@ -367,20 +368,25 @@ impl RedisConnector {
 }
 
 impl Inner {
+    /// A client for the server (with the TLS roots of the config).
+    fn client(&self) -> Result<redis::Client> {
+        match &self.tls_roots {
+            Some(roots) => redis::Client::build_with_tls(
+                self.info.clone(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(roots.clone()),
+                },
+            ),
+            None => redis::Client::open(self.info.clone()),
+        }
+        .map_err(|e| Error::config(format!("redis client: {e}")))
+    }
+
     async fn manager(&self) -> Result<ConnectionManager> {
         self.manager
             .get_or_try_init(|| async {
-                let client = match &self.tls_roots {
-                    Some(roots) => redis::Client::build_with_tls(
-                        self.info.clone(),
-                        redis::TlsCertificates {
-                            client_tls: None,
-                            root_cert: Some(roots.clone()),
-                        },
-                    ),
-                    None => redis::Client::open(self.info.clone()),
-                }
-                .map_err(|e| Error::config(format!("redis client: {e}")))?;
+                let client = self.client()?;
                 let config = ConnectionManagerConfig::new()
                     .set_response_timeout(Some(self.config.response_timeout()))
                     .set_connection_timeout(Some(self.config.connect_timeout()))
@@ -602,17 +608,38 @@ impl Connector for RedisConnector {
         Ok(Key::random())
     }
 
+    /// Writes the object, then announces it on the key's channel (see [`Connector::wait`]),
+    /// in one round trip.
     async fn set(&self, key: &Key, data: Bytes) -> Result<()> {
+        let k = self.redis_key(key);
         if data.len() as u64 > self.inner.config.chunked_above_bytes {
-            return self.set_chunked(key, data).await;
+            self.set_chunked(key, data).await?;
+            return self.announce(&k).await;
         }
+        let mut pipe = redis::pipe();
+        pipe.add_command(self.set_cmd(k.clone(), &data))
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(wait::channel(&k))
+            .arg(1)
+            .ignore();
         // Shared, not cloned, between attempts: it holds a copy of the object.
-        let cmd = Arc::new(self.set_cmd(self.redis_key(key), &data));
+        let pipe = Arc::new(pipe);
         self.run("SET", move |mut con| {
-            let cmd = Arc::clone(&cmd);
-            async move { cmd.query_async::<()>(&mut con).await }
+            let pipe = Arc::clone(&pipe);
+            async move { pipe.query_async::<()>(&mut con).await }
         })
         .await
+    }
+
+    /// Subscribes to the key's channel, where [`Connector::set`] announces a write, on a
+    /// connection of its own for the call (closed when it returns or is dropped).
+    async fn wait(&self, key: &Key, timeout: Duration) -> Result<bool> {
+        self.wait_on_channel(key, timeout).await
+    }
+
+    fn wait_mechanism(&self) -> &'static str {
+        "pub/sub (SET then PUBLISH)"
     }
 }
 
