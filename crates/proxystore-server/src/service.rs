@@ -18,6 +18,9 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::accounting::{Accounting, Meta};
 use crate::backend::{Backend, MAX_KEY_BYTES, check_key_length};
 
+/// The longest one `Wait` call waits; a client that wants longer calls again.
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(30);
+
 /// Size of a GetBatch answer when the request asks for none: the common 4 MiB receive limit
 /// of gRPC clients (grpcio, grpc-go, grpc-java, tonic).
 pub(crate) const BATCH_RESPONSE_BYTES: u64 = 4 << 20;
@@ -638,5 +641,27 @@ impl StoreService for StoreSvc {
             }
         }
         Ok(Response::new(v1::EvictBatchResponse { evicted }))
+    }
+
+    /// Waits on the backend's notification ([`proxystore::Connector::wait`]), at most
+    /// [`MAX_WAIT`] per call. A client that goes away cancels the wait.
+    async fn wait(
+        &self,
+        request: Request<v1::WaitRequest>,
+    ) -> Result<Response<v1::WaitResponse>, Status> {
+        let req = request.into_inner();
+        let key = self.inner.key(req.key)?;
+        tracing::Span::current().record("key", tracing::field::display(&key));
+        let timeout = Duration::from_millis(req.timeout_millis).min(MAX_WAIT);
+        let started = Instant::now();
+        let mut exists = self.inner.connector.wait(&key, timeout).await?;
+        if exists && self.inner.acc.is_expired(&key, Instant::now()) {
+            self.inner.evict(&key).await?;
+            exists = false;
+        }
+        Ok(Response::new(v1::WaitResponse {
+            exists,
+            waited_millis: started.elapsed().as_millis() as u64,
+        }))
     }
 }

@@ -123,12 +123,17 @@ impl Inner {
     }
 
     pub(super) fn request<T>(&self, msg: T, deadline: bool) -> Request<T> {
+        self.request_within(msg, deadline.then(|| self.timeout()))
+    }
+
+    /// A request with the token and, when given, a deadline of `within`.
+    fn request_within<T>(&self, msg: T, within: Option<Duration>) -> Request<T> {
         let mut r = Request::new(msg);
         if let Some(a) = &self.auth {
             r.metadata_mut().insert("authorization", a.clone());
         }
-        if deadline {
-            r.set_timeout(self.timeout());
+        if let Some(d) = within {
+            r.set_timeout(d);
         }
         r
     }
@@ -155,6 +160,24 @@ impl Inner {
             Ok(Ok(resp)) => Ok(resp.into_inner()),
             Ok(Err(s)) => Err(Error::from(s)),
             Err(_) => Err(Error::from(timeout_status(op, self.timeout()))),
+        }
+    }
+
+    /// One `Wait` call: the server answers when `key` is written, or after `left` (or its own
+    /// cap, whichever is first). Bounded by `left` plus the call timeout.
+    pub(super) async fn wait_once(&self, key: &Key, left: Duration) -> Result<bool> {
+        let within = left.saturating_add(self.timeout());
+        let req = self.request_within(
+            v1::WaitRequest {
+                key: key.to_string(),
+                timeout_millis: left.as_millis() as u64,
+            },
+            Some(within),
+        );
+        match tokio::time::timeout(within, self.client().wait(req)).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner().exists),
+            Ok(Err(s)) => Err(Error::from(s)),
+            Err(_) => Err(Error::from(timeout_status("wait", within))),
         }
     }
 

@@ -33,6 +33,7 @@ use std::future::Future;
 use std::ops::Range;
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -275,6 +276,25 @@ impl Connector for GrpcConnector {
             .unary("exists", req, |mut c, r| async move { c.exists(r).await })
             .await?;
         Ok(r.exists)
+    }
+
+    /// The server's `Wait` call: it answers when the key is written through it (the backend's
+    /// notification), called again while the server's cap is shorter than `timeout`.
+    async fn wait(&self, key: &Key, timeout: Duration) -> Result<bool> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if self.inner.wait_once(key, left).await? {
+                return Ok(true);
+            }
+            if left.is_zero() || tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+        }
+    }
+
+    fn wait_mechanism(&self) -> &'static str {
+        "server call (Wait)"
     }
 
     async fn evict(&self, key: &Key) -> Result<()> {
