@@ -26,6 +26,7 @@ use crate::key::Key;
 
 mod meta;
 mod stream;
+mod wait;
 
 pub use meta::META_DIR;
 
@@ -225,6 +226,15 @@ impl Connector for FileConnector {
 
     async fn set(&self, key: &Key, data: Bytes) -> Result<()> {
         self.write_new(key.clone(), data, true).await.map(|_| ())
+    }
+
+    /// File notifications on the directory (inotify on Linux), polling where there are none.
+    async fn wait(&self, key: &Key, timeout: std::time::Duration) -> Result<bool> {
+        self.wait_for_file(key, timeout).await
+    }
+
+    fn wait_mechanism(&self) -> &'static str {
+        "file notifications (inotify), polling as a fallback"
     }
 
     fn check_key(&self, key: &Key) -> Result<()> {
