@@ -405,8 +405,9 @@ impl Inner {
     }
 
     fn error(&self, op: &str, e: RedisError) -> Error {
+        let code = server_code(&e);
         if e.kind() == redis::ErrorKind::AuthenticationFailed
-            || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+            || matches!(code.as_deref(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
         {
             return Error::Unauthorized {
                 message: format!("redis {op}: {e}"),
@@ -418,7 +419,7 @@ impl Inner {
                 after: self.config.response_timeout(),
             };
         }
-        if e.code() == Some("OOM") {
+        if code.as_deref() == Some("OOM") {
             return Error::LimitExceeded {
                 message: format!("redis {op}: {e}"),
             };
@@ -429,6 +430,19 @@ impl Inner {
             Error::backend(KIND, op, e)
         }
     }
+}
+
+/// The server's error code (`NOAUTH`, `OOM`, ...), also when the error came back for a command of
+/// a pipeline: the redis crate reports those as one pipeline failure whose own `code()` is
+/// `None` unless the code is one it knows, so a `SET`+`PUBLISH` refused for want of a password
+/// would otherwise not be told from any other failure.
+fn server_code(e: &RedisError) -> Option<String> {
+    if let Some(code) = e.code() {
+        return Some(code.to_owned());
+    }
+    e.clone()
+        .into_server_errors()
+        .and_then(|errors| errors.first().map(|(_, err)| err.code().to_owned()))
 }
 
 /// Whether the operation may succeed later: the connection broke or was refused, or the
