@@ -9,3 +9,10 @@ pub mod grpc_server;
 pub mod process;
 pub mod redis_server;
 pub mod s3_server;
+
+/// A test value of `size` bytes, each a function of its index (the same in every process).
+pub fn pattern(size: usize) -> Vec<u8> {
+    (0..size)
+        .map(|i| (i.wrapping_mul(31) % 251) as u8)
+        .collect()
+}

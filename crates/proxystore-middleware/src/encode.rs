@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use proxystore::future::PROMISE_NEWTYPE_NAME;
 use proxystore::proxy::{PROXY_NEWTYPE_NAME, REFERENCE_FIELD};
 use proxystore::{Codec, PutOptions, Reference};
 use serde::ser::{self, Serialize};
@@ -94,7 +95,13 @@ pub(crate) fn exceeds<T: ?Sized + Serialize>(value: &T, limit: u64) -> bool {
     })
 }
 
-/// Whether `value` is an explicit `Proxy` or an `Inline`: never a candidate. Costs one call:
+/// Newtypes never proxied: an explicit proxy (already a reference), a promise (a reference to
+/// complete: it must reach its task as written), an `Inline` (asked not to be proxied).
+fn is_marker(name: &str) -> bool {
+    name == PROXY_NEWTYPE_NAME || name == PROMISE_NEWTYPE_NAME || name == INLINE_NEWTYPE_NAME
+}
+
+/// Whether `value` is an explicit `Proxy`, a `Promise` or an `Inline`: never a candidate. Costs one call:
 /// the probe fails on the first thing that is not such a newtype.
 fn is_marked<T: ?Sized + Serialize>(value: &T) -> bool {
     shape(value) == Shape::Marked
@@ -264,7 +271,7 @@ impl ser::Serializer for MarkerProbe {
         name: &'static str,
         value: &T,
     ) -> std::result::Result<Shape, Probe> {
-        if name == PROXY_NEWTYPE_NAME || name == INLINE_NEWTYPE_NAME {
+        if is_marker(name) {
             Ok(Shape::Marked)
         } else {
             value.serialize(self)
@@ -422,8 +429,7 @@ impl<'c, 'a> ser::Serializer for TreeSer<'c, 'a> {
         name: &'static str,
         value: &T,
     ) -> Result<Value> {
-        // An explicit proxy is already a reference; an `Inline` asked not to be proxied.
-        let intercept = self.intercept && name != PROXY_NEWTYPE_NAME && name != INLINE_NEWTYPE_NAME;
+        let intercept = self.intercept && !is_marker(name);
         value.serialize(TreeSer {
             ctx: self.ctx,
             path: self.path,

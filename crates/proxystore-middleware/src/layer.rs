@@ -360,7 +360,8 @@ where
                         }
                         if ours {
                             if over {
-                                if let Err(e) = collector.evict_all().await {
+                                let error = result.as_ref().err().map(ToString::to_string);
+                                if let Err(e) = collector.finish(error).await {
                                     tracing::warn!(error = %e, "could not evict a finished task's owned objects");
                                 }
                             } else {

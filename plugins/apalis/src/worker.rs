@@ -372,7 +372,9 @@ where
                 span,
                 dropped,
             } = slot.take();
-            if let Err(e) = dropped.evict_all().await {
+            // Promises the task dropped unset fail with its error (or as dropped).
+            let error = result.as_ref().err().map(ToString::to_string);
+            if let Err(e) = dropped.finish(error).await {
                 tracing::warn!(error = %e, "could not evict the owned inputs of a finished task");
             }
             let refs = refs

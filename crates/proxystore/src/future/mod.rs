@@ -338,8 +338,8 @@ impl<T: Serialize + 'static> Promise<T> {
         let (data, codec) = match self.store.config().codec.encode(value) {
             Ok(encoded) => encoded,
             Err(e) => {
-                // Not completed: consumers learn it was abandoned.
-                abandon(self.store.clone(), self.reference.clone(), live);
+                // Not completed: dropped unset (below), as if `set` had not been called.
+                *self.live.lock().unwrap_or_else(|e| e.into_inner()) = Some(live);
                 return Err(e);
             }
         };
@@ -379,22 +379,61 @@ async fn complete(
     written
 }
 
-/// Complete the future as dropped, in the background (a destructor cannot wait).
-fn abandon(store: Store, reference: Arc<Reference>, live: Live) {
-    crate::lifetime::spawn_cleanup(async move {
-        let span = op_span!("proxystore.future.set", store, key = reference.key.as_str());
-        let result = complete(&store, &reference, live, &record::Outcome::Dropped, &span)
-            .instrument(span.clone())
-            .await;
-        match result {
-            Ok(()) | Err(Error::Future { .. }) => {}
-            Err(e) => {
-                tracing::warn!(key = %reference.key, error = %e, "cannot fail a dropped future");
-            }
-        }
-    });
+/// A promise dropped unset inside a task attempt: the attempt's
+/// [`crate::lifetime::DropCollector`] holds it until the executor knows whether the task is over
+/// (the future fails, with the task's error) or will run again (its next attempt completes it).
+struct UnsetPromise {
+    store: Store,
+    reference: Arc<Reference>,
+    live: Option<Live>,
 }
 
+impl crate::lifetime::Unfinished for UnsetPromise {
+    fn settle(mut self: Box<Self>, error: Option<String>) -> crate::lifetime::Settling {
+        let live = self.live.take();
+        let store = self.store.clone();
+        let reference = self.reference.clone();
+        Box::pin(async move {
+            let Some(live) = live else { return };
+            let outcome = match error {
+                Some(message) => record::Outcome::Failed(message),
+                None => record::Outcome::Dropped,
+            };
+            let span = op_span!("proxystore.future.set", store, key = reference.key.as_str());
+            let result = complete(&store, &reference, live, &outcome, &span)
+                .instrument(span.clone())
+                .await;
+            trace::record_result(&span, &result);
+            if let Err(e) = result
+                && !matches!(e, Error::Future { .. })
+            {
+                tracing::warn!(key = %reference.key, error = %e, "cannot fail the future of a finished task");
+            }
+        })
+    }
+
+    fn release(mut self: Box<Self>) {
+        self.park();
+    }
+}
+
+impl UnsetPromise {
+    /// Stop beating and say "in transit": the task is queued again.
+    fn park(&mut self) {
+        if self.live.take().is_some() {
+            park_heartbeat(&self.store, &self.reference);
+        }
+    }
+}
+
+impl Drop for UnsetPromise {
+    fn drop(&mut self) {
+        self.park();
+    }
+}
+
+/// Dropped unset: inside a task attempt the attempt's collector decides (see
+/// [`crate::lifetime::with_drop_owner`]); elsewhere the future fails as dropped.
 impl<T> Drop for Promise<T> {
     fn drop(&mut self) {
         let live = self
@@ -402,8 +441,16 @@ impl<T> Drop for Promise<T> {
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(live) = live {
-            abandon(self.store.clone(), self.reference.clone(), live);
+        let Some(live) = live else { return };
+        let unset = Box::new(UnsetPromise {
+            store: self.store.clone(),
+            reference: self.reference.clone(),
+            live: Some(live),
+        });
+        if let Err(unset) = crate::lifetime::adopt_unfinished(unset) {
+            // Not in a task attempt: fail it now, in the background (the process waits for
+            // it at exit).
+            crate::lifetime::spawn_cleanup(unset.settle(None));
         }
     }
 }
@@ -492,7 +539,7 @@ impl<'de, T> Deserialize<'de> for Promise<T> {
                 self,
                 d: D,
             ) -> std::result::Result<Reference, D::Error> {
-                Reference::deserialize(d)
+                <Reference as Deserialize>::deserialize(d)
             }
         }
         let reference = d.deserialize_newtype_struct(PROMISE_NEWTYPE_NAME, Visit)?;

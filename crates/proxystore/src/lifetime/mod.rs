@@ -20,6 +20,7 @@ mod scope;
 pub(crate) use exit::spawn_cleanup;
 pub use exit::{EXIT_WAIT, process_scope, wait_for_evictions};
 pub use lease::Lease;
+pub(crate) use owned::adopt_unfinished;
 pub use owned::{
     DropCollector, OwnedProxy, RefMutProxy, RefProxy, serialize_without_moving, with_drop_owner,
 };
@@ -45,7 +46,31 @@ pub trait Lifetime: Send + Sync {
 
     /// Whether the lifetime has ended (its objects are evicted or being evicted).
     fn is_done(&self) -> bool;
+
+    /// Take over work a task attempt dropped unfinished (a [`crate::Promise`] dropped unset
+    /// inside [`with_drop_owner`]), to settle it once the task is over. By default refused:
+    /// the caller settles it at once.
+    ///
+    /// # Errors
+    /// Gives `work` back when this lifetime does not take such work.
+    fn adopt(&self, work: Box<dyn Unfinished>) -> std::result::Result<(), Box<dyn Unfinished>> {
+        Err(work)
+    }
 }
+
+/// Work a task attempt left unfinished, held by the attempt's [`DropCollector`] until the
+/// executor knows whether the task is over (then [`Unfinished::settle`]) or will run again
+/// (then [`Unfinished::release`]: the next attempt takes it over). Dropping it releases it.
+pub trait Unfinished: Send + Sync {
+    /// The task is over: `error` is why it failed, `None` when it succeeded.
+    fn settle(self: Box<Self>, error: Option<String>) -> Settling;
+
+    /// The attempt will be retried.
+    fn release(self: Box<Self>);
+}
+
+/// What [`Unfinished::settle`] returns: the settling, to await.
+pub type Settling = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// The keys a lifetime owns and the store they are in.
 struct Owned {

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{Lifetime, exit};
+use super::{Lifetime, Unfinished, exit};
 use crate::error::{Error, OwnershipProblem, Result};
 use crate::key::Key;
 use crate::proxy::{Factory, Proxy};
@@ -94,12 +94,32 @@ pub async fn with_drop_owner<F: Future>(lifetime: Arc<dyn Lifetime>, fut: F) -> 
     DROP_OWNER.scope(lifetime, fut).await
 }
 
+/// Hand `work` to the drop owner of the running task attempt, if there is one that takes it.
+pub(crate) fn adopt_unfinished(
+    work: Box<dyn Unfinished>,
+) -> std::result::Result<(), Box<dyn Unfinished>> {
+    let slot = std::cell::Cell::new(Some(work));
+    let _outside_any_attempt = DROP_OWNER.try_with(|owner| {
+        if let Some(w) = slot.take()
+            && let Err(w) = owner.adopt(w)
+        {
+            slot.set(Some(w));
+        }
+    });
+    slot.into_inner().map_or(Ok(()), Err)
+}
+
 /// The objects owned proxies handed over while a task attempt ran (see [`with_drop_owner`]),
 /// from any store: an executor evicts them once the task is over, or forgets them when the
 /// attempt will be retried (the next attempt owns them again).
+///
+/// It also holds the promises an attempt dropped unset (see [`crate::Promise`]):
+/// [`DropCollector::finish`] fails their futures once the task is over, [`DropCollector::forget`]
+/// leaves them to the next attempt.
 #[derive(Default)]
 pub struct DropCollector {
     keys: Mutex<Vec<(Store, Key)>>,
+    unfinished: Mutex<Vec<Box<dyn Unfinished>>>,
 }
 
 impl std::fmt::Debug for DropCollector {
@@ -130,16 +150,43 @@ impl DropCollector {
         self.len() == 0
     }
 
-    /// Forget what was collected: the task will run again and owns these objects then.
+    /// Forget what was collected: the task will run again and owns these objects (and its
+    /// unset promises) then.
     pub fn forget(&self) {
         self.lock().clear();
+        let unfinished = std::mem::take(&mut *self.unfinished());
+        for u in unfinished {
+            u.release();
+        }
     }
 
-    /// Evict everything collected (the task is over).
+    fn unfinished(&self) -> MutexGuard<'_, Vec<Box<dyn Unfinished>>> {
+        self.unfinished.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The task is over: settle what it left unfinished (its unset promises fail with `error`,
+    /// or as dropped when it succeeded), then evict everything collected.
+    ///
+    /// # Errors
+    /// As for [`DropCollector::evict_all`].
+    pub async fn finish(&self, error: Option<String>) -> Result<()> {
+        let unfinished = std::mem::take(&mut *self.unfinished());
+        for u in unfinished {
+            u.settle(error.clone()).await;
+        }
+        self.evict_all().await
+    }
+
+    /// Evict every object collected (the task is over); unset promises are settled as by
+    /// [`DropCollector::finish`] with no error.
     ///
     /// # Errors
     /// The first store error; every object is still attempted.
     pub async fn evict_all(&self) -> Result<()> {
+        let unfinished = std::mem::take(&mut *self.unfinished());
+        for u in unfinished {
+            u.settle(None).await;
+        }
         let taken = std::mem::take(&mut *self.lock());
         let mut first = None;
         for (store, key) in taken {
@@ -154,6 +201,11 @@ impl DropCollector {
 impl Lifetime for DropCollector {
     fn add_key(&self, store: &Store, key: Key) -> Result<()> {
         self.lock().push((store.clone(), key));
+        Ok(())
+    }
+
+    fn adopt(&self, work: Box<dyn Unfinished>) -> std::result::Result<(), Box<dyn Unfinished>> {
+        self.unfinished().push(work);
         Ok(())
     }
 

@@ -300,12 +300,31 @@ impl Inner {
         }
     }
 
+    /// `GetObject`, sent again once when its body broke off or failed its checksum: the SDK
+    /// retries a request only until its response headers arrive, and a body cut or corrupted
+    /// in transit is worth one more read before failing the caller.
     async fn get(
         &self,
         client: &Client,
         key: String,
         range: Option<String>,
     ) -> Result<Option<Bytes>> {
+        match self.get_once(client, key.clone(), range.clone()).await? {
+            Ok(got) => Ok(got),
+            Err(body_error) => {
+                tracing::debug!(key, error = %body_error, "S3 body failed; reading it again");
+                self.get_once(client, key, range).await?
+            }
+        }
+    }
+
+    /// One `GetObject`: the request's error outside, the body's inside.
+    async fn get_once(
+        &self,
+        client: &Client,
+        key: String,
+        range: Option<String>,
+    ) -> Result<Result<Option<Bytes>>> {
         let op = if range.is_some() {
             "GetObject (range)"
         } else {
@@ -320,10 +339,10 @@ impl Inner {
             .await;
         let out = match out {
             Ok(out) => out,
-            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) if is_not_found(&e) => return Ok(Ok(None)),
             // A range starting at or past the end of an existing object.
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) => {
-                return Ok(Some(Bytes::new()));
+                return Ok(Ok(Some(Bytes::new())));
             }
             Err(e) => return Err(self.error(op, e)),
         };
@@ -338,11 +357,18 @@ impl Inner {
         // A length the allocator refuses (a hostile server) falls back to growing as it comes.
         let _ = buf.try_reserve_exact(expected);
         while let Some(chunk) = body.next().await {
-            let chunk =
-                chunk.map_err(|e| Error::temporary(KIND, format!("{op}: reading the body"), e))?;
-            buf.extend_from_slice(&chunk);
+            match chunk {
+                Ok(chunk) => buf.extend_from_slice(&chunk),
+                Err(e) => {
+                    return Ok(Err(Error::temporary(
+                        KIND,
+                        format!("{op}: reading the body"),
+                        e,
+                    )));
+                }
+            }
         }
-        Ok(Some(Bytes::from(buf)))
+        Ok(Ok(Some(Bytes::from(buf))))
     }
 
     async fn exists(&self, client: &Client, key: String) -> Result<bool> {
