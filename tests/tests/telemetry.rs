@@ -151,6 +151,62 @@ fn proxies_resolved_in_another_process_link_to_their_puts() {
     }
 }
 
+/// A consumer process waits on a distributed future before this process sets it: its wait is
+/// a span of its own, linked to the span of the `set`.
+#[test]
+fn a_future_waited_on_in_another_process_links_its_wait_to_the_set() {
+    let (receiver, guard) = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new("otel-future", FileConnector::new(dir.path()).unwrap());
+    let (promise, proxy) = proxystore::runtime::block_on({
+        let store = store.clone();
+        async move { store.future::<Vec<u64>>().await.unwrap() }
+    })
+    .unwrap();
+    let file = dir.path().join("future.bin");
+    std::fs::write(&file, postcard::to_stdvec(&proxy).unwrap()).unwrap();
+    let mut node = exporting(NODE, &receiver)
+        .arg("await-future")
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(node.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "waiting");
+    std::thread::sleep(Duration::from_millis(300));
+    proxystore::runtime::block_on(
+        async move { promise.set(&vec![7u64; 1000]).await.unwrap() }
+            .instrument(tracing::info_span!("producer")),
+    )
+    .unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert!(node.wait().unwrap().success());
+    let report: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(report["sum"], 7000);
+    guard.flush().unwrap();
+
+    let consumer_svc = "otel-node-await-future";
+    let spans = receiver
+        .wait_for(WAIT, |s| {
+            count(consumer_svc, "proxystore.future.wait", 1)(s)
+                && count("telemetry-test", "proxystore.future.set", 1)(s)
+        })
+        .unwrap_or_else(|s| panic!("spans missing: {s:#?}"));
+    let set = of(&spans, "telemetry-test", "proxystore.future.set")[0];
+    let producer = of(&spans, "telemetry-test", "producer")[0];
+    assert!(producer.is_parent_of(set));
+    let wait = of(&spans, consumer_svc, "proxystore.future.wait")[0];
+    assert!(wait.links_to(set), "the wait links to the set: {wait}");
+    assert_eq!(wait.attr("key"), Some(proxy.key().unwrap().as_str()));
+    // The wait sits under the consumer's resolve, under its own `consumer` span.
+    let consumer = of(&spans, consumer_svc, "consumer")[0];
+    assert_eq!(consumer.trace_id, parent_of(&spans, wait).trace_id);
+}
+
 /// The `proxystore-server` binary as a child exporting to `receiver`; its URL.
 fn traced_server(receiver: &OtlpReceiver) -> (ChildGuard, String) {
     let bin = proxystore_tests::grpc_server::server_binary().unwrap();

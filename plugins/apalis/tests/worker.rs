@@ -734,3 +734,141 @@ async fn an_owned_input_survives_a_failed_attempt_and_is_evicted_once_after_succ
     stop.send(()).unwrap();
     handle.await.unwrap().unwrap();
 }
+
+/// The upstream task of a pipeline: it completes the future its downstream task waits on.
+#[derive(Serialize, Deserialize)]
+struct Extract {
+    raw: Vec<u8>,
+    out: proxystore::Promise<Vec<f64>>,
+}
+
+/// The downstream task: enqueued with a future of the upstream result, before it exists.
+#[derive(Serialize, Deserialize)]
+struct Train {
+    features: Proxy<Vec<f64>>,
+}
+
+/// Fails its first `fail_first` attempts (the promise it holds is dropped unset), then sets it.
+async fn extract(
+    job: Extract,
+    calls: Data<Arc<AtomicU32>>,
+    fail_first: Data<u32>,
+) -> Result<(), BoxDynError> {
+    if calls.fetch_add(1, Ordering::SeqCst) < *fail_first {
+        return Err("extract failed on purpose".into());
+    }
+    let features: Vec<f64> = job.raw.iter().map(|&b| f64::from(b)).collect();
+    job.out.set(&features).await?;
+    Ok(())
+}
+
+/// Waits for its features (on first use) and reports their sum, or the error it got.
+async fn train(
+    job: Train,
+    seen: Data<mpsc::UnboundedSender<Result<f64, String>>>,
+) -> Result<(), BoxDynError> {
+    let got = job
+        .features
+        .resolve()
+        .await
+        .map(|f| f.iter().sum::<f64>())
+        .map_err(|e| e.to_string());
+    seen.send(got).unwrap();
+    Ok(())
+}
+
+/// A two-stage pipeline enqueued at once, the downstream task first: `Train` gets a proxy of
+/// the future that `Extract` completes. Returns what `Train` saw and how often `Extract` ran.
+async fn pipeline(
+    env: &Env,
+    fail_first: u32,
+    max_attempts: usize,
+) -> (Result<f64, String>, u32, Vec<u8>) {
+    let codec = env.codec(10_000);
+    let extract_queue = Config::default().queue(format!("{}-extract", env.queue));
+    let train_queue = Config::default().queue(format!("{}-train", env.queue));
+    let raw: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+    let (promise, features) = env
+        .store
+        .future_with::<Vec<f64>>(proxystore::FutureOptions::default().named("extract/return"))
+        .await
+        .unwrap();
+    let mut trains = RedisStorage::<Train>::new(env.conn().await)
+        .with_config(train_queue.clone())
+        .with_codec(codec.clone());
+    trains.push(Train { features }).await.unwrap();
+    let mut extracts = RedisStorage::<Extract>::new(env.conn().await)
+        .with_config(extract_queue.clone())
+        .with_codec(codec.clone());
+    extracts
+        .push_task(
+            TaskBuilder::new(Extract {
+                raw: raw.clone(),
+                out: promise,
+            })
+            .max_attempts(max_attempts)
+            .build(),
+        )
+        .await
+        .unwrap();
+
+    // The downstream worker starts first and waits inside its task.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let train_errors = Errors::default();
+    let storage = RedisStorage::<Train>::new(env.conn().await)
+        .with_config(train_queue)
+        .with_codec(codec.clone())
+        .poll_with_strategy(PollEvery::millis(50));
+    let (stop_train, train_handle) = spawn_worker!("train", storage, train_errors, tx, train);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let calls = Arc::new(AtomicU32::new(0));
+    let errors = Errors::default();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let worker = WorkerBuilder::new("extract")
+        .backend(
+            RedisStorage::<Extract>::new(env.conn().await)
+                .with_config(extract_queue)
+                .with_codec(codec)
+                .poll_with_strategy(PollEvery::millis(50)),
+        )
+        .data(calls.clone())
+        .data(fail_first)
+        .on_event(errors.listener())
+        .build(resolve(extract));
+    let extract_handle = tokio::spawn(worker.run_until(async move {
+        let _ = stop_rx.await;
+        Ok::<_, std::io::Error>(())
+    }));
+    let seen = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+        .await
+        .expect("the downstream task finished")
+        .unwrap();
+    stop_tx.send(()).unwrap();
+    extract_handle.await.unwrap().unwrap();
+    stop_train.send(()).unwrap();
+    train_handle.await.unwrap().unwrap();
+    (seen, calls.load(Ordering::SeqCst), raw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_waits_on_the_future_of_an_upstream_task_that_succeeds_on_its_retry() {
+    let env = Env::new();
+    let (seen, calls, raw) = pipeline(&env, 1, 3).await;
+    // The failed first attempt did not fail the future: the retry completed it.
+    assert_eq!(calls, 2);
+    let expected: f64 = raw.iter().map(|&b| f64::from(b)).sum();
+    assert_eq!(seen, Ok(expected));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_waiting_on_an_upstream_task_that_fails_for_good_gets_its_error() {
+    let env = Env::new();
+    let (seen, calls, _) = pipeline(&env, u32::MAX, 2).await;
+    assert_eq!(calls, 2);
+    let err = seen.unwrap_err();
+    assert!(
+        err.contains("extract failed on purpose") && err.contains("extract/return"),
+        "{err}"
+    );
+}

@@ -6,6 +6,9 @@
 //! otel-node consume FILE
 //!     resolve each proxy of FILE (a postcard `Vec<Proxy<Vec<u64>>>`) inside a `consumer`
 //!     span; print their sums as JSON
+//! otel-node await-future FILE
+//!     resolve the future whose proxy is in FILE (a postcard `Proxy<Vec<u64>>`), waiting for
+//!     its producer, inside a `consumer` span; print its sum as JSON
 //! otel-node apalis-work REDIS_URL QUEUE STORE DIR TASKS
 //!     run an apalis-redis worker with the plugin (`resolve`) over a file store named STORE
 //!     in DIR, until TASKS tasks have run and their objects are evicted; print the sums
@@ -48,6 +51,15 @@ fn consume(file: &str) -> anyhow::Result<()> {
             .collect::<Result<_, _>>()
     })?;
     println!("{}", serde_json::json!({ "sums": sums }));
+    Ok(())
+}
+
+fn await_future(file: &str) -> anyhow::Result<()> {
+    let proxy: Proxy<Vec<u64>> = postcard::from_bytes(&std::fs::read(file)?)?;
+    println!("waiting");
+    let sum = tracing::info_span!("consumer")
+        .in_scope(|| proxy.try_get().map(|v| v.iter().sum::<u64>()))?;
+    println!("{}", serde_json::json!({ "sum": sum }));
     Ok(())
 }
 
@@ -103,6 +115,7 @@ fn main() -> anyhow::Result<()> {
     let _telemetry = proxystore_telemetry::init(&format!("otel-node-{cmd}"))?;
     match (cmd.as_str(), rest) {
         ("consume", [file]) => consume(file),
+        ("await-future", [file]) => await_future(file),
         ("apalis-work", rest) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
