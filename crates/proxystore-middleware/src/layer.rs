@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use proxystore::Reference;
-use proxystore::lifetime::{DropCollector, with_drop_owner};
+use proxystore::lifetime::{DropCollector, with_drop_owner, with_drop_owner_sync};
 use serde::de::DeserializeOwned;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -341,12 +341,14 @@ where
                             Some(c) => (c, false),
                             None => (Arc::new(DropCollector::new()), true),
                         };
-                        let result = with_drop_owner(
-                            collector.clone(),
-                            inner.call(executor.resolved(req, d.args)),
-                        )
-                        .await
-                        .map_err(Into::into);
+                        let resolved = executor.resolved(req, d.args);
+                        // `call` inside the scope too: a service may drop its arguments
+                        // before it returns a future.
+                        let attempt =
+                            with_drop_owner_sync(collector.clone(), || inner.call(resolved));
+                        let result = with_drop_owner(collector.clone(), attempt)
+                            .await
+                            .map_err(Into::into);
                         TaskInfo::record_outcome(
                             &task_span,
                             result.as_ref().err().map(|e| e as &dyn fmt::Display),

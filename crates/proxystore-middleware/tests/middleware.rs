@@ -440,3 +440,88 @@ fn deeply_nested_messagepack_documents_are_errors_not_stack_overflows() {
         MiddlewareError::Decode(_)
     ));
 }
+
+/// A task that completes a distributed future: its downstream consumer holds the proxy.
+#[derive(Serialize, Deserialize)]
+struct Produce {
+    input: Vec<u64>,
+    out: proxystore::Promise<u64>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promise_in_a_task_survives_a_failed_attempt_and_fails_with_the_last_error() {
+    let s = store();
+    let c = codec(&s, 100);
+    let calls = Arc::new(AtomicU32::new(0));
+    let calls2 = calls.clone();
+    let mut svc = ResolveLayer::<Produce>::new(c.clone()).layer_service(tower::service_fn(
+        move |job: Produce| {
+            let n = calls2.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    // Dropped unset inside the attempt: kept for the retry.
+                    return Err(MiddlewareError::Decode("first attempt fails".into()));
+                }
+                let sum = job.input.iter().sum::<u64>();
+                job.out.set(&sum).await.map_err(MiddlewareError::from)?;
+                Ok(())
+            }
+        },
+    ));
+    let (promise, proxy) = s.future::<u64>().await.unwrap();
+    let enc = c
+        .encode(
+            "produce",
+            &Produce {
+                input: vec![3; 1000],
+                out: promise,
+            },
+        )
+        .unwrap();
+    let payload = |attempt| TaskPayload {
+        bytes: enc.bytes.clone().into(),
+        attempt,
+        max_attempts: 3,
+    };
+    assert!(svc.ready().await.unwrap().call(payload(0)).await.is_err());
+    // Not failed, not set: its consumers wait on.
+    let err = proxy
+        .resolve_within(std::time::Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, proxystore::Error::Timeout { .. }), "{err:?}");
+    svc.ready().await.unwrap().call(payload(1)).await.unwrap();
+    assert_eq!(*proxy.resolve().await.unwrap(), 3000);
+
+    // The last attempt fails: the future fails with the task's error.
+    let (promise, proxy) = s.future::<u64>().await.unwrap();
+    let enc = c
+        .encode(
+            "produce",
+            &Produce {
+                input: vec![1; 10],
+                out: promise,
+            },
+        )
+        .unwrap();
+    let mut failing = ResolveLayer::<Produce>::new(c.clone()).layer_service(tower::service_fn(
+        |_: Produce| async { Err::<(), _>(MiddlewareError::Decode("no luck".into())) },
+    ));
+    let last = TaskPayload {
+        bytes: enc.bytes.into(),
+        attempt: 2,
+        max_attempts: 3,
+    };
+    assert!(failing.ready().await.unwrap().call(last).await.is_err());
+    let err = proxy.resolve().await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            proxystore::Error::Future {
+                problem: proxystore::FutureProblem::Failed { message },
+                ..
+            } if message.contains("no luck")
+        ),
+        "{err:?}"
+    );
+}

@@ -23,6 +23,7 @@ pub use lease::Lease;
 pub(crate) use owned::adopt_unfinished;
 pub use owned::{
     DropCollector, OwnedProxy, RefMutProxy, RefProxy, serialize_without_moving, with_drop_owner,
+    with_drop_owner_sync,
 };
 pub use scope::Scope;
 

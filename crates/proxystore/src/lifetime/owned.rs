@@ -109,6 +109,25 @@ pub(crate) fn adopt_unfinished(
     slot.into_inner().map_or(Ok(()), Err)
 }
 
+/// [`with_drop_owner`] for synchronous code, such as a service's `call` that may drop its
+/// arguments before it returns its future.
+///
+/// ```
+/// # proxystore::runtime::block_on(async {
+/// use proxystore::{Store, connector::memory::MemoryConnector, lifetime::{self, DropCollector}};
+/// let store = Store::new("drop-owner-sync-doc", MemoryConnector::new("drop-owner-sync-doc"));
+/// let owned = store.owned_proxy(&42u32).await?;
+/// let attempt = std::sync::Arc::new(DropCollector::new());
+/// lifetime::with_drop_owner_sync(attempt.clone(), move || drop(owned));
+/// assert_eq!(attempt.len(), 1); // kept for a retry, evicted by `finish`
+/// attempt.finish(None).await?;
+/// # Ok::<_, proxystore::Error>(()) })??;
+/// # Ok::<_, proxystore::Error>(())
+/// ```
+pub fn with_drop_owner_sync<R>(lifetime: Arc<dyn Lifetime>, f: impl FnOnce() -> R) -> R {
+    DROP_OWNER.sync_scope(lifetime, f)
+}
+
 /// The objects owned proxies handed over while a task attempt ran (see [`with_drop_owner`]),
 /// from any store: an executor evicts them once the task is over, or forgets them when the
 /// attempt will be retried (the next attempt owns them again).
