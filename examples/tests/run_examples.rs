@@ -62,3 +62,34 @@ fn ownership_moves_borrows_updates_and_results_across_two_processes() {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
 }
+
+#[test]
+fn futures_consumer_starts_before_its_producer_finishes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_futures"))
+        .output()
+        .expect("run futures");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "futures failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let at = |line: &str| {
+        stdout
+            .find(line)
+            .unwrap_or_else(|| panic!("no {line:?} in:\n{stdout}"))
+    };
+    // The consumer started and set itself up before the producer set the value.
+    assert!(at("consumer: set up, now using the features") < at("producer: features set"));
+    assert!(
+        stdout.contains("1000000 values, sum 249999750000"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "consumer: labels failed: the producer dropped its promise without setting it"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("objects left in the store: 0"), "{stdout}");
+}

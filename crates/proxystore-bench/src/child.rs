@@ -16,6 +16,12 @@ use crate::measure::rss::RssOp;
 /// parsed to [`run_child`].
 #[derive(Debug, Subcommand)]
 pub enum Child {
+    /// Distributed futures: latency from `set` to the value in another process, the
+    /// consumer's CPU while it waits, and a pipeline; with `--python`, Python ProxyStore's.
+    Futures(crate::futures::FuturesArgs),
+    /// The consumer process of `bench futures`: resolves the futures it reads on stdin.
+    #[command(hide = true)]
+    FutureChild,
     /// Resolve the serialized proxies of a file and report timings as JSON.
     #[command(hide = true)]
     ResolveChild {
@@ -50,6 +56,8 @@ pub fn run_child(child: Child) -> Result<()> {
     // the run's own work directory: they are trusted as the parent trusts its stores.
     proxystore::set_resolve_policy(proxystore::ResolvePolicy::allow_all());
     match child {
+        Child::Futures(args) => crate::futures::run(args),
+        Child::FutureChild => crate::futures::child(),
         Child::ResolveChild { input } => crate::measure::fresh_process::resolve_child(&input),
         Child::RssChild {
             op,

@@ -24,6 +24,7 @@
 //! | the machine and the time of a run | `machine` |
 //! | units of durations, rates, sizes and ratios | `format` |
 //! | the report: figures and targets (JSON), its tables, text and Markdown renderers | `report` |
+//! | distributed futures against Python ProxyStore's (`proxystore bench futures`) | `futures` |
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -33,6 +34,7 @@ use anyhow::{Context, Result, bail};
 mod baselines;
 mod child;
 mod format;
+pub mod futures;
 mod machine;
 mod measure;
 mod options;

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use crate::format::fmt_size;
 
 /// Make sure `modules` import in `python`; otherwise `pip install` `packages`.
-fn ensure_modules(python: &str, modules: &str, packages: &[&str]) -> Result<()> {
+pub(crate) fn ensure_modules(python: &str, modules: &str, packages: &[&str]) -> Result<()> {
     let ok = Command::new(python)
         .args(["-c", &format!("import {modules}")])
         .stdout(Stdio::null())

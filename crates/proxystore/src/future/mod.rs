@@ -240,6 +240,17 @@ impl Drop for Live {
     }
 }
 
+impl Live {
+    /// Stop the heartbeat and wait until it has stopped, so that no beat in flight lands
+    /// after what the caller writes next.
+    async fn stopped(mut self) {
+        if let Some(b) = self.beat.take() {
+            b.abort();
+            let _ = b.await;
+        }
+    }
+}
+
 impl<T> fmt::Debug for Promise<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Promise")
@@ -349,7 +360,8 @@ impl<T: Serialize + 'static> Promise<T> {
 }
 
 /// Write `outcome` under the future's key unless something is there, then retire the
-/// heartbeat (after the value: a consumer that finds the heartbeat gone looks for the value).
+/// heartbeat (after the value: a consumer that finds the heartbeat gone looks for the value;
+/// the heartbeat task is stopped first, so it cannot write the key again).
 async fn complete(
     store: &Store,
     reference: &Reference,
@@ -367,14 +379,20 @@ async fn complete(
         connector.set(&reference.key, data).await
     }
     .await;
-    drop(live);
+    // Retired in the background: consumers need the value, not the heartbeat's absence, so
+    // `set` returns as soon as the value is written (the process waits for this at exit).
     if let Some(beat_key) = reference
         .future
         .as_ref()
-        .and_then(|f| f.heartbeat_key.as_ref())
-        && let Err(e) = connector.evict(beat_key).await
+        .and_then(|f| f.heartbeat_key.clone())
     {
-        tracing::warn!(key = %beat_key, error = %e, "cannot remove a future's heartbeat");
+        let connector = connector.clone();
+        crate::lifetime::spawn_cleanup(async move {
+            live.stopped().await;
+            if let Err(e) = connector.evict(&beat_key).await {
+                tracing::warn!(key = %beat_key, error = %e, "cannot remove a future's heartbeat");
+            }
+        });
     }
     written
 }
@@ -420,8 +438,8 @@ impl crate::lifetime::Unfinished for UnsetPromise {
 impl UnsetPromise {
     /// Stop beating and say "in transit": the task is queued again.
     fn park(&mut self) {
-        if self.live.take().is_some() {
-            park_heartbeat(&self.store, &self.reference);
+        if let Some(live) = self.live.take() {
+            park_heartbeat(&self.store, &self.reference, live);
         }
     }
 }
@@ -499,15 +517,14 @@ impl<T> Serialize for Promise<T> {
         }
         let written = s.serialize_newtype_struct(PROMISE_NEWTYPE_NAME, &*self.reference)?;
         if let Some(state) = live.take() {
-            drop(state);
-            park_heartbeat(&self.store, &self.reference);
+            park_heartbeat(&self.store, &self.reference, state);
         }
         Ok(written)
     }
 }
 
 /// Mark a moved promise's heartbeat "in transit".
-fn park_heartbeat(store: &Store, reference: &Reference) {
+fn park_heartbeat(store: &Store, reference: &Reference, live: Live) {
     let Some(key) = reference
         .future
         .as_ref()
@@ -517,6 +534,7 @@ fn park_heartbeat(store: &Store, reference: &Reference) {
     };
     let connector = store.connector().clone();
     crate::lifetime::spawn_cleanup(async move {
+        live.stopped().await;
         let parked = bytes::Bytes::from_static(&record::PARKED);
         if let Err(e) = connector.set(&key, parked).await {
             tracing::debug!(key = %key, error = %e, "cannot park a moved promise's heartbeat");
