@@ -341,9 +341,11 @@ pub async fn deferred_put(c: &dyn Connector) -> CheckResult {
     c.evict(&key).await.map_err(|e| fail("evict", e))
 }
 
-/// [`Connector::wait`], where deferred puts are supported: it times out on an absent key,
-/// wakes when another caller [`Connector::set`]s the key while it waits, and returns at once
-/// for a key that is there.
+/// [`Connector::wait`] and [`Connector::set_once`], where deferred puts are supported: a
+/// wait times out on an absent key, wakes when another caller [`Connector::set`]s the key
+/// while it waits, and returns at once for a key that is there; `set_once` refuses a taken
+/// key and leaves it as it was, and of racing callers exactly one writes where it says it is
+/// atomic.
 pub async fn wait(c: &dyn Connector) -> CheckResult {
     let key = match c.new_key(&PutOptions::default()).await {
         Ok(k) => k,
@@ -378,8 +380,36 @@ pub async fn wait(c: &dyn Connector) -> CheckResult {
     if started.elapsed() > Duration::from_secs(10) {
         return Err("wait on a present key did not return at once".into());
     }
-    if c.get(&key).await.map_err(|e| fail("get", e))? != Some(data) {
+    if c.get(&key).await.map_err(|e| fail("get", e))? != Some(data.clone()) {
         return Err("get after a waited-for set returned something else".into());
+    }
+    // set_once: refused over an object, which stays as it was.
+    if c.set_once(&key, payload(10, 3))
+        .await
+        .map_err(|e| fail("set_once", e))?
+    {
+        return Err("set_once wrote over an object".into());
+    }
+    if c.get(&key).await.map_err(|e| fail("get", e))? != Some(data) {
+        return Err("a refused set_once changed the object".into());
+    }
+    c.evict(&key).await.map_err(|e| fail("evict", e))?;
+    // On a new key it writes, once; where it is atomic, one of racing writers wins.
+    let key = c
+        .new_key(&PutOptions::default())
+        .await
+        .map_err(|e| fail("new_key", e))?;
+    let racers = if c.set_once_is_atomic() { 8u64 } else { 1 };
+    let tries = (0..racers).map(|i| c.set_once(&key, payload(100, i)));
+    let won = futures::future::join_all(tries)
+        .await
+        .into_iter()
+        .collect::<crate::error::Result<Vec<bool>>>()
+        .map_err(|e| fail("set_once", e))?;
+    if won.iter().filter(|w| **w).count() != 1 {
+        return Err(format!(
+            "{racers} racing set_once calls wrote {won:?}, not exactly once"
+        ));
     }
     c.evict(&key).await.map_err(|e| fail("evict", e))
 }

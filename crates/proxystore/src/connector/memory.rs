@@ -33,6 +33,26 @@ struct Segment {
 
 impl Segment {
     /// Insert under a key someone may be waiting for, and wake the waiters.
+    /// Insert unless present (under the lock): whether it inserted.
+    fn set_once(&self, key: Key, data: Bytes) -> bool {
+        let inserted = match self
+            .map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+        {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(data);
+                true
+            }
+        };
+        if inserted {
+            self.written.notify_waiters();
+        }
+        inserted
+    }
+
     fn set(&self, key: Key, data: Bytes) {
         self.map
             .write()
@@ -212,6 +232,14 @@ impl Connector for MemoryConnector {
     async fn set(&self, key: &Key, data: Bytes) -> Result<()> {
         self.data.set(key.clone(), data);
         Ok(())
+    }
+
+    async fn set_once(&self, key: &Key, data: Bytes) -> Result<bool> {
+        Ok(self.data.set_once(key.clone(), data))
+    }
+
+    fn set_once_is_atomic(&self) -> bool {
+        true
     }
 
     /// Woken by every write under a given key in the segment ([`Connector::set`], a writer

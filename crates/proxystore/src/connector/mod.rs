@@ -259,6 +259,29 @@ pub trait Connector: Debug + Send + Sync + 'static {
         })
     }
 
+    /// [`Connector::set`] unless an object is under `key` already: `true` when written,
+    /// `false` when the key was taken (nothing written). How a distributed future is set
+    /// once ([`crate::future`]).
+    ///
+    /// The default looks with [`Connector::exists`] and then sets: two calls, and two
+    /// writers racing may both write. Connectors whose backend can write only-if-absent in
+    /// one step override it (memory under its lock, Redis `SET NX`) and say so in
+    /// [`Connector::set_once_is_atomic`].
+    ///
+    /// # Errors
+    /// As for [`Connector::set`].
+    async fn set_once(&self, key: &Key, data: Bytes) -> Result<bool> {
+        if self.exists(key).await? {
+            return Ok(false);
+        }
+        self.set(key, data).await.map(|()| true)
+    }
+
+    /// Whether [`Connector::set_once`] is one atomic step (else: look, then write).
+    fn set_once_is_atomic(&self) -> bool {
+        false
+    }
+
     /// Wait until `key` is present, for at most `timeout`: `true` once it is, `false` when the
     /// time ran out first. What a distributed future's consumer waits on ([`crate::future`]).
     ///

@@ -440,6 +440,18 @@ impl Connector for MultiConnector {
         entry.connector.set(&inner, data).await
     }
 
+    async fn set_once(&self, key: &Key, data: Bytes) -> Result<bool> {
+        let (entry, inner) = self.locate(key)?;
+        entry.connector.set_once(&inner, data).await
+    }
+
+    /// Only when every route's is.
+    fn set_once_is_atomic(&self) -> bool {
+        self.entries
+            .iter()
+            .all(|e| e.connector.set_once_is_atomic())
+    }
+
     async fn put(&self, data: Bytes) -> Result<Key> {
         self.put_opts(data, &PutOptions::default()).await
     }

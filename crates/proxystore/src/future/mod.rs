@@ -371,12 +371,13 @@ async fn complete(
 ) -> Result<()> {
     let connector = store.connector();
     let written = async {
-        if connector.exists(&reference.key).await? {
-            return Err(future_error(reference, FutureProblem::AlreadySet));
-        }
         let data = record::encode(outcome, trace::inject(span).as_ref());
         span.record("bytes", data.len());
-        connector.set(&reference.key, data).await
+        if connector.set_once(&reference.key, data).await? {
+            Ok(())
+        } else {
+            Err(future_error(reference, FutureProblem::AlreadySet))
+        }
     }
     .await;
     // Retired in the background: consumers need the value, not the heartbeat's absence, so

@@ -40,8 +40,12 @@ async fn a_consumer_waiting_before_the_set_wakes_with_the_value() {
     for c in consumers {
         assert_eq!(c.await.unwrap().unwrap(), 6);
     }
-    // Set before the consumer starts: resolved at once; the heartbeat is gone.
+    // Set before the consumer starts: resolved at once; the heartbeat is retired (in the
+    // background: `set` returns once the value is written).
     assert_eq!(proxy.resolve().await.unwrap(), &vec![1, 2, 3]);
+    let retired =
+        tokio::task::spawn_blocking(|| crate::lifetime::wait_for_evictions(Duration::from_secs(5)));
+    assert!(retired.await.unwrap());
     assert_eq!(segment.len(), 1, "only the value remains");
 }
 

@@ -128,6 +128,15 @@ impl Connector for IoRuntime {
         hop(async move { c.set(&key, data).await }).await
     }
 
+    async fn set_once(&self, key: &Key, data: Bytes) -> Result<bool> {
+        let (c, key) = (self.inner.clone(), key.clone());
+        hop(async move { c.set_once(&key, data).await }).await
+    }
+
+    fn set_once_is_atomic(&self) -> bool {
+        self.inner.set_once_is_atomic()
+    }
+
     fn check_key(&self, key: &Key) -> Result<()> {
         self.inner.check_key(key)
     }

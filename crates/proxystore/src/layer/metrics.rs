@@ -262,6 +262,17 @@ impl Connector for Measured {
         counted_with(&self.metrics.put, set, |_| n, |_, n, t| on(n, t)).await
     }
 
+    async fn set_once(&self, key: &Key, data: Bytes) -> Result<bool> {
+        let n = data.len() as u64;
+        let on = self.on_key(key, Op::Put);
+        let set = self.inner.set_once(key, data);
+        counted_with(&self.metrics.put, set, |_| n, |_, n, t| on(n, t)).await
+    }
+
+    fn set_once_is_atomic(&self) -> bool {
+        self.inner.set_once_is_atomic()
+    }
+
     fn check_key(&self, key: &Key) -> Result<()> {
         self.inner.check_key(key)
     }

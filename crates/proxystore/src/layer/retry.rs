@@ -162,6 +162,17 @@ impl Connector for Retry {
             .await
     }
 
+    /// Retried like `set`: a retry after a lost reply may find the first write and answer
+    /// `false` ("taken") for a write that was this call's own.
+    async fn set_once(&self, key: &Key, data: Bytes) -> Result<bool> {
+        self.retrying("set_once", || self.inner.set_once(key, data.clone()))
+            .await
+    }
+
+    fn set_once_is_atomic(&self) -> bool {
+        self.inner.set_once_is_atomic()
+    }
+
     fn check_key(&self, key: &Key) -> Result<()> {
         self.inner.check_key(key)
     }

@@ -151,6 +151,14 @@ impl Connector for Timeout {
         self.bound("set", self.inner.set(key, data)).await
     }
 
+    async fn set_once(&self, key: &Key, data: Bytes) -> Result<bool> {
+        self.bound("set_once", self.inner.set_once(key, data)).await
+    }
+
+    fn set_once_is_atomic(&self) -> bool {
+        self.inner.set_once_is_atomic()
+    }
+
     fn check_key(&self, key: &Key) -> Result<()> {
         self.inner.check_key(key)
     }

@@ -646,6 +646,39 @@ impl Connector for RedisConnector {
         .await
     }
 
+    /// `SET NX` and `PUBLISH` in one round trip (objects written in pieces: look, then write).
+    async fn set_once(&self, key: &Key, data: Bytes) -> Result<bool> {
+        let k = self.redis_key(key);
+        if data.len() as u64 > self.inner.config.chunked_above_bytes {
+            if self.exists(key).await? {
+                return Ok(false);
+            }
+            self.set_chunked(key, data).await?;
+            self.announce(&k).await?;
+            return Ok(true);
+        }
+        let mut set = self.set_cmd(k.clone(), &data);
+        set.arg("NX");
+        let mut pipe = redis::pipe();
+        pipe.add_command(set)
+            .cmd("PUBLISH")
+            .arg(wait::channel(&k))
+            .arg(1)
+            .ignore();
+        let pipe = Arc::new(pipe);
+        let (written,): (Option<String>,) = self
+            .run("SET NX", move |mut con| {
+                let pipe = Arc::clone(&pipe);
+                async move { pipe.query_async(&mut con).await }
+            })
+            .await?;
+        Ok(written.is_some())
+    }
+
+    fn set_once_is_atomic(&self) -> bool {
+        true
+    }
+
     /// Subscribes to the key's channel, where [`Connector::set`] announces a write, on a
     /// connection of its own for the call (closed when it returns or is dropped).
     async fn wait(&self, key: &Key, timeout: Duration) -> Result<bool> {
