@@ -411,3 +411,64 @@ async fn proxies_resolve_in_a_second_process() {
     assert_eq!(report["sums"], serde_json::json!(expected));
     assert_eq!(report["resolved"], serde_json::json!([true, false, true]));
 }
+
+/// Waiters share one pub/sub connection: many waits on many keys wake on their own key only,
+/// and a restarted server ends the waits in flight (they look once more) and the next waits
+/// subscribe on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_share_a_subscriber_that_survives_a_server_restart() {
+    let mut server = start();
+    let c = RedisConnector::with_config(RedisConfig {
+        connect_timeout_ms: 1_000,
+        ..config(&server)
+    })
+    .unwrap();
+    let keys: Vec<Key> = (0..20).map(|_| Key::random()).collect();
+    let waits: Vec<_> = keys
+        .iter()
+        .map(|k| {
+            let (c, k) = (c.clone(), k.clone());
+            tokio::spawn(async move { c.wait(&k, Duration::from_secs(20)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Set every other key: those waits wake, the others keep waiting.
+    for k in keys.iter().step_by(2) {
+        c.set(k, Bytes::from_static(b"v")).await.unwrap();
+    }
+    let mut pending = Vec::new();
+    for (i, w) in waits.into_iter().enumerate() {
+        if i % 2 == 0 {
+            let seen = tokio::time::timeout(Duration::from_secs(5), w).await;
+            assert!(seen.expect("a set key wakes its waiter").unwrap().unwrap());
+        } else {
+            pending.push(w);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        pending.iter().all(|w| !w.is_finished()),
+        "woken by another key"
+    );
+
+    // The server restarts: the pending waits end (nothing was set: false), not hang.
+    server.restart().unwrap();
+    for w in pending {
+        let seen = tokio::time::timeout(Duration::from_secs(10), w)
+            .await
+            .expect("a wait ends when its connection is lost");
+        assert!(!seen.unwrap().unwrap_or(false));
+    }
+    // A new wait subscribes again and wakes on a set.
+    let k = Key::random();
+    let waiting = {
+        let (c, k) = (c.clone(), k.clone());
+        tokio::spawn(async move { c.wait(&k, Duration::from_secs(20)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.set(&k, Bytes::from_static(b"again")).await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("a wait after the restart wakes");
+    assert!(seen.unwrap().unwrap());
+}

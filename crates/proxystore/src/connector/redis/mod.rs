@@ -74,6 +74,8 @@ struct Inner {
     /// Contents of `tls_ca_file`.
     tls_roots: Option<Vec<u8>>,
     manager: tokio::sync::OnceCell<ConnectionManager>,
+    /// The pub/sub connection waiters share (made on the first wait; again after a loss).
+    subscriber: tokio::sync::Mutex<Option<Arc<wait::Subscriber>>>,
 }
 
 impl fmt::Debug for RedisConnector {
@@ -129,6 +131,7 @@ impl RedisConnector {
                 info,
                 tls_roots,
                 manager: tokio::sync::OnceCell::new(),
+                subscriber: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -679,8 +682,9 @@ impl Connector for RedisConnector {
         true
     }
 
-    /// Subscribes to the key's channel, where [`Connector::set`] announces a write, on a
-    /// connection of its own for the call (closed when it returns or is dropped).
+    /// Subscribes to the key's channel, where [`Connector::set`] announces a write, on the
+    /// pub/sub connection the connector's waiters share (unsubscribed when its last waiter
+    /// returns or is dropped).
     async fn wait(&self, key: &Key, timeout: Duration) -> Result<bool> {
         self.wait_on_channel(key, timeout).await
     }
