@@ -605,12 +605,13 @@ fn render(
             let p50 = c["latency_s"]["median"].as_f64().unwrap_or(f64::NAN);
             let p99 = c["latency_s"]["p99"].as_f64().unwrap_or(f64::NAN);
             let cpu = c["b_cpu_per_wait_s_pooled"].as_f64().unwrap_or(f64::NAN);
-            // Like with like: from the call of `set` on both sides (our `set` may return after
-            // the consumer has the value, which makes the other measure negative).
+            // Ratios both ways: from `set` returning (the measure asked for; ours may be
+            // negative when the consumer has the value before `set` returns, then it is
+            // floored at 1 µs) and from `set` being called (like with like).
             let ours = rows
                 .iter()
                 .find(|r| r.connector == conn && r.size_bytes == size)
-                .map(|r| r.latency_from_set_start_p50_s);
+                .map(|r| (r.latency_p50_s, r.latency_from_set_start_p50_s));
             let from_start = c["latency_from_set_start_s"]["median"]
                 .as_f64()
                 .unwrap_or(f64::NAN);
@@ -622,9 +623,10 @@ fn render(
                 ms(p99),
                 ms(from_start),
                 cpu * 100.0,
-                ours.map_or(String::new(), |o| format!(
-                    " ours {:.0}x lower, from set() called",
-                    from_start / o.max(1e-6)
+                ours.map_or(String::new(), |(r, c)| format!(
+                    " ours {:.0}x lower from set() returning, {:.0}x from set() called",
+                    p50 / r.max(1e-6),
+                    from_start / c.max(1e-6)
                 )),
             ));
         }
