@@ -29,7 +29,7 @@ use proxystore::connector::file::FileConnector;
 use proxystore::connector::grpc::GrpcConnector;
 use proxystore::connector::memory::MemoryConnector;
 use proxystore::connector::redis::{RedisConfig, RedisConnector};
-use proxystore::{Connector, FutureOptions, Proxy, Store};
+use proxystore::{Connector, Proxy, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::options::ConnectorName;
@@ -246,10 +246,12 @@ struct Samples {
     cpu: Option<(f64, f64)>,
 }
 
-/// Latency samples and the consumer's CPU of `reps` futures, the consumer another process.
-async fn measure_cross_process(
+/// Latency samples and the consumer's CPU of `reps` futures (after one untimed warm-up):
+/// the consumer is the `consumer` process, or a task of this process when there is none
+/// (memory is not shared between processes).
+async fn measure(
     store: &Store,
-    consumer: &mut Consumer,
+    mut consumer: Option<&mut Consumer>,
     size: usize,
     reps: usize,
     delay: Duration,
@@ -257,83 +259,58 @@ async fn measure_cross_process(
     let value = payload(size);
     let mut latencies = Vec::with_capacity(reps);
     let mut from_start = Vec::with_capacity(reps);
-    let (mut cpu, mut waited) = (0.0, 0.0);
-    // One untimed warm-up (connections, first-use paths).
+    let mut cpu_wait: Option<(f64, f64)> = None;
     for rep in 0..=reps {
-        let (promise, proxy) = store
-            .future_with::<Vec<u8>>(FutureOptions::default())
-            .await?;
-        writeln!(
-            consumer.stdin,
-            "{}",
-            encode_hex(&postcard::to_stdvec(&proxy)?)
-        )?;
-        consumer.stdin.flush()?;
-        ensure!(
-            consumer.line()? == "ready",
-            "the consumer did not say ready"
-        );
+        let (promise, proxy) = store.future::<Vec<u8>>().await?;
+        let local = match consumer.as_deref_mut() {
+            Some(c) => {
+                writeln!(c.stdin, "{}", encode_hex(&postcard::to_stdvec(&proxy)?))?;
+                c.stdin.flush()?;
+                ensure!(c.line()? == "ready", "the consumer did not say ready");
+                None
+            }
+            None => {
+                let proxy = proxy.clone();
+                Some(tokio::spawn(async move {
+                    let len = proxy.resolve().await.map(Vec::len);
+                    (len, now_ns())
+                }))
+            }
+        };
         tokio::time::sleep(delay + jitter(Duration::from_millis(10))).await;
         let start_ns = now_ns();
         promise.set(&value).await?;
         let set_ns = now_ns();
-        let report: ChildReport = serde_json::from_str(&consumer.line()?)?;
-        ensure!(report.len == size, "the consumer got {} bytes", report.len);
+        let (len, done_ns, used) = match (local, consumer.as_deref_mut()) {
+            (Some(task), _) => {
+                let (len, done_ns) = task.await?;
+                (len?, done_ns, None)
+            }
+            (None, Some(c)) => {
+                let r: ChildReport = serde_json::from_str(&c.line()?)?;
+                (r.len, r.done_ns, Some((r.cpu_s, r.wait_s)))
+            }
+            (None, None) => bail!("no consumer"),
+        };
+        ensure!(len == size, "the consumer got {len} bytes, not {size}");
         if let Some(key) = proxy.key() {
             store.evict(key).await?;
         }
         if rep == 0 {
             continue;
         }
-        latencies.push((report.done_ns as f64 - set_ns as f64) / 1e9);
-        from_start.push((report.done_ns as f64 - start_ns as f64) / 1e9);
-        cpu += report.cpu_s;
-        waited += report.wait_s;
-    }
-    Ok(Samples {
-        latencies,
-        from_start,
-        cpu: Some((cpu, waited)),
-    })
-}
-
-/// Memory: the consumer is a task of this process.
-async fn measure_in_process(
-    store: &Store,
-    size: usize,
-    reps: usize,
-    delay: Duration,
-) -> Result<Samples> {
-    let value = payload(size);
-    let mut latencies = Vec::with_capacity(reps);
-    let mut from_start = Vec::with_capacity(reps);
-    for rep in 0..=reps {
-        let (promise, proxy) = store.future::<Vec<u8>>().await?;
-        let consumer = {
-            let proxy = proxy.clone();
-            tokio::spawn(async move {
-                let len = proxy.resolve().await.map(Vec::len);
-                (len, now_ns())
-            })
-        };
-        tokio::time::sleep(delay + jitter(Duration::from_millis(10))).await;
-        let start_ns = now_ns();
-        promise.set(&value).await?;
-        let set_ns = now_ns();
-        let (len, done_ns) = consumer.await?;
-        ensure!(len? == size, "wrong size");
-        if let Some(key) = proxy.key() {
-            store.evict(key).await?;
-        }
-        if rep > 0 {
-            latencies.push((done_ns as f64 - set_ns as f64) / 1e9);
-            from_start.push((done_ns as f64 - start_ns as f64) / 1e9);
+        latencies.push((done_ns as f64 - set_ns as f64) / 1e9);
+        from_start.push((done_ns as f64 - start_ns as f64) / 1e9);
+        if let Some((cpu, waited)) = used {
+            let total = cpu_wait.get_or_insert((0.0, 0.0));
+            total.0 += cpu;
+            total.1 += waited;
         }
     }
     Ok(Samples {
         latencies,
         from_start,
-        cpu: None,
+        cpu: cpu_wait,
     })
 }
 
@@ -461,12 +438,8 @@ pub fn run(args: FuturesArgs) -> Result<()> {
         };
         for &size in &sizes {
             let (samples, read) = runtime.block_on(async {
-                let samples = match consumer.as_mut() {
-                    Some(c) => {
-                        measure_cross_process(&store, c, size as usize, args.reps, delay).await?
-                    }
-                    None => measure_in_process(&store, size as usize, args.reps, delay).await?,
-                };
+                let samples =
+                    measure(&store, consumer.as_mut(), size as usize, args.reps, delay).await?;
                 let read = plain_read(connector.clone(), size as usize, args.reps.max(5)).await?;
                 Ok::<_, anyhow::Error>((samples, read))
             })?;
