@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         root.join("proxystore_rs/v1/proxy.proto"),
         root.join("proxystore_rs/v1/store.proto"),
+        root.join("proxystore_rs/v1/stream.proto"),
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={}", p.display());

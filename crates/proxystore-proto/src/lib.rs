@@ -3,6 +3,7 @@
 //! - [`v1`]: `proxystore_rs.v1`: the store service ([`v1::store_service_client`],
 //!   [`v1::store_service_server`]) and its messages, and the language-neutral proxy reference
 //!   ([`v1::ProxyReference`]).
+//! - the messages of streams of proxies ([`v1::StreamMessage`]), published on message brokers.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
 //!
 //! Byte fields are [`bytes::Bytes`], so chunks move from the socket to the caller without

@@ -1,0 +1,149 @@
+//! An in-process broker, for tests and single-process pipelines.
+//!
+//! Each topic is a log of messages; each consumer group reads it from the start of what the
+//! log holds when the group is made, and shares its messages among its consumers (each message
+//! to one of them). A message is dropped from the log once every group has read it. Delivery
+//! is ordered and at most once: there is no process to die apart from this one.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use super::{Broker, Delivered, Delivery, Guarantee, SubscribeOptions, Subscription};
+use crate::error::Result;
+
+/// The in-process broker. Clones share its topics.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryBroker {
+    topics: Arc<Mutex<HashMap<String, Arc<Topic>>>>,
+}
+
+#[derive(Debug, Default)]
+struct Topic {
+    log: Mutex<Log>,
+    published: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    /// Offset of `messages[0]`.
+    base: u64,
+    messages: VecDeque<Bytes>,
+    /// Each group's next offset.
+    groups: HashMap<String, u64>,
+}
+
+impl Log {
+    /// Drop what every group has read (nothing while there is no group yet).
+    fn trim(&mut self) {
+        let Some(low) = self.groups.values().min().copied() else {
+            return;
+        };
+        while self.base < low && self.messages.pop_front().is_some() {
+            self.base += 1;
+        }
+    }
+}
+
+impl MemoryBroker {
+    /// A broker with no topics.
+    pub fn new() -> Self {
+        MemoryBroker::default()
+    }
+
+    fn topic(&self, name: &str) -> Arc<Topic> {
+        self.topics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Messages of `topic` still held (not yet read by every group).
+    pub fn held(&self, topic: &str) -> usize {
+        self.topic(topic)
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .messages
+            .len()
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    fn kind(&self) -> &str {
+        "memory"
+    }
+
+    fn delivery(&self) -> Delivery {
+        Delivery {
+            guarantee: Guarantee::AtMostOnce,
+            ordered: true,
+        }
+    }
+
+    async fn publish(&self, topic: &str, message: Bytes) -> Result<()> {
+        let t = self.topic(topic);
+        t.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .messages
+            .push_back(message);
+        t.published.notify_waiters();
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>> {
+        let t = self.topic(topic);
+        let group = options
+            .group
+            .clone()
+            .unwrap_or_else(|| format!("$alone-{}", proxystore::Key::random()));
+        {
+            let mut log = t.log.lock().unwrap_or_else(|e| e.into_inner());
+            let base = log.base;
+            log.groups.entry(group.clone()).or_insert(base);
+        }
+        Ok(Box::new(MemorySubscription { topic: t, group }))
+    }
+}
+
+struct MemorySubscription {
+    topic: Arc<Topic>,
+    group: String,
+}
+
+#[async_trait]
+impl Subscription for MemorySubscription {
+    async fn next(&mut self) -> Result<Option<Delivered>> {
+        loop {
+            let published = self.topic.published.notified();
+            tokio::pin!(published);
+            published.as_mut().enable();
+            {
+                let mut log = self.topic.log.lock().unwrap_or_else(|e| e.into_inner());
+                let base = log.base;
+                let next = log.groups.get(&self.group).copied().unwrap_or(base);
+                let index = usize::try_from(next.saturating_sub(base)).unwrap_or(usize::MAX);
+                if let Some(m) = log.messages.get(index).cloned() {
+                    log.groups.insert(self.group.clone(), next + 1);
+                    log.trim();
+                    return Ok(Some(Delivered {
+                        message: m,
+                        ack: None,
+                    }));
+                }
+            }
+            published.await;
+        }
+    }
+}

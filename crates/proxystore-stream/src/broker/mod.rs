@@ -1,0 +1,129 @@
+//! Message brokers: what carries a stream's small messages from producers to consumers.
+//!
+//! [`Broker`] is open to third parties, like `proxystore::Connector`: implement it for any
+//! system that can publish a message on a topic and deliver it to subscribers. The built-in
+//! one here is [`memory::MemoryBroker`] (in-process: tests and single-process pipelines).
+//!
+//! A broker says what it promises in [`Broker::delivery`]: whether a consumer that dies before
+//! acknowledging a message has it redelivered to another consumer of its group
+//! ([`Guarantee::AtLeastOnce`]) or loses it ([`Guarantee::AtMostOnce`]), and whether messages
+//! of a topic arrive in the order they were published.
+
+pub mod memory;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::Result;
+
+/// What a broker promises about delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Delivery {
+    /// At most once or at least once.
+    pub guarantee: Guarantee,
+    /// Whether the messages of one topic reach each consumer group in publish order.
+    pub ordered: bool,
+}
+
+/// How often a published message reaches a consumer group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guarantee {
+    /// Never twice, and lost if its consumer dies before using it (or nobody listens).
+    AtMostOnce,
+    /// Redelivered until a consumer of the group acknowledges it: possibly twice.
+    AtLeastOnce,
+}
+
+/// Who receives a topic's messages.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscribeOptions {
+    /// Consumers of one group share the topic's messages (each message goes to one of them);
+    /// every group gets every message. `None`: a group of this consumer alone.
+    pub group: Option<String>,
+    /// This consumer's name within its group (brokers that track consumers by name use it to
+    /// hand a dead consumer's messages to another). `None`: a random one.
+    pub consumer: Option<String>,
+}
+
+impl SubscribeOptions {
+    /// A consumer in group `group`.
+    pub fn group(group: impl Into<String>) -> Self {
+        SubscribeOptions {
+            group: Some(group.into()),
+            consumer: None,
+        }
+    }
+
+    /// Name this consumer within its group.
+    #[must_use]
+    pub fn named(mut self, consumer: impl Into<String>) -> Self {
+        self.consumer = Some(consumer.into());
+        self
+    }
+}
+
+/// A message broker: publishes messages on topics and delivers them to subscriptions.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// A short name of the broker kind, for errors and traces (`memory`, `redis-streams`, ...).
+    fn kind(&self) -> &str;
+
+    /// What it promises about delivery.
+    fn delivery(&self) -> Delivery;
+
+    /// Publish `message` on `topic`.
+    ///
+    /// # Errors
+    /// [`crate::StreamError::Broker`] when the broker cannot take it.
+    async fn publish(&self, topic: &str, message: Bytes) -> Result<()>;
+
+    /// Subscribe to `topic`.
+    ///
+    /// # Errors
+    /// [`crate::StreamError::Broker`] when the broker cannot subscribe.
+    async fn subscribe(
+        &self,
+        topic: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>>;
+}
+
+/// A subscription's side of a topic.
+#[async_trait]
+pub trait Subscription: Send {
+    /// The next message; `None` once the broker will deliver no more to this subscription.
+    ///
+    /// # Errors
+    /// [`crate::StreamError::Broker`] when the broker fails.
+    async fn next(&mut self) -> Result<Option<Delivered>>;
+}
+
+/// A delivered message, with how to acknowledge it.
+pub struct Delivered {
+    /// The message as published.
+    pub message: Bytes,
+    /// Acknowledges it (at-least-once brokers redeliver it until then); `None` when the
+    /// broker has nothing to acknowledge.
+    pub ack: Option<Box<dyn Acknowledge>>,
+}
+
+impl std::fmt::Debug for Delivered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivered")
+            .field("bytes", &self.message.len())
+            .field("ack", &self.ack.is_some())
+            .finish()
+    }
+}
+
+/// Acknowledges one delivered message.
+#[async_trait]
+pub trait Acknowledge: Send + Sync {
+    /// The message was processed: the broker may forget it.
+    ///
+    /// # Errors
+    /// [`crate::StreamError::Broker`] when the broker cannot take the acknowledgement.
+    async fn ack(self: Box<Self>) -> Result<()>;
+}

@@ -1,0 +1,311 @@
+//! The consumer's side: events from the broker, proxies out, resolved only when used.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use proxystore::{Proxy, Reference};
+use serde::de::DeserializeOwned;
+
+use crate::Metadata;
+use crate::broker::{Acknowledge, Broker, SubscribeOptions, Subscription};
+use crate::error::Result;
+use crate::event::{self, Event};
+
+/// One object of a stream: a lazy proxy and the metadata its producer sent with it.
+#[derive(Debug)]
+pub struct StreamItem<T> {
+    /// The object, fetched on first use.
+    pub proxy: Proxy<T>,
+    /// Its metadata.
+    pub metadata: Metadata,
+    /// Its position among its producer's objects on the topic, from 0.
+    pub sequence: u64,
+    /// Its producer's id.
+    pub producer: String,
+}
+
+/// Filters events on their metadata: `true` keeps the event.
+type Filter = Box<dyn Fn(&Metadata) -> bool + Send + Sync>;
+
+/// Reads a stream of `T` from one topic: an async iteration of [`StreamItem`]s
+/// ([`StreamConsumer::next`], or [`StreamConsumer::into_stream`] for a `futures::Stream`).
+///
+/// An item is *consumed* when the next one is asked for (or the consumer closes): then its
+/// object is evicted if its producer asked for it (single-consumer topics), and the broker
+/// message that carried it is acknowledged once all its events are consumed, so an
+/// at-least-once broker redelivers what a consumer that died was still working on.
+///
+/// Iteration ends at the end-of-stream event (of each of [`StreamConsumer::producers`]
+/// producers), or when the broker ends the subscription. Messages on the topic that are not
+/// ours are skipped ([`StreamConsumer::skipped`]), never an error that stops the stream.
+pub struct StreamConsumer<T> {
+    topic: String,
+    broker: String,
+    subscription: Box<dyn Subscription>,
+    filter: Option<Filter>,
+    /// Events of the messages read, not yet handed out.
+    queue: VecDeque<(Event, String, Arc<MessageAck>)>,
+    /// The item handed out last, consumed when the next is asked for.
+    current: Option<(Option<Reference>, bool, Arc<MessageAck>)>,
+    ended: HashSet<String>,
+    /// Object events seen per producer, to tell at its end how many never arrived.
+    seen: HashMap<String, u64>,
+    missed: u64,
+    producers: usize,
+    skipped: u64,
+    done: bool,
+    _value: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for StreamConsumer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamConsumer")
+            .field("topic", &self.topic)
+            .field("broker", &self.broker)
+            .field("skipped", &self.skipped)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Acknowledges a broker message once every event of it is consumed.
+struct MessageAck {
+    remaining: AtomicUsize,
+    ack: std::sync::Mutex<Option<Box<dyn Acknowledge>>>,
+}
+
+impl MessageAck {
+    fn new(events: usize, ack: Option<Box<dyn Acknowledge>>) -> Arc<Self> {
+        Arc::new(MessageAck {
+            remaining: AtomicUsize::new(events),
+            ack: std::sync::Mutex::new(ack),
+        })
+    }
+
+    /// One of its events is consumed; the last one acknowledges the message.
+    async fn consumed(&self) -> Result<()> {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return Ok(());
+        }
+        let ack = self.ack.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match ack {
+            Some(a) => a.ack().await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl<T> StreamConsumer<T> {
+    /// Subscribe to `topic` on `broker`.
+    ///
+    /// # Errors
+    /// The broker's error.
+    pub async fn subscribe(
+        broker: &dyn Broker,
+        topic: &str,
+        options: SubscribeOptions,
+    ) -> Result<Self> {
+        let subscription = broker.subscribe(topic, &options).await?;
+        Ok(StreamConsumer {
+            topic: topic.to_owned(),
+            broker: broker.kind().to_owned(),
+            subscription,
+            filter: None,
+            queue: VecDeque::new(),
+            current: None,
+            ended: HashSet::new(),
+            seen: HashMap::new(),
+            missed: 0,
+            producers: 1,
+            skipped: 0,
+            done: false,
+            _value: PhantomData,
+        })
+    }
+
+    /// Keep only events whose metadata `keep` accepts; the others are consumed without being
+    /// resolved (and evicted, if their producer asked for eviction after consumption).
+    #[must_use]
+    pub fn filter(mut self, keep: impl Fn(&Metadata) -> bool + Send + Sync + 'static) -> Self {
+        self.filter = Some(Box::new(keep));
+        self
+    }
+
+    /// End the iteration after the end-of-stream events of `n` distinct producers (default 1).
+    #[must_use]
+    pub fn producers(mut self, n: usize) -> Self {
+        self.producers = n.max(1);
+        self
+    }
+
+    /// Messages on the topic that were not ours (or not readable), skipped.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Objects that ended producers said they sent and this consumer never saw: lost by an
+    /// at-most-once broker (or taken by another consumer of the group).
+    pub fn missed(&self) -> u64 {
+        self.missed
+    }
+
+    /// Consume the item handed out last: evict its object if asked, acknowledge its message
+    /// when it was the message's last.
+    async fn finish_current(&mut self) -> Result<()> {
+        let Some((reference, evict, ack)) = self.current.take() else {
+            return Ok(());
+        };
+        if evict && let Some(r) = reference {
+            evict_object(&r).await?;
+        }
+        ack.consumed().await
+    }
+
+    /// Consume the last item and stop (what dropping the consumer does not do: it cannot
+    /// wait; an unacknowledged message is then redelivered by at-least-once brokers).
+    ///
+    /// # Errors
+    /// As for [`StreamConsumer::next`].
+    pub async fn close(mut self) -> Result<()> {
+        self.finish_current().await
+    }
+}
+
+/// Evict the object of `r` from its store.
+async fn evict_object(r: &Reference) -> Result<()> {
+    let store = proxystore::store_for_reference(r, &proxystore::resolve_policy()?)?;
+    store.evict(&r.key).await?;
+    Ok(())
+}
+
+impl<T: DeserializeOwned + Send + Sync + 'static> StreamConsumer<T> {
+    /// The next object of the stream, `None` at its end. Consumes the one before.
+    ///
+    /// # Errors
+    /// The broker's error, or the store's when consuming the item before failed.
+    pub async fn next(&mut self) -> Option<Result<StreamItem<T>>> {
+        if let Err(e) = self.finish_current().await {
+            return Some(Err(e));
+        }
+        loop {
+            if let Some((event, producer, ack)) = self.queue.pop_front() {
+                match event {
+                    Event::Object {
+                        reference,
+                        metadata,
+                        evict,
+                        sequence,
+                    } => {
+                        *self.seen.entry(producer.clone()).or_default() += 1;
+                        if self.filter.as_ref().is_some_and(|keep| !keep(&metadata)) {
+                            self.current = Some((Some(*reference), evict, ack));
+                            if let Err(e) = self.finish_current().await {
+                                return Some(Err(e));
+                            }
+                            continue;
+                        }
+                        self.current = Some((Some((*reference).clone()), evict, ack));
+                        return Some(Ok(StreamItem {
+                            proxy: Proxy::from_reference(*reference),
+                            metadata,
+                            sequence,
+                            producer,
+                        }));
+                    }
+                    Event::End { objects } => {
+                        let seen = self.seen.get(&producer).copied().unwrap_or(0);
+                        if seen < objects {
+                            self.missed += objects - seen;
+                            tracing::debug!(
+                                topic = self.topic,
+                                producer,
+                                sent = objects,
+                                seen,
+                                "stream: a producer ended; not all of its objects were seen here"
+                            );
+                        }
+                        self.ended.insert(producer);
+                        self.current = Some((None, false, ack));
+                        if let Err(e) = self.finish_current().await {
+                            return Some(Err(e));
+                        }
+                        if self.ended.len() >= self.producers {
+                            self.done = true;
+                        }
+                        continue;
+                    }
+                }
+            }
+            if self.done {
+                return None;
+            }
+            let delivered = match self.subscription.next().await {
+                Ok(Some(d)) => d,
+                Ok(None) => {
+                    self.done = true;
+                    return None;
+                }
+                Err(e) => return Some(Err(e)),
+            };
+            match event::decode(&self.topic, &delivered.message) {
+                Ok((producer, events)) if !events.is_empty() => {
+                    let ack = MessageAck::new(events.len(), delivered.ack);
+                    self.queue.extend(
+                        events
+                            .into_iter()
+                            .map(|e| (e, producer.clone(), ack.clone())),
+                    );
+                }
+                Ok(_) => {
+                    if let Some(a) = delivered.ack
+                        && let Err(e) = a.ack().await
+                    {
+                        return Some(Err(e));
+                    }
+                }
+                Err(reason) => {
+                    self.skipped += 1;
+                    tracing::warn!(
+                        topic = self.topic,
+                        broker = self.broker,
+                        reason,
+                        "stream: skipped a message that is not ours"
+                    );
+                    // Acknowledged: redelivering it would not make it ours.
+                    if let Some(a) = delivered.ack
+                        && let Err(e) = a.ack().await
+                    {
+                        return Some(Err(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next object, resolved, with its metadata.
+    ///
+    /// # Errors
+    /// As for [`StreamConsumer::next`]; the store's error when the object cannot be read (it
+    /// was evicted, or its store refused): that item is consumed, the stream goes on.
+    pub async fn next_object(&mut self) -> Option<Result<(T, Metadata)>>
+    where
+        T: Clone,
+    {
+        let item = match self.next().await? {
+            Ok(i) => i,
+            Err(e) => return Some(Err(e)),
+        };
+        let value = item.proxy.resolve().await.cloned();
+        Some(value.map(|v| (v, item.metadata)).map_err(Into::into))
+    }
+
+    /// The consumer as a `futures::Stream` of items.
+    pub fn into_stream(self) -> impl futures::Stream<Item = Result<StreamItem<T>>> {
+        futures::stream::unfold(self, |mut c| async move {
+            let item = c.next().await?;
+            Some((item, c))
+        })
+    }
+}

@@ -1,0 +1,331 @@
+//! The producer's side: objects into the topic's store, events through the broker.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use proxystore::Store;
+use proxystore_proto::v1::StreamEvent;
+use serde::Serialize;
+use tracing::Instrument;
+
+use crate::broker::Broker;
+use crate::error::{Result, StreamError};
+use crate::{Metadata, event};
+
+/// When a producer publishes the events it has buffered: after `max_events` events, or
+/// `max_delay` after the first of them, whichever comes first. The default, one event and no
+/// delay, publishes each event as it is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchPolicy {
+    /// Events per message, at most.
+    pub max_events: usize,
+    /// How long an event may wait for others.
+    pub max_delay: Duration,
+}
+
+impl Default for BatchPolicy {
+    fn default() -> Self {
+        BatchPolicy {
+            max_events: 1,
+            max_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// Sends a stream of `T`: each object goes into its topic's store, and a small event (its
+/// reference and metadata) through the broker, in batches by [`BatchPolicy`].
+///
+/// ```
+/// # proxystore::runtime::block_on(async {
+/// use proxystore::{Store, connector::memory::MemoryConnector};
+/// use proxystore_stream::{StreamConsumer, StreamProducer, broker::memory::MemoryBroker, metadata};
+///
+/// let store = Store::new("stream-doc", MemoryConnector::new("stream-doc"));
+/// let broker = MemoryBroker::new();
+/// let producer = StreamProducer::<Vec<u8>>::new(broker.clone()).with_store(store);
+/// let mut consumer = StreamConsumer::<Vec<u8>>::subscribe(&broker, "frames", Default::default()).await?;
+///
+/// producer.send("frames", &vec![7; 1 << 20], metadata([("camera", "3")])).await?;
+/// producer.close("frames").await?;
+///
+/// while let Some(item) = consumer.next().await {
+///     let item = item?;
+///     assert_eq!(item.metadata["camera"], "3");
+///     assert_eq!(item.proxy.len(), 1 << 20); // fetched here, on first use
+/// }
+/// # Ok::<_, proxystore_stream::StreamError>(()) })??;
+/// # Ok::<_, proxystore_stream::StreamError>(())
+/// ```
+pub struct StreamProducer<T> {
+    inner: Arc<Inner>,
+    _value: PhantomData<fn(&T)>,
+}
+
+impl<T> std::fmt::Debug for StreamProducer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamProducer")
+            .field("broker", &self.inner.broker.kind())
+            .field("batch", &self.inner.batch)
+            .field("evict", &self.inner.evict)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    broker: Arc<dyn Broker>,
+    default_store: Option<Store>,
+    stores: HashMap<String, Store>,
+    batch: BatchPolicy,
+    evict: bool,
+    topics: Mutex<HashMap<String, TopicState>>,
+}
+
+/// A topic's state in this producer.
+struct TopicState {
+    /// This producer's id on the topic.
+    producer: String,
+    /// Objects sent so far (the next sequence number).
+    sent: u64,
+    /// Events not yet published.
+    pending: Vec<StreamEvent>,
+    /// Bumped at each publish: a delayed flush of an older batch does nothing.
+    generation: u64,
+    closed: bool,
+}
+
+impl TopicState {
+    fn new() -> Self {
+        TopicState {
+            producer: proxystore::Key::random().as_str().to_owned(),
+            sent: 0,
+            pending: Vec::new(),
+            generation: 0,
+            closed: false,
+        }
+    }
+}
+
+impl<T> StreamProducer<T> {
+    /// A producer publishing through `broker`; give it stores with
+    /// [`StreamProducer::with_store`] or [`StreamProducer::topic_store`].
+    pub fn new(broker: impl Broker) -> Self {
+        Self::with_broker(Arc::new(broker))
+    }
+
+    /// [`StreamProducer::new`] with a shared broker.
+    pub fn with_broker(broker: Arc<dyn Broker>) -> Self {
+        StreamProducer {
+            inner: Arc::new(Inner {
+                broker,
+                default_store: None,
+                stores: HashMap::new(),
+                batch: BatchPolicy::default(),
+                evict: true,
+                topics: Mutex::new(HashMap::new()),
+            }),
+            _value: PhantomData,
+        }
+    }
+
+    fn inner_mut(&mut self) -> &mut Inner {
+        Arc::get_mut(&mut self.inner).unwrap_or_else(|| unreachable!("configured before use"))
+    }
+
+    /// The store of every topic without a store of its own.
+    #[must_use]
+    pub fn with_store(mut self, store: Store) -> Self {
+        self.inner_mut().default_store = Some(store);
+        self
+    }
+
+    /// The store of `topic`.
+    #[must_use]
+    pub fn topic_store(mut self, topic: impl Into<String>, store: Store) -> Self {
+        self.inner_mut().stores.insert(topic.into(), store);
+        self
+    }
+
+    /// Batch events ([`BatchPolicy`]).
+    #[must_use]
+    pub fn batch(mut self, policy: BatchPolicy) -> Self {
+        self.inner_mut().batch = BatchPolicy {
+            max_events: policy.max_events.max(1),
+            ..policy
+        };
+        self
+    }
+
+    /// Whether consumers evict each object once they have consumed it (default `true`: a topic
+    /// with one consumer group). Turn it off for topics several groups read; then bound the
+    /// objects' life by the store (a TTL, a lease).
+    #[must_use]
+    pub fn evict_after_consume(mut self, evict: bool) -> Self {
+        self.inner_mut().evict = evict;
+        self
+    }
+
+    fn store(&self, topic: &str) -> Result<&Store> {
+        self.inner
+            .stores
+            .get(topic)
+            .or(self.inner.default_store.as_ref())
+            .ok_or_else(|| StreamError::NoStore {
+                topic: topic.to_owned(),
+            })
+    }
+
+    /// Publish what `topic` has buffered.
+    ///
+    /// # Errors
+    /// The broker's error; the events stay buffered for the next try.
+    pub async fn flush(&self, topic: &str) -> Result<()> {
+        self.inner.flush(topic).await
+    }
+
+    /// Flush every topic.
+    ///
+    /// # Errors
+    /// The first broker error; every topic is tried.
+    pub async fn flush_all(&self) -> Result<()> {
+        let topics: Vec<String> = self.inner.topics().keys().cloned().collect();
+        let mut first = None;
+        for t in topics {
+            if let Err(e) = self.inner.flush(&t).await {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// End `topic`: publish what is buffered and an end-of-stream event, after which its
+    /// consumers' iteration ends. Sending on it again is [`StreamError::Closed`].
+    ///
+    /// # Errors
+    /// The broker's error.
+    pub async fn close(&self, topic: &str) -> Result<()> {
+        {
+            let mut topics = self.inner.topics();
+            let state = topics
+                .entry(topic.to_owned())
+                .or_insert_with(TopicState::new);
+            if !state.closed {
+                state.closed = true;
+                let end = event::end(state.sent);
+                state.pending.push(end);
+            }
+        }
+        self.inner.flush(topic).await
+    }
+}
+
+impl<T: Serialize + 'static> StreamProducer<T> {
+    /// Send `value` on `topic` with `metadata`: the value goes into the topic's store now, its
+    /// event is published now or with its batch.
+    ///
+    /// # Errors
+    /// [`StreamError::NoStore`], [`StreamError::Closed`], the store's error (nothing is
+    /// published then), the broker's error (the event stays buffered; a later flush retries).
+    pub async fn send(&self, topic: &str, value: &T, metadata: Metadata) -> Result<()> {
+        let store = self.store(topic)?;
+        let span = tracing::info_span!(
+            "proxystore.stream.send",
+            otel.kind = "producer",
+            topic,
+            store = store.name(),
+            broker = self.inner.broker.kind(),
+        );
+        async {
+            if self.inner.topics().get(topic).is_some_and(|s| s.closed) {
+                return Err(StreamError::Closed {
+                    topic: topic.to_owned(),
+                });
+            }
+            // The put runs in this span: its trace context, in the reference, is the event's.
+            let proxy = store.proxy(value).await?;
+            let Some(reference) = proxy.reference() else {
+                return Err(StreamError::Store(proxystore::Error::config(
+                    "the store returned an inline proxy",
+                )));
+            };
+            let full = {
+                let mut topics = self.inner.topics();
+                let state = topics
+                    .entry(topic.to_owned())
+                    .or_insert_with(TopicState::new);
+                if state.closed {
+                    return Err(StreamError::Closed {
+                        topic: topic.to_owned(),
+                    });
+                }
+                let e = event::object(reference, &metadata, self.inner.evict, state.sent);
+                state.sent += 1;
+                state.pending.push(e);
+                if state.pending.len() == 1 && self.inner.batch.max_events > 1 {
+                    self.inner.flush_later(topic, state.generation);
+                }
+                state.pending.len() >= self.inner.batch.max_events
+            };
+            if full {
+                self.inner.flush(topic).await?;
+            }
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+impl Inner {
+    fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<String, TopicState>> {
+        self.topics.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publish `topic`'s pending events, in order (events sent meanwhile wait for the next).
+    async fn flush(&self, topic: &str) -> Result<()> {
+        let (message, events) = {
+            let mut topics = self.topics();
+            let Some(state) = topics.get_mut(topic) else {
+                return Ok(());
+            };
+            if state.pending.is_empty() {
+                return Ok(());
+            }
+            let events = std::mem::take(&mut state.pending);
+            state.generation += 1;
+            (
+                event::encode(topic, &state.producer, events.clone()),
+                events,
+            )
+        };
+        if let Err(e) = self.broker.publish(topic, message).await {
+            tracing::warn!(topic, events = events.len(), error = %e, "stream: publish failed; kept for the next flush");
+            // Kept for the next flush, ahead of anything sent since.
+            if let Some(state) = self.topics().get_mut(topic) {
+                let later = std::mem::replace(&mut state.pending, events);
+                state.pending.extend(later);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Flush `topic` after the batch's delay, unless it was published meanwhile.
+    fn flush_later(self: &Arc<Self>, topic: &str, generation: u64) {
+        let delay = self.batch.max_delay;
+        let inner = Arc::downgrade(self);
+        let topic = topic.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let Some(inner) = inner.upgrade() else { return };
+            let due = inner
+                .topics()
+                .get(&topic)
+                .is_some_and(|s| s.generation == generation && !s.pending.is_empty());
+            if due && let Err(e) = inner.flush(&topic).await {
+                tracing::warn!(topic, error = %e, "stream: a delayed flush failed");
+            }
+        });
+    }
+}

@@ -1,0 +1,241 @@
+//! Streams over the in-process broker and a memory store: every object byte for byte, batches
+//! by count and by time, the end of the stream, filters, evict-after-consume, consumer groups,
+//! and bad input on the topic.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use proxystore::connector::memory::MemoryConnector;
+use proxystore::{Key, Store};
+use proxystore_stream::broker::memory::MemoryBroker;
+use proxystore_stream::broker::{Broker, SubscribeOptions};
+use proxystore_stream::{BatchPolicy, Metadata, StreamConsumer, StreamError, StreamProducer};
+
+fn store() -> (Store, MemoryConnector) {
+    let name = format!("stream-{}", Key::random());
+    let c = MemoryConnector::new(&name);
+    (Store::new(name, c.clone()), c)
+}
+
+fn object(i: usize, size: usize) -> Vec<u8> {
+    (0..size).map(|j| ((i * 7 + j * 13) % 251) as u8).collect()
+}
+
+fn meta(i: usize) -> Metadata {
+    [
+        ("index".to_owned(), i.to_string()),
+        ("parity".to_owned(), (i % 2).to_string()),
+    ]
+    .into_iter()
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_arrive_byte_for_byte_in_batches_and_are_evicted_after_use() {
+    let (store, segment) = store();
+    let broker = MemoryBroker::new();
+    let producer = StreamProducer::<Vec<u8>>::new(broker.clone())
+        .with_store(store.clone())
+        .batch(BatchPolicy {
+            max_events: 4,
+            max_delay: Duration::from_millis(20),
+        });
+    let mut consumer =
+        StreamConsumer::<Vec<u8>>::subscribe(&broker, "t", SubscribeOptions::default())
+            .await
+            .unwrap();
+    let sizes = [
+        1024,
+        1 << 20,
+        10,
+        64 << 10,
+        3 << 20,
+        0,
+        5,
+        100_000,
+        1 << 16,
+        7,
+    ];
+    for (i, size) in sizes.iter().enumerate() {
+        producer
+            .send("t", &object(i, *size), meta(i))
+            .await
+            .unwrap();
+    }
+    producer.close("t").await.unwrap();
+    let mut n = 0;
+    while let Some(item) = consumer.next().await {
+        let item = item.unwrap();
+        assert_eq!(item.sequence, n as u64);
+        assert_eq!(item.metadata, meta(n));
+        assert_eq!(*item.proxy.resolve().await.unwrap(), object(n, sizes[n]));
+        n += 1;
+    }
+    assert_eq!(n, sizes.len(), "every object, then the end");
+    assert_eq!(consumer.missed(), 0);
+    assert_eq!(segment.len(), 0, "evicted after consumption");
+    assert_eq!(broker.held("t"), 0);
+    let err = producer
+        .send("t", &vec![1], Metadata::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StreamError::Closed { .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_published_after_its_delay_without_a_flush() {
+    let (store, _segment) = store();
+    let broker = MemoryBroker::new();
+    let producer = StreamProducer::<u32>::new(broker.clone())
+        .with_store(store)
+        .batch(BatchPolicy {
+            max_events: 100,
+            max_delay: Duration::from_millis(50),
+        });
+    let mut consumer = StreamConsumer::<u32>::subscribe(&broker, "t", SubscribeOptions::default())
+        .await
+        .unwrap();
+    for i in 0..3u32 {
+        producer.send("t", &i, Metadata::new()).await.unwrap();
+    }
+    for i in 0..3u32 {
+        let item = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+            .await
+            .expect("published by the delay")
+            .unwrap()
+            .unwrap();
+        assert_eq!(*item.proxy.resolve().await.unwrap(), i);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_skip_events_without_resolving_them() {
+    let (store, segment) = store();
+    // Registered: the consumer resolves through this store, whose metrics count the reads.
+    proxystore::register_store(&store).unwrap();
+    let broker = MemoryBroker::new();
+    let producer = StreamProducer::<Vec<u8>>::new(broker.clone()).with_store(store.clone());
+    let mut consumer =
+        StreamConsumer::<Vec<u8>>::subscribe(&broker, "t", SubscribeOptions::default())
+            .await
+            .unwrap()
+            .filter(|m| m.get("parity").map(String::as_str) == Some("0"));
+    for i in 0..10 {
+        producer.send("t", &object(i, 4096), meta(i)).await.unwrap();
+    }
+    producer.close("t").await.unwrap();
+    let mut kept = Vec::new();
+    while let Some((value, m)) = consumer.next_object().await.map(Result::unwrap) {
+        assert_eq!(value, object(kept.len() * 2, 4096));
+        kept.push(m["index"].clone());
+    }
+    assert_eq!(kept, ["0", "2", "4", "6", "8"]);
+    // The odd ones were never read from the store, and they are gone too.
+    assert_eq!(
+        store.metrics().get.count,
+        5,
+        "only the kept objects are read"
+    );
+    assert_eq!(segment.len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_that_are_not_ours_and_objects_that_are_gone_do_not_stop_the_stream() {
+    let (store, _segment) = store();
+    let broker = MemoryBroker::new();
+    let producer = StreamProducer::<Vec<u8>>::new(broker.clone())
+        .with_store(store.clone())
+        .evict_after_consume(false);
+    let mut consumer =
+        StreamConsumer::<Vec<u8>>::subscribe(&broker, "t", SubscribeOptions::default())
+            .await
+            .unwrap();
+    broker
+        .publish("t", Bytes::from_static(b"hello, not a stream message"))
+        .await
+        .unwrap();
+    producer.send("t", &object(0, 100), meta(0)).await.unwrap();
+    producer.send("t", &object(1, 100), meta(1)).await.unwrap();
+    producer.close("t").await.unwrap();
+
+    let first = consumer.next().await.unwrap().unwrap();
+    // The second object is evicted before anyone reads it.
+    let second = consumer.next().await.unwrap().unwrap();
+    store.evict(second.proxy.key().unwrap()).await.unwrap();
+    assert_eq!(*first.proxy.resolve().await.unwrap(), object(0, 100));
+    let err = second.proxy.resolve().await.unwrap_err();
+    assert!(matches!(err, proxystore::Error::NotFound { .. }), "{err:?}");
+    assert!(consumer.next().await.is_none(), "then the end");
+    assert_eq!(consumer.skipped(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_each_get_every_object_and_share_them_within() {
+    let (store, _segment) = store();
+    let broker = MemoryBroker::new();
+    let producer = StreamProducer::<u64>::new(broker.clone())
+        .with_store(store)
+        .evict_after_consume(false);
+    let mut audit =
+        StreamConsumer::<u64>::subscribe(&broker, "t", SubscribeOptions::group("audit"))
+            .await
+            .unwrap();
+    let mut w1 = StreamConsumer::<u64>::subscribe(&broker, "t", SubscribeOptions::group("work"))
+        .await
+        .unwrap();
+    let mut w2 = StreamConsumer::<u64>::subscribe(&broker, "t", SubscribeOptions::group("work"))
+        .await
+        .unwrap();
+    for i in 0..20u64 {
+        producer.send("t", &i, Metadata::new()).await.unwrap();
+    }
+    let mut all = Vec::new();
+    for _ in 0..20 {
+        all.push(
+            *audit
+                .next()
+                .await
+                .unwrap()
+                .unwrap()
+                .proxy
+                .resolve()
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(all, (0..20).collect::<Vec<_>>());
+    let mut shared = Vec::new();
+    for i in 0..20 {
+        let c = if i % 2 == 0 { &mut w1 } else { &mut w2 };
+        shared.push(
+            *c.next()
+                .await
+                .unwrap()
+                .unwrap()
+                .proxy
+                .resolve()
+                .await
+                .unwrap(),
+        );
+    }
+    shared.sort_unstable();
+    assert_eq!(
+        shared,
+        (0..20).collect::<Vec<_>>(),
+        "each object to one worker"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_without_a_store_is_a_typed_error() {
+    let broker = MemoryBroker::new();
+    let producer = StreamProducer::<u8>::new(broker);
+    let err = producer
+        .send("nowhere", &1, Metadata::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StreamError::NoStore { .. }), "{err}");
+    assert!(err.to_string().contains("nowhere"));
+}
