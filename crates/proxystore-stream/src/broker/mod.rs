@@ -2,7 +2,9 @@
 //!
 //! [`Broker`] is open to third parties, like `proxystore::Connector`: implement it for any
 //! system that can publish a message on a topic and deliver it to subscribers. The built-in
-//! one here is [`memory::MemoryBroker`] (in-process: tests and single-process pipelines).
+//! ones are [`memory::MemoryBroker`] (in-process: tests and single-process pipelines) and,
+//! with the `redis` feature, `redis_streams::RedisStreamsBroker` (at least once, consumer
+//! groups, acknowledgements).
 //!
 //! A broker says what it promises in [`Broker::delivery`]: whether a consumer that dies before
 //! acknowledging a message has it redelivered to another consumer of its group
@@ -10,6 +12,8 @@
 //! of a topic arrive in the order they were published.
 
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis_streams;
 
 use async_trait::async_trait;
 use bytes::Bytes;

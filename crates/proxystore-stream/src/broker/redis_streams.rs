@@ -1,0 +1,306 @@
+//! Redis Streams: at-least-once delivery with consumer groups and acknowledgements.
+//!
+//! - A topic is the stream `<prefix><topic>`; `publish` is `XADD` (trimmed to about
+//!   [`RedisStreamsConfig::max_len`] entries).
+//! - A subscription is a consumer of a group (`XGROUP CREATE ... 0 MKSTREAM`: a new group
+//!   starts at the beginning of what the stream holds). It reads with `XREADGROUP`, first its
+//!   own pending entries (what it was given before a restart under the same name), then new
+//!   ones, blocking up to [`RedisStreamsConfig::block`] on a connection of its own.
+//! - An entry is acknowledged (`XACK`) when the consumer has consumed its events. Entries
+//!   another consumer of the group was given and has not acknowledged for
+//!   [`RedisStreamsConfig::claim_idle`] (it died, or hangs) are claimed (`XAUTOCLAIM`) and
+//!   delivered here: at least once, so an entry may be delivered twice.
+//! - Order: entries reach a group in the order they were added, except that claimed entries
+//!   come when they are claimed.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::AsyncCommands as _;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+
+use super::{Acknowledge, Broker, Delivered, Delivery, Guarantee, SubscribeOptions, Subscription};
+use crate::error::{Result, StreamError};
+
+const KIND: &str = "redis-streams";
+/// The field of an entry that holds the message.
+const FIELD: &str = "m";
+
+/// Options of a [`RedisStreamsBroker`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisStreamsConfig {
+    /// `redis://` or `rediss://` URL.
+    pub url: String,
+    /// Prefix of the streams' keys.
+    pub prefix: String,
+    /// Entries a stream keeps, about (`XADD MAXLEN ~`): acknowledged or not, older entries
+    /// go. Size it above what consumers may lag behind.
+    pub max_len: u64,
+    /// How long an entry given to a consumer may stay unacknowledged before another consumer
+    /// of its group takes it over.
+    pub claim_idle: Duration,
+    /// How long one read blocks waiting for new entries.
+    pub block: Duration,
+    /// Entries read at once.
+    pub count: usize,
+}
+
+impl RedisStreamsConfig {
+    /// Defaults for `url`: prefix `proxystore:stream:`, 100,000 entries, claim after 30 s,
+    /// block 1 s, 16 entries a read.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisStreamsConfig {
+            url: url.into(),
+            prefix: "proxystore:stream:".into(),
+            max_len: 100_000,
+            claim_idle: Duration::from_secs(30),
+            block: Duration::from_secs(1),
+            count: 16,
+        }
+    }
+}
+
+/// The Redis Streams broker.
+#[derive(Clone)]
+pub struct RedisStreamsBroker {
+    config: RedisStreamsConfig,
+    client: redis::Client,
+    manager: ConnectionManager,
+}
+
+impl std::fmt::Debug for RedisStreamsBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStreamsBroker")
+            .field("prefix", &self.config.prefix)
+            .field("claim_idle", &self.config.claim_idle)
+            .finish_non_exhaustive()
+    }
+}
+
+fn error(what: &str, e: redis::RedisError) -> StreamError {
+    let temporary =
+        e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout();
+    StreamError::broker(KIND, what.to_owned(), e, temporary)
+}
+
+impl RedisStreamsBroker {
+    /// Connect with `config`.
+    ///
+    /// # Errors
+    /// [`StreamError::Broker`] when the URL is bad or the server cannot be reached.
+    pub async fn connect(config: RedisStreamsConfig) -> Result<Self> {
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| error("client", e))?;
+        let manager = ConnectionManager::new(client.clone())
+            .await
+            .map_err(|e| error("connect", e))?;
+        Ok(RedisStreamsBroker {
+            config,
+            client,
+            manager,
+        })
+    }
+
+    fn key(&self, topic: &str) -> String {
+        format!("{}{topic}", self.config.prefix)
+    }
+}
+
+#[async_trait]
+impl Broker for RedisStreamsBroker {
+    fn kind(&self) -> &str {
+        KIND
+    }
+
+    fn delivery(&self) -> Delivery {
+        Delivery {
+            guarantee: Guarantee::AtLeastOnce,
+            ordered: true,
+        }
+    }
+
+    async fn publish(&self, topic: &str, message: Bytes) -> Result<()> {
+        let mut con = self.manager.clone();
+        redis::cmd("XADD")
+            .arg(self.key(topic))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.config.max_len)
+            .arg("*")
+            .arg(FIELD)
+            .arg(message.as_ref())
+            .query_async::<String>(&mut con)
+            .await
+            .map_err(|e| error("XADD", e))?;
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>> {
+        let key = self.key(topic);
+        let consumer = options
+            .consumer
+            .clone()
+            .unwrap_or_else(|| proxystore::Key::random().as_str().to_owned());
+        let group = options
+            .group
+            .clone()
+            .unwrap_or_else(|| format!("alone-{consumer}"));
+        let mut con = self.manager.clone();
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&key)
+            .arg(&group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut con)
+            .await;
+        match created {
+            Ok(()) => {}
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(error("XGROUP CREATE", e)),
+        }
+        // Blocking reads hold their connection: one of its own.
+        let reader = self
+            .client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| error("connect", e))?;
+        Ok(Box::new(RedisStreamsSubscription {
+            config: self.config.clone(),
+            key,
+            group,
+            consumer,
+            reader,
+            acker: self.manager.clone(),
+            buffered: VecDeque::new(),
+            own_pending: Some("0".into()),
+            next_claim: Instant::now(),
+        }))
+    }
+}
+
+struct RedisStreamsSubscription {
+    config: RedisStreamsConfig,
+    key: String,
+    group: String,
+    consumer: String,
+    reader: MultiplexedConnection,
+    acker: ConnectionManager,
+    buffered: VecDeque<StreamId>,
+    /// Where reading this consumer's own pending entries (given to it before a restart under
+    /// the same name) goes on from; `None` once they are all read.
+    own_pending: Option<String>,
+    next_claim: Instant,
+}
+
+impl RedisStreamsSubscription {
+    /// Read entries from `from` (`0`: this consumer's pending ones; `>`: new ones).
+    async fn read(&mut self, from: &str, block: Option<Duration>) -> Result<Vec<StreamId>> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(self.config.count);
+        if let Some(b) = block {
+            cmd.arg("BLOCK").arg(b.as_millis().max(1) as u64);
+        }
+        cmd.arg("STREAMS").arg(&self.key).arg(from);
+        let reply: Option<StreamReadReply> = cmd
+            .query_async(&mut self.reader)
+            .await
+            .map_err(|e| error("XREADGROUP", e))?;
+        Ok(reply
+            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
+            .unwrap_or_default())
+    }
+
+    /// Take over entries other consumers of the group left unacknowledged too long.
+    async fn claim(&mut self) -> Result<Vec<StreamId>> {
+        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(&self.key)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(self.config.claim_idle.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(self.config.count)
+            .query_async(&mut self.acker)
+            .await
+            .map_err(|e| error("XAUTOCLAIM", e))?;
+        Ok(reply.claimed)
+    }
+
+    fn delivered(&self, entry: StreamId) -> Delivered {
+        let message = match entry.map.get(FIELD) {
+            Some(redis::Value::BulkString(b)) => Bytes::from(b.clone()),
+            // Not ours: an empty message, which the consumer skips (and acknowledges).
+            _ => Bytes::new(),
+        };
+        Delivered {
+            message,
+            ack: Some(Box::new(RedisStreamsAck {
+                con: self.acker.clone(),
+                key: self.key.clone(),
+                group: self.group.clone(),
+                id: entry.id,
+            })),
+        }
+    }
+}
+
+#[async_trait]
+impl Subscription for RedisStreamsSubscription {
+    async fn next(&mut self) -> Result<Option<Delivered>> {
+        loop {
+            if let Some(entry) = self.buffered.pop_front() {
+                return Ok(Some(self.delivered(entry)));
+            }
+            if let Some(from) = self.own_pending.take() {
+                let own = self.read(&from, None).await?;
+                self.own_pending = own.last().map(|e| e.id.clone());
+                self.buffered.extend(own);
+                continue;
+            }
+            if Instant::now() >= self.next_claim {
+                self.next_claim = Instant::now() + self.config.claim_idle / 2;
+                let claimed = self.claim().await?;
+                if !claimed.is_empty() {
+                    self.buffered.extend(claimed);
+                    continue;
+                }
+            }
+            let block = self
+                .config
+                .block
+                .min(self.next_claim.saturating_duration_since(Instant::now()))
+                .max(Duration::from_millis(1));
+            let fresh = self.read(">", Some(block)).await?;
+            self.buffered.extend(fresh);
+        }
+    }
+}
+
+struct RedisStreamsAck {
+    con: ConnectionManager,
+    key: String,
+    group: String,
+    id: String,
+}
+
+#[async_trait]
+impl Acknowledge for RedisStreamsAck {
+    async fn ack(self: Box<Self>) -> Result<()> {
+        let mut con = self.con;
+        con.xack::<_, _, _, ()>(&self.key, &self.group, &[&self.id])
+            .await
+            .map_err(|e| error("XACK", e))
+    }
+}

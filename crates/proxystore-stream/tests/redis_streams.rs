@@ -1,0 +1,110 @@
+//! The Redis Streams broker against a real `redis-server` started by the test: objects byte for
+//! byte through a group, and a consumer that dies before acknowledging has its events
+//! redelivered to another consumer of the group, every object consumed once after the acks.
+
+#![cfg(feature = "redis")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use proxystore::connector::file::FileConnector;
+use proxystore::{Key, Store};
+use proxystore_stream::broker::SubscribeOptions;
+use proxystore_stream::broker::redis_streams::{RedisStreamsBroker, RedisStreamsConfig};
+use proxystore_stream::{BatchPolicy, StreamConsumer, StreamProducer, metadata};
+use proxystore_tests::redis_server::RedisServer;
+
+fn object(i: u64, size: usize) -> Vec<u8> {
+    (0..size)
+        .map(|j| ((i as usize * 7 + j * 13) % 251) as u8)
+        .collect()
+}
+
+async fn broker(server: &RedisServer) -> RedisStreamsBroker {
+    let mut config = RedisStreamsConfig::new(server.url());
+    config.prefix = format!("test-{}:", Key::random());
+    config.claim_idle = Duration::from_millis(500);
+    config.block = Duration::from_millis(200);
+    RedisStreamsBroker::connect(config).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_go_through_a_group_and_a_dead_consumers_events_are_redelivered() {
+    let server = RedisServer::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let broker = broker(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(
+        format!("rs-{}", Key::random()),
+        FileConnector::new(dir.path()).unwrap(),
+    );
+    let producer = StreamProducer::<Vec<u8>>::new(broker.clone())
+        .with_store(store.clone())
+        .batch(BatchPolicy {
+            max_events: 2,
+            max_delay: Duration::from_millis(20),
+        });
+    let group = SubscribeOptions::group("workers");
+    // The first consumer takes a message (two events) and dies without acknowledging it.
+    let mut doomed = StreamConsumer::<Vec<u8>>::subscribe(&broker, "t", group.clone().named("a"))
+        .await
+        .unwrap();
+    for i in 0..10u64 {
+        producer
+            .send(
+                "t",
+                &object(i, 50_000 + i as usize),
+                metadata([("i", i.to_string())]),
+            )
+            .await
+            .unwrap();
+    }
+    producer.close("t").await.unwrap();
+    let taken = doomed.next().await.unwrap().unwrap();
+    assert_eq!(taken.metadata["i"], "0");
+    drop(doomed); // no ack: its message stays pending
+
+    // Another consumer of the group gets everything, the dead one's message after it idles.
+    let mut rescuer = StreamConsumer::<Vec<u8>>::subscribe(&broker, "t", group.named("b"))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while let Some(item) = tokio::time::timeout(Duration::from_secs(20), rescuer.next())
+        .await
+        .expect("the stream goes on")
+    {
+        let item = item.unwrap();
+        let i: u64 = item.metadata["i"].parse().unwrap();
+        assert_eq!(
+            *item.proxy.resolve().await.unwrap(),
+            object(i, 50_000 + i as usize)
+        );
+        seen.push(i);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..10).collect::<Vec<_>>(), "every object once");
+    rescuer.close().await.unwrap();
+    // Consumed and acknowledged: the store is empty and nothing is pending in the group.
+    let objects = std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(objects, 0, "evicted after consumption");
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("test-*")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let pending: redis::Value = redis::cmd("XPENDING")
+        .arg(&keys[0])
+        .arg("workers")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let redis::Value::Array(summary) = pending else {
+        panic!("{pending:?}")
+    };
+    assert_eq!(
+        summary[0],
+        redis::Value::Int(0),
+        "nothing left unacknowledged"
+    );
+}
