@@ -108,3 +108,52 @@ async fn objects_go_through_a_group_and_a_dead_consumers_events_are_redelivered(
         "nothing left unacknowledged"
     );
 }
+
+/// Redis pub/sub: every subscriber gets every object (fan-out); a group is refused with a
+/// typed error that says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_fans_out_to_every_subscriber_and_refuses_groups() {
+    use proxystore_stream::broker::redis_pubsub::RedisPubSubBroker;
+    let server = RedisServer::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let broker = RedisPubSubBroker::connect(&server.url(), format!("ps-{}:", Key::random()))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(
+        format!("ps-{}", Key::random()),
+        FileConnector::new(dir.path()).unwrap(),
+    );
+    let producer = StreamProducer::<Vec<u8>>::new(broker.clone())
+        .with_store(store)
+        .evict_after_consume(false);
+    let mut a = StreamConsumer::<Vec<u8>>::subscribe(&broker, "t", SubscribeOptions::default())
+        .await
+        .unwrap();
+    let mut b = StreamConsumer::<Vec<u8>>::subscribe(&broker, "t", SubscribeOptions::default())
+        .await
+        .unwrap();
+    for i in 0..5u64 {
+        producer
+            .send("t", &object(i, 10_000), metadata([("i", i.to_string())]))
+            .await
+            .unwrap();
+    }
+    producer.close("t").await.unwrap();
+    for c in [&mut a, &mut b] {
+        let mut n = 0;
+        while let Some(item) = tokio::time::timeout(Duration::from_secs(10), c.next())
+            .await
+            .expect("the stream ends")
+        {
+            let item = item.unwrap();
+            assert_eq!(*item.proxy.resolve().await.unwrap(), object(n, 10_000));
+            n += 1;
+        }
+        assert_eq!(n, 5);
+        assert_eq!(c.missed(), 0);
+    }
+    let err = StreamConsumer::<Vec<u8>>::subscribe(&broker, "t", SubscribeOptions::group("g"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no consumer groups"), "{err}");
+}

@@ -4,7 +4,7 @@
 //! system that can publish a message on a topic and deliver it to subscribers. The built-in
 //! ones are [`memory::MemoryBroker`] (in-process: tests and single-process pipelines) and,
 //! with the `redis` feature, `redis_streams::RedisStreamsBroker` (at least once, consumer
-//! groups, acknowledgements).
+//! groups, acknowledgements) and `redis_pubsub::RedisPubSubBroker` (fan-out, at most once).
 //!
 //! A broker says what it promises in [`Broker::delivery`]: whether a consumer that dies before
 //! acknowledging a message has it redelivered to another consumer of its group
@@ -12,6 +12,8 @@
 //! of a topic arrive in the order they were published.
 
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis_pubsub;
 #[cfg(feature = "redis")]
 pub mod redis_streams;
 

@@ -1,0 +1,128 @@
+//! Redis pub/sub: fan-out, at most once.
+//!
+//! A topic is the channel `<prefix><topic>`; `publish` is `PUBLISH`, and every subscription
+//! (each on a connection of its own) gets every message published while it is subscribed.
+//! Messages published while nobody listens, or while a subscriber's connection is down, are
+//! lost: Redis keeps nothing. There are no consumer groups (a subscription that asks for one
+//! is refused) and nothing to acknowledge. Order: as published, per channel.
+//!
+//! Objects of lost events stay in the store: give such topics a store with a TTL (or turn
+//! evict-after-consume off and bound the objects otherwise).
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt as _;
+use redis::aio::ConnectionManager;
+
+use super::{Broker, Delivered, Delivery, Guarantee, SubscribeOptions, Subscription};
+use crate::error::{Result, StreamError};
+
+const KIND: &str = "redis-pubsub";
+
+/// The Redis pub/sub broker.
+#[derive(Clone)]
+pub struct RedisPubSubBroker {
+    prefix: String,
+    client: redis::Client,
+    manager: ConnectionManager,
+}
+
+impl std::fmt::Debug for RedisPubSubBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisPubSubBroker")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn error(what: &str, e: redis::RedisError) -> StreamError {
+    let temporary = e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal();
+    StreamError::broker(KIND, what.to_owned(), e, temporary)
+}
+
+impl RedisPubSubBroker {
+    /// Connect to `url`; channels are named `<prefix><topic>`.
+    ///
+    /// # Errors
+    /// [`StreamError::Broker`] when the URL is bad or the server cannot be reached.
+    pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self> {
+        let client = redis::Client::open(url).map_err(|e| error("client", e))?;
+        let manager = ConnectionManager::new(client.clone())
+            .await
+            .map_err(|e| error("connect", e))?;
+        Ok(RedisPubSubBroker {
+            prefix: prefix.into(),
+            client,
+            manager,
+        })
+    }
+}
+
+#[async_trait]
+impl Broker for RedisPubSubBroker {
+    fn kind(&self) -> &str {
+        KIND
+    }
+
+    fn delivery(&self) -> Delivery {
+        Delivery {
+            guarantee: Guarantee::AtMostOnce,
+            ordered: true,
+        }
+    }
+
+    async fn publish(&self, topic: &str, message: Bytes) -> Result<()> {
+        let mut con = self.manager.clone();
+        redis::cmd("PUBLISH")
+            .arg(format!("{}{topic}", self.prefix))
+            .arg(message.as_ref())
+            .query_async::<i64>(&mut con)
+            .await
+            .map_err(|e| error("PUBLISH", e))?;
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>> {
+        if let Some(group) = &options.group {
+            return Err(StreamError::Broker {
+                broker: KIND.into(),
+                message: format!(
+                    "pub/sub has no consumer groups (asked for group '{group}'): every subscriber gets every message; use Redis Streams to share a topic"
+                ),
+                source: None,
+                temporary: false,
+            });
+        }
+        let mut pubsub = self
+            .client
+            .get_async_pubsub()
+            .await
+            .map_err(|e| error("connect", e))?;
+        pubsub
+            .subscribe(format!("{}{topic}", self.prefix))
+            .await
+            .map_err(|e| error("SUBSCRIBE", e))?;
+        Ok(Box::new(PubSubSubscription {
+            messages: Box::pin(pubsub.into_on_message()),
+        }))
+    }
+}
+
+struct PubSubSubscription {
+    messages: std::pin::Pin<Box<dyn futures::Stream<Item = redis::Msg> + Send>>,
+}
+
+#[async_trait]
+impl Subscription for PubSubSubscription {
+    /// `None` when the connection is lost: what was published meanwhile is gone.
+    async fn next(&mut self) -> Result<Option<Delivered>> {
+        Ok(self.messages.next().await.map(|m| Delivered {
+            message: Bytes::from(m.get_payload_bytes().to_vec()),
+            ack: None,
+        }))
+    }
+}
