@@ -9,7 +9,7 @@ use proxystore::{Proxy, Reference};
 use serde::de::DeserializeOwned;
 
 use crate::Metadata;
-use crate::broker::{Acknowledge, Broker, SubscribeOptions, Subscription};
+use crate::broker::{Acknowledge, Broker, Polled, SubscribeOptions, Subscription};
 use crate::error::Result;
 use crate::event::{self, Event};
 
@@ -37,8 +37,10 @@ type Filter = Box<dyn Fn(&Metadata) -> bool + Send + Sync>;
 /// message that carried it is acknowledged once all its events are consumed, so an
 /// at-least-once broker redelivers what a consumer that died was still working on.
 ///
-/// Iteration ends at the end-of-stream event (of each of [`StreamConsumer::producers`]
-/// producers), or when the broker ends the subscription. Messages on the topic that are not
+/// Iteration ends after the end-of-stream event (of each of [`StreamConsumer::producers`]
+/// producers) once no message of the consumer's group is left unacknowledged (on
+/// at-least-once brokers, what a dead consumer held comes here first), or when the broker ends
+/// the subscription. Messages on the topic that are not
 /// ours are skipped ([`StreamConsumer::skipped`]), never an error that stops the stream.
 pub struct StreamConsumer<T> {
     topic: String,
@@ -231,9 +233,6 @@ impl<T: DeserializeOwned + Send + Sync + 'static> StreamConsumer<T> {
                         if let Err(e) = self.finish_current().await {
                             return Some(Err(e));
                         }
-                        if self.ended.len() >= self.producers {
-                            self.done = true;
-                        }
                         continue;
                     }
                 }
@@ -241,9 +240,22 @@ impl<T: DeserializeOwned + Send + Sync + 'static> StreamConsumer<T> {
             if self.done {
                 return None;
             }
+            // Ended, but a message of the group may still be held by a consumer that died:
+            // wait for it to be acknowledged, or to come here (claimed).
+            if self.ended.len() >= self.producers {
+                match self.subscription.unacknowledged().await {
+                    Ok(0) => {
+                        self.done = true;
+                        return None;
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Some(Err(e)),
+                }
+            }
             let delivered = match self.subscription.next().await {
-                Ok(Some(d)) => d,
-                Ok(None) => {
+                Ok(Polled::Message(d)) => d,
+                Ok(Polled::Idle) => continue,
+                Ok(Polled::Ended) => {
                     self.done = true;
                     return None;
                 }

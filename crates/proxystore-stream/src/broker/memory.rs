@@ -12,8 +12,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use super::{Broker, Delivered, Delivery, Guarantee, SubscribeOptions, Subscription};
+use super::{Broker, Delivered, Delivery, Guarantee, Polled, SubscribeOptions, Subscription};
 use crate::error::Result;
+
+/// How long a subscription waits before it says it is idle.
+const IDLE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The in-process broker. Clones share its topics.
 #[derive(Clone, Debug, Default)]
@@ -124,8 +127,8 @@ struct MemorySubscription {
 
 #[async_trait]
 impl Subscription for MemorySubscription {
-    async fn next(&mut self) -> Result<Option<Delivered>> {
-        loop {
+    async fn next(&mut self) -> Result<Polled> {
+        {
             let published = self.topic.published.notified();
             tokio::pin!(published);
             published.as_mut().enable();
@@ -137,13 +140,15 @@ impl Subscription for MemorySubscription {
                 if let Some(m) = log.messages.get(index).cloned() {
                     log.groups.insert(self.group.clone(), next + 1);
                     log.trim();
-                    return Ok(Some(Delivered {
+                    return Ok(Polled::Message(Delivered {
                         message: m,
                         ack: None,
                     }));
                 }
             }
-            published.await;
+            // Nothing is taken before the message is handed out: a timeout loses nothing.
+            let _ = tokio::time::timeout(IDLE, published).await;
+            Ok(Polled::Idle)
         }
     }
 }

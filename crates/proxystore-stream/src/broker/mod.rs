@@ -99,11 +99,35 @@ pub trait Broker: Send + Sync + 'static {
 /// A subscription's side of a topic.
 #[async_trait]
 pub trait Subscription: Send {
-    /// The next message; `None` once the broker will deliver no more to this subscription.
+    /// The next message; [`Polled::Idle`] after waiting a while (about a second at most) with
+    /// nothing; [`Polled::Ended`] once the broker will deliver no more to this subscription.
+    /// Must be cancel safe in the sense that nothing delivered is lost: return `Idle` rather
+    /// than being cancelled.
     ///
     /// # Errors
     /// [`crate::StreamError::Broker`] when the broker fails.
-    async fn next(&mut self) -> Result<Option<Delivered>>;
+    async fn next(&mut self) -> Result<Polled>;
+
+    /// Messages of this subscription's group delivered (to any of its consumers) and not yet
+    /// acknowledged: a consumer that saw the end of the stream goes on until none are left,
+    /// so that what a dead consumer held is not lost. Brokers without acknowledgements: 0.
+    ///
+    /// # Errors
+    /// [`crate::StreamError::Broker`] when the broker fails.
+    async fn unacknowledged(&mut self) -> Result<u64> {
+        Ok(0)
+    }
+}
+
+/// What [`Subscription::next`] got.
+#[derive(Debug)]
+pub enum Polled {
+    /// A message.
+    Message(Delivered),
+    /// Nothing for a while (ask again).
+    Idle,
+    /// Nothing ever again.
+    Ended,
 }
 
 /// A delivered message, with how to acknowledge it.

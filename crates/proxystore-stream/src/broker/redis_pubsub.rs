@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use redis::aio::ConnectionManager;
 
-use super::{Broker, Delivered, Delivery, Guarantee, SubscribeOptions, Subscription};
+use super::{Broker, Delivered, Delivery, Guarantee, Polled, SubscribeOptions, Subscription};
 use crate::error::{Result, StreamError};
 
 const KIND: &str = "redis-pubsub";
@@ -118,11 +118,18 @@ struct PubSubSubscription {
 
 #[async_trait]
 impl Subscription for PubSubSubscription {
-    /// `None` when the connection is lost: what was published meanwhile is gone.
-    async fn next(&mut self) -> Result<Option<Delivered>> {
-        Ok(self.messages.next().await.map(|m| Delivered {
-            message: Bytes::from(m.get_payload_bytes().to_vec()),
-            ack: None,
-        }))
+    /// `Ended` when the connection is lost: what was published meanwhile is gone.
+    async fn next(&mut self) -> Result<Polled> {
+        // The messages wait in a channel: a timeout loses none.
+        match tokio::time::timeout(std::time::Duration::from_millis(250), self.messages.next())
+            .await
+        {
+            Err(_) => Ok(Polled::Idle),
+            Ok(None) => Ok(Polled::Ended),
+            Ok(Some(m)) => Ok(Polled::Message(Delivered {
+                message: Bytes::from(m.get_payload_bytes().to_vec()),
+                ack: None,
+            })),
+        }
     }
 }

@@ -22,7 +22,9 @@ use redis::AsyncCommands as _;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
-use super::{Acknowledge, Broker, Delivered, Delivery, Guarantee, SubscribeOptions, Subscription};
+use super::{
+    Acknowledge, Broker, Delivered, Delivery, Guarantee, Polled, SubscribeOptions, Subscription,
+};
 use crate::error::{Result, StreamError};
 
 const KIND: &str = "redis-streams";
@@ -258,10 +260,10 @@ impl RedisStreamsSubscription {
 
 #[async_trait]
 impl Subscription for RedisStreamsSubscription {
-    async fn next(&mut self) -> Result<Option<Delivered>> {
+    async fn next(&mut self) -> Result<Polled> {
         loop {
             if let Some(entry) = self.buffered.pop_front() {
-                return Ok(Some(self.delivered(entry)));
+                return Ok(Polled::Message(self.delivered(entry)));
             }
             if let Some(from) = self.own_pending.take() {
                 let own = self.read(&from, None).await?;
@@ -283,7 +285,26 @@ impl Subscription for RedisStreamsSubscription {
                 .min(self.next_claim.saturating_duration_since(Instant::now()))
                 .max(Duration::from_millis(1));
             let fresh = self.read(">", Some(block)).await?;
+            if fresh.is_empty() {
+                return Ok(Polled::Idle);
+            }
             self.buffered.extend(fresh);
+        }
+    }
+
+    async fn unacknowledged(&mut self) -> Result<u64> {
+        let summary: redis::Value = redis::cmd("XPENDING")
+            .arg(&self.key)
+            .arg(&self.group)
+            .query_async(&mut self.acker)
+            .await
+            .map_err(|e| error("XPENDING", e))?;
+        match summary {
+            redis::Value::Array(items) => match items.first() {
+                Some(redis::Value::Int(n)) => Ok(u64::try_from(*n).unwrap_or(0)),
+                _ => Ok(0),
+            },
+            _ => Ok(0),
         }
     }
 }

@@ -1,8 +1,9 @@
-//! The Redis Streams broker against a real `redis-server` started by the test: objects byte for
-//! byte through a group, and a consumer that dies before acknowledging has its events
-//! redelivered to another consumer of the group, every object consumed once after the acks.
+//! Streams of proxies on Redis brokers, against a real `redis-server` started by each test:
+//! Redis Streams (objects byte for byte through a group; a consumer that dies before
+//! acknowledging has its events redelivered to another consumer of the group, every object
+//! consumed once after the acks; the same with consumer processes, one killed mid-stream) and
+//! Redis pub/sub (fan-out, no groups).
 
-#![cfg(feature = "redis")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
@@ -156,4 +157,113 @@ async fn pubsub_fans_out_to_every_subscriber_and_refuses_groups() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("no consumer groups"), "{err}");
+}
+
+/// Consumer processes of one group on Redis Streams: the first is killed (SIGKILL) mid-stream;
+/// the second gets the rest, the killed one's unacknowledged objects included. Every object is
+/// seen, byte for byte, and the store is empty at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_process_killed_mid_stream_leaves_its_objects_to_another() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let server = RedisServer::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let prefix = format!("xp-{}:", Key::random());
+    let mut config = RedisStreamsConfig::new(server.url());
+    config.prefix = prefix.clone();
+    let broker = RedisStreamsBroker::connect(config).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(
+        format!("xp-{}", Key::random()),
+        FileConnector::new(dir.path()).unwrap(),
+    );
+    let sizes: Vec<usize> = (0..30).map(|i| 1024 << (i % 11)).collect(); // 1 KiB .. 1 MiB
+    // The first consumer works slowly (100 ms an object): killed after 5, it holds many.
+    let node = |name: &str, delay: &str| {
+        Command::new(env!("CARGO_BIN_EXE_stream-node"))
+            .args([
+                "consume",
+                &server.url(),
+                &prefix,
+                "t",
+                "workers",
+                name,
+                "500",
+                delay,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = node("a", "100");
+    let producer = StreamProducer::<Vec<u8>>::new(broker).with_store(store.clone());
+    for (i, size) in sizes.iter().enumerate() {
+        producer
+            .send(
+                "t",
+                &object(i as u64, *size),
+                metadata([("i", i.to_string())]),
+            )
+            .await
+            .unwrap();
+    }
+    producer.close("t").await.unwrap();
+
+    let parse = |line: &str| -> (usize, usize, u64) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f[0], "item", "{line}");
+        (
+            f[1].parse().unwrap(),
+            f[2].parse().unwrap(),
+            f[3].parse().unwrap(),
+        )
+    };
+    let check = |(i, len, sum): (usize, usize, u64)| {
+        let o = object(i as u64, sizes[i]);
+        assert_eq!(len, o.len());
+        assert_eq!(sum, o.iter().map(|&b| u64::from(b)).sum::<u64>());
+        i
+    };
+    let mut seen = Vec::new();
+    let mut out = BufReader::new(first.stdout.take().unwrap());
+    for _ in 0..5 {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        seen.push(check(parse(&line)));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    // What it printed before it died (its last one unacknowledged).
+    for line in out.lines() {
+        seen.push(check(parse(&line.unwrap())));
+    }
+    let held = 30 - seen.len();
+    assert!(
+        held >= 10,
+        "the first consumer was killed holding objects: {seen:?}"
+    );
+
+    let mut second = node("b", "0");
+    let out = BufReader::new(second.stdout.take().unwrap());
+    for line in out.lines() {
+        let line = line.unwrap();
+        if line == "end" {
+            break;
+        }
+        seen.push(check(parse(&line)));
+    }
+    assert!(second.wait().unwrap().success());
+    let mut distinct = seen.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct, (0..30).collect::<Vec<_>>(), "every object");
+    // At least once: only what the killed consumer had not acknowledged comes twice.
+    assert!(seen.len() - distinct.len() <= 1, "duplicates: {seen:?}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "all consumed and evicted"
+    );
 }
