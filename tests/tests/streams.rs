@@ -90,7 +90,7 @@ async fn objects_go_through_a_group_and_a_dead_consumers_events_are_redelivered(
     let client = redis::Client::open(server.url()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("test-*")
+        .arg("test-*:t")
         .query_async(&mut con)
         .await
         .unwrap();
@@ -266,4 +266,62 @@ async fn a_consumer_process_killed_mid_stream_leaves_its_objects_to_another() {
         0,
         "all consumed and evicted"
     );
+}
+
+/// Two live consumers of one Redis Streams group share the objects, and both end when the
+/// producer closes the topic, though the end message reaches only one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_consumer_of_a_group_ends_when_the_producer_closes() {
+    let server = RedisServer::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let broker = broker(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(
+        format!("rs-end-{}", Key::random()),
+        FileConnector::new(dir.path()).unwrap(),
+    );
+    let producer = StreamProducer::<Vec<u8>>::new(broker.clone()).with_store(store);
+    let consume = |name: &'static str| {
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            let mut c = StreamConsumer::<Vec<u8>>::subscribe(
+                &broker,
+                "t",
+                SubscribeOptions::group("pair").named(name),
+            )
+            .await
+            .unwrap();
+            let mut seen = Vec::new();
+            while let Some(item) = c.next().await {
+                let item = item.unwrap();
+                let i: u64 = item.metadata["i"].parse().unwrap();
+                assert_eq!(*item.proxy.resolve().await.unwrap(), object(i, 1000));
+                seen.push(i);
+            }
+            seen
+        })
+    };
+    let (a, b) = (consume("a"), consume("b"));
+    for i in 0..20u64 {
+        producer
+            .send("t", &object(i, 1000), metadata([("i", i.to_string())]))
+            .await
+            .unwrap();
+    }
+    producer.close("t").await.unwrap();
+    let a = tokio::time::timeout(Duration::from_secs(20), a)
+        .await
+        .expect("the first consumer ends")
+        .unwrap();
+    let b = tokio::time::timeout(Duration::from_secs(20), b)
+        .await
+        .expect("the second consumer ends")
+        .unwrap();
+    let mut all: Vec<u64> = a.iter().chain(&b).copied().collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..20).collect::<Vec<_>>(),
+        "each object once: a {a:?}, b {b:?}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }

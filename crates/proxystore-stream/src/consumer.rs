@@ -37,10 +37,11 @@ type Filter = Box<dyn Fn(&Metadata) -> bool + Send + Sync>;
 /// message that carried it is acknowledged once all its events are consumed, so an
 /// at-least-once broker redelivers what a consumer that died was still working on.
 ///
-/// Iteration ends after the end-of-stream event (of each of [`StreamConsumer::producers`]
-/// producers) once no message of the consumer's group is left unacknowledged (on
-/// at-least-once brokers, what a dead consumer held comes here first), or when the broker ends
-/// the subscription. Messages on the topic that are not
+/// Iteration ends once each of [`StreamConsumer::producers`] producers has ended the topic
+/// (its end-of-stream event came here, or, for the other consumers of a group, the broker
+/// says so) and the consumer's group has read and acknowledged every message (on
+/// at-least-once brokers, what a dead consumer held comes here first); or when the broker
+/// ends the subscription. Messages on the topic that are not
 /// ours are skipped ([`StreamConsumer::skipped`]), never an error that stops the stream.
 pub struct StreamConsumer<T> {
     topic: String,
@@ -240,21 +241,31 @@ impl<T: DeserializeOwned + Send + Sync + 'static> StreamConsumer<T> {
             if self.done {
                 return None;
             }
-            // Ended, but a message of the group may still be held by a consumer that died:
-            // wait for it to be acknowledged, or to come here (claimed).
+            // Ended (this consumer saw the end events, or the broker says the producers
+            // marked the topic ended, for consumers of a group that did not get them): done
+            // once the group has read and acknowledged everything, so that what a dead
+            // consumer of the group held comes here first.
             if self.ended.len() >= self.producers {
-                match self.subscription.unacknowledged().await {
-                    Ok(0) => {
+                match self.subscription.drained().await {
+                    Ok(true) => {
                         self.done = true;
                         return None;
                     }
-                    Ok(_) => {}
+                    Ok(false) => {}
                     Err(e) => return Some(Err(e)),
                 }
             }
             let delivered = match self.subscription.next().await {
                 Ok(Polled::Message(d)) => d,
-                Ok(Polled::Idle) => continue,
+                Ok(Polled::Idle) => {
+                    if self.ended.len() < self.producers {
+                        match self.subscription.ended().await {
+                            Ok(producers) => self.ended.extend(producers),
+                            Err(e) => return Some(Err(e)),
+                        }
+                    }
+                    continue;
+                }
                 Ok(Polled::Ended) => {
                     self.done = true;
                     return None;

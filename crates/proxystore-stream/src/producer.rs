@@ -205,7 +205,7 @@ impl<T> StreamProducer<T> {
     /// # Errors
     /// The broker's error.
     pub async fn close(&self, topic: &str) -> Result<()> {
-        {
+        let producer = {
             let mut topics = self.inner.topics();
             let state = topics
                 .entry(topic.to_owned())
@@ -215,8 +215,11 @@ impl<T> StreamProducer<T> {
                 let end = event::end(state.sent);
                 state.pending.push(end);
             }
-        }
-        self.inner.flush(topic).await
+            state.producer.clone()
+        };
+        self.inner.flush(topic).await?;
+        // For the consumers of a group that the end message does not reach.
+        self.inner.broker.mark_ended(topic, &producer).await
     }
 }
 

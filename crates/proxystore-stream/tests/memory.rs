@@ -226,6 +226,14 @@ async fn groups_each_get_every_object_and_share_them_within() {
         (0..20).collect::<Vec<_>>(),
         "each object to one worker"
     );
+    // The end reaches one worker; the other learns it from the broker: both end.
+    producer.close("t").await.unwrap();
+    for c in [&mut w1, &mut w2, &mut audit] {
+        let end = tokio::time::timeout(Duration::from_secs(5), c.next())
+            .await
+            .expect("every consumer of the group ends");
+        assert!(end.is_none());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

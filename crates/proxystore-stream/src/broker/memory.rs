@@ -28,6 +28,7 @@ pub struct MemoryBroker {
 struct Topic {
     log: Mutex<Log>,
     published: Notify,
+    ended: Mutex<Vec<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -101,6 +102,15 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
+    async fn mark_ended(&self, topic: &str, producer: &str) -> Result<()> {
+        self.topic(topic)
+            .ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(producer.to_owned());
+        Ok(())
+    }
+
     async fn subscribe(
         &self,
         topic: &str,
@@ -150,5 +160,21 @@ impl Subscription for MemorySubscription {
             let _ = tokio::time::timeout(IDLE, published).await;
             Ok(Polled::Idle)
         }
+    }
+
+    async fn ended(&mut self) -> Result<Vec<String>> {
+        Ok(self
+            .topic
+            .ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone())
+    }
+
+    /// Read to the end (delivery is acknowledgement here).
+    async fn drained(&mut self) -> Result<bool> {
+        let log = self.topic.log.lock().unwrap_or_else(|e| e.into_inner());
+        let end = log.base + log.messages.len() as u64;
+        Ok(log.groups.get(&self.group).is_none_or(|&next| next >= end))
     }
 }

@@ -85,6 +85,17 @@ pub trait Broker: Send + Sync + 'static {
     /// [`crate::StreamError::Broker`] when the broker cannot take it.
     async fn publish(&self, topic: &str, message: Bytes) -> Result<()>;
 
+    /// Record, where every subscription of the topic can read it, that `producer` ended
+    /// `topic` (after publishing its end-of-stream message). Brokers that deliver every
+    /// message to every consumer need not (the default does nothing).
+    ///
+    /// # Errors
+    /// [`crate::StreamError::Broker`] when the broker cannot take it.
+    async fn mark_ended(&self, topic: &str, producer: &str) -> Result<()> {
+        let _ = (topic, producer);
+        Ok(())
+    }
+
     /// Subscribe to `topic`.
     ///
     /// # Errors
@@ -108,14 +119,23 @@ pub trait Subscription: Send {
     /// [`crate::StreamError::Broker`] when the broker fails.
     async fn next(&mut self) -> Result<Polled>;
 
-    /// Messages of this subscription's group delivered (to any of its consumers) and not yet
-    /// acknowledged: a consumer that saw the end of the stream goes on until none are left,
-    /// so that what a dead consumer held is not lost. Brokers without acknowledgements: 0.
+    /// Producers that marked the topic ended ([`Broker::mark_ended`]): every consumer of a
+    /// group learns it, not only the one the end-of-stream message went to. Default: none.
     ///
     /// # Errors
     /// [`crate::StreamError::Broker`] when the broker fails.
-    async fn unacknowledged(&mut self) -> Result<u64> {
-        Ok(0)
+    async fn ended(&mut self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    /// Whether every message published on the topic so far was delivered to this
+    /// subscription's group and acknowledged: a consumer whose producers have ended goes on
+    /// until then, so that what a dead consumer of the group held is not lost. Default: true.
+    ///
+    /// # Errors
+    /// [`crate::StreamError::Broker`] when the broker fails.
+    async fn drained(&mut self) -> Result<bool> {
+        Ok(true)
     }
 }
 

@@ -111,10 +111,75 @@ impl RedisStreamsBroker {
     }
 }
 
+/// The hash of the producers that ended the stream `key`.
+fn ended_key(key: &str) -> String {
+    format!("{key}:ended")
+}
+
+/// The fields of a reply that is a map (RESP3) or a flat list of names and values (RESP2).
+fn fields(v: &redis::Value) -> std::collections::HashMap<String, redis::Value> {
+    let mut out = std::collections::HashMap::new();
+    match v {
+        redis::Value::Map(pairs) => {
+            for (k, v) in pairs {
+                if let Some(k) = as_text(k) {
+                    out.insert(k, v.clone());
+                }
+            }
+        }
+        redis::Value::Array(items) => {
+            for pair in items.chunks(2) {
+                if let [k, v] = pair
+                    && let Some(k) = as_text(k)
+                {
+                    out.insert(k, v.clone());
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// [`fields`] of each element of a list reply.
+fn fields_of_list(v: &redis::Value) -> Vec<std::collections::HashMap<String, redis::Value>> {
+    match v {
+        redis::Value::Array(items) => items.iter().map(fields).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn as_text(v: &redis::Value) -> Option<String> {
+    match v {
+        redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn as_int(v: &redis::Value) -> Option<i64> {
+    match v {
+        redis::Value::Int(n) => Some(*n),
+        _ => None,
+    }
+}
+
 #[async_trait]
 impl Broker for RedisStreamsBroker {
     fn kind(&self) -> &str {
         KIND
+    }
+
+    /// `HSET <stream>:ended <producer> 1`.
+    async fn mark_ended(&self, topic: &str, producer: &str) -> Result<()> {
+        let mut con = self.manager.clone();
+        redis::cmd("HSET")
+            .arg(ended_key(&self.key(topic)))
+            .arg(producer)
+            .arg(1)
+            .query_async::<()>(&mut con)
+            .await
+            .map_err(|e| error("HSET", e))
     }
 
     fn delivery(&self) -> Delivery {
@@ -292,20 +357,44 @@ impl Subscription for RedisStreamsSubscription {
         }
     }
 
-    async fn unacknowledged(&mut self) -> Result<u64> {
-        let summary: redis::Value = redis::cmd("XPENDING")
-            .arg(&self.key)
-            .arg(&self.group)
+    async fn ended(&mut self) -> Result<Vec<String>> {
+        redis::cmd("HKEYS")
+            .arg(ended_key(&self.key))
             .query_async(&mut self.acker)
             .await
-            .map_err(|e| error("XPENDING", e))?;
-        match summary {
-            redis::Value::Array(items) => match items.first() {
-                Some(redis::Value::Int(n)) => Ok(u64::try_from(*n).unwrap_or(0)),
-                _ => Ok(0),
-            },
-            _ => Ok(0),
+            .map_err(|e| error("HKEYS", e))
+    }
+
+    /// `XINFO GROUPS`: the group has no entry pending and none left to read (`lag` 0; when
+    /// Redis cannot tell the lag, its last delivered id is the stream's last id).
+    async fn drained(&mut self) -> Result<bool> {
+        let groups: redis::Value = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&self.key)
+            .query_async(&mut self.acker)
+            .await
+            .map_err(|e| error("XINFO GROUPS", e))?;
+        let Some(info) = fields_of_list(&groups)
+            .into_iter()
+            .find(|g| g.get("name").and_then(as_text).as_deref() == Some(self.group.as_str()))
+        else {
+            return Ok(false);
+        };
+        let pending = info.get("pending").and_then(as_int).unwrap_or(1);
+        if pending > 0 {
+            return Ok(false);
         }
+        if let Some(lag) = info.get("lag").and_then(as_int) {
+            return Ok(lag == 0);
+        }
+        let stream: redis::Value = redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(&self.key)
+            .query_async(&mut self.acker)
+            .await
+            .map_err(|e| error("XINFO STREAM", e))?;
+        let last = fields(&stream).get("last-generated-id").and_then(as_text);
+        Ok(last.is_some() && last == info.get("last-delivered-id").and_then(as_text))
     }
 }
 
