@@ -207,6 +207,66 @@ fn a_future_waited_on_in_another_process_links_its_wait_to_the_set() {
     assert_eq!(consumer.trace_id, parent_of(&spans, wait).trace_id);
 }
 
+/// Streams: objects sent in this process, consumed by another over Redis Streams. Each put
+/// runs in its `proxystore.stream.send` span, and the consumer's resolve links to the put.
+#[test]
+fn a_stream_consumer_in_another_process_links_its_resolves_to_the_sends() {
+    use proxystore_stream::broker::redis_streams::{RedisStreamsBroker, RedisStreamsConfig};
+    use proxystore_stream::{Metadata, StreamProducer};
+    let (receiver, guard) = setup();
+    let redis = RedisServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new("otel-stream", FileConnector::new(dir.path()).unwrap());
+    let prefix = format!("otel-{}:", proxystore::Key::random());
+    proxystore::runtime::block_on({
+        let (url, prefix) = (redis.url(), prefix.clone());
+        async move {
+            let mut config = RedisStreamsConfig::new(url);
+            config.prefix = prefix;
+            let broker = RedisStreamsBroker::connect(config).await.unwrap();
+            let producer = StreamProducer::<Vec<u64>>::new(broker).with_store(store);
+            for i in 1..=3u64 {
+                producer
+                    .send("t", &vec![i; 1000], Metadata::new())
+                    .await
+                    .unwrap();
+            }
+            producer.close("t").await.unwrap();
+        }
+        .instrument(tracing::info_span!("producer"))
+    })
+    .unwrap();
+    let out = run_json(
+        exporting(NODE, &receiver)
+            .arg("stream-consume")
+            .arg(redis.url())
+            .arg(&prefix)
+            .arg("t"),
+    );
+    assert_eq!(out["sums"], serde_json::json!([1000, 2000, 3000]));
+    guard.flush().unwrap();
+
+    let consumer_svc = "otel-node-stream-consume";
+    let spans = receiver
+        .wait_for(WAIT, |s| {
+            count(consumer_svc, "proxystore.resolve", 3)(s)
+                && count("telemetry-test", "proxystore.stream.send", 3)(s)
+                && count("telemetry-test", "proxystore.put", 3)(s)
+        })
+        .unwrap_or_else(|s| panic!("spans missing: {s:#?}"));
+    let producer = of(&spans, "telemetry-test", "producer")[0];
+    for resolve in of(&spans, consumer_svc, "proxystore.resolve") {
+        let put = of(&spans, "telemetry-test", "proxystore.put")
+            .into_iter()
+            .find(|p| resolve.links_to(p))
+            .unwrap_or_else(|| panic!("the resolve links to no put: {resolve}"));
+        let send = parent_of(&spans, put);
+        assert_eq!(send.name, "proxystore.stream.send", "{put}");
+        assert_eq!(send.attr("topic"), Some("t"));
+        assert!(producer.is_parent_of(send));
+    }
+}
+
 /// The `proxystore-server` binary as a child exporting to `receiver`; its URL.
 fn traced_server(receiver: &OtlpReceiver) -> (ChildGuard, String) {
     let bin = proxystore_tests::grpc_server::server_binary().unwrap();

@@ -9,6 +9,9 @@
 //! otel-node await-future FILE
 //!     resolve the future whose proxy is in FILE (a postcard `Proxy<Vec<u64>>`), waiting for
 //!     its producer, inside a `consumer` span; print its sum as JSON
+//! otel-node stream-consume REDIS_URL PREFIX TOPIC
+//!     read TOPIC's `Vec<u64>` objects from Redis Streams to the end of the stream, resolving
+//!     each inside a `consumer` span; print their sums as JSON
 //! otel-node apalis-work REDIS_URL QUEUE STORE DIR TASKS
 //!     run an apalis-redis worker with the plugin (`resolve`) over a file store named STORE
 //!     in DIR, until TASKS tasks have run and their objects are evicted; print the sums
@@ -27,6 +30,7 @@ use proxystore_apalis::{PollEvery, ProxyCodec, resolve};
 use proxystore_middleware::{ArgumentPolicy, TaskCodec};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// The task of the apalis test as the worker reads it.
 #[derive(Serialize, Deserialize)]
@@ -60,6 +64,31 @@ fn await_future(file: &str) -> anyhow::Result<()> {
     let sum = tracing::info_span!("consumer")
         .in_scope(|| proxy.try_get().map(|v| v.iter().sum::<u64>()))?;
     println!("{}", serde_json::json!({ "sum": sum }));
+    Ok(())
+}
+
+async fn stream_consume(args: &[String]) -> anyhow::Result<()> {
+    use proxystore_stream::StreamConsumer;
+    use proxystore_stream::broker::SubscribeOptions;
+    use proxystore_stream::broker::redis_streams::{RedisStreamsBroker, RedisStreamsConfig};
+    let [url, prefix, topic] = args else {
+        anyhow::bail!("usage: otel-node stream-consume REDIS_URL PREFIX TOPIC");
+    };
+    let mut config = RedisStreamsConfig::new(url.as_str());
+    config.prefix = prefix.clone();
+    let broker = RedisStreamsBroker::connect(config).await?;
+    let mut consumer =
+        StreamConsumer::<Vec<u64>>::subscribe(&broker, topic, SubscribeOptions::default()).await?;
+    let mut sums = Vec::new();
+    while let Some(item) = consumer.next().await {
+        let item = item?;
+        let sum = async { item.proxy.resolve().await.map(|v| v.iter().sum::<u64>()) }
+            .instrument(tracing::info_span!("consumer"))
+            .await?;
+        sums.push(sum);
+    }
+    consumer.close().await?;
+    println!("{}", serde_json::json!({ "sums": sums }));
     Ok(())
 }
 
@@ -116,6 +145,11 @@ fn main() -> anyhow::Result<()> {
     match (cmd.as_str(), rest) {
         ("consume", [file]) => consume(file),
         ("await-future", [file]) => await_future(file),
+        ("stream-consume", rest) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+            .block_on(stream_consume(rest)),
         ("apalis-work", rest) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
