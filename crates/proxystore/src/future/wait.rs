@@ -74,7 +74,23 @@ async fn wait(
             continue;
         };
         let now = Instant::now();
-        match connector.get(beat_key).await? {
+        // The heartbeat only advises: a read that fails for now (the key rewritten under the
+        // read, a lost connection) tells nothing, and the silence clock runs on from the last
+        // beat seen.
+        let beat = match connector.get(beat_key).await {
+            Ok(b) => b,
+            Err(e) if e.is_retryable() => {
+                tracing::debug!(key = %beat_key, error = %e, "a future's heartbeat could not be read");
+                if let Some((_, since)) = &last
+                    && now - *since > every * SILENT_PERIODS
+                {
+                    return gone(connector.as_ref(), r, now - *since).await;
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        match beat {
             // In transit: the process that takes the promise over beats again.
             Some(b) if b[..] == record::PARKED => last = None,
             Some(b) => match &last {
