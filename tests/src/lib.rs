@@ -6,6 +6,7 @@
 
 pub mod globus_fake;
 pub mod grpc_server;
+pub mod nats_server;
 pub mod process;
 pub mod redis_server;
 pub mod s3_server;
@@ -14,5 +15,14 @@ pub mod s3_server;
 pub fn pattern(size: usize) -> Vec<u8> {
     (0..size)
         .map(|i| (i.wrapping_mul(31) % 251) as u8)
+        .collect()
+}
+
+/// Test object number `i` of `size` bytes: a function of both (the same in every process), so
+/// that two objects of one size differ.
+pub fn object(i: u64, size: usize) -> Vec<u8> {
+    let i = usize::try_from(i).unwrap_or(usize::MAX);
+    (0..size)
+        .map(|j| (i.wrapping_mul(7).wrapping_add(j.wrapping_mul(13)) % 251) as u8)
         .collect()
 }

@@ -1,7 +1,7 @@
 //! A `redis-server` child process on a free loopback port, killed when its guard drops.
 //!
-//! The server keeps nothing on disk (`--save '' --appendonly no`, in a temporary directory) and
-//! can be stopped, restarted on the same port, paused and resumed, for fault tests.
+//! The server keeps nothing on disk (`--save '' --appendonly no`, in a temporary directory;
+//! [`RedisServer::start_persistent`] keeps an append-only file there) and can be stopped, restarted on the same port, paused and resumed, for fault tests.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -30,6 +30,8 @@ pub struct RedisServer {
     /// TLS files and the TLS port (the plain port stays open for the readiness probe).
     tls: Option<(TlsFiles, u16)>,
     dir: tempfile::TempDir,
+    /// Append-only file, fsynced at every write: what was acknowledged survives a kill.
+    persistent: bool,
     child: Option<Child>,
 }
 
@@ -55,6 +57,24 @@ impl RedisServer {
     /// When `redis-server` is missing (run `scripts/install-deps`) or does not answer in time.
     pub fn start() -> Result<Self> {
         Self::start_with(None, None)
+    }
+
+    /// Start a server that keeps what it acknowledged across a kill and a
+    /// [`RedisServer::restart`] (`--appendonly yes --appendfsync always`).
+    ///
+    /// # Errors
+    /// As for [`RedisServer::start`].
+    pub fn start_persistent() -> Result<Self> {
+        let mut s = RedisServer {
+            port: free_port()?,
+            password: None,
+            tls: None,
+            dir: tempfile::tempdir().context("temporary directory for redis-server")?,
+            persistent: true,
+            child: None,
+        };
+        s.spawn_and_wait(START_TIMEOUT)?;
+        Ok(s)
     }
 
     /// Start a server that also serves TLS with `files` on a second free port (see
@@ -86,6 +106,7 @@ impl RedisServer {
                     None => None,
                 },
                 dir: tempfile::tempdir().context("temporary directory for redis-server")?,
+                persistent: false,
                 child: None,
             };
             match s.spawn_and_wait(START_TIMEOUT) {
@@ -184,7 +205,12 @@ impl RedisServer {
         let mut cmd = Command::new("redis-server");
         cmd.arg("--port")
             .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--save", ""])
+            .args(if self.persistent {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "everysec"]
+            })
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")

@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use proxystore::{Proxy, Reference};
 use serde::de::DeserializeOwned;
@@ -12,6 +13,7 @@ use crate::Metadata;
 use crate::broker::{Acknowledge, Broker, Polled, SubscribeOptions, Subscription};
 use crate::error::Result;
 use crate::event::{self, Event};
+use crate::outage::retrying;
 
 /// One object of a stream: a lazy proxy and the metadata its producer sent with it.
 #[derive(Debug)]
@@ -25,6 +27,10 @@ pub struct StreamItem<T> {
     /// Its producer's id.
     pub producer: String,
 }
+
+/// An event of a message read, with its producer, its message's acknowledgement and whether
+/// the message was delivered before.
+type Queued = (Event, String, Arc<MessageAck>, bool);
 
 /// Filters events on their metadata: `true` keeps the event.
 type Filter = Box<dyn Fn(&Metadata) -> bool + Send + Sync>;
@@ -49,16 +55,20 @@ pub struct StreamConsumer<T> {
     subscription: Box<dyn Subscription>,
     filter: Option<Filter>,
     /// Events of the messages read, not yet handed out.
-    queue: VecDeque<(Event, String, Arc<MessageAck>)>,
+    queue: VecDeque<Queued>,
     /// The item handed out last, consumed when the next is asked for.
     current: Option<(Option<Reference>, bool, Arc<MessageAck>)>,
     ended: HashSet<String>,
     /// Object events seen per producer, to tell at its end how many never arrived.
     seen: HashMap<String, u64>,
     missed: u64,
+    duplicates: u64,
+    /// Sequences of each producer's objects handed out (or filtered) here.
+    handled: HashMap<String, Sequences>,
     producers: usize,
     skipped: u64,
     done: bool,
+    retry_for: Duration,
     _value: PhantomData<fn() -> T>,
 }
 
@@ -87,17 +97,23 @@ impl MessageAck {
         })
     }
 
-    /// One of its events is consumed; the last one acknowledges the message.
-    async fn consumed(&self) -> Result<()> {
+    /// One of its events is consumed; the last one acknowledges the message (retried for
+    /// `retry_for` while the broker is away).
+    async fn consumed(&self, retry_for: Duration) -> Result<()> {
         if self.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
             return Ok(());
         }
         let ack = self.ack.lock().unwrap_or_else(|e| e.into_inner()).take();
         match ack {
-            Some(a) => a.ack().await,
+            Some(a) => acknowledge(a, retry_for).await,
             None => Ok(()),
         }
     }
+}
+
+/// `ack.ack()`, tried again while the broker is away (an acknowledgement is idempotent).
+async fn acknowledge(ack: Box<dyn Acknowledge>, retry_for: Duration) -> Result<()> {
+    retrying!(retry_for, "ack", ack.ack())
 }
 
 impl<T> StreamConsumer<T> {
@@ -121,9 +137,12 @@ impl<T> StreamConsumer<T> {
             ended: HashSet::new(),
             seen: HashMap::new(),
             missed: 0,
+            duplicates: 0,
+            handled: HashMap::new(),
             producers: 1,
             skipped: 0,
             done: false,
+            retry_for: crate::outage::DEFAULT_RETRY_FOR,
             _value: PhantomData,
         })
     }
@@ -143,6 +162,16 @@ impl<T> StreamConsumer<T> {
         self
     }
 
+    /// How long a broker call that failed with a temporary error (the broker restarting, a
+    /// lost connection) is tried again, with backoff, before [`StreamConsumer::next`] returns
+    /// the error (default 30 s; zero: at once). An acknowledgement that still fails leaves
+    /// its message to be delivered again (at-least-once brokers).
+    #[must_use]
+    pub fn retry_for(mut self, budget: Duration) -> Self {
+        self.retry_for = budget;
+        self
+    }
+
     /// Messages on the topic that were not ours (or not readable), skipped.
     pub fn skipped(&self) -> u64 {
         self.skipped
@@ -154,6 +183,14 @@ impl<T> StreamConsumer<T> {
         self.missed
     }
 
+    /// Events delivered again and skipped: this consumer had handled them already (an
+    /// at-least-once broker that lost acknowledgements when it crashed, a publish retried),
+    /// or the broker redelivered them (another consumer of the group died holding them) and
+    /// their object was gone, evicted when it was consumed before.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
+    }
+
     /// Consume the item handed out last: evict its object if asked, acknowledge its message
     /// when it was the message's last.
     async fn finish_current(&mut self) -> Result<()> {
@@ -163,7 +200,7 @@ impl<T> StreamConsumer<T> {
         if evict && let Some(r) = reference {
             evict_object(&r).await?;
         }
-        ack.consumed().await
+        ack.consumed(self.retry_for).await
     }
 
     /// Consume the last item and stop (what dropping the consumer does not do: it cannot
@@ -174,6 +211,33 @@ impl<T> StreamConsumer<T> {
     pub async fn close(mut self) -> Result<()> {
         self.finish_current().await
     }
+}
+
+/// A set of sequence numbers, small when they come about in order: all below `below`, and the
+/// others.
+#[derive(Debug, Default)]
+struct Sequences {
+    below: u64,
+    above: std::collections::BTreeSet<u64>,
+}
+
+impl Sequences {
+    /// Add `n`; `false` if it was there.
+    fn insert(&mut self, n: u64) -> bool {
+        if n < self.below || !self.above.insert(n) {
+            return false;
+        }
+        while self.above.remove(&self.below) {
+            self.below += 1;
+        }
+        true
+    }
+}
+
+/// Whether the object of `r` exists in its store.
+async fn object_exists(r: &Reference) -> Result<bool> {
+    let store = proxystore::store_for_reference(r, &proxystore::resolve_policy()?)?;
+    Ok(store.exists(&r.key).await?)
 }
 
 /// Evict the object of `r` from its store.
@@ -193,7 +257,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> StreamConsumer<T> {
             return Some(Err(e));
         }
         loop {
-            if let Some((event, producer, ack)) = self.queue.pop_front() {
+            if let Some((event, producer, ack, redelivered)) = self.queue.pop_front() {
                 match event {
                     Event::Object {
                         reference,
@@ -202,6 +266,35 @@ impl<T: DeserializeOwned + Send + Sync + 'static> StreamConsumer<T> {
                         sequence,
                     } => {
                         *self.seen.entry(producer.clone()).or_default() += 1;
+                        // Delivered again: handled here before, or consumed elsewhere if its
+                        // producer asked for eviction after consumption and the object is gone.
+                        let again = !self
+                            .handled
+                            .entry(producer.clone())
+                            .or_default()
+                            .insert(sequence);
+                        let gone = if !again && redelivered && evict {
+                            match object_exists(&reference).await {
+                                Ok(exists) => !exists,
+                                Err(e) => return Some(Err(e)),
+                            }
+                        } else {
+                            false
+                        };
+                        if again || gone {
+                            self.duplicates += 1;
+                            tracing::debug!(
+                                topic = self.topic,
+                                producer,
+                                sequence,
+                                "stream: an event delivered again; skipped"
+                            );
+                            self.current = Some((None, false, ack));
+                            if let Err(e) = self.finish_current().await {
+                                return Some(Err(e));
+                            }
+                            continue;
+                        }
                         if self.filter.as_ref().is_some_and(|keep| !keep(&metadata)) {
                             self.current = Some((Some(*reference), evict, ack));
                             if let Err(e) = self.finish_current().await {
@@ -246,7 +339,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> StreamConsumer<T> {
             // once the group has read and acknowledged everything, so that what a dead
             // consumer of the group held comes here first.
             if self.ended.len() >= self.producers {
-                match self.subscription.drained().await {
+                match retrying!(self.retry_for, "drained", self.subscription.drained()) {
                     Ok(true) => {
                         self.done = true;
                         return None;
@@ -255,11 +348,11 @@ impl<T: DeserializeOwned + Send + Sync + 'static> StreamConsumer<T> {
                     Err(e) => return Some(Err(e)),
                 }
             }
-            let delivered = match self.subscription.next().await {
+            let delivered = match retrying!(self.retry_for, "next", self.subscription.next()) {
                 Ok(Polled::Message(d)) => d,
                 Ok(Polled::Idle) => {
                     if self.ended.len() < self.producers {
-                        match self.subscription.ended().await {
+                        match retrying!(self.retry_for, "ended", self.subscription.ended()) {
                             Ok(producers) => self.ended.extend(producers),
                             Err(e) => return Some(Err(e)),
                         }
@@ -275,15 +368,16 @@ impl<T: DeserializeOwned + Send + Sync + 'static> StreamConsumer<T> {
             match event::decode(&self.topic, &delivered.message) {
                 Ok((producer, events)) if !events.is_empty() => {
                     let ack = MessageAck::new(events.len(), delivered.ack);
+                    let again = delivered.redelivered;
                     self.queue.extend(
                         events
                             .into_iter()
-                            .map(|e| (e, producer.clone(), ack.clone())),
+                            .map(|e| (e, producer.clone(), ack.clone(), again)),
                     );
                 }
                 Ok(_) => {
                     if let Some(a) = delivered.ack
-                        && let Err(e) = a.ack().await
+                        && let Err(e) = acknowledge(a, self.retry_for).await
                     {
                         return Some(Err(e));
                     }
@@ -298,7 +392,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> StreamConsumer<T> {
                     );
                     // Acknowledged: redelivering it would not make it ours.
                     if let Some(a) = delivered.ack
-                        && let Err(e) = a.ack().await
+                        && let Err(e) = acknowledge(a, self.retry_for).await
                     {
                         return Some(Err(e));
                     }
@@ -330,5 +424,23 @@ impl<T: DeserializeOwned + Send + Sync + 'static> StreamConsumer<T> {
             let item = c.next().await?;
             Some((item, c))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sequences;
+
+    #[test]
+    fn sequences_stay_small_in_order_and_tell_repeats() {
+        let mut s = Sequences::default();
+        for n in [0, 1, 3, 2, 4] {
+            assert!(s.insert(n));
+        }
+        assert_eq!((s.below, s.above.len()), (5, 0));
+        assert!(!s.insert(3));
+        assert!(s.insert(9));
+        assert!(!s.insert(9));
+        assert_eq!((s.below, s.above.len()), (5, 1));
     }
 }

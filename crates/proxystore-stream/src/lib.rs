@@ -26,12 +26,14 @@
 //! | the producer | `producer` |
 //! | the consumer | `consumer` |
 //! | the messages on the wire | `event` |
+//! | riding out a broker that is away for a while | `outage` |
 //! | errors | `error` |
 
 pub mod broker;
 mod consumer;
 mod error;
 mod event;
+mod outage;
 mod producer;
 
 pub use consumer::{StreamConsumer, StreamItem};

@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use crate::broker::Broker;
 use crate::error::{Result, StreamError};
+use crate::outage::retrying;
 use crate::{Metadata, event};
 
 /// When a producer publishes the events it has buffered: after `max_events` events, or
@@ -79,6 +80,7 @@ struct Inner {
     stores: HashMap<String, Store>,
     batch: BatchPolicy,
     evict: bool,
+    retry_for: Duration,
     topics: Mutex<HashMap<String, TopicState>>,
 }
 
@@ -123,6 +125,7 @@ impl<T> StreamProducer<T> {
                 stores: HashMap::new(),
                 batch: BatchPolicy::default(),
                 evict: true,
+                retry_for: crate::outage::DEFAULT_RETRY_FOR,
                 topics: Mutex::new(HashMap::new()),
             }),
             _value: PhantomData,
@@ -163,6 +166,17 @@ impl<T> StreamProducer<T> {
     #[must_use]
     pub fn evict_after_consume(mut self, evict: bool) -> Self {
         self.inner_mut().evict = evict;
+        self
+    }
+
+    /// How long a publish that failed with a temporary broker error (the broker restarting, a
+    /// lost connection) is tried again, with backoff, before `send`, `flush` or `close`
+    /// returns the error (default 30 s; zero: at once). The same message is published again,
+    /// so a broker that took the first try and lost only its answer may deliver it twice
+    /// (NATS JetStream drops the copy by its message id; Redis Streams delivers both).
+    #[must_use]
+    pub fn retry_for(mut self, budget: Duration) -> Self {
+        self.inner_mut().retry_for = budget;
         self
     }
 
@@ -219,7 +233,11 @@ impl<T> StreamProducer<T> {
         };
         self.inner.flush(topic).await?;
         // For the consumers of a group that the end message does not reach.
-        self.inner.broker.mark_ended(topic, &producer).await
+        retrying!(
+            self.inner.retry_for,
+            "mark_ended",
+            self.inner.broker.mark_ended(topic, &producer)
+        )
     }
 }
 
@@ -229,7 +247,8 @@ impl<T: Serialize + 'static> StreamProducer<T> {
     ///
     /// # Errors
     /// [`StreamError::NoStore`], [`StreamError::Closed`], the store's error (nothing is
-    /// published then), the broker's error (the event stays buffered; a later flush retries).
+    /// published then), the broker's error once [`StreamProducer::retry_for`] is spent (the
+    /// event stays buffered; a later flush retries).
     pub async fn send(&self, topic: &str, value: &T, metadata: Metadata) -> Result<()> {
         let store = self.store(topic)?;
         let span = tracing::info_span!(
@@ -302,7 +321,12 @@ impl Inner {
                 events,
             )
         };
-        if let Err(e) = self.broker.publish(topic, message).await {
+        let published = retrying!(
+            self.retry_for,
+            "publish",
+            self.broker.publish(topic, message.clone())
+        );
+        if let Err(e) = published {
             tracing::warn!(topic, events = events.len(), error = %e, "stream: publish failed; kept for the next flush");
             // Kept for the next flush, ahead of anything sent since.
             if let Some(state) = self.topics().get_mut(topic) {

@@ -150,10 +150,7 @@ impl Subscription for MemorySubscription {
                 if let Some(m) = log.messages.get(index).cloned() {
                     log.groups.insert(self.group.clone(), next + 1);
                     log.trim();
-                    return Ok(Polled::Message(Delivered {
-                        message: m,
-                        ack: None,
-                    }));
+                    return Ok(Polled::Message(Delivered::new(m, None)));
                 }
             }
             // Nothing is taken before the message is handed out: a timeout loses nothing.

@@ -4,7 +4,9 @@
 //! system that can publish a message on a topic and deliver it to subscribers. The built-in
 //! ones are [`memory::MemoryBroker`] (in-process: tests and single-process pipelines) and,
 //! with the `redis` feature, `redis_streams::RedisStreamsBroker` (at least once, consumer
-//! groups, acknowledgements) and `redis_pubsub::RedisPubSubBroker` (fan-out, at most once).
+//! groups, acknowledgements) and `redis_pubsub::RedisPubSubBroker` (fan-out, at most once);
+//! with the `nats` feature, `nats::NatsBroker` (NATS JetStream: at least once, durable
+//! consumers, acknowledgements).
 //!
 //! A broker says what it promises in [`Broker::delivery`]: whether a consumer that dies before
 //! acknowledging a message has it redelivered to another consumer of its group
@@ -12,6 +14,8 @@
 //! of a topic arrive in the order they were published.
 
 pub mod memory;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "redis")]
 pub mod redis_pubsub;
 #[cfg(feature = "redis")]
@@ -151,12 +155,35 @@ pub enum Polled {
 }
 
 /// A delivered message, with how to acknowledge it.
+#[non_exhaustive]
 pub struct Delivered {
     /// The message as published.
     pub message: Bytes,
     /// Acknowledges it (at-least-once brokers redeliver it until then); `None` when the
     /// broker has nothing to acknowledge.
     pub ack: Option<Box<dyn Acknowledge>>,
+    /// Whether the broker delivered it before (to this consumer or another of its group):
+    /// then its objects may have been consumed already, and the consumer checks that they
+    /// still exist before handing them out.
+    pub redelivered: bool,
+}
+
+impl Delivered {
+    /// A message delivered for the first time.
+    pub fn new(message: Bytes, ack: Option<Box<dyn Acknowledge>>) -> Self {
+        Delivered {
+            message,
+            ack,
+            redelivered: false,
+        }
+    }
+
+    /// Mark it delivered before ([`Delivered::redelivered`]).
+    #[must_use]
+    pub fn redelivered(mut self, again: bool) -> Self {
+        self.redelivered = again;
+        self
+    }
 }
 
 impl std::fmt::Debug for Delivered {
@@ -164,6 +191,7 @@ impl std::fmt::Debug for Delivered {
         f.debug_struct("Delivered")
             .field("bytes", &self.message.len())
             .field("ack", &self.ack.is_some())
+            .field("redelivered", &self.redelivered)
             .finish()
     }
 }
@@ -171,9 +199,10 @@ impl std::fmt::Debug for Delivered {
 /// Acknowledges one delivered message.
 #[async_trait]
 pub trait Acknowledge: Send + Sync {
-    /// The message was processed: the broker may forget it.
+    /// The message was processed: the broker may forget it. Idempotent: the consumer calls it
+    /// again when it failed with a temporary error.
     ///
     /// # Errors
     /// [`crate::StreamError::Broker`] when the broker cannot take the acknowledgement.
-    async fn ack(self: Box<Self>) -> Result<()>;
+    async fn ack(&self) -> Result<()>;
 }

@@ -126,10 +126,10 @@ impl Subscription for PubSubSubscription {
         {
             Err(_) => Ok(Polled::Idle),
             Ok(None) => Ok(Polled::Ended),
-            Ok(Some(m)) => Ok(Polled::Message(Delivered {
-                message: Bytes::from(m.get_payload_bytes().to_vec()),
-                ack: None,
-            })),
+            Ok(Some(m)) => Ok(Polled::Message(Delivered::new(
+                Bytes::from(m.get_payload_bytes().to_vec()),
+                None,
+            ))),
         }
     }
 }

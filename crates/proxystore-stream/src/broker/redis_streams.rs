@@ -219,20 +219,7 @@ impl Broker for RedisStreamsBroker {
             .group
             .clone()
             .unwrap_or_else(|| format!("alone-{consumer}"));
-        let mut con = self.manager.clone();
-        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&key)
-            .arg(&group)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut con)
-            .await;
-        match created {
-            Ok(()) => {}
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
-            Err(e) => return Err(error("XGROUP CREATE", e)),
-        }
+        create_group(&mut self.manager.clone(), &key, &group).await?;
         // Blocking reads hold their connection: one of its own.
         let reader = self
             .client
@@ -241,10 +228,11 @@ impl Broker for RedisStreamsBroker {
             .map_err(|e| error("connect", e))?;
         Ok(Box::new(RedisStreamsSubscription {
             config: self.config.clone(),
+            client: self.client.clone(),
             key,
             group,
             consumer,
-            reader,
+            reader: Some(reader),
             acker: self.manager.clone(),
             buffered: VecDeque::new(),
             own_pending: Some("0".into()),
@@ -253,14 +241,36 @@ impl Broker for RedisStreamsBroker {
     }
 }
 
+/// `XGROUP CREATE <key> <group> 0 MKSTREAM`: a new group starts at the beginning of the stream;
+/// a group that exists is left as it is.
+async fn create_group(con: &mut ConnectionManager, key: &str, group: &str) -> Result<()> {
+    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(key)
+        .arg(group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(con)
+        .await;
+    match created {
+        Ok(()) => Ok(()),
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        Err(e) => Err(error("XGROUP CREATE", e)),
+    }
+}
+
 struct RedisStreamsSubscription {
     config: RedisStreamsConfig,
+    client: redis::Client,
     key: String,
     group: String,
     consumer: String,
-    reader: MultiplexedConnection,
+    /// The connection of the blocking reads; `None` after it failed (made again on the next
+    /// read: a multiplexed connection does not reconnect by itself).
+    reader: Option<MultiplexedConnection>,
     acker: ConnectionManager,
-    buffered: VecDeque<StreamId>,
+    /// Entries read, and whether each was delivered before (own pending, claimed).
+    buffered: VecDeque<(StreamId, bool)>,
     /// Where reading this consumer's own pending entries (given to it before a restart under
     /// the same name) goes on from; `None` once they are all read.
     own_pending: Option<String>,
@@ -280,10 +290,22 @@ impl RedisStreamsSubscription {
             cmd.arg("BLOCK").arg(b.as_millis().max(1) as u64);
         }
         cmd.arg("STREAMS").arg(&self.key).arg(from);
-        let reply: Option<StreamReadReply> = cmd
-            .query_async(&mut self.reader)
-            .await
-            .map_err(|e| error("XREADGROUP", e))?;
+        let reader = match &mut self.reader {
+            Some(r) => r,
+            None => self.reader.insert(
+                self.client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(|e| error("connect", e))?,
+            ),
+        };
+        let reply: Option<StreamReadReply> = match cmd.query_async(reader).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.reader = None;
+                return Err(self.lost_group(e, "XREADGROUP").await);
+            }
+        };
         Ok(reply
             .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
             .unwrap_or_default())
@@ -291,7 +313,7 @@ impl RedisStreamsSubscription {
 
     /// Take over entries other consumers of the group left unacknowledged too long.
     async fn claim(&mut self) -> Result<Vec<StreamId>> {
-        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+        let reply: redis::RedisResult<StreamAutoClaimReply> = redis::cmd("XAUTOCLAIM")
             .arg(&self.key)
             .arg(&self.group)
             .arg(&self.consumer)
@@ -300,9 +322,30 @@ impl RedisStreamsSubscription {
             .arg("COUNT")
             .arg(self.config.count)
             .query_async(&mut self.acker)
-            .await
-            .map_err(|e| error("XAUTOCLAIM", e))?;
-        Ok(reply.claimed)
+            .await;
+        match reply {
+            Ok(r) => Ok(r.claimed),
+            Err(e) => Err(self.lost_group(e, "XAUTOCLAIM").await),
+        }
+    }
+
+    /// The error of `what`; when the group is gone (a server that restarted without the
+    /// stream), the group is made again first and the error is temporary: the next try reads
+    /// from the start of what the stream holds.
+    async fn lost_group(&mut self, e: redis::RedisError, what: &str) -> StreamError {
+        if e.code() != Some("NOGROUP") {
+            return error(what, e);
+        }
+        tracing::warn!(
+            stream = self.key,
+            group = self.group,
+            "redis streams: the group is gone (server restarted without it?); making it again"
+        );
+        if let Err(again) = create_group(&mut self.acker, &self.key, &self.group).await {
+            return again;
+        }
+        self.own_pending = Some("0".into());
+        StreamError::broker(KIND, format!("{what}: the group was gone"), e, true)
     }
 
     fn delivered(&self, entry: StreamId) -> Delivered {
@@ -311,15 +354,15 @@ impl RedisStreamsSubscription {
             // Not ours: an empty message, which the consumer skips (and acknowledges).
             _ => Bytes::new(),
         };
-        Delivered {
+        Delivered::new(
             message,
-            ack: Some(Box::new(RedisStreamsAck {
+            Some(Box::new(RedisStreamsAck {
                 con: self.acker.clone(),
                 key: self.key.clone(),
                 group: self.group.clone(),
                 id: entry.id,
             })),
-        }
+        )
     }
 }
 
@@ -327,20 +370,20 @@ impl RedisStreamsSubscription {
 impl Subscription for RedisStreamsSubscription {
     async fn next(&mut self) -> Result<Polled> {
         loop {
-            if let Some(entry) = self.buffered.pop_front() {
-                return Ok(Polled::Message(self.delivered(entry)));
+            if let Some((entry, again)) = self.buffered.pop_front() {
+                return Ok(Polled::Message(self.delivered(entry).redelivered(again)));
             }
             if let Some(from) = self.own_pending.take() {
                 let own = self.read(&from, None).await?;
                 self.own_pending = own.last().map(|e| e.id.clone());
-                self.buffered.extend(own);
+                self.buffered.extend(own.into_iter().map(|e| (e, true)));
                 continue;
             }
             if Instant::now() >= self.next_claim {
                 self.next_claim = Instant::now() + self.config.claim_idle / 2;
                 let claimed = self.claim().await?;
                 if !claimed.is_empty() {
-                    self.buffered.extend(claimed);
+                    self.buffered.extend(claimed.into_iter().map(|e| (e, true)));
                     continue;
                 }
             }
@@ -353,7 +396,7 @@ impl Subscription for RedisStreamsSubscription {
             if fresh.is_empty() {
                 return Ok(Polled::Idle);
             }
-            self.buffered.extend(fresh);
+            self.buffered.extend(fresh.into_iter().map(|e| (e, false)));
         }
     }
 
@@ -407,8 +450,8 @@ struct RedisStreamsAck {
 
 #[async_trait]
 impl Acknowledge for RedisStreamsAck {
-    async fn ack(self: Box<Self>) -> Result<()> {
-        let mut con = self.con;
+    async fn ack(&self) -> Result<()> {
+        let mut con = self.con.clone();
         con.xack::<_, _, _, ()>(&self.key, &self.group, &[&self.id])
             .await
             .map_err(|e| error("XACK", e))
