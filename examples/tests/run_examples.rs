@@ -93,3 +93,36 @@ fn futures_consumer_starts_before_its_producer_finishes() {
     );
     assert!(stdout.contains("objects left in the store: 0"), "{stdout}");
 }
+
+/// The streams example on its embedded default, then over Redis Streams and NATS JetStream
+/// servers started here, with its consumers as processes of their own.
+#[test]
+fn streams_two_consumers_share_the_frames_on_every_broker() {
+    let redis =
+        proxystore_tests::redis_server::RedisServer::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let nats =
+        proxystore_tests::nats_server::NatsServer::start().unwrap_or_else(|e| panic!("{e:#}"));
+    for args in [
+        vec![],
+        vec!["--redis".to_owned(), redis.url()],
+        vec!["--nats".to_owned(), nats.url()],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_streams"))
+            .args(&args)
+            .output()
+            .expect("run streams");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "streams {args:?} failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in [
+            "frames resolved: 30 of 40 (camera 3 filtered out unresolved: 10)",
+            "against 40 MiB of frames through the store",
+            "objects left in the store: 0",
+        ] {
+            assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+        }
+    }
+}

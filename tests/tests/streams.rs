@@ -161,6 +161,65 @@ async fn pubsub_fans_out_to_every_subscriber_and_refuses_groups() {
     assert!(err.to_string().contains("no consumer groups"), "{err}");
 }
 
+/// With the default configuration (reads block up to 1 s, past the Redis client's default
+/// response timeout of 500 ms), both consumers of a group end soon after the producer closes:
+/// the one the end message does not reach learns it when a read comes back empty. (Every such
+/// read timed out, and it ended only at its next claim, 15 s later.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_streams_with_default_reads_both_consumers_of_a_group_end_soon_after_close() {
+    let server = RedisServer::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let mut config = RedisStreamsConfig::new(server.url());
+    config.prefix = format!("idle-{}:", Key::random());
+    let broker = RedisStreamsBroker::connect(config).await.unwrap();
+    let name = format!("idle-{}", Key::random());
+    let store = Store::new(
+        name.clone(),
+        proxystore::connector::memory::MemoryConnector::new(&name),
+    );
+    let consume = |name: &'static str| {
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            let mut c = StreamConsumer::<Vec<u8>>::subscribe(
+                &broker,
+                "t",
+                SubscribeOptions::group("pair").named(name),
+            )
+            .await
+            .unwrap();
+            let mut n = 0;
+            while let Some(item) = c.next().await {
+                item.unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let (a, b) = (consume("a"), consume("b"));
+    let producer = StreamProducer::<Vec<u8>>::new(broker.clone()).with_store(store);
+    for i in 0..4u64 {
+        producer
+            .send("t", &object(i, 100), metadata([("i", i.to_string())]))
+            .await
+            .unwrap();
+    }
+    producer.close("t").await.unwrap();
+    let closed = tokio::time::Instant::now();
+    let a = tokio::time::timeout(Duration::from_secs(30), a)
+        .await
+        .unwrap()
+        .unwrap();
+    let b = tokio::time::timeout(Duration::from_secs(30), b)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a + b, 4);
+    assert!(
+        closed.elapsed() < Duration::from_secs(5),
+        "the consumers ended {:?} after the close",
+        closed.elapsed()
+    );
+}
+
 /// A broker under test, its server, and how to reach it from this process and from a
 /// `stream-node` process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -221,11 +221,7 @@ impl Broker for RedisStreamsBroker {
             .unwrap_or_else(|| format!("alone-{consumer}"));
         create_group(&mut self.manager.clone(), &key, &group).await?;
         // Blocking reads hold their connection: one of its own.
-        let reader = self
-            .client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|e| error("connect", e))?;
+        let reader = reader(&self.client, self.config.block).await?;
         Ok(Box::new(RedisStreamsSubscription {
             config: self.config.clone(),
             client: self.client.clone(),
@@ -239,6 +235,17 @@ impl Broker for RedisStreamsBroker {
             next_claim: Instant::now(),
         }))
     }
+}
+
+/// A connection for blocking reads of up to `block`: its replies may take that long, past the
+/// client's default response timeout (500 ms), which would fail every read that waits.
+async fn reader(client: &redis::Client, block: Duration) -> Result<MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(block + Duration::from_secs(5)));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| error("connect", e))
 }
 
 /// `XGROUP CREATE <key> <group> 0 MKSTREAM`: a new group starts at the beginning of the stream;
@@ -292,12 +299,9 @@ impl RedisStreamsSubscription {
         cmd.arg("STREAMS").arg(&self.key).arg(from);
         let reader = match &mut self.reader {
             Some(r) => r,
-            None => self.reader.insert(
-                self.client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .map_err(|e| error("connect", e))?,
-            ),
+            None => self
+                .reader
+                .insert(reader(&self.client, self.config.block).await?),
         };
         let reply: Option<StreamReadReply> = match cmd.query_async(reader).await {
             Ok(r) => r,
