@@ -692,3 +692,65 @@ async fn redis_streams_the_broker_restarted_mid_stream_loses_nothing() {
 async fn nats_the_broker_restarted_mid_stream_loses_nothing() {
     the_broker_restarted_mid_stream_loses_nothing(Kind::Nats).await;
 }
+
+/// Objects of events never consumed do not leak the store: the topic's store has a TTL (the
+/// Redis connector's `ttl_ms`), so when the only consumer group dies without consuming, the
+/// objects expire. A consumer that comes later gets each such event's object as a typed
+/// `NotFound` error, and the stream goes on to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_of_events_never_consumed_expire_with_the_stores_ttl() {
+    use proxystore::connector::redis::{RedisConfig, RedisConnector};
+    let server = RedisServer::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let prefix = Kind::RedisStreams.prefix();
+    let mut config = RedisStreamsConfig::new(server.url());
+    config.prefix = prefix;
+    let broker = RedisStreamsBroker::connect(config).await.unwrap();
+    let connector = RedisConnector::with_config(RedisConfig {
+        ttl_ms: Some(500),
+        prefix: format!("ttl-{}:", Key::random()),
+        ..RedisConfig::new(server.url())
+    })
+    .unwrap();
+    let store = Store::new(format!("ttl-{}", Key::random()), connector);
+    let producer = StreamProducer::<Vec<u8>>::new(broker.clone()).with_store(store.clone());
+    // The group's consumer takes the first object and dies without consuming anything.
+    let mut doomed =
+        StreamConsumer::<Vec<u8>>::subscribe(&broker, "t", SubscribeOptions::group("g").named("a"))
+            .await
+            .unwrap();
+    let mut keys = Vec::new();
+    for i in 0..5u64 {
+        producer
+            .send("t", &object(i, 10_000), metadata([("i", i.to_string())]))
+            .await
+            .unwrap();
+    }
+    producer.close("t").await.unwrap();
+    let taken = doomed.next().await.unwrap().unwrap();
+    keys.push(taken.proxy.key().unwrap().clone());
+    drop(doomed);
+    assert!(store.exists(&keys[0]).await.unwrap());
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!store.exists(&keys[0]).await.unwrap(), "expired");
+
+    // A later consumer of another group: every object is gone, each a typed error.
+    let mut late =
+        StreamConsumer::<Vec<u8>>::subscribe(&broker, "t", SubscribeOptions::group("late"))
+            .await
+            .unwrap();
+    let mut gone = 0;
+    while let Some(next) = tokio::time::timeout(Duration::from_secs(10), late.next_object())
+        .await
+        .expect("the stream ends")
+    {
+        match next {
+            Err(proxystore_stream::StreamError::Store(e)) => {
+                assert!(e.is_not_found(), "{e}");
+                gone += 1;
+            }
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+    }
+    assert_eq!(gone, 5);
+}
