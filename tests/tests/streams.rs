@@ -161,6 +161,72 @@ async fn pubsub_fans_out_to_every_subscriber_and_refuses_groups() {
     assert!(err.to_string().contains("no consumer groups"), "{err}");
 }
 
+/// A consumer of a group dies in the middle of a batched message, after consuming part of it:
+/// the message is redelivered to another consumer of the group with every object still there
+/// (a message's objects are evicted once all its events are consumed, just before its
+/// acknowledgement; they were evicted one by one before, and the redelivered events of the
+/// consumed ones pointed to nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_redelivered_after_its_consumer_died_mid_message_still_has_its_objects() {
+    let server = RedisServer::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let broker = broker(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(
+        format!("rs-mid-{}", Key::random()),
+        FileConnector::new(dir.path()).unwrap(),
+    );
+    let producer = StreamProducer::<Vec<u8>>::new(broker.clone())
+        .with_store(store)
+        .batch(BatchPolicy {
+            max_events: 4,
+            max_delay: Duration::from_secs(60),
+        });
+    let group = SubscribeOptions::group("workers");
+    let mut doomed = StreamConsumer::<Vec<u8>>::subscribe(&broker, "t", group.clone().named("a"))
+        .await
+        .unwrap();
+    for i in 0..8u64 {
+        producer
+            .send("t", &object(i, 2000), metadata([("i", i.to_string())]))
+            .await
+            .unwrap();
+    }
+    producer.close("t").await.unwrap();
+    // Three of the first message's four events: the first two are consumed.
+    for i in 0..3u64 {
+        let item = doomed.next().await.unwrap().unwrap();
+        assert_eq!(*item.proxy.resolve().await.unwrap(), object(i, 2000));
+    }
+    drop(doomed);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        8,
+        "nothing evicted yet"
+    );
+
+    let mut rescuer = StreamConsumer::<Vec<u8>>::subscribe(&broker, "t", group.named("b"))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while let Some(item) = tokio::time::timeout(Duration::from_secs(20), rescuer.next())
+        .await
+        .expect("the stream goes on")
+    {
+        let item = item.unwrap();
+        let i: u64 = item.metadata["i"].parse().unwrap();
+        assert_eq!(*item.proxy.resolve().await.unwrap(), object(i, 2000));
+        seen.push(i);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..8).collect::<Vec<_>>(), "every object, resolvable");
+    rescuer.close().await.unwrap();
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "then evicted"
+    );
+}
+
 /// With the default configuration (reads block up to 1 s, past the Redis client's default
 /// response timeout of 500 ms), both consumers of a group end soon after the producer closes:
 /// the one the end message does not reach learns it when a read comes back empty. (Every such

@@ -38,10 +38,11 @@ type Filter = Box<dyn Fn(&Metadata) -> bool + Send + Sync>;
 /// Reads a stream of `T` from one topic: an async iteration of [`StreamItem`]s
 /// ([`StreamConsumer::next`], or [`StreamConsumer::into_stream`] for a `futures::Stream`).
 ///
-/// An item is *consumed* when the next one is asked for (or the consumer closes): then its
-/// object is evicted if its producer asked for it (single-consumer topics), and the broker
-/// message that carried it is acknowledged once all its events are consumed, so an
-/// at-least-once broker redelivers what a consumer that died was still working on.
+/// An item is *consumed* when the next one is asked for (or the consumer closes). Once all
+/// the events of the broker message that carried it are consumed, the objects of those events
+/// are evicted if their producer asked for it (single-consumer topics; one eviction call per
+/// store for the whole message), and then the message is acknowledged, so an at-least-once
+/// broker redelivers what a consumer that died was still working on, objects included.
 ///
 /// Iteration ends once each of [`StreamConsumer::producers`] producers has ended the topic
 /// (its end-of-stream event came here, or, for the other consumers of a group, the broker
@@ -83,9 +84,12 @@ impl<T> std::fmt::Debug for StreamConsumer<T> {
     }
 }
 
-/// Acknowledges a broker message once every event of it is consumed.
+/// Evicts the objects of a broker message and acknowledges it once every event of it is
+/// consumed.
 struct MessageAck {
     remaining: AtomicUsize,
+    /// Objects of its consumed events that are to be evicted.
+    evict: std::sync::Mutex<Vec<Reference>>,
     ack: std::sync::Mutex<Option<Box<dyn Acknowledge>>>,
 }
 
@@ -93,21 +97,46 @@ impl MessageAck {
     fn new(events: usize, ack: Option<Box<dyn Acknowledge>>) -> Arc<Self> {
         Arc::new(MessageAck {
             remaining: AtomicUsize::new(events),
+            evict: std::sync::Mutex::new(Vec::new()),
             ack: std::sync::Mutex::new(ack),
         })
     }
 
-    /// One of its events is consumed; the last one acknowledges the message (retried for
-    /// `retry_for` while the broker is away).
-    async fn consumed(&self, retry_for: Duration) -> Result<()> {
+    /// One of its events is consumed (its object to be evicted, if `evict`); the last one
+    /// evicts the message's objects, a batch per store, then acknowledges the message
+    /// (retried for `retry_for` while the broker is away).
+    ///
+    /// Evicting them one by one as they are consumed cost a round trip to the store per
+    /// event, and left a redelivered message (its consumer died before acknowledging it)
+    /// pointing to objects already gone.
+    async fn consumed(&self, evict: Option<Reference>, retry_for: Duration) -> Result<()> {
+        if let Some(r) = evict {
+            self.to_evict().push(r);
+        }
         if self.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
             return Ok(());
         }
+        self.evict_consumed().await?;
         let ack = self.ack.lock().unwrap_or_else(|e| e.into_inner()).take();
         match ack {
             Some(a) => acknowledge(a, retry_for).await,
             None => Ok(()),
         }
+    }
+
+    fn to_evict(&self) -> std::sync::MutexGuard<'_, Vec<Reference>> {
+        self.evict.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Evict the objects of the events consumed so far.
+    async fn evict_consumed(&self) -> Result<()> {
+        let refs = std::mem::take(&mut *self.to_evict());
+        evict_objects(&refs).await
+    }
+
+    /// Whether the broker redelivers the message if it is not acknowledged.
+    fn redelivered(&self) -> bool {
+        self.ack.lock().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 }
 
@@ -191,25 +220,32 @@ impl<T> StreamConsumer<T> {
         self.duplicates
     }
 
-    /// Consume the item handed out last: evict its object if asked, acknowledge its message
-    /// when it was the message's last.
+    /// Consume the item handed out last: its object is to be evicted if asked; when it was its
+    /// message's last, evict the message's objects and acknowledge it.
     async fn finish_current(&mut self) -> Result<()> {
         let Some((reference, evict, ack)) = self.current.take() else {
             return Ok(());
         };
-        if evict && let Some(r) = reference {
-            evict_object(&r).await?;
-        }
-        ack.consumed(self.retry_for).await
+        ack.consumed(reference.filter(|_| evict), self.retry_for)
+            .await
     }
 
     /// Consume the last item and stop (what dropping the consumer does not do: it cannot
-    /// wait; an unacknowledged message is then redelivered by at-least-once brokers).
+    /// wait; an unacknowledged message is then redelivered by at-least-once brokers). The
+    /// objects of the consumed events of a message not consumed to its end are evicted when
+    /// the broker does not redeliver it (at-most-once); otherwise they are left for the
+    /// consumer it is redelivered to.
     ///
     /// # Errors
     /// As for [`StreamConsumer::next`].
     pub async fn close(mut self) -> Result<()> {
-        self.finish_current().await
+        self.finish_current().await?;
+        if let Some((_, _, ack, _)) = self.queue.front()
+            && !ack.redelivered()
+        {
+            ack.evict_consumed().await?;
+        }
+        Ok(())
     }
 }
 
@@ -240,10 +276,26 @@ async fn object_exists(r: &Reference) -> Result<bool> {
     Ok(store.exists(&r.key).await?)
 }
 
-/// Evict the object of `r` from its store.
-async fn evict_object(r: &Reference) -> Result<()> {
-    let store = proxystore::store_for_reference(r, &proxystore::resolve_policy()?)?;
-    store.evict(&r.key).await?;
+/// Evict the objects of `refs`: one call per store.
+async fn evict_objects(refs: &[Reference]) -> Result<()> {
+    if refs.is_empty() {
+        return Ok(());
+    }
+    let policy = proxystore::resolve_policy()?;
+    let mut stores: Vec<(proxystore::Store, Vec<proxystore::Key>)> = Vec::new();
+    for r in refs {
+        let store = proxystore::store_for_reference(r, &policy)?;
+        match stores.iter_mut().find(|(s, _)| s.ptr_eq(&store)) {
+            Some((_, keys)) => keys.push(r.key.clone()),
+            None => stores.push((store, vec![r.key.clone()])),
+        }
+    }
+    for (store, keys) in stores {
+        match keys.as_slice() {
+            [key] => store.evict(key).await?,
+            keys => store.evict_batch(keys).await?,
+        }
+    }
     Ok(())
 }
 

@@ -161,8 +161,9 @@ impl<T> StreamProducer<T> {
     }
 
     /// Whether consumers evict each object once they have consumed it (default `true`: a topic
-    /// with one consumer group). Turn it off for topics several groups read; then bound the
-    /// objects' life by the store (a TTL, a lease).
+    /// with one consumer group): the objects of a broker message go together once all its
+    /// events are consumed, before the message is acknowledged. Turn it off for topics several
+    /// groups read; then bound the objects' life by the store (a TTL, a lease).
     #[must_use]
     pub fn evict_after_consume(mut self, evict: bool) -> Self {
         self.inner_mut().evict = evict;

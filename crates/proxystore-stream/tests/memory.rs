@@ -247,3 +247,58 @@ async fn a_topic_without_a_store_is_a_typed_error() {
     assert!(matches!(err, StreamError::NoStore { .. }), "{err}");
     assert!(err.to_string().contains("nowhere"));
 }
+
+/// Evict-after-consume evicts a message's objects together once its events are consumed: one
+/// eviction call per store and message (was one per event, a round trip each on a networked
+/// store). A consumer that closes in the middle of a message of an at-most-once broker still
+/// evicts what it consumed of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_messages_objects_are_evicted_together_once_it_is_consumed() {
+    let (store, segment) = store();
+    // Registered: the consumer evicts through this store, whose metrics count the calls.
+    proxystore::register_store(&store).unwrap();
+    let broker = MemoryBroker::new();
+    let producer = StreamProducer::<Vec<u8>>::new(broker.clone())
+        .with_store(store.clone())
+        .batch(BatchPolicy {
+            max_events: 4,
+            max_delay: Duration::from_secs(60),
+        });
+    let mut consumer =
+        StreamConsumer::<Vec<u8>>::subscribe(&broker, "t", SubscribeOptions::default())
+            .await
+            .unwrap();
+    for i in 0..12 {
+        producer.send("t", &object(i, 1000), meta(i)).await.unwrap();
+    }
+    producer.close("t").await.unwrap();
+    // The first message (four events): nothing is evicted until its last is consumed.
+    for i in 0..4 {
+        let item = consumer.next().await.unwrap().unwrap();
+        assert_eq!(*item.proxy.resolve().await.unwrap(), object(i, 1000));
+        assert_eq!(
+            segment.len(),
+            12,
+            "held while its message is being consumed"
+        );
+    }
+    // Asking for the fifth consumes the fourth: the first message's four objects go at once.
+    let item = consumer.next().await.unwrap().unwrap();
+    assert_eq!(segment.len(), 8);
+    assert_eq!(store.metrics().evict.count, 1, "one call for the message");
+    assert_eq!(*item.proxy.resolve().await.unwrap(), object(4, 1000));
+    for i in 5..8 {
+        let item = consumer.next().await.unwrap().unwrap();
+        assert_eq!(*item.proxy.resolve().await.unwrap(), object(i, 1000));
+    }
+    let item = consumer.next().await.unwrap().unwrap();
+    assert_eq!(item.sequence, 8);
+    assert_eq!(store.metrics().evict.count, 2);
+    assert_eq!(segment.len(), 4);
+    // Closing after two events of the third message: the memory broker does not redeliver
+    // it, so what was consumed of it (two objects) is evicted; the rest stays.
+    consumer.next().await.unwrap().unwrap();
+    consumer.close().await.unwrap();
+    assert_eq!(segment.len(), 2, "the two objects never consumed stay");
+    proxystore::unregister_store(store.name());
+}
