@@ -1,7 +1,8 @@
-//! The child processes a run starts: first resolves in fresh processes, and peak memory of one
-//! put or resolve. Both sides of their command line live here: a run starts the current
-//! executable as `<exe> bench resolve-child ...` or `<exe> bench rss-child ...`, and that
-//! executable hands the parsed [`Child`] to [`run_child`].
+//! The child processes a run starts: first resolves in fresh processes, peak memory of one
+//! put or resolve, the consumers of `bench futures` and `bench streams` (and those two
+//! benchmarks themselves, subcommands of `bench`). Both sides of their command line live here:
+//! a run starts the current executable as `<exe> bench resolve-child ...` or
+//! `<exe> bench rss-child ...`, and that executable hands the parsed [`Child`] to [`run_child`].
 
 use std::path::PathBuf;
 
@@ -22,6 +23,13 @@ pub enum Child {
     /// The consumer process of `bench futures`: resolves the futures it reads on stdin.
     #[command(hide = true)]
     FutureChild,
+    /// Streams of proxies: objects/s and MB/s from a producer to a consumer process, per
+    /// broker, store, size and batch, beside a raw Redis list and the store alone; with
+    /// `--python`, Python ProxyStore's.
+    Streams(crate::streams::StreamsArgs),
+    /// The consumer process of `bench streams`: consumes the trials it reads on stdin.
+    #[command(hide = true)]
+    StreamChild,
     /// Resolve the serialized proxies of a file and report timings as JSON.
     #[command(hide = true)]
     ResolveChild {
@@ -58,6 +66,8 @@ pub fn run_child(child: Child) -> Result<()> {
     match child {
         Child::Futures(args) => crate::futures::run(args),
         Child::FutureChild => crate::futures::child(),
+        Child::Streams(args) => crate::streams::run(args),
+        Child::StreamChild => crate::streams::child(),
         Child::ResolveChild { input } => crate::measure::fresh_process::resolve_child(&input),
         Child::RssChild {
             op,

@@ -25,6 +25,7 @@
 //! | units of durations, rates, sizes and ratios | `format` |
 //! | the report: figures and targets (JSON), its tables, text and Markdown renderers | `report` |
 //! | distributed futures against Python ProxyStore's (`proxystore bench futures`) | `futures` |
+//! | streams of proxies against Python ProxyStore's, a raw Redis list and the store alone (`proxystore bench streams`) | `streams` |
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -42,6 +43,7 @@ mod python;
 mod report;
 mod servers;
 mod setup;
+pub mod streams;
 
 pub use child::{Child, run_child};
 pub use measure::rss::RssOp;

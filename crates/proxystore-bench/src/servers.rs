@@ -101,6 +101,11 @@ impl RedisServer {
     pub(crate) fn port(&self) -> u16 {
         self.port
     }
+
+    /// Its process id (for its CPU time in `/proc`).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for RedisServer {

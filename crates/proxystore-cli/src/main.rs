@@ -143,7 +143,9 @@ Examples:
   cargo run --release -p proxystore-cli -- bench
   proxystore bench --sizes 1KiB,1MiB --connectors memory,file --json out.json
   proxystore bench --python --rss --json bench/results/bench.json \\
-      --update-doc docs/benchmarks.md --plots docs/images      # what scripts/bench-report runs")]
+      --update-doc docs/benchmarks.md --plots docs/images      # what scripts/bench-report runs
+  proxystore bench futures --python    # distributed futures, beside Python ProxyStore's
+  proxystore bench streams --python    # streams of proxies, beside Python ProxyStore's")]
     Bench(Box<bench::BenchArgs>),
 }
 
