@@ -15,8 +15,10 @@
 //!   each object's digest on resolve), and the store must be empty after each trial.
 //! - **Raw baselines in the same run**, same N, same bytes: the objects `RPUSH`ed onto a Redis
 //!   list by this process and `BLPOP`ed by the consumer process (redis crate, blocking
-//!   connections: the broker carrying the bytes itself); and the store alone: N puts here, then
-//!   N gets (and evictions) in the consumer process, end to end = puts + gets.
+//!   connections: the broker carrying the bytes itself); and the store alone, two ways: each
+//!   put here handed to the consumer process over a pipe (its reference, one line on the
+//!   consumer's standard input: no broker), which gets and evicts it, end to end like a stream;
+//!   and N puts here, then N gets (and evictions) in the consumer, end to end = puts + gets.
 //! - Per row: first-object latency, the producer's send p50, CPU of the producer, the consumer
 //!   and redis-server over the trial, the peak of Redis `used_memory` over the trial above
 //!   where it started (sampled every 5 ms), and for brokers that keep the messages the bytes
@@ -97,7 +99,7 @@ pub struct StreamsArgs {
     #[arg(long, default_value_t = 1.5)]
     target_s: f64,
 
-    /// Trials per row (the median is reported).
+    /// Trials per row, taken in turn over the rows of a size (the median is reported).
     #[arg(long, default_value_t = 3)]
     trials: usize,
 
@@ -252,6 +254,9 @@ enum Mode {
     RawList,
     /// Get and evict the objects of the references in this file (postcard).
     Store { refs: PathBuf },
+    /// Get and evict the objects of the `n` references that come on standard input (JSON, a
+    /// line each).
+    StorePiped,
 }
 
 /// One trial, for the consumer process (a JSON line on its standard input).
@@ -312,11 +317,15 @@ pub(crate) fn child() -> Result<()> {
         .enable_all()
         .build()?;
     let mut stores: HashMap<String, Store> = HashMap::new();
-    let stdin = std::io::stdin();
+    let mut input = std::io::stdin().lock();
     let mut out = std::io::stdout().lock();
-    for line in stdin.lock().lines() {
-        let job: Job = serde_json::from_str(&line?).context("a job")?;
-        let reply = match runtime.block_on(consume(&job, &mut stores, &mut out)) {
+    loop {
+        let mut line = String::new();
+        if input.read_line(&mut line)? == 0 {
+            break;
+        }
+        let job: Job = serde_json::from_str(&line).context("a job")?;
+        let reply = match runtime.block_on(consume(&job, &mut stores, &mut out, &mut input)) {
             Ok(done) => Reply::Done(done),
             Err(e) => Reply::Error(format!("{e:#}")),
         };
@@ -350,6 +359,7 @@ async fn consume(
     job: &Job,
     stores: &mut HashMap<String, Store>,
     out: &mut impl Write,
+    input: &mut impl BufRead,
 ) -> Result<Done> {
     let expect = Expect::new(job.size);
     let timeout = Duration::from_secs_f64(job.timeout_s);
@@ -416,6 +426,23 @@ async fn consume(
             let (t0, cpu0) = (Instant::now(), process_cpu_s());
             for r in &refs {
                 let v = store.get_by_reference::<Bytes>(r).await?;
+                done.tally(&expect, &v);
+                store.evict(&r.key).await?;
+            }
+            done.finish(t0, cpu0);
+        }
+        Mode::StorePiped => {
+            let store = store.context("no store")?;
+            say_ready(out)?;
+            let (t0, cpu0) = (Instant::now(), process_cpu_s());
+            for _ in 0..job.n {
+                let mut line = String::new();
+                ensure!(
+                    input.read_line(&mut line)? > 0,
+                    "the references ended early"
+                );
+                let r = Reference::from_json(line.trim())?;
+                let v = store.get_by_reference::<Bytes>(&r).await?;
                 done.tally(&expect, &v);
                 store.evict(&r.key).await?;
             }
@@ -611,6 +638,9 @@ enum Subject {
     RawList,
     /// The store alone: N puts here, then N gets and evictions in the consumer.
     Store { store: StoreName },
+    /// The store alone: each put here handed to the consumer over a pipe, which gets and
+    /// evicts it.
+    StorePiped { store: StoreName },
 }
 
 impl Subject {
@@ -628,6 +658,11 @@ impl Subject {
             Subject::RawList => ("Redis list (RPUSH/BLPOP)".into(), "-".into(), "-".into()),
             Subject::Store { store } => (
                 "(store alone: puts, then gets)".into(),
+                store.label().into(),
+                "-".into(),
+            ),
+            Subject::StorePiped { store } => (
+                "(store alone: put, pipe, get)".into(),
                 store.label().into(),
                 "-".into(),
             ),
@@ -904,6 +939,54 @@ impl Bench {
         ))
     }
 
+    /// One trial of the store alone, pipelined: each put here, its reference handed to the
+    /// consumer over its standard input, which gets and evicts it.
+    async fn piped_store_trial(
+        &mut self,
+        store: &StoreUnderTest,
+        object: &Bytes,
+        n: usize,
+    ) -> Result<Trial> {
+        let mut job = self.job(Mode::StorePiped, "", object.len(), n);
+        job.store = Some(store.store.config().clone());
+        self.consumer.send(&job)?;
+        self.consumer.ready(self.timeout)?;
+        let sampler = MemorySampler::start(&self.client)?;
+        let redis0 = self.redis_cpu();
+        let cpu0 = process_cpu_s();
+        let mut send_s = Vec::with_capacity(n);
+        let start_ns = now_ns();
+        for _ in 0..n {
+            let t = Instant::now();
+            let proxy = store.store.proxy(object).await?;
+            send_s.push(t.elapsed().as_secs_f64());
+            let line = proxy.reference().context("an inline proxy")?.to_json();
+            writeln!(self.consumer.stdin, "{line}")?;
+            self.consumer.stdin.flush()?;
+        }
+        let cpu1 = process_cpu_s();
+        let done = self.consumer.done(self.timeout)?;
+        let redis1 = self.redis_cpu();
+        let (peak, sampler_cpu) = sampler.finish()?;
+        self.check(&done, n)?;
+        let left = self.leftovers(&store.holds)?;
+        ensure!(
+            left == 0,
+            "{left} objects left in the store after the trial"
+        );
+        Ok(trial(
+            &done,
+            start_ns,
+            n,
+            send_s,
+            cpu1 - cpu0 - sampler_cpu,
+            redis0.zip(redis1).map(|(a, b)| b - a),
+            peak,
+            None,
+            None,
+        ))
+    }
+
     /// One trial of the store alone: N puts here, then N gets and evictions in the consumer.
     async fn store_trial(
         &mut self,
@@ -1126,44 +1209,57 @@ pub fn run(args: StreamsArgs) -> Result<()> {
             }
         }
         for s in &stores {
+            subjects.push(Subject::StorePiped { store: s.name });
             subjects.push(Subject::Store { store: s.name });
         }
         subjects.push(Subject::RawList);
-        for subject in subjects {
-            let mut trials = Vec::new();
-            let mut failed = None;
-            for _ in 0..args.trials.max(1) {
-                let store = match subject {
-                    Subject::Stream { store, .. } | Subject::Store { store } => {
-                        stores.iter().find(|s| s.name == store)
-                    }
+        // Round robin: trial t of every row, then trial t + 1, so that the drift of a shared
+        // machine (page cache, memory freed by the row before) falls on every row alike.
+        let mut trials: Vec<Vec<Trial>> = subjects.iter().map(|_| Vec::new()).collect();
+        let mut failed: Vec<Option<anyhow::Error>> = subjects.iter().map(|_| None).collect();
+        for _ in 0..args.trials.max(1) {
+            for (i, subject) in subjects.iter().enumerate() {
+                if failed[i].is_some() {
+                    continue;
+                }
+                let store = match *subject {
+                    Subject::Stream { store, .. }
+                    | Subject::Store { store }
+                    | Subject::StorePiped { store } => stores.iter().find(|s| s.name == store),
                     Subject::RawList => None,
                 };
-                let result = match (subject, store) {
+                let result = match (*subject, store) {
                     (Subject::Stream { broker, batch, .. }, Some(s)) => {
                         runtime.block_on(bench.stream_trial(broker, s, batch, &object, n))
                     }
                     (Subject::Store { .. }, Some(s)) => {
                         runtime.block_on(bench.store_trial(s, &object, n))
                     }
+                    (Subject::StorePiped { .. }, Some(s)) => {
+                        runtime.block_on(bench.piped_store_trial(s, &object, n))
+                    }
                     (Subject::RawList, _) => bench.raw_trial(&object, n),
                     _ => Err(anyhow!("no such store")),
                 };
                 match result {
-                    Ok(t) => trials.push(t),
+                    Ok(t) => trials[i].push(t),
                     Err(e) => {
-                        failed = Some(e);
-                        break;
+                        let (b, s, batch) = subject.labels();
+                        eprintln!(
+                            "[bench] FAILED {b} {s} {} batch {batch}: {e:#}",
+                            fmt_size(size)
+                        );
+                        failed[i] = Some(e);
+                        // Its state is unknown: a new consumer process for what follows.
+                        bench.consumer = Consumer::start()?;
                     }
                 }
             }
+        }
+        for ((subject, trials), failed) in subjects.into_iter().zip(trials).zip(failed) {
             let (b, s, batch) = subject.labels();
             if let Some(e) = failed {
-                let msg = format!("{b} {s} {} batch {batch}: {e:#}", fmt_size(size));
-                eprintln!("[bench] FAILED {msg}");
-                errors.push(msg);
-                // Its state is unknown: a new consumer process for the next row.
-                bench.consumer = Consumer::start()?;
+                errors.push(format!("{b} {s} {} batch {batch}: {e:#}", fmt_size(size)));
                 continue;
             }
             let row = Row::new(subject, size, n, trials);
@@ -1323,7 +1419,7 @@ fn python_peer<'a>(row: &Row, py: &'a [PyCell]) -> Option<&'a PyCell> {
                     c.store.as_deref() == Some(store.label()) && c.batch == Some(batch)
                 }
                 Subject::RawList => c.store.is_none(),
-                Subject::Store { .. } => false,
+                Subject::Store { .. } | Subject::StorePiped { .. } => false,
             }
     })
 }
@@ -1333,9 +1429,11 @@ fn raw_peer(rows: &[Row], size: u64) -> Option<&Row> {
         .find(|r| r.subject == Subject::RawList && r.size_bytes == size)
 }
 
+/// The store alone, pipelined like a stream (put, pipe, get): the anchor of the stream's
+/// throughput at large sizes.
 fn store_peer(rows: &[Row], store: StoreName, size: u64) -> Option<&Row> {
     rows.iter()
-        .find(|r| r.subject == Subject::Store { store } && r.size_bytes == size)
+        .find(|r| r.subject == Subject::StorePiped { store } && r.size_bytes == size)
 }
 
 /// One of the targets, checked for one row.
@@ -1392,7 +1490,7 @@ fn targets(rows: &[Row], py: &[PyCell]) -> Vec<Target> {
             && let Some(s) = store_peer(rows, store, r.size_bytes)
         {
             push(
-                "10 MiB: within 10% of the store's own throughput (puts, then gets)",
+                "10 MiB: within 10% of the store's own throughput (put, pipe, get)",
                 r,
                 r.objects_per_s / s.objects_per_s,
                 0.9,
@@ -1453,9 +1551,10 @@ fn render(
         "Streams of proxies: producer (this process) -> consumer (another process); end to end = first send -> last object resolved in the consumer; median of {} trials; MB = 1e6 B\n\n",
         args.trials.max(1)
     ));
-    t.push_str("| impl | broker | store | size | batch | N | objects/s | MB/s | first object | send p50 | CPU s prod/cons/redis | on the broker per object | Redis peak | ours/Python | ours/raw list |\n");
+    t.push_str("| impl | broker | store | size | batch | N | objects/s | MB/s | first object | send p50 | CPU us/object prod/cons/redis | on the broker per object | Redis peak | ours/Python | ours/raw list |\n");
     t.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
+        let per_object = 1e6 / r.n.max(1) as f64;
         let (b, s, batch) = r.subject.labels();
         let vs_py =
             python_peer(r, py).map_or("-".into(), |p| fmt_ratio(r.objects_per_s / p.objects_per_s));
@@ -1466,7 +1565,9 @@ fn render(
             }),
         };
         let send = match r.subject {
-            Subject::Store { .. } => format!("{} (put)", fmt_time(r.send_p50_s)),
+            Subject::Store { .. } | Subject::StorePiped { .. } => {
+                format!("{} (put)", fmt_time(r.send_p50_s))
+            }
             Subject::RawList => format!("{} (RPUSH)", fmt_time(r.send_p50_s)),
             Subject::Stream { .. } => fmt_time(r.send_p50_s),
         };
@@ -1478,19 +1579,20 @@ fn render(
             ),
             (Subject::Stream { .. }, None) => "nothing kept".into(),
             (Subject::RawList, None) => "the object".into(),
-            (Subject::Store { .. }, None) => "-".into(),
+            (Subject::Store { .. } | Subject::StorePiped { .. }, None) => "-".into(),
         };
         t.push_str(&format!(
-            "| Rust | {b} | {s} | {} | {batch} | {} | {:.0} | {:.1} | {} | {} | {:.2}/{:.2}/{} | {on_broker} | {} | {vs_py} | {vs_raw} |\n",
+            "| Rust | {b} | {s} | {} | {batch} | {} | {:.0} | {:.1} | {} | {} | {:.0}/{:.0}/{} | {on_broker} | {} | {vs_py} | {vs_raw} |\n",
             fmt_size(r.size_bytes),
             r.n,
             r.objects_per_s,
             r.bytes_per_s / 1e6,
             opt_time(r.first_object_s),
             send,
-            r.producer_cpu_s,
-            r.consumer_cpu_s,
-            r.redis_cpu_s.map_or("-".into(), |c| format!("{c:.2}")),
+            r.producer_cpu_s * per_object,
+            r.consumer_cpu_s * per_object,
+            r.redis_cpu_s
+                .map_or("-".into(), |c| format!("{:.0}", c * per_object)),
             fmt_bytes(r.redis_peak_bytes as f64),
         ));
     }
@@ -1514,8 +1616,10 @@ fn render(
             c.bytes_per_s / 1e6,
             opt_time(c.first_object_s),
             opt_time(c.send_p50_s),
-            c.producer_cpu_s.map_or("-".into(), |v| format!("{v:.2}")),
-            c.consumer_cpu_s.map_or("-".into(), |v| format!("{v:.2}")),
+            c.producer_cpu_s
+                .map_or("-".into(), |v| format!("{:.0}", v * 1e6 / c.n.max(1) as f64)),
+            c.consumer_cpu_s
+                .map_or("-".into(), |v| format!("{:.0}", v * 1e6 / c.n.max(1) as f64)),
             if c.store.is_some() { "-" } else { "the object" },
             raw.map_or("-".into(), |r| fmt_ratio(c.objects_per_s / r.objects_per_s)),
         ));
