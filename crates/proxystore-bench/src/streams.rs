@@ -701,6 +701,8 @@ struct Row {
     e2e_s: f64,
     objects_per_s: f64,
     bytes_per_s: f64,
+    /// (max - min) / median of the trials' objects/s.
+    spread: f64,
     first_object_s: Option<f64>,
     send_p50_s: f64,
     send_p99_s: f64,
@@ -737,6 +739,13 @@ impl Row {
             e2e_s: e2e,
             objects_per_s: n as f64 / e2e,
             bytes_per_s: n as f64 * size as f64 / e2e,
+            spread: {
+                let rates = trials.iter().map(|t| t.objects_per_s);
+                let (lo, hi) = rates.fold((f64::INFINITY, 0.0_f64), |(lo, hi), r| {
+                    (lo.min(r), hi.max(r))
+                });
+                (hi - lo) / (n as f64 / e2e)
+            },
             first_object_s: median_opt(trials.iter().map(|t| t.first_object_s).collect()),
             send_p50_s: percentile(&send, 50.0),
             send_p99_s: percentile(&send, 99.0),
@@ -1210,9 +1219,14 @@ pub fn run(args: StreamsArgs) -> Result<()> {
         }
         for s in &stores {
             subjects.push(Subject::StorePiped { store: s.name });
-            subjects.push(Subject::Store { store: s.name });
         }
         subjects.push(Subject::RawList);
+        // Last in each round: these pile up N objects (hundreds of MB at 10 MiB) before the
+        // first get, and the machine takes a while to reclaim the memory; a row right after
+        // one of them was measured up to 3x slower.
+        for s in &stores {
+            subjects.push(Subject::Store { store: s.name });
+        }
         // Round robin: trial t of every row, then trial t + 1, so that the drift of a shared
         // machine (page cache, memory freed by the row before) falls on every row alike.
         let mut trials: Vec<Vec<Trial>> = subjects.iter().map(|_| Vec::new()).collect();
@@ -1386,6 +1400,7 @@ struct PyCell {
     n: u64,
     objects_per_s: f64,
     bytes_per_s: f64,
+    spread: Option<f64>,
     first_object_s: Option<f64>,
     send_p50_s: Option<f64>,
     producer_cpu_s: Option<f64>,
@@ -1402,6 +1417,7 @@ impl PyCell {
             n: c["n"].as_u64().unwrap_or(0),
             objects_per_s: c["objects_per_s"].as_f64()?,
             bytes_per_s: c["bytes_per_s"].as_f64().unwrap_or(f64::NAN),
+            spread: c["trial_spread"].as_f64(),
             first_object_s: c["first_object_latency_s"].as_f64(),
             send_p50_s: c["send_s"]["median"].as_f64(),
             producer_cpu_s: c["producer_cpu_s"].as_f64(),
@@ -1548,10 +1564,10 @@ fn render(
 ) -> String {
     let mut t = String::new();
     t.push_str(&format!(
-        "Streams of proxies: producer (this process) -> consumer (another process); end to end = first send -> last object resolved in the consumer; median of {} trials; MB = 1e6 B\n\n",
+        "Streams of proxies: producer (this process) -> consumer (another process); end to end = first send -> last object resolved in the consumer; median of {} trials (spread: (max - min) / median); MB = 1e6 B\n\n",
         args.trials.max(1)
     ));
-    t.push_str("| impl | broker | store | size | batch | N | objects/s | MB/s | first object | send p50 | CPU us/object prod/cons/redis | on the broker per object | Redis peak | ours/Python | ours/raw list |\n");
+    t.push_str("| impl | broker | store | size | batch | N | objects/s (spread) | MB/s | first object | send p50 | CPU us/object prod/cons/redis | on the broker per object | Redis peak | ours/Python | ours/raw list |\n");
     t.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         let per_object = 1e6 / r.n.max(1) as f64;
@@ -1582,10 +1598,11 @@ fn render(
             (Subject::Store { .. } | Subject::StorePiped { .. }, None) => "-".into(),
         };
         t.push_str(&format!(
-            "| Rust | {b} | {s} | {} | {batch} | {} | {:.0} | {:.1} | {} | {} | {:.0}/{:.0}/{} | {on_broker} | {} | {vs_py} | {vs_raw} |\n",
+            "| Rust | {b} | {s} | {} | {batch} | {} | {:.0} ({:.0}%) | {:.1} | {} | {} | {:.0}/{:.0}/{} | {on_broker} | {} | {vs_py} | {vs_raw} |\n",
             fmt_size(r.size_bytes),
             r.n,
             r.objects_per_s,
+            r.spread * 100.0,
             r.bytes_per_s / 1e6,
             opt_time(r.first_object_s),
             send,
@@ -1602,7 +1619,7 @@ fn render(
             .find(|o| o.store.is_none() && o.size == c.size)
             .filter(|_| c.store.is_some());
         t.push_str(&format!(
-            "| Python | {} | {} | {} | {} | {} | {:.0} | {:.1} | {} | {} | {}/{}/- | {} | - | | {} |\n",
+            "| Python | {} | {} | {} | {} | {} | {:.0} ({}) | {:.1} | {} | {} | {}/{}/- | {} | - | | {} |\n",
             if c.store.is_some() {
                 "Redis list (RedisQueue shim)"
             } else {
@@ -1613,6 +1630,8 @@ fn render(
             c.batch.map_or("-".into(), |b| b.to_string()),
             c.n,
             c.objects_per_s,
+            c.spread
+                .map_or("-".into(), |v| format!("{:.0}%", v * 100.0)),
             c.bytes_per_s / 1e6,
             opt_time(c.first_object_s),
             opt_time(c.send_p50_s),
