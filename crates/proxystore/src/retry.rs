@@ -126,7 +126,9 @@ impl RetryConfig {
                         wait_ms = wait.as_millis() as u64,
                         "temporary failure; retrying"
                     );
-                    tokio::time::sleep(wait).await;
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
                     retries += 1;
                 }
                 other => return other,

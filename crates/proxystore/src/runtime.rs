@@ -172,9 +172,156 @@ where
     }
 }
 
+/// One value per tokio runtime: a client whose connection task must live on the runtime that
+/// uses it, so that a call does not hop between threads (a spawn on the I/O runtime and a wake
+/// back) on its way to the socket and back.
+///
+/// The value for the current runtime is made on first use from that runtime, inside it (so
+/// that what it spawns lives there), and dropped when that runtime shuts down, or with this
+/// map. Networked connectors keep their clients in one; callers outside any tokio runtime go
+/// to the I/O runtime's (see [`run_on_io`]).
+///
+/// ```
+/// # proxystore::runtime::block_on(async {
+/// use proxystore::runtime::PerRuntime;
+/// let clients: PerRuntime<u32> = PerRuntime::new();
+/// let here = clients.get_or_try_init(|| Ok::<_, proxystore::Error>(7))?;
+/// assert_eq!(here, Some(7)); // made once per runtime; `None` outside any runtime
+/// assert_eq!(clients.get_or_try_init(|| Ok::<_, proxystore::Error>(8))?, Some(7));
+/// # Ok::<_, proxystore::Error>(()) })??;
+/// # Ok::<_, proxystore::Error>(())
+/// ```
+pub struct PerRuntime<T> {
+    map: std::sync::Arc<std::sync::Mutex<PerRuntimeMap<T>>>,
+}
+
+type PerRuntimeMap<T> =
+    std::collections::HashMap<tokio::runtime::Id, (T, tokio::sync::oneshot::Sender<()>)>;
+
+impl<T> Default for PerRuntime<T> {
+    fn default() -> Self {
+        PerRuntime {
+            map: Default::default(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for PerRuntime<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PerRuntime")
+            .field("runtimes", &self.len())
+            .finish()
+    }
+}
+
+impl<T> PerRuntime<T> {
+    /// How many runtimes have a value now.
+    pub fn len(&self) -> usize {
+        self.map.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Whether no runtime has a value.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T: Clone + Send + 'static> PerRuntime<T> {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The value of the current runtime, made with `make` (inside this runtime) when it has
+    /// none yet; `None` when the caller runs outside any tokio runtime.
+    ///
+    /// # Errors
+    /// `make`'s.
+    pub fn get_or_try_init<E>(
+        &self,
+        make: impl FnOnce() -> std::result::Result<T, E>,
+    ) -> std::result::Result<Option<T>, E> {
+        let Ok(handle) = Handle::try_current() else {
+            return Ok(None);
+        };
+        let id = handle.id();
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((value, _)) = map.get(&id) {
+            return Ok(Some(value.clone()));
+        }
+        let value = make()?;
+        // A task of this runtime holds the entry's removal: the runtime drops it when it shuts
+        // down. It ends on its own once the entry goes (the sender dropped with this map).
+        let (alive, dropped) = tokio::sync::oneshot::channel::<()>();
+        let guard = RemoveOnDrop {
+            map: std::sync::Arc::downgrade(&self.map),
+            id,
+        };
+        handle.spawn(async move {
+            let _guard = guard;
+            let _ = dropped.await;
+        });
+        map.insert(id, (value.clone(), alive));
+        Ok(Some(value))
+    }
+}
+
+struct RemoveOnDrop<T> {
+    map: std::sync::Weak<std::sync::Mutex<PerRuntimeMap<T>>>,
+    id: tokio::runtime::Id,
+}
+
+impl<T> Drop for RemoveOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(map) = self.map.upgrade() {
+            // Taken out under the lock, dropped after it: dropping a client may take locks.
+            let removed = map.lock().map(|mut m| m.remove(&self.id)).unwrap_or(None);
+            drop(removed);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_runtime_values_go_with_their_runtime() {
+        let values: PerRuntime<usize> = PerRuntime::new();
+        assert_eq!(values.get_or_try_init(|| Ok::<_, ()>(0)), Ok(None));
+        let made = std::sync::atomic::AtomicUsize::new(0);
+        let make = || Ok::<_, ()>(made.fetch_add(1, Ordering::SeqCst) + 1);
+        let a = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let b = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        assert_eq!(
+            a.block_on(async { values.get_or_try_init(make) }),
+            Ok(Some(1))
+        );
+        assert_eq!(
+            a.block_on(async { values.get_or_try_init(make) }),
+            Ok(Some(1))
+        );
+        assert_eq!(
+            b.block_on(async { values.get_or_try_init(make) }),
+            Ok(Some(2))
+        );
+        assert_eq!(values.len(), 2);
+        drop(a);
+        assert_eq!(values.len(), 1, "a runtime's value goes when it shuts down");
+        let errs: PerRuntime<usize> = PerRuntime::new();
+        assert_eq!(
+            b.block_on(async { errs.get_or_try_init(|| Err("no")) }),
+            Err("no")
+        );
+        assert!(errs.is_empty());
+        drop(values);
+        drop(b);
+    }
 
     #[test]
     fn works_outside_a_runtime() {

@@ -145,8 +145,11 @@ impl CallConfig {
 /// better (one round trip, a ranged read).
 ///
 /// Implementations must be cheap to call concurrently from many tasks. Networked connectors
-/// should drive their I/O on [`crate::runtime::io_handle`], so that a proxy resolved synchronously
-/// from any thread or runtime cannot deadlock.
+/// should drive their I/O on [`crate::runtime::io_handle`] (ask for it in
+/// [`Connector::call_config`]), or keep a client per calling runtime whose connection task lives
+/// there ([`crate::runtime::PerRuntime`], as the Redis connector does), so that a proxy resolved
+/// synchronously from any thread or runtime cannot deadlock and a runtime that shuts down takes
+/// no other caller's connection with it.
 ///
 /// # Cancel safety
 /// Dropping a `put` future may leave the object absent or present, never partial: a later `get`

@@ -26,7 +26,7 @@ use super::{CallConfig, Connector, ConnectorConfig, PutOptions, Resource};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::retry::RetryConfig;
-use crate::runtime::run_on_io;
+use crate::runtime::{PerRuntime, run_on_io, spawn_io};
 
 /// Kind name of this connector.
 pub const KIND: &str = "redis";
@@ -73,7 +73,8 @@ struct Inner {
     info: ConnectionInfo,
     /// Contents of `tls_ca_file`.
     tls_roots: Option<Vec<u8>>,
-    manager: tokio::sync::OnceCell<ConnectionManager>,
+    /// A connection per tokio runtime that calls, its task living there (see [`PerRuntime`]).
+    managers: PerRuntime<ConnectionManager>,
     /// The pub/sub connection waiters share (made on the first wait; again after a loss).
     subscriber: tokio::sync::Mutex<Option<Arc<wait::Subscriber>>>,
 }
@@ -82,7 +83,7 @@ impl fmt::Debug for RedisConnector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConnector")
             .field("config", &self.inner.config)
-            .field("connected", &self.inner.manager.initialized())
+            .field("runtimes", &self.inner.managers.len())
             .finish()
     }
 }
@@ -130,7 +131,7 @@ impl RedisConnector {
                 config,
                 info,
                 tls_roots,
-                manager: tokio::sync::OnceCell::new(),
+                managers: PerRuntime::new(),
                 subscriber: tokio::sync::Mutex::new(None),
             }),
         })
@@ -203,15 +204,26 @@ impl RedisConnector {
         cmd
     }
 
-    /// Run `f` with the connection and map its error. The store's layers run it on the I/O
-    /// runtime and retry a lost connection once (see [`Connector::call_config`]).
+    /// Run `f` with the connection of the calling runtime and map its error. A caller outside
+    /// any tokio runtime runs it on the I/O runtime. The store's layers retry a lost connection
+    /// once (see [`Connector::call_config`]).
     async fn run<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
-        Fut: Future<Output = RedisResult<T>>,
+        F: FnOnce(ConnectionManager) -> Fut + Send + 'static,
+        Fut: Future<Output = RedisResult<T>> + Send + 'static,
+        T: Send + 'static,
     {
-        let con = self.inner.manager().await?;
-        f(con).await.map_err(|e| self.inner.error(op, e))
+        if let Some(con) = self.inner.manager()? {
+            return f(con).await.map_err(|e| self.inner.error(op, e));
+        }
+        let this = self.clone();
+        spawn_io(async move {
+            let con = this.inner.manager()?.ok_or_else(|| {
+                Error::backend_message(KIND, "the I/O runtime is not a tokio runtime", false)
+            })?;
+            f(con).await.map_err(|e| this.inner.error(op, e))
+        })
+        .await?
     }
 }
 
@@ -386,25 +398,21 @@ impl Inner {
         .map_err(|e| Error::config(format!("redis client: {e}")))
     }
 
-    async fn manager(&self) -> Result<ConnectionManager> {
-        self.manager
-            .get_or_try_init(|| async {
-                let client = self.client()?;
-                let config = ConnectionManagerConfig::new()
-                    .set_response_timeout(Some(self.config.response_timeout()))
-                    .set_connection_timeout(Some(self.config.connect_timeout()))
-                    .set_number_of_retries(RECONNECT_RETRIES)
-                    .set_min_delay(Duration::from_millis(50))
-                    .set_max_delay(Duration::from_secs(1));
-                // Created on the I/O runtime, so that its connection task lives there.
-                run_on_io(async move {
-                    ConnectionManager::new_lazy_with_config(client, config)
-                        .map_err(|e| Error::config(format!("redis connection manager: {e}")))
-                })
-                .await
-            })
-            .await
-            .cloned()
+    /// The connection of the calling runtime, made lazily (it connects on first use) the first
+    /// time this runtime calls, so that its task lives here and a call does not hop between
+    /// threads. `None` outside any tokio runtime.
+    fn manager(&self) -> Result<Option<ConnectionManager>> {
+        self.managers.get_or_try_init(|| {
+            let client = self.client()?;
+            let config = ConnectionManagerConfig::new()
+                .set_response_timeout(Some(self.config.response_timeout()))
+                .set_connection_timeout(Some(self.config.connect_timeout()))
+                .set_number_of_retries(RECONNECT_RETRIES)
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(Duration::from_secs(1));
+            ConnectionManager::new_lazy_with_config(client, config)
+                .map_err(|e| Error::config(format!("redis connection manager: {e}")))
+        })
     }
 
     fn error(&self, op: &str, e: RedisError) -> Error {
@@ -471,17 +479,21 @@ impl Connector for RedisConnector {
         KIND
     }
 
-    /// On the I/O runtime; one immediate retry of a temporary failure (the manager has
-    /// reconnected by then), puts included: a failed put leaves no readable object. Commands
-    /// are bounded by the client's own response and connect timeouts.
+    /// On the calling runtime's own connection (no hop to the I/O runtime: see
+    /// [`PerRuntime`]); one immediate retry of a temporary failure (the manager has reconnected
+    /// by then), puts included: a failed put leaves no readable object. Commands are bounded by
+    /// the client's own response and connect timeouts.
     fn call_config(&self) -> CallConfig {
-        CallConfig::networked(
-            None,
-            RetryConfig::default()
-                .max_retries(1)
-                .initial_backoff(Duration::ZERO)
-                .retry_puts(true),
-        )
+        CallConfig {
+            io_runtime: false,
+            ..CallConfig::networked(
+                None,
+                RetryConfig::default()
+                    .max_retries(1)
+                    .initial_backoff(Duration::ZERO)
+                    .retry_puts(true),
+            )
+        }
     }
 
     async fn put_opts(&self, data: Bytes, _options: &PutOptions) -> Result<Key> {
@@ -685,8 +697,11 @@ impl Connector for RedisConnector {
     /// Subscribes to the key's channel, where [`Connector::set`] announces a write, on the
     /// pub/sub connection the connector's waiters share (unsubscribed when its last waiter
     /// returns or is dropped).
+    /// On the I/O runtime, where the subscriber that every waiter of this connector shares
+    /// lives (whatever runtime the waiters come from).
     async fn wait(&self, key: &Key, timeout: Duration) -> Result<bool> {
-        self.wait_on_channel(key, timeout).await
+        let (this, key) = (self.clone(), key.clone());
+        run_on_io(async move { this.wait_on_channel(&key, timeout).await }).await
     }
 
     fn wait_mechanism(&self) -> &'static str {
