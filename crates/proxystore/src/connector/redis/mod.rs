@@ -4,8 +4,11 @@
 //! Keys handed back by users are only ever used as Redis keys, which are binary-safe, so a hostile
 //! key can name nothing but another Redis key under the same prefix.
 //!
-//! The connection is a [`redis::aio::ConnectionManager`] created lazily on the library's I/O
-//! runtime; a store runs every call there ([`crate::layer`]). The manager reconnects after the
+//! The connection is a [`redis::aio::ConnectionManager`], one per tokio runtime that calls
+//! ([`crate::runtime::PerRuntime`]), made inside that runtime so that its task runs beside its
+//! callers (callers outside any tokio runtime use the I/O runtime's). Like any tokio network
+//! client it needs the runtime's I/O and time drivers (`enable_all`, as `#[tokio::main]` and
+//! `#[tokio::test]` have). The manager reconnects after the
 //! connection drops, and an operation that failed with a temporary error (a dropped connection)
 //! is tried once more, at once, on the new connection, so a connector outlives a server
 //! restart. No command waits longer than `response_timeout` for its reply, nor a connection
