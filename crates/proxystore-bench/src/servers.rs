@@ -115,6 +115,80 @@ impl Drop for RedisServer {
     }
 }
 
+/// A `nats-server` child with JetStream (file storage in a temporary directory) on a free
+/// loopback port, with the server's default limits (`max_payload` 1 MiB); killed on drop.
+pub(crate) struct NatsServer {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Start one.
+    ///
+    /// # Errors
+    /// When `nats-server` is not installed (run `scripts/install-deps`) or is not ready.
+    pub(crate) fn start() -> Result<Self> {
+        let port = free_port()?;
+        let dir = tempfile::tempdir().context("temporary directory for nats-server")?;
+        let log = dir.path().join("nats.log");
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p"])
+            .arg(port.to_string())
+            .arg("-sd")
+            .arg(dir.path().join("jetstream"))
+            .arg("-l")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                bail!("nats-server is not installed (not on PATH): run scripts/install-deps")
+            }
+            Err(e) => return Err(e).context("start nats-server"),
+        };
+        let mut s = NatsServer {
+            port,
+            child,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let logs = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(status) = s.child.try_wait()? {
+                bail!("nats-server on port {port} exited with {status}: {logs}");
+            }
+            if logs.contains("Server is ready") {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                bail!("nats-server on port {port} was not ready within {START_TIMEOUT:?}: {logs}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Its URL.
+    pub(crate) fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Its process id (for its CPU time in `/proc`).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A field of `INFO server` of the Redis server on `127.0.0.1:port` (no password).
 pub(crate) fn info_field(port: u16, field: &str) -> Result<String> {
     let mut s = TcpStream::connect_timeout(

@@ -27,8 +27,14 @@
 //!   redis-server, and the ratios ours/Python and ours/raw list, and the targets met or
 //!   not.
 //!
-//! Brokers are rows of `BrokerName`: one more broker (NATS JetStream, ...) is one more variant
-//! there, with how to connect to it and which keys hold what it keeps.
+//! - **NATS JetStream** (`--brokers nats`, started here like redis-server: `nats-server -js`
+//!   with file storage and its default limits): its rows beside the same objects published
+//!   into a JetStream stream of their own and pulled by the consumer (the broker carrying the
+//!   bytes: no proxies), with the bytes the topic's stream holds per object for both (the
+//!   stream's `state.bytes` at the end of the trial).
+//!
+//! Brokers are rows of `BrokerName`: one more broker is one more variant there, with how to
+//! connect to it and where it keeps what it keeps.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -45,6 +51,7 @@ use clap::{Args, ValueEnum};
 use proxystore::connector::file::FileConnector;
 use proxystore::connector::redis::{RedisConfig, RedisConnector};
 use proxystore::{Key, Reference, Store, StoreConfig};
+use proxystore_stream::broker::nats::{NatsBroker, NatsConfig};
 use proxystore_stream::broker::redis_pubsub::RedisPubSubBroker;
 use proxystore_stream::broker::redis_streams::{RedisStreamsBroker, RedisStreamsConfig};
 use proxystore_stream::broker::{Broker, SubscribeOptions};
@@ -53,7 +60,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::format::{fmt_rate, fmt_ratio, fmt_size, fmt_time};
 use crate::futures::{now_ns, percentile, process_cpu_s};
-use crate::servers::{RedisServer, work_dir};
+use crate::servers::{NatsServer, RedisServer, work_dir};
 
 /// Streams of proxies: objects/s and MB/s from a producer (this process) to a consumer
 /// process, per broker, store, size and batch, beside a raw Redis list and the store alone;
@@ -64,7 +71,7 @@ pub struct StreamsArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "redis-streams,redis-pubsub"
+        default_value = "redis-streams,redis-pubsub,nats"
     )]
     brokers: Vec<BrokerName>,
 
@@ -125,9 +132,10 @@ pub struct StreamsArgs {
     json: Option<PathBuf>,
 }
 
-/// A broker the events of a stream go through: one row each. Another broker (NATS
-/// JetStream, ...) is one more variant, with its [`BrokerName::connect`] and
-/// [`BrokerName::stored_keys`] (and its server started in `run`).
+/// A broker the events of a stream go through: one row each. Another broker is one more
+/// variant, with its [`BrokerName::connect`] and where it keeps what it keeps
+/// ([`BrokerName::stored_keys`] on Redis; the topic's stream on NATS) (and its server started
+/// in `run`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum BrokerName {
@@ -135,6 +143,9 @@ pub(crate) enum BrokerName {
     RedisStreams,
     /// Redis pub/sub: `PUBLISH`; at most once (the consumer subscribes before the first send).
     RedisPubsub,
+    /// NATS JetStream: a stream per topic, a durable pull consumer, acknowledgements
+    /// confirmed by the server; at least once.
+    Nats,
 }
 
 impl BrokerName {
@@ -142,12 +153,18 @@ impl BrokerName {
         match self {
             BrokerName::RedisStreams => "redis-streams",
             BrokerName::RedisPubsub => "redis-pubsub",
+            BrokerName::Nats => "nats-jetstream",
         }
     }
 
-    /// A broker of this kind on the Redis server at `url`, its keys or channels under
-    /// `prefix`.
-    async fn connect(self, url: &str, prefix: &str) -> Result<Arc<dyn Broker>> {
+    /// A broker of this kind: on the Redis server at `url`, its keys or channels under
+    /// `prefix`; on the nats-server at `nats_url`.
+    async fn connect(
+        self,
+        url: &str,
+        nats_url: Option<&str>,
+        prefix: &str,
+    ) -> Result<Arc<dyn Broker>> {
         Ok(match self {
             BrokerName::RedisStreams => {
                 let mut config = RedisStreamsConfig::new(url);
@@ -155,6 +172,7 @@ impl BrokerName {
                 Arc::new(RedisStreamsBroker::connect(config).await?)
             }
             BrokerName::RedisPubsub => Arc::new(RedisPubSubBroker::connect(url, prefix).await?),
+            BrokerName::Nats => Arc::new(connect_nats(nats_url).await?),
         })
     }
 
@@ -165,7 +183,7 @@ impl BrokerName {
             BrokerName::RedisStreams => {
                 vec![format!("{prefix}{topic}"), format!("{prefix}{topic}:ended")]
             }
-            BrokerName::RedisPubsub => Vec::new(),
+            BrokerName::RedisPubsub | BrokerName::Nats => Vec::new(),
         }
     }
 
@@ -173,6 +191,17 @@ impl BrokerName {
     fn stored_key(self, prefix: &str, topic: &str) -> Option<String> {
         self.stored_keys(prefix, topic).into_iter().next()
     }
+}
+
+/// The NATS broker on the server at `url` (default config: streams `PROXYSTORE_<topic>`).
+async fn connect_nats(url: Option<&str>) -> Result<NatsBroker> {
+    let url = url.context("no nats-server in this run")?;
+    Ok(NatsBroker::connect(NatsConfig::new(url)).await?)
+}
+
+/// The subject of the raw JetStream baseline's stream `name`.
+fn raw_subject(name: &str) -> String {
+    format!("bench.raw.{name}")
 }
 
 /// A store the objects go into.
@@ -252,6 +281,8 @@ enum Mode {
     Stream { broker: BrokerName },
     /// `BLPOP` the list `topic` until its empty item.
     RawList,
+    /// Pull `n` messages from the JetStream stream `topic` (made by the producer), acking each.
+    RawJetStream,
     /// Get and evict the objects of the references in this file (postcard).
     Store { refs: PathBuf },
     /// Get and evict the objects of the `n` references that come on standard input (JSON, a
@@ -264,6 +295,9 @@ enum Mode {
 struct Job {
     mode: Mode,
     redis_url: String,
+    /// The nats-server of this run, if any.
+    #[serde(default)]
+    nats_url: Option<String>,
     /// Prefix of the brokers' keys and channels.
     prefix: String,
     topic: String,
@@ -370,7 +404,9 @@ async fn consume(
     let mut done = Done::default();
     match &job.mode {
         Mode::Stream { broker } => {
-            let broker = broker.connect(&job.redis_url, &job.prefix).await?;
+            let broker = broker
+                .connect(&job.redis_url, job.nats_url.as_deref(), &job.prefix)
+                .await?;
             let mut consumer = StreamConsumer::<Bytes>::subscribe(
                 broker.as_ref(),
                 &job.topic,
@@ -413,6 +449,39 @@ async fn consume(
                 }
                 done.tally(&expect, &v);
             }
+            done.finish(t0, cpu0);
+        }
+        Mode::RawJetStream => {
+            use async_nats::jetstream::consumer::{AckPolicy, pull};
+            use futures::StreamExt as _;
+            let client =
+                async_nats::connect(job.nats_url.as_deref().context("no nats-server")?).await?;
+            let js = async_nats::jetstream::new(client);
+            let stream = js.get_stream(&job.topic).await?;
+            let consumer = stream
+                .create_consumer(pull::Config {
+                    ack_policy: AckPolicy::Explicit,
+                    ..Default::default()
+                })
+                .await?;
+            let mut messages = consumer.messages().await?;
+            say_ready(out)?;
+            let (t0, cpu0) = (Instant::now(), process_cpu_s());
+            let run = async {
+                while done.count < job.n {
+                    let msg = messages
+                        .next()
+                        .await
+                        .context("the JetStream consumer ended")?
+                        .map_err(|e| anyhow!("pull: {e}"))?;
+                    done.tally(&expect, &msg.payload);
+                    msg.ack().await.map_err(|e| anyhow!("ack: {e}"))?;
+                }
+                Ok::<_, anyhow::Error>(())
+            };
+            tokio::time::timeout(timeout, run).await.map_err(|_| {
+                anyhow!("the JetStream messages did not all come within {timeout:?}")
+            })??;
             done.finish(t0, cpu0);
         }
         Mode::Store { refs } => {
@@ -636,6 +705,8 @@ enum Subject {
     },
     /// The objects `RPUSH`ed onto a Redis list and `BLPOP`ed.
     RawList,
+    /// The objects published into a JetStream stream and pulled (no proxies).
+    RawJetStream,
     /// The store alone: N puts here, then N gets and evictions in the consumer.
     Store { store: StoreName },
     /// The store alone: each put here handed to the consumer over a pipe, which gets and
@@ -656,6 +727,11 @@ impl Subject {
                 batch.to_string(),
             ),
             Subject::RawList => ("Redis list (RPUSH/BLPOP)".into(), "-".into(), "-".into()),
+            Subject::RawJetStream => (
+                "NATS JetStream (objects in messages)".into(),
+                "-".into(),
+                "-".into(),
+            ),
             Subject::Store { store } => (
                 "(store alone: puts, then gets)".into(),
                 store.label().into(),
@@ -680,7 +756,7 @@ struct Trial {
     send_s: Vec<f64>,
     producer_cpu_s: f64,
     consumer_cpu_s: f64,
-    redis_cpu_s: Option<f64>,
+    server_cpu_s: Option<f64>,
     /// Peak `used_memory` over the trial above where it started.
     redis_peak_bytes: u64,
     /// `MEMORY USAGE` of the key holding the topic's messages at the end, per object.
@@ -708,7 +784,7 @@ struct Row {
     send_p99_s: f64,
     producer_cpu_s: f64,
     consumer_cpu_s: f64,
-    redis_cpu_s: Option<f64>,
+    server_cpu_s: Option<f64>,
     /// The highest over the trials.
     redis_peak_bytes: u64,
     broker_bytes_per_object: Option<f64>,
@@ -751,7 +827,7 @@ impl Row {
             send_p99_s: percentile(&send, 99.0),
             producer_cpu_s: median(trials.iter().map(|t| t.producer_cpu_s).collect()),
             consumer_cpu_s: median(trials.iter().map(|t| t.consumer_cpu_s).collect()),
-            redis_cpu_s: median_opt(trials.iter().map(|t| t.redis_cpu_s).collect()),
+            server_cpu_s: median_opt(trials.iter().map(|t| t.server_cpu_s).collect()),
             redis_peak_bytes: trials.iter().map(|t| t.redis_peak_bytes).max().unwrap_or(0),
             broker_bytes_per_object: median_opt(
                 trials.iter().map(|t| t.broker_bytes_per_object).collect(),
@@ -779,6 +855,13 @@ struct StoreUnderTest {
     holds: Holds,
 }
 
+/// The nats-server of a run and what inspects it.
+struct Nats {
+    server: NatsServer,
+    broker: NatsBroker,
+    js: async_nats::jetstream::Context,
+}
+
 /// Everything a trial needs.
 struct Bench {
     server: RedisServer,
@@ -788,6 +871,8 @@ struct Bench {
     prefix: String,
     consumer: Consumer,
     brokers: HashMap<BrokerName, Arc<dyn Broker>>,
+    /// The nats-server of the run, when a NATS row is asked for.
+    nats: Option<Nats>,
     batch_delay: Duration,
     timeout: Duration,
     work: PathBuf,
@@ -798,6 +883,7 @@ impl Bench {
         Job {
             mode,
             redis_url: self.url.clone(),
+            nats_url: self.nats.as_ref().map(|n| n.server.url()),
             prefix: self.prefix.clone(),
             topic: topic.to_owned(),
             size,
@@ -821,8 +907,22 @@ impl Bench {
         }
     }
 
-    fn redis_cpu(&self) -> Option<f64> {
-        pid_cpu_s(self.server.pid())
+    /// CPU seconds so far of the servers of the run (redis-server, and nats-server if any).
+    fn server_cpu(&self) -> Option<f64> {
+        let redis = pid_cpu_s(self.server.pid())?;
+        match &self.nats {
+            Some(n) => Some(redis + pid_cpu_s(n.server.pid())?),
+            None => Some(redis),
+        }
+    }
+
+    /// The JetStream stream `name`'s bytes per object and messages, then the stream removed.
+    async fn jetstream_usage(&self, name: &str, n: usize) -> Result<(f64, u64)> {
+        let nats = self.nats.as_ref().context("no nats-server")?;
+        let mut stream = nats.js.get_stream(name).await?;
+        let state = stream.info().await?.state.clone();
+        nats.js.delete_stream(name).await?;
+        Ok((state.bytes as f64 / n as f64, state.messages))
     }
 
     /// One trial of our stream.
@@ -856,7 +956,7 @@ impl Bench {
             .with_store(store.store.clone())
             .batch(policy);
         let sampler = MemorySampler::start(&self.client)?;
-        let redis0 = self.redis_cpu();
+        let server0 = self.server_cpu();
         let cpu0 = process_cpu_s();
         let mut send_s = Vec::with_capacity(n);
         let start_ns = now_ns();
@@ -868,7 +968,7 @@ impl Bench {
         producer.close(&topic).await?;
         let cpu1 = process_cpu_s();
         let done = self.consumer.done(self.timeout)?;
-        let redis1 = self.redis_cpu();
+        let server1 = self.server_cpu();
         let (peak, sampler_cpu) = sampler.finish()?;
         let mut con = self.client.get_connection()?;
         let (mut stored, mut messages) = (None, None);
@@ -881,6 +981,16 @@ impl Bench {
                 .query(&mut con)?;
             stored = bytes.map(|b| b as f64 / n as f64);
             messages = Some(redis::cmd("XLEN").arg(&key).query(&mut con)?);
+        }
+        if broker == BrokerName::Nats {
+            let name = self
+                .nats
+                .as_ref()
+                .context("no nats-server")?
+                .broker
+                .stream_name(&topic);
+            let (bytes, count) = self.jetstream_usage(&name, n).await?;
+            (stored, messages) = (Some(bytes), Some(count));
         }
         let keys = broker.stored_keys(&self.prefix, &topic);
         if !keys.is_empty() {
@@ -898,7 +1008,7 @@ impl Bench {
             n,
             send_s,
             cpu1 - cpu0 - sampler_cpu,
-            redis0.zip(redis1).map(|(a, b)| b - a),
+            server0.zip(server1).map(|(a, b)| b - a),
             peak,
             stored,
             messages,
@@ -913,7 +1023,7 @@ impl Bench {
         self.consumer.send(&job)?;
         self.consumer.ready(self.timeout)?;
         let sampler = MemorySampler::start(&self.client)?;
-        let redis0 = self.redis_cpu();
+        let server0 = self.server_cpu();
         let cpu0 = process_cpu_s();
         let mut send_s = Vec::with_capacity(n);
         let start_ns = now_ns();
@@ -931,7 +1041,7 @@ impl Bench {
             .query::<i64>(&mut con)?;
         let cpu1 = process_cpu_s();
         let done = self.consumer.done(self.timeout)?;
-        let redis1 = self.redis_cpu();
+        let server1 = self.server_cpu();
         let (peak, sampler_cpu) = sampler.finish()?;
         redis::cmd("DEL").arg(&key).query::<()>(&mut con)?;
         self.check(&done, n)?;
@@ -941,10 +1051,68 @@ impl Bench {
             n,
             send_s,
             cpu1 - cpu0 - sampler_cpu,
-            redis0.zip(redis1).map(|(a, b)| b - a),
+            server0.zip(server1).map(|(a, b)| b - a),
             peak,
             None,
             None,
+        ))
+    }
+
+    /// One trial of the raw JetStream baseline: the objects published (each publish
+    /// acknowledged by the server, as our producer's are) into a stream of their own, pulled
+    /// and acknowledged by the consumer.
+    async fn raw_jetstream_trial(&mut self, object: &Bytes, n: usize) -> Result<Trial> {
+        let name = format!("BENCH_RAW_{}", Key::random().as_str().replace('-', ""));
+        let subject = raw_subject(&name);
+        let js = self.nats.as_ref().context("no nats-server")?.js.clone();
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: name.clone(),
+            subjects: vec![subject.clone()],
+            ..Default::default()
+        })
+        .await?;
+        let job = self.job(Mode::RawJetStream, &name, object.len(), n);
+        self.consumer.send(&job)?;
+        self.consumer.ready(self.timeout)?;
+        let sampler = MemorySampler::start(&self.client)?;
+        let server0 = self.server_cpu();
+        let cpu0 = process_cpu_s();
+        let mut send_s = Vec::with_capacity(n);
+        let start_ns = now_ns();
+        let sent = async {
+            for _ in 0..n {
+                let t = Instant::now();
+                js.publish(subject.clone(), object.clone())
+                    .await
+                    .map_err(|e| anyhow!("publish: {e}"))?
+                    .await
+                    .map_err(|e| anyhow!("publish acknowledgement: {e}"))?;
+                send_s.push(t.elapsed().as_secs_f64());
+            }
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        if let Err(e) = sent {
+            let _ = js.delete_stream(&name).await;
+            let _ = sampler.finish();
+            return Err(e);
+        }
+        let cpu1 = process_cpu_s();
+        let done = self.consumer.done(self.timeout)?;
+        let server1 = self.server_cpu();
+        let (peak, sampler_cpu) = sampler.finish()?;
+        let (bytes, count) = self.jetstream_usage(&name, n).await?;
+        self.check(&done, n)?;
+        Ok(trial(
+            &done,
+            start_ns,
+            n,
+            send_s,
+            cpu1 - cpu0 - sampler_cpu,
+            server0.zip(server1).map(|(a, b)| b - a),
+            peak,
+            Some(bytes),
+            Some(count),
         ))
     }
 
@@ -961,7 +1129,7 @@ impl Bench {
         self.consumer.send(&job)?;
         self.consumer.ready(self.timeout)?;
         let sampler = MemorySampler::start(&self.client)?;
-        let redis0 = self.redis_cpu();
+        let server0 = self.server_cpu();
         let cpu0 = process_cpu_s();
         let mut send_s = Vec::with_capacity(n);
         let start_ns = now_ns();
@@ -975,7 +1143,7 @@ impl Bench {
         }
         let cpu1 = process_cpu_s();
         let done = self.consumer.done(self.timeout)?;
-        let redis1 = self.redis_cpu();
+        let server1 = self.server_cpu();
         let (peak, sampler_cpu) = sampler.finish()?;
         self.check(&done, n)?;
         let left = self.leftovers(&store.holds)?;
@@ -989,7 +1157,7 @@ impl Bench {
             n,
             send_s,
             cpu1 - cpu0 - sampler_cpu,
-            redis0.zip(redis1).map(|(a, b)| b - a),
+            server0.zip(server1).map(|(a, b)| b - a),
             peak,
             None,
             None,
@@ -1005,7 +1173,7 @@ impl Bench {
     ) -> Result<Trial> {
         let refs_file = self.work.join(format!("refs-{}", Key::random()));
         let sampler = MemorySampler::start(&self.client)?;
-        let redis0 = self.redis_cpu();
+        let server0 = self.server_cpu();
         let cpu0 = process_cpu_s();
         let mut send_s = Vec::with_capacity(n);
         let mut refs = Vec::with_capacity(n);
@@ -1039,7 +1207,7 @@ impl Bench {
         let done = self.consumer.done(self.timeout);
         let _ = std::fs::remove_file(&refs_file);
         let done = done?;
-        let redis1 = self.redis_cpu();
+        let server1 = self.server_cpu();
         let (peak, sampler_cpu) = sampler.finish()?;
         self.check(&done, n)?;
         let left = self.leftovers(&store.holds)?;
@@ -1055,7 +1223,7 @@ impl Bench {
             send_s,
             producer_cpu_s: cpu1 - cpu0 - sampler_cpu,
             consumer_cpu_s: done.cpu_s,
-            redis_cpu_s: redis0.zip(redis1).map(|(a, b)| b - a),
+            server_cpu_s: server0.zip(server1).map(|(a, b)| b - a),
             redis_peak_bytes: peak,
             broker_bytes_per_object: None,
             broker_messages: None,
@@ -1083,7 +1251,7 @@ fn trial(
     n: usize,
     send_s: Vec<f64>,
     producer_cpu_s: f64,
-    redis_cpu_s: Option<f64>,
+    server_cpu_s: Option<f64>,
     redis_peak_bytes: u64,
     broker_bytes_per_object: Option<f64>,
     broker_messages: Option<u64>,
@@ -1097,7 +1265,7 @@ fn trial(
         send_s,
         producer_cpu_s,
         consumer_cpu_s: done.cpu_s,
-        redis_cpu_s,
+        server_cpu_s,
         redis_peak_bytes,
         broker_bytes_per_object,
         broker_messages,
@@ -1172,9 +1340,24 @@ pub fn run(args: StreamsArgs) -> Result<()> {
             holds,
         });
     }
+    let nats = if args.brokers.contains(&BrokerName::Nats) {
+        let server = NatsServer::start()?;
+        let broker = runtime.block_on(connect_nats(Some(&server.url())))?;
+        let js = {
+            let _in_runtime = runtime.enter();
+            async_nats::jetstream::new(broker.client().clone())
+        };
+        Some(Nats { server, broker, js })
+    } else {
+        None
+    };
+    let nats_url = nats.as_ref().map(|n| n.server.url());
     let mut brokers = HashMap::new();
     for b in &args.brokers {
-        brokers.insert(*b, runtime.block_on(b.connect(&url, &prefix))?);
+        brokers.insert(
+            *b,
+            runtime.block_on(b.connect(&url, nats_url.as_deref(), &prefix))?,
+        );
     }
     let timeout = Duration::from_secs_f64((20.0 * args.target_s).max(60.0));
     let mut bench = Bench {
@@ -1184,6 +1367,7 @@ pub fn run(args: StreamsArgs) -> Result<()> {
         prefix,
         consumer: Consumer::start()?,
         brokers,
+        nats,
         batch_delay: Duration::from_secs_f64(args.batch_delay),
         timeout,
         work: work.clone(),
@@ -1221,6 +1405,9 @@ pub fn run(args: StreamsArgs) -> Result<()> {
             subjects.push(Subject::StorePiped { store: s.name });
         }
         subjects.push(Subject::RawList);
+        if bench.nats.is_some() {
+            subjects.push(Subject::RawJetStream);
+        }
         // Last in each round: these pile up N objects (hundreds of MB at 10 MiB) before the
         // first get, and the machine takes a while to reclaim the memory; a row right after
         // one of them was measured up to 3x slower.
@@ -1240,7 +1427,7 @@ pub fn run(args: StreamsArgs) -> Result<()> {
                     Subject::Stream { store, .. }
                     | Subject::Store { store }
                     | Subject::StorePiped { store } => stores.iter().find(|s| s.name == store),
-                    Subject::RawList => None,
+                    Subject::RawList | Subject::RawJetStream => None,
                 };
                 let result = match (*subject, store) {
                     (Subject::Stream { broker, batch, .. }, Some(s)) => {
@@ -1253,6 +1440,9 @@ pub fn run(args: StreamsArgs) -> Result<()> {
                         runtime.block_on(bench.piped_store_trial(s, &object, n))
                     }
                     (Subject::RawList, _) => bench.raw_trial(&object, n),
+                    (Subject::RawJetStream, _) => {
+                        runtime.block_on(bench.raw_jetstream_trial(&object, n))
+                    }
                     _ => Err(anyhow!("no such store")),
                 };
                 match result {
@@ -1435,14 +1625,23 @@ fn python_peer<'a>(row: &Row, py: &'a [PyCell]) -> Option<&'a PyCell> {
                     c.store.as_deref() == Some(store.label()) && c.batch == Some(batch)
                 }
                 Subject::RawList => c.store.is_none(),
-                Subject::Store { .. } | Subject::StorePiped { .. } => false,
+                Subject::RawJetStream | Subject::Store { .. } | Subject::StorePiped { .. } => false,
             }
     })
 }
 
-fn raw_peer(rows: &[Row], size: u64) -> Option<&Row> {
+/// The raw baseline of a row: the same bytes through its broker itself (a JetStream stream for
+/// NATS rows, a Redis list for the others).
+fn raw_peer<'a>(rows: &'a [Row], row: &Row) -> Option<&'a Row> {
+    let raw = match row.subject {
+        Subject::Stream {
+            broker: BrokerName::Nats,
+            ..
+        } => Subject::RawJetStream,
+        _ => Subject::RawList,
+    };
     rows.iter()
-        .find(|r| r.subject == Subject::RawList && r.size_bytes == size)
+        .find(|r| r.subject == raw && r.size_bytes == row.size_bytes)
 }
 
 /// The store alone, pipelined like a stream (put, pipe, get): the anchor of the stream's
@@ -1492,9 +1691,9 @@ fn targets(rows: &[Row], py: &[PyCell]) -> Vec<Target> {
                     10.0,
                 );
             }
-            if let Some(raw) = raw_peer(rows, r.size_bytes) {
+            if let Some(raw) = raw_peer(rows, r) {
                 push(
-                    "1 KiB: above the raw Redis list (RPUSH/BLPOP)",
+                    "1 KiB: above the raw broker (a Redis list; JetStream for NATS rows)",
                     r,
                     r.objects_per_s / raw.objects_per_s,
                     1.0,
@@ -1567,7 +1766,7 @@ fn render(
         "Streams of proxies: producer (this process) -> consumer (another process); end to end = first send -> last object resolved in the consumer; median of {} trials (spread: (max - min) / median); MB = 1e6 B\n\n",
         args.trials.max(1)
     ));
-    t.push_str("| impl | broker | store | size | batch | N | objects/s (spread) | MB/s | first object | send p50 | CPU us/object prod/cons/redis | on the broker per object | Redis peak | ours/Python | ours/raw list |\n");
+    t.push_str("| impl | broker | store | size | batch | N | objects/s (spread) | MB/s | first object | send p50 | CPU us/object prod/cons/servers | on the broker per object | Redis peak | ours/Python | ours/raw broker |\n");
     t.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         let per_object = 1e6 / r.n.max(1) as f64;
@@ -1575,8 +1774,8 @@ fn render(
         let vs_py =
             python_peer(r, py).map_or("-".into(), |p| fmt_ratio(r.objects_per_s / p.objects_per_s));
         let vs_raw = match r.subject {
-            Subject::RawList => "-".into(),
-            _ => raw_peer(rows, r.size_bytes).map_or("-".into(), |raw| {
+            Subject::RawList | Subject::RawJetStream => "-".into(),
+            _ => raw_peer(rows, r).map_or("-".into(), |raw| {
                 fmt_ratio(r.objects_per_s / raw.objects_per_s)
             }),
         };
@@ -1585,6 +1784,7 @@ fn render(
                 format!("{} (put)", fmt_time(r.send_p50_s))
             }
             Subject::RawList => format!("{} (RPUSH)", fmt_time(r.send_p50_s)),
+            Subject::RawJetStream => format!("{} (publish)", fmt_time(r.send_p50_s)),
             Subject::Stream { .. } => fmt_time(r.send_p50_s),
         };
         let on_broker = match (r.subject, r.broker_bytes_per_object) {
@@ -1594,7 +1794,7 @@ fn render(
                 r.broker_messages.unwrap_or(0)
             ),
             (Subject::Stream { .. }, None) => "nothing kept".into(),
-            (Subject::RawList, None) => "the object".into(),
+            (Subject::RawList | Subject::RawJetStream, None) => "the object".into(),
             (Subject::Store { .. } | Subject::StorePiped { .. }, None) => "-".into(),
         };
         t.push_str(&format!(
@@ -1608,7 +1808,7 @@ fn render(
             send,
             r.producer_cpu_s * per_object,
             r.consumer_cpu_s * per_object,
-            r.redis_cpu_s
+            r.server_cpu_s
                 .map_or("-".into(), |c| format!("{:.0}", c * per_object)),
             fmt_bytes(r.redis_peak_bytes as f64),
         ));

@@ -184,6 +184,18 @@ impl NatsBroker {
     pub fn client(&self) -> &async_nats::Client {
         &self.inner.client
     }
+
+    /// The name of the JetStream stream that holds `topic`'s messages (for inspection:
+    /// `nats stream info`, its storage, its removal).
+    ///
+    /// ```
+    /// # async fn f(broker: proxystore_stream::broker::nats::NatsBroker) {
+    /// assert_eq!(broker.stream_name("frames/a"), "PROXYSTORE_frames_2Fa");
+    /// # }
+    /// ```
+    pub fn stream_name(&self, topic: &str) -> String {
+        self.inner.stream_name(topic)
+    }
 }
 
 impl Inner {
