@@ -62,12 +62,7 @@ pub(crate) fn run(
         .arg("--min-time")
         .arg(min_time.to_string())
         .arg("--tmpdir")
-        .arg(dir)
-        .arg("--json")
-        .arg(&out)
-        .arg("--table")
-        .arg(&table)
-        .stdout(Stdio::null());
+        .arg(dir);
     match redis_port {
         Some(port) => {
             cmd.arg("--redis-port").arg(port.to_string());
@@ -76,12 +71,26 @@ pub(crate) fn run(
             cmd.args(["--connectors", "local,file,file_shm"]);
         }
     }
+    run_script(cmd, &out, &table)
+}
+
+/// Run a Python benchmark `cmd` that writes its report as JSON to `out` and its table to
+/// `table`, and return the report (with the table as `table_text`).
+///
+/// # Errors
+/// When the script cannot start or wrote no JSON that parses.
+pub(crate) fn run_script(mut cmd: Command, out: &Path, table: &Path) -> Result<serde_json::Value> {
+    cmd.arg("--json")
+        .arg(out)
+        .arg("--table")
+        .arg(table)
+        .stdout(Stdio::null());
     eprintln!("[bench] Python ProxyStore: {cmd:?}");
     let status = cmd.status().context("run the Python benchmark")?;
-    let json = std::fs::read(&out)
+    let json = std::fs::read(out)
         .with_context(|| format!("the Python benchmark ({status}) wrote no {}", out.display()))?;
     let mut v: serde_json::Value = serde_json::from_slice(&json).context("Python JSON")?;
-    if let Ok(t) = std::fs::read_to_string(&table) {
+    if let Ok(t) = std::fs::read_to_string(table) {
         v["table_text"] = t.into();
     }
     Ok(v)

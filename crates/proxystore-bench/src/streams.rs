@@ -996,12 +996,7 @@ impl Bench {
         if !keys.is_empty() {
             redis::cmd("DEL").arg(&keys).query::<()>(&mut con)?;
         }
-        self.check(&done, n)?;
-        let left = self.leftovers(&store.holds)?;
-        ensure!(
-            left == 0,
-            "{left} objects left in the store after the trial"
-        );
+        self.check_consumed(&done, n, &store.holds)?;
         Ok(trial(
             &done,
             start_ns,
@@ -1145,12 +1140,7 @@ impl Bench {
         let done = self.consumer.done(self.timeout)?;
         let server1 = self.server_cpu();
         let (peak, sampler_cpu) = sampler.finish()?;
-        self.check(&done, n)?;
-        let left = self.leftovers(&store.holds)?;
-        ensure!(
-            left == 0,
-            "{left} objects left in the store after the trial"
-        );
+        self.check_consumed(&done, n, &store.holds)?;
         Ok(trial(
             &done,
             start_ns,
@@ -1209,12 +1199,7 @@ impl Bench {
         let done = done?;
         let server1 = self.server_cpu();
         let (peak, sampler_cpu) = sampler.finish()?;
-        self.check(&done, n)?;
-        let left = self.leftovers(&store.holds)?;
-        ensure!(
-            left == 0,
-            "{left} objects left in the store after the trial"
-        );
+        self.check_consumed(&done, n, &store.holds)?;
         let e2e = put_s + done.loop_s;
         Ok(Trial {
             e2e_s: e2e,
@@ -1230,6 +1215,17 @@ impl Bench {
             put_s: Some(put_s),
             get_s: Some(done.loop_s),
         })
+    }
+
+    /// [`Bench::check`], and the store left empty.
+    fn check_consumed(&self, done: &Done, n: usize, holds: &Holds) -> Result<()> {
+        self.check(done, n)?;
+        let left = self.leftovers(holds)?;
+        ensure!(
+            left == 0,
+            "{left} objects left in the store after the trial"
+        );
+        Ok(())
     }
 
     fn check(&self, done: &Done, n: usize) -> Result<()> {
@@ -1563,21 +1559,8 @@ fn run_python(
         .args(["--stream-trials", &args.trials.to_string()])
         .args(["--redis-port", &port.to_string()])
         .arg("--tmpdir")
-        .arg(work)
-        .arg("--json")
-        .arg(&out)
-        .arg("--table")
-        .arg(&table)
-        .stdout(Stdio::null());
-    eprintln!("[bench] Python ProxyStore: {cmd:?}");
-    let status = cmd.status().context("run the Python benchmark")?;
-    let json = std::fs::read(&out)
-        .with_context(|| format!("the Python benchmark ({status}) wrote no {}", out.display()))?;
-    let mut v: serde_json::Value = serde_json::from_slice(&json).context("Python JSON")?;
-    if let Ok(t) = std::fs::read_to_string(&table) {
-        v["table_text"] = t.into();
-    }
-    Ok(v)
+        .arg(work);
+    crate::python::run_script(cmd, &out, &table)
 }
 
 /// A row of Python's streams section.

@@ -217,7 +217,13 @@ impl<T> std::fmt::Debug for PerRuntime<T> {
 impl<T> PerRuntime<T> {
     /// How many runtimes have a value now.
     pub fn len(&self) -> usize {
-        self.map.lock().map(|m| m.len()).unwrap_or(0)
+        self.lock().len()
+    }
+
+    /// The map; a panic elsewhere while it was held leaves it whole (every change is one
+    /// insert or remove), so a poisoned lock is taken as it is.
+    fn lock(&self) -> std::sync::MutexGuard<'_, PerRuntimeMap<T>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether no runtime has a value.
@@ -245,14 +251,20 @@ impl<T: Clone + Send + 'static> PerRuntime<T> {
             return Ok(None);
         };
         let id = handle.id();
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((value, _)) = map.get(&id) {
-            return Ok(Some(value.clone()));
-        }
-        let value = make()?;
+        let (alive, dropped) = tokio::sync::oneshot::channel::<()>();
+        let value = {
+            let mut map = self.lock();
+            if let Some((value, _)) = map.get(&id) {
+                return Ok(Some(value.clone()));
+            }
+            let value = make()?;
+            map.insert(id, (value.clone(), alive));
+            value
+        };
         // A task of this runtime holds the entry's removal: the runtime drops it when it shuts
         // down. It ends on its own once the entry goes (the sender dropped with this map).
-        let (alive, dropped) = tokio::sync::oneshot::channel::<()>();
+        // Spawned after the lock is released: a runtime that is shutting down drops it at once,
+        // and its removal takes the lock.
         let guard = RemoveOnDrop {
             map: std::sync::Arc::downgrade(&self.map),
             id,
@@ -261,7 +273,6 @@ impl<T: Clone + Send + 'static> PerRuntime<T> {
             let _guard = guard;
             let _ = dropped.await;
         });
-        map.insert(id, (value.clone(), alive));
         Ok(Some(value))
     }
 }
@@ -275,7 +286,10 @@ impl<T> Drop for RemoveOnDrop<T> {
     fn drop(&mut self) {
         if let Some(map) = self.map.upgrade() {
             // Taken out under the lock, dropped after it: dropping a client may take locks.
-            let removed = map.lock().map(|mut m| m.remove(&self.id)).unwrap_or(None);
+            let removed = map
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&self.id);
             drop(removed);
         }
     }

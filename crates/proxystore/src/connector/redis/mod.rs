@@ -700,6 +700,7 @@ impl Connector for RedisConnector {
     /// Subscribes to the key's channel, where [`Connector::set`] announces a write, on the
     /// pub/sub connection the connector's waiters share (unsubscribed when its last waiter
     /// returns or is dropped).
+    ///
     /// On the I/O runtime, where the subscriber that every waiter of this connector shares
     /// lives (whatever runtime the waiters come from).
     async fn wait(&self, key: &Key, timeout: Duration) -> Result<bool> {
