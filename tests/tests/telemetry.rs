@@ -207,12 +207,14 @@ fn a_future_waited_on_in_another_process_links_its_wait_to_the_set() {
     assert_eq!(consumer.trace_id, parent_of(&spans, wait).trace_id);
 }
 
-/// Streams: objects sent in this process, consumed by another over Redis Streams. Each put
-/// runs in its `proxystore.stream.send` span, and the consumer's resolve links to the put.
+/// Streams: objects sent in this process, consumed by another over Redis Streams. Each
+/// consumer's resolve links to the `proxystore.stream.send` span of its object: through the
+/// put inside it when the object is stored at its send (topic `t`), or straight to it when a
+/// small object of a batch is stored later, with its batch (topic `b`).
 #[test]
 fn a_stream_consumer_in_another_process_links_its_resolves_to_the_sends() {
     use proxystore_stream::broker::redis_streams::{RedisStreamsBroker, RedisStreamsConfig};
-    use proxystore_stream::{Metadata, StreamProducer};
+    use proxystore_stream::{BatchPolicy, Metadata, StreamProducer};
     let (receiver, guard) = setup();
     let redis = RedisServer::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -223,48 +225,63 @@ fn a_stream_consumer_in_another_process_links_its_resolves_to_the_sends() {
         async move {
             let mut config = RedisStreamsConfig::new(url);
             config.prefix = prefix;
-            let broker = RedisStreamsBroker::connect(config).await.unwrap();
-            let producer = StreamProducer::<Vec<u64>>::new(broker).with_store(store);
+            let broker = std::sync::Arc::new(RedisStreamsBroker::connect(config).await.unwrap());
+            let one =
+                StreamProducer::<Vec<u64>>::with_broker(broker.clone()).with_store(store.clone());
+            let batched = StreamProducer::<Vec<u64>>::with_broker(broker)
+                .with_store(store)
+                .batch(BatchPolicy {
+                    max_events: 3,
+                    max_delay: std::time::Duration::from_secs(60),
+                });
             for i in 1..=3u64 {
-                producer
-                    .send("t", &vec![i; 1000], Metadata::new())
-                    .await
-                    .unwrap();
+                let value = vec![i; 1000];
+                one.send("t", &value, Metadata::new()).await.unwrap();
+                batched.send("b", &value, Metadata::new()).await.unwrap();
             }
-            producer.close("t").await.unwrap();
+            one.close("t").await.unwrap();
+            batched.close("b").await.unwrap();
         }
         .instrument(tracing::info_span!("producer"))
     })
     .unwrap();
-    let out = run_json(
-        exporting(NODE, &receiver)
-            .arg("stream-consume")
-            .arg(redis.url())
-            .arg(&prefix)
-            .arg("t"),
-    );
-    assert_eq!(out["sums"], serde_json::json!([1000, 2000, 3000]));
+    for topic in ["t", "b"] {
+        let out = run_json(
+            exporting(NODE, &receiver)
+                .arg("stream-consume")
+                .arg(redis.url())
+                .arg(&prefix)
+                .arg(topic),
+        );
+        assert_eq!(out["sums"], serde_json::json!([1000, 2000, 3000]));
+    }
     guard.flush().unwrap();
 
     let consumer_svc = "otel-node-stream-consume";
     let spans = receiver
         .wait_for(WAIT, |s| {
-            count(consumer_svc, "proxystore.resolve", 3)(s)
-                && count("telemetry-test", "proxystore.stream.send", 3)(s)
-                && count("telemetry-test", "proxystore.put", 3)(s)
+            count(consumer_svc, "proxystore.resolve", 6)(s)
+                && count("telemetry-test", "proxystore.stream.send", 6)(s)
+                && count("telemetry-test", "proxystore.put", 4)(s)
         })
         .unwrap_or_else(|s| panic!("spans missing: {s:#?}"));
     let producer = of(&spans, "telemetry-test", "producer")[0];
+    let mut topics = Vec::new();
     for resolve in of(&spans, consumer_svc, "proxystore.resolve") {
-        let put = of(&spans, "telemetry-test", "proxystore.put")
-            .into_iter()
-            .find(|p| resolve.links_to(p))
-            .unwrap_or_else(|| panic!("the resolve links to no put: {resolve}"));
-        let send = parent_of(&spans, put);
-        assert_eq!(send.name, "proxystore.stream.send", "{put}");
-        assert_eq!(send.attr("topic"), Some("t"));
+        let linked = spans
+            .iter()
+            .find(|s| s.service == "telemetry-test" && resolve.links_to(s))
+            .unwrap_or_else(|| panic!("the resolve links to no span of the producer: {resolve}"));
+        let send = match linked.name.as_str() {
+            "proxystore.put" => parent_of(&spans, linked),
+            _ => linked,
+        };
+        assert_eq!(send.name, "proxystore.stream.send", "{linked}");
         assert!(producer.is_parent_of(send));
+        topics.push(send.attr("topic").unwrap().to_owned());
     }
+    topics.sort();
+    assert_eq!(topics, ["b", "b", "b", "t", "t", "t"]);
 }
 
 /// The `proxystore-server` binary as a child exporting to `receiver`; its URL.

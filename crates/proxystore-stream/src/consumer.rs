@@ -70,6 +70,9 @@ pub struct StreamConsumer<T> {
     skipped: u64,
     done: bool,
     retry_for: Duration,
+    /// Fetch the small objects of each message read with one call: set by
+    /// [`StreamConsumer::next_object`], whose caller resolves every object it is given.
+    prefetch: bool,
     _value: PhantomData<fn() -> T>,
 }
 
@@ -172,6 +175,7 @@ impl<T> StreamConsumer<T> {
             skipped: 0,
             done: false,
             retry_for: crate::outage::DEFAULT_RETRY_FOR,
+            prefetch: false,
             _value: PhantomData,
         })
     }
@@ -267,6 +271,24 @@ impl Sequences {
             self.below += 1;
         }
         true
+    }
+
+    fn contains(&self, n: u64) -> bool {
+        n < self.below || self.above.contains(&n)
+    }
+}
+
+/// Fetch `wanted` objects into their stores' caches, one call per store, where resolving them
+/// one by one would cost a round trip each. What fails here is left to the resolve of its
+/// item, which meets the error itself.
+async fn prefetch<T: DeserializeOwned + Send + Sync + 'static>(
+    topic: &str,
+    wanted: Vec<(proxystore::Store, Vec<Reference>)>,
+) {
+    for (store, refs) in wanted {
+        if let Err(e) = store.resolve_batch::<T>(&refs).await {
+            tracing::debug!(topic, error = %e, "stream: prefetching a message's objects failed; resolving them one by one");
+        }
     }
 }
 
@@ -419,8 +441,12 @@ impl<T: DeserializeOwned + Send + Sync + 'static> StreamConsumer<T> {
             };
             match event::decode(&self.topic, &delivered.message) {
                 Ok((producer, events)) if !events.is_empty() => {
-                    let ack = MessageAck::new(events.len(), delivered.ack);
                     let again = delivered.redelivered;
+                    if self.prefetch && !again {
+                        let wanted = self.to_prefetch(&producer, &events);
+                        prefetch::<T>(&self.topic, wanted).await;
+                    }
+                    let ack = MessageAck::new(events.len(), delivered.ack);
                     self.queue.extend(
                         events
                             .into_iter()
@@ -453,7 +479,48 @@ impl<T: DeserializeOwned + Send + Sync + 'static> StreamConsumer<T> {
         }
     }
 
-    /// The next object, resolved, with its metadata.
+    /// The small objects ([`crate::BATCHED_PUT_BYTES`]) of a message's events that will be
+    /// handed out (new, kept by the filter), by store, to fetch together.
+    fn to_prefetch(
+        &self,
+        producer: &str,
+        events: &[Event],
+    ) -> Vec<(proxystore::Store, Vec<Reference>)> {
+        let handled = self.handled.get(producer);
+        let wanted = events.iter().filter_map(|e| match e {
+            Event::Object {
+                reference,
+                metadata,
+                sequence,
+                ..
+            } if reference.size <= crate::BATCHED_PUT_BYTES as u64
+                && !reference.evict_on_resolve
+                && !handled.is_some_and(|h| h.contains(*sequence))
+                && self.filter.as_ref().is_none_or(|keep| keep(metadata)) =>
+            {
+                Some(reference.as_ref())
+            }
+            _ => None,
+        });
+        let Ok(policy) = proxystore::resolve_policy() else {
+            return Vec::new();
+        };
+        let mut stores: Vec<(proxystore::Store, Vec<Reference>)> = Vec::new();
+        for r in wanted {
+            let Ok(store) = proxystore::store_for_reference(r, &policy) else {
+                continue;
+            };
+            match stores.iter_mut().find(|(s, _)| s.ptr_eq(&store)) {
+                Some((_, refs)) => refs.push(r.clone()),
+                None => stores.push((store, vec![r.clone()])),
+            }
+        }
+        stores.retain(|(_, refs)| refs.len() > 1);
+        stores
+    }
+
+    /// The next object, resolved, with its metadata. The small objects of a broker message
+    /// are fetched together, with one call to their store, when the message is read.
     ///
     /// # Errors
     /// As for [`StreamConsumer::next`]; the store's error when the object cannot be read (it
@@ -462,6 +529,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> StreamConsumer<T> {
     where
         T: Clone,
     {
+        self.prefetch = true;
         let item = match self.next().await? {
             Ok(i) => i,
             Err(e) => return Some(Err(e)),

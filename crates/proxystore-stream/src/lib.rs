@@ -11,13 +11,14 @@
 //!   evict-after-consume for single-consumer topics.
 //! - [`StreamConsumer`]: an async iteration of [`StreamItem`]s (or `into_stream()`), metadata
 //!   filters that skip events without resolving them, resolved objects on request
-//!   (`next_object`), acknowledgement of each broker message once its events are consumed.
+//!   (`next_object`, which fetches a message's small objects with one call), acknowledgement of each broker message once its events are consumed.
 //! - [`broker::Broker`]: the message broker, a trait open to third parties;
 //!   [`broker::memory::MemoryBroker`] in-process.
 //!
 //! The messages on the broker are `StreamMessage`s of `proto/proxystore_rs/v1/stream.proto`,
 //! language-neutral like the proxy reference they carry. Each object's reference carries the
-//! trace context of its put, made inside the producer's `proxystore.stream.send` span: a
+//! trace context of the producer's `proxystore.stream.send` span (of its put, which runs
+//! inside it, or of the send itself when a small object is stored with its batch): a
 //! consumer's resolve span links to it.
 //!
 //! | concern | module |
@@ -38,7 +39,7 @@ mod producer;
 
 pub use consumer::{StreamConsumer, StreamItem};
 pub use error::{Result, StreamError};
-pub use producer::{BatchPolicy, StreamProducer};
+pub use producer::{BATCHED_PUT_BYTES, BatchPolicy, StreamProducer};
 
 /// Metadata sent with each object, which consumers can filter on without resolving it.
 pub type Metadata = std::collections::BTreeMap<String, String>;

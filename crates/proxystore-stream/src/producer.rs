@@ -5,7 +5,9 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use proxystore::Store;
+use bytes::Bytes;
+use proxystore::trace::TraceContext;
+use proxystore::{Codec, PutOptions, Reference, Store};
 use proxystore_proto::v1::StreamEvent;
 use serde::Serialize;
 use tracing::Instrument;
@@ -18,6 +20,11 @@ use crate::{Metadata, event};
 /// When a producer publishes the events it has buffered: after `max_events` events, or
 /// `max_delay` after the first of them, whichever comes first. The default, one event and no
 /// delay, publishes each event as it is sent.
+///
+/// In a batch, the objects of up to [`BATCHED_PUT_BYTES`] each are stored together, with one
+/// put, when the batch is published: for small objects a round trip to the store per object
+/// cost more than the object. Larger ones are stored as they are sent, so a batch holds at
+/// most `max_events` small objects in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchPolicy {
     /// Events per message, at most.
@@ -34,6 +41,10 @@ impl Default for BatchPolicy {
         }
     }
 }
+
+/// In a batch of events, objects of at most this many bytes (encoded) are stored together when
+/// the batch is published, larger ones as they are sent ([`BatchPolicy`]).
+pub const BATCHED_PUT_BYTES: usize = 64 << 10;
 
 /// Sends a stream of `T`: each object goes into its topic's store, and a small event (its
 /// reference and metadata) through the broker, in batches by [`BatchPolicy`].
@@ -91,10 +102,29 @@ struct TopicState {
     /// Objects sent so far (the next sequence number).
     sent: u64,
     /// Events not yet published.
-    pending: Vec<StreamEvent>,
+    pending: Vec<Pending>,
     /// Bumped at each publish: a delayed flush of an older batch does nothing.
     generation: u64,
     closed: bool,
+}
+
+/// An event not yet published.
+enum Pending {
+    /// Ready to publish: its object is stored (or it has none).
+    Event(StreamEvent),
+    /// A small object of a batch, encoded at `send`, stored with its batch.
+    Object(Box<Unstored>),
+}
+
+/// A small object of a batch, not yet stored, and its event's fields.
+struct Unstored {
+    data: Bytes,
+    codec: Codec,
+    type_name: &'static str,
+    metadata: Metadata,
+    sequence: u64,
+    /// The context of its `send`, for its reference: the put runs later, in the flush.
+    trace: Option<TraceContext>,
 }
 
 impl TopicState {
@@ -181,16 +211,6 @@ impl<T> StreamProducer<T> {
         self
     }
 
-    fn store(&self, topic: &str) -> Result<&Store> {
-        self.inner
-            .stores
-            .get(topic)
-            .or(self.inner.default_store.as_ref())
-            .ok_or_else(|| StreamError::NoStore {
-                topic: topic.to_owned(),
-            })
-    }
-
     /// Publish what `topic` has buffered.
     ///
     /// # Errors
@@ -228,7 +248,7 @@ impl<T> StreamProducer<T> {
             if !state.closed {
                 state.closed = true;
                 let end = event::end(state.sent);
-                state.pending.push(end);
+                state.pending.push(Pending::Event(end));
             }
             state.producer.clone()
         };
@@ -243,15 +263,17 @@ impl<T> StreamProducer<T> {
 }
 
 impl<T: Serialize + 'static> StreamProducer<T> {
-    /// Send `value` on `topic` with `metadata`: the value goes into the topic's store now, its
-    /// event is published now or with its batch.
+    /// Send `value` on `topic` with `metadata`: the value goes into the topic's store now (a
+    /// small one in a batch: with its batch, [`BatchPolicy`]), its event is published now or
+    /// with its batch.
     ///
     /// # Errors
     /// [`StreamError::NoStore`], [`StreamError::Closed`], the store's error (nothing is
-    /// published then), the broker's error once [`StreamProducer::retry_for`] is spent (the
-    /// event stays buffered; a later flush retries).
+    /// published then; a batch's put failing keeps its events buffered for the next flush),
+    /// the broker's error once [`StreamProducer::retry_for`] is spent (the events stay
+    /// buffered; a later flush retries).
     pub async fn send(&self, topic: &str, value: &T, metadata: Metadata) -> Result<()> {
-        let store = self.store(topic)?;
+        let store = self.inner.store(topic)?;
         let span = tracing::info_span!(
             "proxystore.stream.send",
             otel.kind = "producer",
@@ -265,12 +287,26 @@ impl<T: Serialize + 'static> StreamProducer<T> {
                     topic: topic.to_owned(),
                 });
             }
-            // The put runs in this span: its trace context, in the reference, is the event's.
-            let proxy = store.proxy(value).await?;
-            let Some(reference) = proxy.reference() else {
-                return Err(StreamError::Store(proxystore::Error::config(
-                    "the store returned an inline proxy",
-                )));
+            let batched = self.inner.batch.max_events > 1;
+            let (data, codec) = store.config().codec.encode(value)?;
+            // Stored now, or (small, in a batch) with its batch. A put now runs in this span,
+            // and its trace context, in the reference, is the event's; a put with the batch
+            // runs in the flush, so the reference carries this span's context instead.
+            let stored = if batched && data.len() <= BATCHED_PUT_BYTES {
+                Err((
+                    data,
+                    codec,
+                    proxystore::trace::inject(&tracing::Span::current()),
+                ))
+            } else {
+                Ok(store
+                    .put_encoded(
+                        data,
+                        codec,
+                        std::any::type_name::<T>(),
+                        &PutOptions::default(),
+                    )
+                    .await?)
             };
             let full = {
                 let mut topics = self.inner.topics();
@@ -282,10 +318,25 @@ impl<T: Serialize + 'static> StreamProducer<T> {
                         topic: topic.to_owned(),
                     });
                 }
-                let e = event::object(reference, &metadata, self.inner.evict, state.sent);
+                let pending = match stored {
+                    Ok(reference) => Pending::Event(event::object(
+                        &reference,
+                        &metadata,
+                        self.inner.evict,
+                        state.sent,
+                    )),
+                    Err((data, codec, trace)) => Pending::Object(Box::new(Unstored {
+                        data,
+                        codec,
+                        type_name: std::any::type_name::<T>(),
+                        metadata,
+                        sequence: state.sent,
+                        trace,
+                    })),
+                };
                 state.sent += 1;
-                state.pending.push(e);
-                if state.pending.len() == 1 && self.inner.batch.max_events > 1 {
+                state.pending.push(pending);
+                if state.pending.len() == 1 && batched {
                     self.inner.flush_later(topic, state.generation);
                 }
                 state.pending.len() >= self.inner.batch.max_events
@@ -305,9 +356,27 @@ impl Inner {
         self.topics.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Publish `topic`'s pending events, in order (events sent meanwhile wait for the next).
+    fn store(&self, topic: &str) -> Result<&Store> {
+        self.stores
+            .get(topic)
+            .or(self.default_store.as_ref())
+            .ok_or_else(|| StreamError::NoStore {
+                topic: topic.to_owned(),
+            })
+    }
+
+    /// Put back `pending` (not published) for the next flush, ahead of anything sent since.
+    fn keep(&self, topic: &str, pending: Vec<Pending>) {
+        if let Some(state) = self.topics().get_mut(topic) {
+            let later = std::mem::replace(&mut state.pending, pending);
+            state.pending.extend(later);
+        }
+    }
+
+    /// Publish `topic`'s pending events, in order (events sent meanwhile wait for the next),
+    /// after storing their small objects with one put.
     async fn flush(&self, topic: &str) -> Result<()> {
-        let (message, events) = {
+        let (producer, pending) = {
             let mut topics = self.topics();
             let Some(state) = topics.get_mut(topic) else {
                 return Ok(());
@@ -315,13 +384,18 @@ impl Inner {
             if state.pending.is_empty() {
                 return Ok(());
             }
-            let events = std::mem::take(&mut state.pending);
             state.generation += 1;
-            (
-                event::encode(topic, &state.producer, events.clone()),
-                events,
-            )
+            (state.producer.clone(), std::mem::take(&mut state.pending))
         };
+        let events = match self.store_objects(topic, pending).await {
+            Ok(events) => events,
+            Err((e, pending)) => {
+                tracing::warn!(topic, events = pending.len(), error = %e, "stream: storing a batch's objects failed; kept for the next flush");
+                self.keep(topic, pending);
+                return Err(e);
+            }
+        };
+        let message = event::encode(topic, &producer, events.clone());
         let published = retrying!(
             self.retry_for,
             "publish",
@@ -329,14 +403,72 @@ impl Inner {
         );
         if let Err(e) = published {
             tracing::warn!(topic, events = events.len(), error = %e, "stream: publish failed; kept for the next flush");
-            // Kept for the next flush, ahead of anything sent since.
-            if let Some(state) = self.topics().get_mut(topic) {
-                let later = std::mem::replace(&mut state.pending, events);
-                state.pending.extend(later);
-            }
+            self.keep(topic, events.into_iter().map(Pending::Event).collect());
             return Err(e);
         }
         Ok(())
+    }
+
+    /// The events of `pending`, its unstored objects stored first with one put; on failure
+    /// the error and `pending` as it was.
+    async fn store_objects(
+        &self,
+        topic: &str,
+        pending: Vec<Pending>,
+    ) -> std::result::Result<Vec<StreamEvent>, (StreamError, Vec<Pending>)> {
+        let objects: Vec<(Bytes, Codec)> = pending
+            .iter()
+            .filter_map(|p| match p {
+                Pending::Object(o) => Some((o.data.clone(), o.codec)),
+                Pending::Event(_) => None,
+            })
+            .collect();
+        let mut references = if objects.is_empty() {
+            Vec::new()
+        } else {
+            let type_name = pending.iter().find_map(|p| match p {
+                Pending::Object(o) => Some(o.type_name),
+                Pending::Event(_) => None,
+            });
+            let stored = match self.store(topic) {
+                Ok(store) => {
+                    store
+                        .put_encoded_batch(
+                            objects,
+                            type_name.unwrap_or_default(),
+                            &PutOptions::default(),
+                        )
+                        .await
+                }
+                Err(e) => return Err((e, pending)),
+            };
+            match stored {
+                Ok(references) => references,
+                Err(e) => return Err((e.into(), pending)),
+            }
+        }
+        .into_iter();
+        Ok(pending
+            .into_iter()
+            .map(|p| match p {
+                Pending::Event(e) => e,
+                Pending::Object(o) => {
+                    let reference = references
+                        .next()
+                        .unwrap_or_else(|| unreachable!("a reference per object"));
+                    self.object_event(reference, *o)
+                }
+            })
+            .collect())
+    }
+
+    /// The event of a batch's object stored as `reference`.
+    fn object_event(&self, mut reference: Reference, o: Unstored) -> StreamEvent {
+        if let Some(t) = o.trace {
+            reference.traceparent = t.traceparent;
+            reference.tracestate = t.tracestate;
+        }
+        event::object(&reference, &o.metadata, self.evict, o.sequence)
     }
 
     /// Flush `topic` after the batch's delay, unless it was published meanwhile.

@@ -302,3 +302,152 @@ async fn a_messages_objects_are_evicted_together_once_it_is_consumed() {
     assert_eq!(segment.len(), 2, "the two objects never consumed stay");
     proxystore::unregister_store(store.name());
 }
+
+/// In a batch, small objects are stored with one put when the batch is published and a larger
+/// one as it is sent; `next_object` fetches a message's small objects with one get.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batchs_small_objects_take_one_put_and_one_get() {
+    let (store, segment) = store();
+    let broker = MemoryBroker::new();
+    let producer = StreamProducer::<Vec<u8>>::new(broker.clone())
+        .with_store(store.clone())
+        .batch(BatchPolicy {
+            max_events: 4,
+            max_delay: Duration::from_secs(60),
+        });
+    let mut consumer =
+        StreamConsumer::<Vec<u8>>::subscribe(&broker, "t", SubscribeOptions::default())
+            .await
+            .unwrap();
+    let big = proxystore_stream::BATCHED_PUT_BYTES + 1;
+    let sizes = [10, 2000, big, 0, 100, 1, 5, 64];
+    for (i, size) in sizes.iter().enumerate() {
+        producer
+            .send("t", &object(i, *size), meta(i))
+            .await
+            .unwrap();
+        if i == 0 {
+            assert_eq!(segment.len(), 0, "a small object waits for its batch");
+        }
+    }
+    producer.close("t").await.unwrap();
+    // One put for the big one at its send, one per batch of small ones.
+    assert_eq!(store.metrics().put.count, 3);
+    assert_eq!(segment.len(), sizes.len());
+
+    // The consumer resolves through the store of that name registered in its process.
+    proxystore::register_store(&store).unwrap();
+    let reader = store.metrics();
+    let mut n = 0;
+    while let Some(got) = consumer.next_object().await {
+        let (value, metadata) = got.unwrap();
+        assert_eq!(value, object(n, sizes[n]));
+        assert_eq!(metadata, meta(n));
+        n += 1;
+    }
+    assert_eq!(n, sizes.len());
+    let read = store.metrics();
+    // The first message's three small objects in one get, the big one alone; the second
+    // message's four in one get.
+    assert_eq!(read.get.count - reader.get.count, 3);
+    assert_eq!(segment.len(), 0, "evicted after consumption");
+}
+
+/// A memory connector whose puts fail while `refuse` is set.
+#[derive(Debug)]
+struct Refusing {
+    inner: MemoryConnector,
+    refuse: std::sync::atomic::AtomicBool,
+}
+
+impl Refusing {
+    fn check(&self) -> proxystore::Result<()> {
+        if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(proxystore::Error::backend_message(
+                "refusing", "refused", true,
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl proxystore::Connector for Refusing {
+    fn kind(&self) -> &str {
+        "refusing"
+    }
+    async fn put_opts(&self, data: Bytes, o: &proxystore::PutOptions) -> proxystore::Result<Key> {
+        self.check()?;
+        self.inner.put_opts(data, o).await
+    }
+    async fn put_batch(
+        &self,
+        data: Vec<Bytes>,
+        o: &proxystore::PutOptions,
+    ) -> proxystore::Result<Vec<Key>> {
+        self.check()?;
+        self.inner.put_batch(data, o).await
+    }
+    async fn get(&self, key: &Key) -> proxystore::Result<Option<Bytes>> {
+        self.inner.get(key).await
+    }
+    async fn exists(&self, key: &Key) -> proxystore::Result<bool> {
+        self.inner.exists(key).await
+    }
+    async fn evict(&self, key: &Key) -> proxystore::Result<()> {
+        self.inner.evict(key).await
+    }
+    fn config(&self) -> proxystore::ConnectorConfig {
+        self.inner.config()
+    }
+}
+
+/// A batch whose put fails keeps its events: the next flush stores and publishes them, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_put_failed_is_kept_for_the_next_flush() {
+    let name = format!("stream-{}", Key::random());
+    let segment = MemoryConnector::new(&name);
+    let connector = std::sync::Arc::new(Refusing {
+        inner: segment.clone(),
+        refuse: false.into(),
+    });
+    let store = Store::new(
+        name,
+        connector.clone() as std::sync::Arc<dyn proxystore::Connector>,
+    );
+    let refuse = |on: bool| {
+        connector
+            .refuse
+            .store(on, std::sync::atomic::Ordering::SeqCst)
+    };
+    let broker = MemoryBroker::new();
+    let producer = StreamProducer::<Vec<u8>>::new(broker.clone())
+        .with_store(store.clone())
+        .batch(BatchPolicy {
+            max_events: 3,
+            max_delay: Duration::from_secs(60),
+        });
+    let mut consumer =
+        StreamConsumer::<Vec<u8>>::subscribe(&broker, "t", SubscribeOptions::default())
+            .await
+            .unwrap();
+    producer.send("t", &object(0, 10), meta(0)).await.unwrap();
+    producer.send("t", &object(1, 10), meta(1)).await.unwrap();
+    refuse(true);
+    let err = producer
+        .send("t", &object(2, 10), meta(2))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StreamError::Store(_)), "{err:?}");
+    assert_eq!(broker.held("t"), 0, "nothing published");
+    refuse(false);
+    producer.close("t").await.unwrap();
+    let mut n = 0;
+    while let Some(got) = consumer.next_object().await {
+        let (value, _) = got.unwrap();
+        assert_eq!(value, object(n, 10));
+        n += 1;
+    }
+    assert_eq!(n, 3);
+    assert_eq!(segment.len(), 0);
+}

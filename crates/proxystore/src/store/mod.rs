@@ -398,19 +398,33 @@ impl Store {
         objs: &[T],
         options: &PutOptions,
     ) -> Result<Vec<Stored>> {
-        span.record("count", objs.len());
-        let mut encoded = Vec::with_capacity(objs.len());
-        let mut meta = Vec::with_capacity(objs.len());
-        for obj in objs {
-            let (data, codec) = self.inner.config.codec.encode(obj)?;
+        let encoded = objs
+            .iter()
+            .map(|obj| self.inner.config.codec.encode(obj))
+            .collect::<Result<Vec<_>>>()?;
+        self.store_batch(span, encoded, options).await
+    }
+
+    /// Digest, put (one connector call) and count already encoded objects, inside the put
+    /// span `span`.
+    async fn store_batch(
+        &self,
+        span: &Span,
+        encoded: Vec<(Bytes, Codec)>,
+        options: &PutOptions,
+    ) -> Result<Vec<Stored>> {
+        span.record("count", encoded.len());
+        let mut data = Vec::with_capacity(encoded.len());
+        let mut meta = Vec::with_capacity(encoded.len());
+        for (bytes, codec) in encoded {
             meta.push((
-                data.len() as u64,
-                self.inner.config.digest.digest(&data),
+                bytes.len() as u64,
+                self.inner.config.digest.digest(&bytes),
                 codec,
             ));
-            encoded.push(data);
+            data.push(bytes);
         }
-        let keys = self.inner.connector.put_batch(encoded, options).await?;
+        let keys = self.inner.connector.put_batch(data, options).await?;
         self.created(&keys);
         if keys.len() != meta.len() {
             return Err(Error::backend_message(
@@ -544,6 +558,104 @@ impl Store {
         self.resolve_reference(reference, true).await
     }
 
+    /// The objects `refs` point to, as [`Store::get_by_reference`] gives them one by one, with
+    /// one connector call (`get_batch`) for all those not in the cache: each checked against
+    /// its digest, decoded, then cached (or evicted, if its reference says so). One result per
+    /// reference, in order: an object that is missing or does not match fails alone.
+    ///
+    /// ```
+    /// # proxystore::runtime::block_on(async {
+    /// use proxystore::{Store, connector::memory::MemoryConnector};
+    ///
+    /// let store = Store::new("resolve-batch-doc", MemoryConnector::new("resolve-batch-doc"));
+    /// let proxies = store.proxy_batch(&[vec![1u32, 2], vec![3]]).await?;
+    /// let refs: Vec<_> = proxies.iter().map(|p| p.reference().unwrap().clone()).collect();
+    /// store.evict(&refs[1].key).await?;
+    /// let got = store.resolve_batch::<Vec<u32>>(&refs).await?;
+    /// assert_eq!(*got[0].as_ref().unwrap().as_ref(), vec![1, 2]);
+    /// assert!(matches!(got[1], Err(proxystore::Error::NotFound { .. })));
+    /// # Ok::<_, proxystore::Error>(()) })??;
+    /// # Ok::<_, proxystore::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// The connector's error for the batch call.
+    pub async fn resolve_batch<T>(&self, refs: &[Reference]) -> Result<Vec<Result<Arc<T>>>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        let mut out: Vec<Option<Result<Arc<T>>>> = Vec::with_capacity(refs.len());
+        let mut missed = Vec::new();
+        for (i, r) in refs.iter().enumerate() {
+            if r.future.is_some() {
+                // A future's value is checked against its record, one by one.
+                out.push(Some(self.get_by_reference::<T>(r).await));
+            } else if let Some(hit) = self.cached::<T>(&r.key) {
+                let span = self.resolve_span(r);
+                span.record("cache_hit", true);
+                out.push(Some(Ok(hit)));
+            } else {
+                out.push(None);
+                missed.push(i);
+            }
+        }
+        if !missed.is_empty() {
+            let keys: Vec<Key> = missed.iter().map(|&i| refs[i].key.clone()).collect();
+            let span = op_span!("proxystore.get", self);
+            span.record("count", keys.len());
+            let start = Instant::now();
+            let fetched = traced(span.clone(), async {
+                let data = self.inner.connector.get_batch(&keys).await?;
+                if data.len() != keys.len() {
+                    return Err(Error::backend_message(
+                        self.inner.connector.kind(),
+                        format!(
+                            "get_batch returned {} objects for {}",
+                            data.len(),
+                            keys.len()
+                        ),
+                        false,
+                    ));
+                }
+                Ok(data)
+            })
+            .await?;
+            let share = start.elapsed() / u32::try_from(keys.len()).unwrap_or(u32::MAX);
+            span.record(
+                "bytes",
+                fetched.iter().flatten().map(Bytes::len).sum::<usize>(),
+            );
+            let mut evict = Vec::new();
+            for (i, data) in missed.into_iter().zip(fetched) {
+                let r = &refs[i];
+                let span = self.resolve_span(r);
+                span.record("cache_hit", false);
+                self.inner.metrics.miss();
+                let result = span.in_scope(|| {
+                    let data = self.check_fetched(r, data)?;
+                    let size = data.len() as u64;
+                    let obj = Arc::new(self.decode::<T>(&r.key, r.codec, data)?);
+                    if r.evict_on_resolve {
+                        evict.push(r.key.clone());
+                    } else {
+                        self.inner.cache.insert(r.key.clone(), obj.clone(), size);
+                    }
+                    Ok(obj)
+                });
+                self.inner.metrics.resolve.record(r.size, share);
+                trace::record_result(&span, &result);
+                out[i] = Some(result);
+            }
+            if !evict.is_empty() {
+                self.evict_batch(&evict).await?;
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| unreachable!("every reference has its result")))
+            .collect())
+    }
+
     /// [`Store::get_by_reference`] for a caller that has just missed the cache itself (a
     /// synchronous resolve looks before it leaves its thread): the cache is not looked up again.
     pub(crate) async fn get_by_reference_after_miss<T>(
@@ -664,7 +776,14 @@ impl Store {
             // was made); its record is checked instead.
             return crate::future::fetch(self, r, info).await;
         }
-        let data = self.fetch(&r.key).await?.ok_or_else(|| Error::NotFound {
+        let data = self.fetch(&r.key).await?;
+        self.check_fetched(r, data)
+    }
+
+    /// The bytes fetched for `r`: [`Error::NotFound`] when there are none, checked against
+    /// its digest (or size).
+    fn check_fetched(&self, r: &Reference, data: Option<Bytes>) -> Result<Bytes> {
+        let data = data.ok_or_else(|| Error::NotFound {
             store: self.name().to_owned(),
             key: r.key.clone(),
             origin: (!r.origin.is_empty()).then(|| r.origin.clone()),
@@ -810,6 +929,46 @@ impl Store {
             r.set_origin(name);
         }
         Ok(r)
+    }
+
+    /// [`Store::put_encoded`] for many objects in one connector call: a complete reference to
+    /// each, in order. For code that encodes objects ahead of storing them together, such as a
+    /// stream producer batching its small objects.
+    ///
+    /// ```
+    /// # proxystore::runtime::block_on(async {
+    /// use proxystore::{Codec, PutOptions, Store, connector::memory::MemoryConnector};
+    ///
+    /// let store = Store::new("encoded-batch-doc", MemoryConnector::new("encoded-batch-doc"));
+    /// let objects = vec![Codec::Raw.encode(&b"a".to_vec())?, Codec::Raw.encode(&b"bc".to_vec())?];
+    /// let refs = store.put_encoded_batch(objects, "Vec<u8>", &PutOptions::default()).await?;
+    /// assert_eq!((refs[0].size, refs[1].size), (1, 2));
+    /// assert_eq!(store.get_bytes(&refs[1].key).await?.as_deref(), Some(&b"bc"[..]));
+    /// # Ok::<_, proxystore::Error>(()) })??;
+    /// # Ok::<_, proxystore::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// The connector's error (then none of them is known to be stored).
+    pub async fn put_encoded_batch(
+        &self,
+        objects: Vec<(Bytes, Codec)>,
+        type_name: &str,
+        options: &PutOptions,
+    ) -> Result<Vec<Reference>> {
+        let span = op_span!("proxystore.put", self);
+        let stored = traced(span.clone(), self.store_batch(&span, objects, options)).await?;
+        Ok(stored
+            .into_iter()
+            .map(|s| {
+                let mut r = self.reference::<()>(s, false);
+                type_name.clone_into(&mut r.type_name);
+                if let Some(name) = &options.name {
+                    r.set_origin(name);
+                }
+                r
+            })
+            .collect())
     }
 
     /// Close the connector.
