@@ -416,10 +416,11 @@ async fn consume(
             say_ready(out)?;
             let (t0, cpu0) = (Instant::now(), process_cpu_s());
             let run = async {
-                while let Some(item) = consumer.next().await {
-                    let item = item?;
-                    let v = item.proxy.resolve().await?;
-                    done.tally(&expect, v);
+                // Resolved objects, as Python ProxyStore's consumer takes them
+                // (`next_object`): a message's small objects come with one store call.
+                while let Some(item) = consumer.next_object().await {
+                    let (v, _) = item?;
+                    done.tally(&expect, &v);
                     if done.count > job.n {
                         bail!("more objects than were sent");
                     }
