@@ -88,6 +88,26 @@ pub struct RedisConfig {
     /// Size of the pieces of a large object (default [`DEFAULT_CHUNK_BYTES`]).
     #[serde(skip_serializing_if = "is_default_chunk")]
     pub chunk_bytes: u64,
+    /// A Redis Cluster (default `false`): `url` and [`Self::nodes`] are seed nodes, from which
+    /// the client learns the cluster's slots and follows `MOVED` and `ASK` redirections. Each
+    /// object's key carries a hash tag (`prefix{key}`), so that the pieces of a large object
+    /// stay on its slot; batches are split by slot. Cluster mode has database 0 only.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cluster: bool,
+    /// More seed nodes of a cluster (`redis://host:port`, the scheme of `url`), tried when
+    /// `url` is down. Their passwords, if any, are ignored: `password` (or `url`'s) is used.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
+    /// A write returns once this many replicas of its master have it too (`WAIT`), so that a
+    /// master that fails after acknowledging it cannot take it along (default 0: replication
+    /// is asynchronous, as in Redis). A write that fewer replicas take within
+    /// `response_timeout` fails with a temporary error; the object may be in place then.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub min_replicas: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn is_default_chunk(n: &u64) -> bool {
@@ -114,6 +134,9 @@ impl Default for RedisConfig {
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT.as_millis() as u64,
             chunked_above_bytes: DEFAULT_CHUNKED_ABOVE_BYTES,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
+            cluster: false,
+            nodes: Vec::new(),
+            min_replicas: 0,
         }
     }
 }
@@ -134,6 +157,12 @@ impl fmt::Debug for RedisConfig {
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("chunked_above_bytes", &self.chunked_above_bytes)
             .field("chunk_bytes", &self.chunk_bytes)
+            .field("cluster", &self.cluster)
+            .field(
+                "nodes",
+                &self.nodes.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
+            )
+            .field("min_replicas", &self.min_replicas)
             .finish()
     }
 }
@@ -176,6 +205,25 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>) -> Self {
         RedisConfig {
             url: url.into(),
+            ..RedisConfig::default()
+        }
+    }
+
+    /// A config for the Redis Cluster of which `nodes` are members (seed nodes: at least one;
+    /// the first is [`RedisConfig::url`], the others [`RedisConfig::nodes`]).
+    ///
+    /// ```
+    /// use proxystore::connector::redis::RedisConfig;
+    /// let c = RedisConfig::cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]);
+    /// assert!(c.cluster);
+    /// assert_eq!(c.nodes, ["redis://10.0.0.2:7000"]);
+    /// ```
+    pub fn cluster<S: Into<String>>(nodes: impl IntoIterator<Item = S>) -> Self {
+        let mut nodes = nodes.into_iter().map(Into::into);
+        RedisConfig {
+            url: nodes.next().unwrap_or_default(),
+            nodes: nodes.collect(),
+            cluster: true,
             ..RedisConfig::default()
         }
     }
@@ -240,6 +288,39 @@ impl RedisConfig {
         if self.tls_ca_file.is_some() && url.scheme() != "rediss" {
             return Err(bad("tls_ca_file needs a rediss:// URL"));
         }
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        if self.cluster {
+            if !matches!(url.scheme(), "redis" | "rediss") {
+                return Err(bad("a cluster's nodes are redis:// or rediss:// URLs"));
+            }
+            if !matches!(url.path(), "" | "/" | "/0") {
+                return Err(bad("a Redis Cluster has database 0 only"));
+            }
+            for node in &self.nodes {
+                let bad = |what: &str| {
+                    Error::config(format!("redis cluster node {}: {what}", redact_url(node)))
+                };
+                let mut n = url::Url::parse(node).map_err(|e| bad(&e.to_string()))?;
+                if n.scheme() != url.scheme() {
+                    return Err(bad(&format!(
+                        "scheme must be {}, as the url's",
+                        url.scheme()
+                    )));
+                }
+                if n.host_str().is_none() {
+                    return Err(bad("no host"));
+                }
+                let _ = n.set_password(None);
+                if !url.username().is_empty() {
+                    let _ = n.set_username(url.username());
+                }
+                nodes.push(n.to_string());
+            }
+        } else if !self.nodes.is_empty() {
+            return Err(Error::config(
+                "redis nodes are the seed nodes of a cluster: set cluster too",
+            ));
+        }
         Ok(RedisConfig {
             url: url.to_string(),
             host: None,
@@ -254,6 +335,9 @@ impl RedisConfig {
             connect_timeout_ms: self.connect_timeout_ms,
             chunked_above_bytes: self.chunked_above_bytes,
             chunk_bytes: self.chunk_bytes,
+            cluster: self.cluster,
+            nodes,
+            min_replicas: self.min_replicas,
         })
     }
 }

@@ -4,7 +4,14 @@
 //! Keys handed back by users are only ever used as Redis keys, which are binary-safe, so a hostile
 //! key can name nothing but another Redis key under the same prefix.
 //!
-//! The connection is a [`redis::aio::ConnectionManager`], one per tokio runtime that calls
+//! With [`RedisConfig::cluster`] the connector speaks to a Redis Cluster through the redis
+//! crate's cluster client: keys spread over the slots, `MOVED` and `ASK` are followed, batches
+//! are split by slot, and a large object's pieces share its slot through a hash tag. A master
+//! that fails is replaced by its replica; meanwhile calls fail with temporary errors, and
+//! [`RedisConfig::min_replicas`] keeps acknowledged writes from going down with it.
+//!
+//! The connection is a [`redis::aio::ConnectionManager`] (a cluster connection in cluster
+//! mode), one per tokio runtime that calls
 //! ([`crate::runtime::PerRuntime`]), made inside that runtime so that its task runs beside its
 //! callers (callers outside any tokio runtime use the I/O runtime's). Like any tokio network
 //! client it needs the runtime's I/O and time drivers (`enable_all`, as `#[tokio::main]` and
@@ -23,6 +30,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 use redis::{ConnectionInfo, IntoConnectionInfo, RedisError, RedisResult};
 
 use super::{CallConfig, Connector, ConnectorConfig, PutOptions, Resource};
@@ -51,6 +59,46 @@ const BATCH_CHUNK: usize = 1000;
 /// Reconnection attempts the manager makes before it reports the failure (then the next
 /// operation starts a new round).
 const RECONNECT_RETRIES: usize = 2;
+/// Retries of one request by the cluster client (redirections, a node lost).
+const CLUSTER_RETRIES: u32 = 4;
+
+/// The connection of one runtime: to one server, or to a cluster.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
 
 /// Objects in a Redis server.
 ///
@@ -76,8 +124,10 @@ struct Inner {
     info: ConnectionInfo,
     /// Contents of `tls_ca_file`.
     tls_roots: Option<Vec<u8>>,
+    /// Infos of the further seed nodes of a cluster.
+    nodes: Vec<ConnectionInfo>,
     /// A connection per tokio runtime that calls, its task living there (see [`PerRuntime`]).
-    managers: PerRuntime<ConnectionManager>,
+    managers: PerRuntime<Conn>,
     /// The pub/sub connection waiters share (made on the first wait; again after a loss).
     subscriber: tokio::sync::Mutex<Option<Arc<wait::Subscriber>>>,
 }
@@ -129,10 +179,22 @@ impl RedisConnector {
             })?),
             None => None,
         };
+        let nodes = config
+            .nodes
+            .iter()
+            .map(|n| {
+                let node = n.as_str().into_connection_info().map_err(|e| {
+                    Error::config(format!("redis cluster node {}: {e}", redact_url(n)))
+                })?;
+                let settings = info.redis_settings().clone();
+                Ok(node.set_redis_settings(settings))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(RedisConnector {
             inner: Arc::new(Inner {
                 config,
                 info,
+                nodes,
                 tls_roots,
                 managers: PerRuntime::new(),
                 subscriber: tokio::sync::Mutex::new(None),
@@ -175,6 +237,16 @@ impl RedisConnector {
                 )));
             }
         }];
+        for node in &config.nodes {
+            let url = url::Url::parse(node).map_err(|e| {
+                Error::config(format!("redis cluster node {}: {e}", redact_url(node)))
+            })?;
+            out.push(Resource::Host {
+                what: "redis",
+                host: url.host_str().unwrap_or_default().to_owned(),
+                port: Some(url.port().unwrap_or(6379)),
+            });
+        }
         if let Some(path) = config.tls_ca_file {
             out.push(Resource::Path {
                 what: "redis tls_ca_file",
@@ -189,13 +261,104 @@ impl RedisConnector {
         &self.inner.config
     }
 
-    /// The Redis key of `key`.
+    /// The Redis key of `key`: `prefix + key`, or in a cluster `prefix + "{" + key + "}"`, a
+    /// hash tag that keeps the temporary key of a large object's pieces (the key plus a
+    /// suffix) on the object's slot.
     fn redis_key(&self, key: &Key) -> Vec<u8> {
         let prefix = self.inner.config.prefix.as_bytes();
-        let mut k = Vec::with_capacity(prefix.len() + key.as_str().len());
+        let mut k = Vec::with_capacity(prefix.len() + key.as_str().len() + 2);
         k.extend_from_slice(prefix);
-        k.extend_from_slice(key.as_str().as_bytes());
+        if self.inner.config.cluster {
+            k.push(b'{');
+            k.extend_from_slice(key.as_str().as_bytes());
+            k.push(b'}');
+        } else {
+            k.extend_from_slice(key.as_str().as_bytes());
+        }
         k
+    }
+
+    /// `WAIT` for [`RedisConfig::min_replicas`], to end a pipeline of writes with; `None`
+    /// when no replica is asked for.
+    fn wait_cmd(&self) -> Option<redis::Cmd> {
+        let n = self.inner.config.min_replicas;
+        (n > 0).then(|| {
+            let mut cmd = redis::cmd("WAIT");
+            // Half the response timeout, so that the server answers before the client gives up.
+            cmd.arg(n)
+                .arg((self.inner.config.response_timeout_ms / 2).max(1));
+            cmd
+        })
+    }
+
+    /// The error of a write that `acked` replicas took, when fewer than asked for.
+    fn check_replicas(&self, op: &'static str, acked: i64) -> Result<()> {
+        let wanted = i64::from(self.inner.config.min_replicas);
+        if acked >= wanted {
+            return Ok(());
+        }
+        Err(Error::backend_message(
+            KIND,
+            format!(
+                "{op}: written, but {acked} of the {wanted} replicas asked for took it in time (min_replicas)"
+            ),
+            true,
+        ))
+    }
+
+    /// Run a pipeline of writes (its replies ignored) ended by [`Self::wait_cmd`], and check
+    /// the replicas.
+    async fn write(&self, op: &'static str, mut pipe: redis::Pipeline) -> Result<()> {
+        let Some(wait) = self.wait_cmd() else {
+            let pipe = Arc::new(pipe);
+            return self
+                .run(op, move |mut con| {
+                    let pipe = Arc::clone(&pipe);
+                    async move { pipe.query_async::<()>(&mut con).await }
+                })
+                .await;
+        };
+        pipe.add_command(wait);
+        // Shared, not cloned, between attempts: it may hold a copy of every object.
+        let pipe = Arc::new(pipe);
+        let (acked,): (i64,) = self
+            .run(op, move |mut con| {
+                let pipe = Arc::clone(&pipe);
+                async move { pipe.query_async(&mut con).await }
+            })
+            .await?;
+        self.check_replicas(op, acked)
+    }
+
+    /// `WAIT` on its own for the writes made to the node of the Redis key `k` (after a
+    /// transaction, which cannot hold it).
+    async fn wait_replicas(&self, op: &'static str, k: &[u8]) -> Result<()> {
+        let Some(wait) = self.wait_cmd() else {
+            return Ok(());
+        };
+        let route = redis::cluster_routing::RoutingInfo::SingleNode(
+            redis::cluster_routing::SingleNodeRoutingInfo::SpecificNode(
+                redis::cluster_routing::Route::with_key(
+                    k,
+                    redis::cluster_routing::SlotAddr::Master,
+                ),
+            ),
+        );
+        let acked: i64 = self
+            .run(op, move |con| {
+                let (wait, route) = (wait.clone(), route.clone());
+                async move {
+                    match con {
+                        Conn::Single(mut c) => wait.query_async(&mut c).await,
+                        Conn::Cluster(mut c) => redis::FromRedisValue::from_redis_value(
+                            c.route_command(wait, route).await?,
+                        )
+                        .map_err(Into::into),
+                    }
+                }
+            })
+            .await?;
+        self.check_replicas(op, acked)
     }
 
     fn set_cmd(&self, key: Vec<u8>, data: &Bytes) -> redis::Cmd {
@@ -212,7 +375,7 @@ impl RedisConnector {
     /// once (see [`Connector::call_config`]).
     async fn run<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T>
     where
-        F: FnOnce(ConnectionManager) -> Fut + Send + 'static,
+        F: FnOnce(Conn) -> Fut + Send + 'static,
         Fut: Future<Output = RedisResult<T>> + Send + 'static,
         T: Send + 'static,
     {
@@ -377,35 +540,51 @@ impl RedisConnector {
                 })
                 .await
                 .unwrap_or(false);
-            if present {
-                return Ok(());
+            if !present {
+                return renamed;
             }
         }
-        renamed
+        self.wait_replicas("RENAME", target).await
     }
 }
 
 impl Inner {
     /// A client for the server (with the TLS roots of the config).
     fn client(&self) -> Result<redis::Client> {
+        self.client_of(self.info.clone())
+    }
+
+    /// A client for the server of `info` (with the TLS roots of the config).
+    fn client_of(&self, info: ConnectionInfo) -> Result<redis::Client> {
         match &self.tls_roots {
             Some(roots) => redis::Client::build_with_tls(
-                self.info.clone(),
+                info,
                 redis::TlsCertificates {
                     client_tls: None,
                     root_cert: Some(roots.clone()),
                 },
             ),
-            None => redis::Client::open(self.info.clone()),
+            None => redis::Client::open(info),
         }
         .map_err(|e| Error::config(format!("redis client: {e}")))
+    }
+
+    /// Clients of the seed nodes: the URL's, then those of [`RedisConfig::nodes`].
+    fn seed_clients(&self) -> Result<Vec<redis::Client>> {
+        std::iter::once(&self.info)
+            .chain(&self.nodes)
+            .map(|info| self.client_of(info.clone()))
+            .collect()
     }
 
     /// The connection of the calling runtime, made lazily (it connects on first use) the first
     /// time this runtime calls, so that its task lives here and a call does not hop between
     /// threads. `None` outside any tokio runtime.
-    fn manager(&self) -> Result<Option<ConnectionManager>> {
+    fn manager(&self) -> Result<Option<Conn>> {
         self.managers.get_or_try_init(|| {
+            if self.config.cluster {
+                return self.cluster_connection().map(Conn::Cluster);
+            }
             let client = self.client()?;
             let config = ConnectionManagerConfig::new()
                 .set_response_timeout(Some(self.config.response_timeout()))
@@ -414,8 +593,44 @@ impl Inner {
                 .set_min_delay(Duration::from_millis(50))
                 .set_max_delay(Duration::from_secs(1));
             ConnectionManager::new_lazy_with_config(client, config)
+                .map(Conn::Single)
                 .map_err(|e| Error::config(format!("redis connection manager: {e}")))
         })
+    }
+
+    /// A cluster connection (it connects on first use), seeded with every node of the config.
+    /// A request is retried by the cluster client a few times (50 ms to 500 ms apart) after a
+    /// redirection or a lost node, while it learns the new slots; past that, a failover still
+    /// in progress reaches the caller as a temporary error.
+    fn cluster_connection(&self) -> Result<ClusterConnection> {
+        let mut builder = redis::cluster::ClusterClientBuilder::new(
+            std::iter::once(&self.info).chain(&self.nodes).cloned(),
+        )
+        .retries(CLUSTER_RETRIES)
+        .min_retry_wait(50)
+        .max_retry_wait(500)
+        .connection_timeout(self.config.connect_timeout())
+        .response_timeout(self.config.response_timeout());
+        if let Some(p) = &self.config.password {
+            builder = builder.password(p);
+        }
+        if let Some(user) = self.info.redis_settings().username() {
+            builder = builder.username(user);
+        }
+        if let Some(roots) = &self.tls_roots {
+            builder = builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(roots.clone()),
+            });
+        }
+        let client = builder
+            .build()
+            .map_err(|e| Error::config(format!("redis cluster client: {e}")))?;
+        Ok(client.get_pending_async_connection_with_config(
+            redis::cluster::ClusterConfig::new()
+                .set_connection_timeout(self.config.connect_timeout())
+                .set_response_timeout(self.config.response_timeout()),
+        ))
     }
 
     fn error(&self, op: &str, e: RedisError) -> Error {
@@ -467,6 +682,29 @@ fn is_temporary(e: &RedisError) -> bool {
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || !matches!(e.retry_method(), redis::RetryMethod::NoRetry)
+        || moving(e)
+}
+
+/// Whether a command of a pipeline or transaction was refused for a reason that passes: its
+/// slot moved or is moving (`MOVED`, `ASK`, a node that became a replica: `READONLY`), the
+/// cluster or a master is down for a while, the server is loading. The redis crate follows
+/// these for single commands, not inside a pipeline's replies.
+fn moving(e: &RedisError) -> bool {
+    e.clone().into_server_errors().is_some_and(|errors| {
+        errors.iter().any(|(_, err)| {
+            matches!(
+                err.code(),
+                "MOVED"
+                    | "ASK"
+                    | "TRYAGAIN"
+                    | "CLUSTERDOWN"
+                    | "LOADING"
+                    | "MASTERDOWN"
+                    | "READONLY"
+                    | "NOREPLICAS"
+            )
+        })
+    })
 }
 
 /// rustls needs a process-wide crypto provider; install ours unless one is there already.
@@ -557,17 +795,32 @@ impl Connector for RedisConnector {
             return Ok(Vec::new());
         }
         let keys: Vec<Key> = data.iter().map(|_| Key::random()).collect();
-        let mut pipe = redis::pipe();
+        if !self.inner.config.cluster {
+            let mut pipe = redis::pipe();
+            for (k, d) in keys.iter().zip(&data) {
+                pipe.add_command(self.set_cmd(self.redis_key(k), d))
+                    .ignore();
+            }
+            self.write("SET (pipeline)", pipe).await?;
+            return Ok(keys);
+        }
+        // A pipeline goes to one node, so a batch is split by slot: a pipeline per slot, all
+        // in flight at once (the cluster connection pipelines those of one node).
+        let mut by_slot: std::collections::HashMap<redis::cluster_routing::Slot, redis::Pipeline> =
+            std::collections::HashMap::new();
         for (k, d) in keys.iter().zip(&data) {
-            pipe.add_command(self.set_cmd(self.redis_key(k), d))
+            let rk = self.redis_key(k);
+            by_slot
+                .entry(redis::cluster_routing::Slot::for_key(&rk))
+                .or_insert_with(redis::pipe)
+                .add_command(self.set_cmd(rk, d))
                 .ignore();
         }
-        // Shared, not cloned, between attempts: it holds a copy of every object.
-        let pipe = Arc::new(pipe);
-        self.run("SET (pipeline)", move |mut con| {
-            let pipe = Arc::clone(&pipe);
-            async move { pipe.query_async::<()>(&mut con).await }
-        })
+        futures::future::try_join_all(
+            by_slot
+                .into_values()
+                .map(|pipe| self.write("SET (pipeline)", pipe)),
+        )
         .await?;
         Ok(keys)
     }
@@ -655,13 +908,7 @@ impl Connector for RedisConnector {
             .arg(wait::channel(&k))
             .arg(1)
             .ignore();
-        // Shared, not cloned, between attempts: it holds a copy of the object.
-        let pipe = Arc::new(pipe);
-        self.run("SET", move |mut con| {
-            let pipe = Arc::clone(&pipe);
-            async move { pipe.query_async::<()>(&mut con).await }
-        })
-        .await
+        self.write("SET", pipe).await
     }
 
     /// `SET NX` and `PUBLISH` in one round trip (objects written in pieces: look, then write).
@@ -683,13 +930,27 @@ impl Connector for RedisConnector {
             .arg(wait::channel(&k))
             .arg(1)
             .ignore();
+        let Some(wait) = self.wait_cmd() else {
+            let pipe = Arc::new(pipe);
+            let (written,): (Option<String>,) = self
+                .run("SET NX", move |mut con| {
+                    let pipe = Arc::clone(&pipe);
+                    async move { pipe.query_async(&mut con).await }
+                })
+                .await?;
+            return Ok(written.is_some());
+        };
+        pipe.add_command(wait);
         let pipe = Arc::new(pipe);
-        let (written,): (Option<String>,) = self
+        let (written, acked): (Option<String>, i64) = self
             .run("SET NX", move |mut con| {
                 let pipe = Arc::clone(&pipe);
                 async move { pipe.query_async(&mut con).await }
             })
             .await?;
+        if written.is_some() {
+            self.check_replicas("SET NX", acked)?;
+        }
         Ok(written.is_some())
     }
 
@@ -776,10 +1037,38 @@ mod tests {
                 tls_ca_file: Some("/etc/hostname".into()),
                 ..RedisConfig::new("redis://localhost")
             },
+            // Seed nodes without cluster mode, a database in a cluster, mixed schemes.
+            RedisConfig {
+                nodes: vec!["redis://h2:7000".into()],
+                ..RedisConfig::new("redis://h1:7000")
+            },
+            RedisConfig::cluster(["redis://h1:7000/3"]),
+            RedisConfig::cluster(["redis://h1:7000", "rediss://h2:7000"]),
+            RedisConfig::cluster(["redis+unix:///tmp/redis.sock"]),
         ] {
             let e = RedisConnector::with_config(cfg).unwrap_err();
             assert!(matches!(e, Error::Config { .. }), "{e}");
         }
+    }
+
+    #[test]
+    fn a_cluster_config_keeps_its_seeds_without_passwords_and_tags_keys() {
+        let c = RedisConnector::with_config(RedisConfig {
+            password: Some("pw".into()),
+            prefix: "p:".into(),
+            ..RedisConfig::cluster(["redis://h1:7000", "redis://:other@h2:7001"])
+        })
+        .unwrap();
+        let rc = c.redis_config();
+        assert!(rc.cluster);
+        assert_eq!(rc.nodes, ["redis://h2:7001"]);
+        assert_eq!(c.inner.nodes[0].redis_settings().password(), Some("pw"));
+        let again = RedisConnector::from_config(&c.config()).unwrap();
+        assert_eq!(again.config(), c.config());
+        let key = Key::from("abc");
+        assert_eq!(c.redis_key(&key), b"p:{abc}");
+        let resources = RedisConnector::resources(&c.config()).unwrap();
+        assert_eq!(resources.len(), 2, "{resources:?}");
     }
 
     #[test]

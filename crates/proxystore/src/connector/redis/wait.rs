@@ -77,16 +77,30 @@ impl RedisConnector {
         {
             return Ok(s.clone());
         }
-        let client = self.inner.client()?;
+        // In a cluster, a PUBLISH reaches the subscribers of every node: any seed that answers
+        // will do.
         let connect = self.inner.config.connect_timeout();
-        let pubsub = match tokio::time::timeout(connect, client.get_async_pubsub()).await {
-            Ok(r) => r.map_err(|e| self.inner.error("SUBSCRIBE", e))?,
-            Err(_) => {
-                return Err(crate::Error::Timeout {
-                    operation: "redis connect (SUBSCRIBE)".into(),
-                    after: connect,
-                });
+        let mut last = None;
+        let mut pubsub = None;
+        for client in self.inner.seed_clients()? {
+            match tokio::time::timeout(connect, client.get_async_pubsub()).await {
+                Ok(Ok(p)) => {
+                    pubsub = Some(p);
+                    break;
+                }
+                Ok(Err(e)) => last = Some(self.inner.error("SUBSCRIBE", e)),
+                Err(_) => {
+                    last = Some(crate::Error::Timeout {
+                        operation: "redis connect (SUBSCRIBE)".into(),
+                        after: connect,
+                    });
+                }
             }
+        }
+        let Some(pubsub) = pubsub else {
+            return Err(last.unwrap_or_else(|| {
+                crate::Error::backend_message(super::KIND, "no seed node to subscribe on", true)
+            }));
         };
         let s = Subscriber::start(pubsub);
         *slot = Some(s.clone());
