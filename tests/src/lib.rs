@@ -8,7 +8,7 @@ pub mod globus_fake;
 pub mod grpc_server;
 pub mod nats_server;
 pub mod process;
-pub mod redis_cluster;
+pub use proxystore_testkit::redis_cluster;
 pub mod redis_server;
 pub mod s3_server;
 

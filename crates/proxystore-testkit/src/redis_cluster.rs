@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::redis_server::free_port;
+use crate::free_port;
 
 /// How long the cluster may take to form, or to fail a master over.
 const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
