@@ -27,6 +27,9 @@ pub enum Child {
     /// broker, store, size and batch, beside a raw Redis list and the store alone; with
     /// `--python`, Python ProxyStore's.
     Streams(crate::streams::StreamsArgs),
+    /// Aggregate put/get throughput through 1, 2, 3 store-service replicas over a shared
+    /// backend (a Redis Cluster, S3), beside the backend's raw client and the connector.
+    Scale(crate::scale::ScaleArgs),
     /// The consumer process of `bench streams`: consumes the trials it reads on stdin.
     #[command(hide = true)]
     StreamChild,
@@ -68,6 +71,7 @@ pub fn run_child(child: Child) -> Result<()> {
         Child::FutureChild => crate::futures::child(),
         Child::Streams(args) => crate::streams::run(args),
         Child::StreamChild => crate::streams::child(),
+        Child::Scale(args) => crate::scale::run(args),
         Child::ResolveChild { input } => crate::measure::fresh_process::resolve_child(&input),
         Child::RssChild {
             op,

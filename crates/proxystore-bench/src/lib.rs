@@ -26,6 +26,7 @@
 //! | the report: figures and targets (JSON), its tables, text and Markdown renderers | `report` |
 //! | distributed futures against Python ProxyStore's (`proxystore bench futures`) | `futures` |
 //! | streams of proxies against Python ProxyStore's, a raw Redis list and the store alone (`proxystore bench streams`) | `streams` |
+//! | service replicas over a shared backend (Redis Cluster, S3) against its raw client (`proxystore bench scale`) | `scale` |
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -41,6 +42,7 @@ mod measure;
 mod options;
 mod python;
 mod report;
+pub mod scale;
 mod servers;
 mod setup;
 pub mod streams;

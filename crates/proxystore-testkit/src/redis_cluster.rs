@@ -148,6 +148,13 @@ impl RedisCluster {
             .collect()
     }
 
+    /// The process ids of the running nodes.
+    pub fn pids(&self) -> Vec<u32> {
+        self.running()
+            .filter_map(|n| n.child.as_ref().map(Child::id))
+            .collect()
+    }
+
     fn running(&self) -> impl Iterator<Item = &Node> {
         self.nodes.iter().filter(|n| n.child.is_some())
     }
