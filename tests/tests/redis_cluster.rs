@@ -227,3 +227,59 @@ async fn a_master_killed_mid_put_fails_over_and_the_connector_recovers() {
         errors.len()
     );
 }
+
+/// A stream whose objects live on the cluster: batches of small objects stored with one
+/// `put_batch` (split by slot), fetched with one `get_batch` and evicted with one
+/// `evict_batch` per message; every object byte for byte, none left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_keeps_its_objects_on_the_cluster() {
+    use proxystore_stream::broker::SubscribeOptions;
+    use proxystore_stream::broker::memory::MemoryBroker;
+    use proxystore_stream::{BatchPolicy, StreamConsumer, StreamProducer, metadata};
+    let cluster = start();
+    let c = RedisConnector::with_config(config(&cluster)).unwrap();
+    let store = proxystore::Store::new(format!("cluster-stream-{}", Key::random()), c);
+    let broker = MemoryBroker::new();
+    let producer = StreamProducer::<Vec<u8>>::new(broker.clone())
+        .with_store(store.clone())
+        .batch(BatchPolicy {
+            max_events: 16,
+            max_delay: Duration::from_secs(60),
+        });
+    let mut consumer =
+        StreamConsumer::<Vec<u8>>::subscribe(&broker, "t", SubscribeOptions::default())
+            .await
+            .unwrap();
+    let objects: Vec<Vec<u8>> = (0..100)
+        .map(|i| {
+            payload(
+                if i.is_multiple_of(25) {
+                    200 << 10
+                } else {
+                    1000
+                },
+                i,
+            )
+            .to_vec()
+        })
+        .collect();
+    for (i, o) in objects.iter().enumerate() {
+        producer
+            .send("t", o, metadata([("i", i.to_string())]))
+            .await
+            .unwrap();
+    }
+    producer.close("t").await.unwrap();
+    let mut n = 0;
+    while let Some(got) = consumer.next_object().await {
+        let (value, meta) = got.unwrap();
+        assert_eq!(meta["i"], n.to_string());
+        assert_eq!(value, objects[n]);
+        n += 1;
+    }
+    assert_eq!(n, objects.len());
+    for m in cluster.masters().unwrap() {
+        let left: usize = redis::cmd("DBSIZE").query(&mut node(m)).unwrap();
+        assert_eq!(left, 0, "master {m} still holds objects");
+    }
+}
