@@ -250,7 +250,7 @@ async fn a_stream_keeps_its_objects_on_the_cluster() {
         StreamConsumer::<Vec<u8>>::subscribe(&broker, "t", SubscribeOptions::default())
             .await
             .unwrap();
-    let objects: Vec<Vec<u8>> = (0..100)
+    let objects: Vec<Vec<u8>> = (0..100u64)
         .map(|i| {
             payload(
                 if i.is_multiple_of(25) {
