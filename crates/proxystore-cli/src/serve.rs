@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use clap::Args;
-use proxystore_server::ServeArgs;
+use proxystore_server::{BackendKind, ServeArgs};
 
 use crate::exit::{self, Coded};
 
@@ -24,10 +24,21 @@ pub(crate) fn serve(cmd: ServeCmd) -> anyhow::Result<u8> {
     if let Some(port) = cmd.port {
         args.listen.set_port(port);
     }
-    let backend = format!("{:?}", args.backend).to_ascii_lowercase();
+    let backend = match &args.backend_config {
+        Some(path) => format!("backend from {}", path.display()),
+        None => format!("{} backend", args.backend.name()),
+    };
+    let shared = args.backend_config.is_some()
+        || matches!(args.backend, BackendKind::Redis | BackendKind::S3);
     let config = args
         .into_config()
         .map_err(|e| Coded::new(exit::USAGE, e.to_string()))?;
+    if shared && config.max_total_bytes.is_some() {
+        eprintln!(
+            "proxystore: --max-total-bytes counts what this server stores; other servers on the \
+             same backend count their own"
+        );
+    }
     let auth = if config.token.is_some() {
         "token required"
     } else {
@@ -43,7 +54,7 @@ pub(crate) fn serve(cmd: ServeCmd) -> anyhow::Result<u8> {
         let _ = writeln!(out, "proxystore listening on {url}");
         let _ = out.flush();
         eprintln!(
-            "proxystore: {backend} backend, {auth}; clients: export PROXYSTORE_URL={url}; \
+            "proxystore: {backend}, {auth}; clients: export PROXYSTORE_URL={url}; \
              stop with Ctrl-C or SIGTERM"
         );
     }))?;

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use proxystore::connector::ConnectorConfig;
+
 use crate::{BackendConfig, ServerConfig, ServerError, TlsConfig};
 
 /// Where a command-line server keeps objects.
@@ -13,6 +15,25 @@ pub enum BackendKind {
     Memory,
     /// As files in --directory.
     File,
+    /// In Redis or a Redis Cluster at --redis-url, shared with every server given the same
+    /// URL and --prefix.
+    Redis,
+    /// In the S3 bucket --bucket (AWS, or an S3-compatible server at --s3-endpoint), shared
+    /// with every server given the same bucket and --prefix. Credentials come from the
+    /// standard chain (`AWS_ACCESS_KEY_ID`, profile, instance role).
+    S3,
+}
+
+impl BackendKind {
+    /// The kind's name on the command line (`memory`, `file`, `redis`, `s3`).
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Memory => "memory",
+            BackendKind::File => "file",
+            BackendKind::Redis => "redis",
+            BackendKind::S3 => "s3",
+        }
+    }
 }
 
 /// Server options for a command line, to `#[command(flatten)]` into a `serve` command.
@@ -48,11 +69,51 @@ pub struct ServeArgs {
     #[arg(long, env = "PROXYSTORE_FSYNC")]
     pub fsync: bool,
 
+    /// Redis URL of the redis backend, `redis://[user:password@]host:port[/db]` (`rediss://`
+    /// for TLS). Several, comma-separated, are seeds of a Redis Cluster.
+    #[arg(
+        long,
+        env = "PROXYSTORE_REDIS_URL",
+        value_delimiter = ',',
+        required_if_eq("backend", "redis"),
+        hide_env_values = true
+    )]
+    pub redis_url: Vec<String>,
+
+    /// The Redis URL is a node of a Redis Cluster (implied by several URLs).
+    #[arg(long, env = "PROXYSTORE_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+
+    /// Bucket of the s3 backend (it must exist).
+    #[arg(long, env = "PROXYSTORE_S3_BUCKET", required_if_eq("backend", "s3"))]
+    pub bucket: Option<String>,
+
+    /// Endpoint of an S3-compatible server, e.g. http://127.0.0.1:9000 (default: AWS). Buckets
+    /// are then addressed by path (`endpoint/bucket/key`).
+    #[arg(long, env = "PROXYSTORE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// Region of the s3 backend (default: the standard chain, `AWS_REGION`, profile).
+    #[arg(long, env = "PROXYSTORE_S3_REGION")]
+    pub s3_region: Option<String>,
+
+    /// Prefix of every key the redis or s3 backend writes, e.g. `proxystore/` (default none).
+    /// Servers that share a backend must use the same prefix.
+    #[arg(long, env = "PROXYSTORE_PREFIX", default_value = "")]
+    pub prefix: String,
+
+    /// The backend as a connector config file: the JSON a reference carries,
+    /// `{"kind": "redis", "options": {"url": "redis://..."}}`, of any kind this program has
+    /// (instead of --backend).
+    #[arg(long, env = "PROXYSTORE_BACKEND_CONFIG", conflicts_with = "backend")]
+    pub backend_config: Option<PathBuf>,
+
     /// Largest object accepted, e.g. 512MiB (default: no limit).
     #[arg(long, env = "PROXYSTORE_MAX_OBJECT_BYTES", value_parser = parse_size)]
     pub max_object_bytes: Option<u64>,
 
-    /// Most bytes stored at once, e.g. 8GiB (default: no limit).
+    /// Most bytes stored at once, e.g. 8GiB (default: no limit). Counted per server: over a
+    /// shared backend (redis, s3), bound the backend itself.
     #[arg(long, env = "PROXYSTORE_MAX_TOTAL_BYTES", value_parser = parse_size)]
     pub max_total_bytes: Option<u64>,
 
@@ -78,19 +139,74 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The server configuration these arguments describe.
     ///
+    /// The Redis and S3 backends, and a config file, are built when the server starts (by
+    /// [`proxystore::kinds::from_config`]): their kinds must be registered, as they are in the
+    /// `proxystore` command and with this crate's features `redis` and `s3`.
+    ///
     /// # Errors
-    /// [`ServerError::Config`] when a TLS file cannot be read or the file backend has no
-    /// directory.
+    /// [`ServerError::Config`] when a TLS file or the backend config file cannot be read, or a
+    /// backend misses its location (directory, Redis URL, bucket).
     pub fn into_config(self) -> Result<ServerConfig, ServerError> {
-        let backend = match self.backend {
+        let backend = self.backend_config()?;
+        self.finish_config(backend)
+    }
+
+    /// What `--backend` and its options, or `--backend-config`, describe.
+    fn backend_config(&self) -> Result<BackendConfig, ServerError> {
+        if let Some(path) = &self.backend_config {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ServerError::Config(format!("backend config {}: {e}", path.display()))
+            })?;
+            let config: ConnectorConfig = serde_json::from_str(&text).map_err(|e| {
+                ServerError::Config(format!(
+                    "backend config {}: {e} (expected {{\"kind\": ..., \"options\": {{...}}}})",
+                    path.display()
+                ))
+            })?;
+            return Ok(BackendConfig::Config(config));
+        }
+        Ok(match self.backend {
             BackendKind::Memory => BackendConfig::Memory,
             BackendKind::File => BackendConfig::File {
-                directory: self.directory.ok_or_else(|| {
+                directory: self.directory.clone().ok_or_else(|| {
                     ServerError::Config("the file backend needs --directory".into())
                 })?,
                 fsync: self.fsync,
             },
-        };
+            BackendKind::Redis => {
+                let Some((url, seeds)) = self.redis_url.split_first() else {
+                    return Err(ServerError::Config(
+                        "the redis backend needs --redis-url".into(),
+                    ));
+                };
+                let cluster = self.redis_cluster || !seeds.is_empty();
+                let mut options = serde_json::json!({ "url": url, "prefix": self.prefix });
+                if cluster {
+                    options["cluster"] = true.into();
+                    options["nodes"] = seeds.into();
+                }
+                BackendConfig::Config(ConnectorConfig::new("redis", options))
+            }
+            BackendKind::S3 => {
+                let bucket = self
+                    .bucket
+                    .clone()
+                    .ok_or_else(|| ServerError::Config("the s3 backend needs --bucket".into()))?;
+                let mut options = serde_json::json!({ "bucket": bucket, "prefix": self.prefix });
+                if let Some(endpoint) = &self.s3_endpoint {
+                    options["endpoint_url"] = endpoint.clone().into();
+                    options["force_path_style"] = true.into();
+                }
+                if let Some(region) = &self.s3_region {
+                    options["region"] = region.clone().into();
+                }
+                BackendConfig::Config(ConnectorConfig::new("s3", options))
+            }
+        })
+    }
+
+    /// The rest of the settings, around `backend`.
+    fn finish_config(self, backend: BackendConfig) -> Result<ServerConfig, ServerError> {
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(c), Some(k)) => Some(TlsConfig::from_files(c, k)?),
             (None, None) => None,

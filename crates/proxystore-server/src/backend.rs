@@ -1,6 +1,13 @@
-//! What the server keeps objects in: any [`Connector`]. Memory and a file directory are the
-//! two the command line offers; an embedding program passes any other (Redis, S3, a
-//! [`proxystore::connector::multi::MultiConnector`], a third-party kind).
+//! What the server keeps objects in: any [`Connector`]. The command line offers memory, a file
+//! directory, Redis, S3 and any registered kind from a config file; an embedding program
+//! passes any connector (a [`proxystore::connector::multi::MultiConnector`], a third-party
+//! kind).
+//!
+//! Over shared storage (Redis, S3), several servers serve the same objects: a put through one
+//! is read through any other. What a server keeps of its own is only bookkeeping, per replica:
+//! the byte limit counts what this server stored, expiry is swept by the server that took the
+//! put, and the digest of a `Get` header is known for objects this server stored (a proxy
+//! checks the digest its reference carries in any case).
 //!
 //! The service streams objects through the connector's writer and reader
 //! ([`proxystore::connector::stream`]): a put becomes visible only when its writer finishes,
@@ -9,11 +16,11 @@
 
 use std::sync::Arc;
 
-use proxystore::connector::PutOptions;
 use proxystore::connector::file::{FileConfig, FileConnector};
 use proxystore::connector::memory::MemoryConnector;
 use proxystore::connector::stream::StoredObject;
-use proxystore::{Connector, Error, Result};
+use proxystore::connector::{ConnectorConfig, PutOptions};
+use proxystore::{Connector, Error, Key, Result};
 
 /// Longest key the server accepts, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -40,6 +47,11 @@ pub enum BackendConfig {
     /// connector's writer and reader; a connector that stores whole objects has them buffered
     /// one at a time.
     Connector(Arc<dyn Connector>),
+    /// A connector built when the server starts from its config (the JSON a reference carries,
+    /// `{"kind": "redis", "options": {...}}`), by [`proxystore::kinds::from_config`]: any kind
+    /// registered in the process (those of `proxystore`'s enabled features, third-party kinds).
+    /// Over shared storage, several servers serve the same objects (see the module docs).
+    Config(ConnectorConfig),
 }
 
 impl std::fmt::Debug for BackendConfig {
@@ -52,6 +64,8 @@ impl std::fmt::Debug for BackendConfig {
                 .field("fsync", fsync)
                 .finish(),
             BackendConfig::Connector(c) => f.debug_tuple("Connector").field(c).finish(),
+            // Its Debug redacts credentials.
+            BackendConfig::Config(c) => f.debug_tuple("Config").field(c).finish(),
         }
     }
 }
@@ -80,6 +94,15 @@ impl BackendConfig {
                 Arc::new(c)
             }
             BackendConfig::Connector(c) => c.clone(),
+            BackendConfig::Config(c) => {
+                let connector = proxystore::kinds::from_config(c)?;
+                // A backend built from settings may be out of reach or misconfigured: say so
+                // now rather than at the first client's call.
+                connector
+                    .exists(&Key::from("proxystore-server-probe"))
+                    .await?;
+                connector
+            }
         };
         let caller_keys = connector.new_key(&PutOptions::default()).await.is_ok();
         let existing = connector.inventory().await?.unwrap_or_default();

@@ -92,8 +92,8 @@ pub enum ServerError {
     /// The settings are inconsistent.
     #[error("invalid server configuration: {0}")]
     Config(String),
-    /// The backend could not be opened.
-    #[error("backend: {0}")]
+    /// The backend could not be opened (its error, which names the connector).
+    #[error(transparent)]
     Backend(#[from] proxystore::Error),
     /// The transport failed (TLS set-up, accepting connections).
     #[error("transport: {0}")]
