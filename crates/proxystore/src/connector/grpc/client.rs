@@ -1,10 +1,11 @@
-//! The client side of the gRPC connector: the channel and its endpoint settings, and each RPC
-//! (unary calls with their deadlines and retries, streamed gets and puts, batches).
+//! The client side of the gRPC connector: the endpoint settings, each RPC (unary calls with
+//! their deadlines and retries, streamed gets and puts, batches), and on which replica of the
+//! [`Pool`] each runs.
 
 use std::future::Future;
 use std::ops::Range;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,32 +18,30 @@ use tonic::{Code, Request, Status};
 
 use super::config::{
     BATCH_BYTES, BATCH_ITEM_MAX, BATCH_KEYS, CONNECTION_WINDOW, GrpcConfig, KIND, MAX_FRAME_SIZE,
-    MAX_MESSAGE_SIZE, ObjectInfo, STREAM_WINDOW, UploadOptions,
+    MAX_MESSAGE_SIZE, ObjectInfo, STREAM_WINDOW, UploadOptions, uri_of,
 };
-use super::rpc_trace::{RpcTrace, Side};
+use super::pool::{Pick, Pool};
+use super::rpc_trace::RpcTrace;
 use super::transfer::{GetStream, Progress, PutBody, next_message};
 use crate::connector::PutOptions;
 use crate::digest::{Digest, DigestAlgorithm};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::retry::RetryConfig;
-use crate::runtime;
 
 pub(super) struct Inner {
     pub(super) config: GrpcConfig,
-    pub(super) endpoint: Endpoint,
+    pub(super) pool: Pool,
     pub(super) auth: Option<MetadataValue<Ascii>>,
-    pub(super) client: OnceLock<Client>,
     pub(super) caller_keys: tokio::sync::OnceCell<bool>,
 }
 
 pub(super) type Client = StoreServiceClient<RpcTrace<Channel>>;
 
-pub(super) fn endpoint(config: &GrpcConfig) -> Result<Endpoint> {
-    let uri = config.uri();
-    let bad = |e: tonic::transport::Error| {
-        Error::config(format!("grpc address {:?}: {e}", config.address))
-    };
+/// The endpoint of `address`, one of `config`'s, with `config`'s settings.
+pub(super) fn endpoint(config: &GrpcConfig, address: &str) -> Result<Endpoint> {
+    let uri = uri_of(address);
+    let bad = |e: tonic::transport::Error| Error::config(format!("grpc address {address:?}: {e}"));
     #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let mut ep = Endpoint::from_shared(uri.clone())
         .map_err(bad)?
@@ -104,18 +103,46 @@ pub(super) fn protocol_error(what: impl Into<String>) -> Status {
 }
 
 impl Inner {
-    /// The channel's client, created on first use, with its worker on the I/O runtime.
-    pub(super) fn client(&self) -> Client {
-        self.client
-            .get_or_init(|| {
-                // The channel spawns its worker on the current runtime: make that the I/O
-                // runtime, whoever calls first.
-                let _io = runtime::io_handle().enter();
-                StoreServiceClient::new(RpcTrace::new(self.endpoint.connect_lazy(), Side::Client))
-                    .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                    .max_encoding_message_size(MAX_MESSAGE_SIZE)
-            })
-            .clone()
+    /// Run `call` on a replica picked from the pool, and record its outcome there. A call
+    /// whose connection could not be established sent nothing, so it moves on to the next
+    /// replica not tried yet, whatever the call (an upload too); after any other failure,
+    /// trying again is the caller's decision (its retries pick a replica again).
+    pub(super) async fn on_replica<T, F, Fut>(&self, call: F) -> Result<T>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.on_replica_picked(call).await.map(|(t, _)| t)
+    }
+
+    /// As [`Inner::on_replica`], also returning the replica the call succeeded on.
+    async fn on_replica_picked<T, F, Fut>(&self, mut call: F) -> Result<(T, Pick)>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut pick = self.pool.pick();
+        let mut tried = Vec::new();
+        loop {
+            let result = call(self.pool.client(pick)).await;
+            self.pool.report(pick, result.as_ref().err());
+            match result {
+                Ok(t) => return Ok((t, pick)),
+                Err(e) if Pool::not_sent(&e) => {
+                    tracing::debug!(
+                        address = self.pool.address(pick),
+                        error = %e,
+                        "grpc replica not reachable, trying the next"
+                    );
+                    tried.push(pick);
+                    match self.pool.pick_other(&tried) {
+                        Some(next) => pick = next,
+                        None => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     pub(super) fn timeout(&self) -> Duration {
@@ -145,6 +172,8 @@ impl Inner {
 
     /// A unary call under the timeout. Retries are the caller's (the store's retry layer for
     /// the trait's methods, [`RetryConfig::run`] for the others).
+    ///
+    /// The timeout bounds the whole call, moves to other replicas included.
     pub(super) async fn unary<Req, Resp, F, Fut>(
         &self,
         op: &'static str,
@@ -152,13 +181,21 @@ impl Inner {
         call: F,
     ) -> Result<Resp>
     where
-        F: FnOnce(Client, Request<Req>) -> Fut,
+        Req: Clone,
+        F: Fn(Client, Request<Req>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
     {
-        let req = self.request(msg, true);
-        match tokio::time::timeout(self.timeout(), call(self.client(), req)).await {
-            Ok(Ok(resp)) => Ok(resp.into_inner()),
-            Ok(Err(s)) => Err(Error::from(s)),
+        let attempts = self.on_replica(|client| {
+            let req = self.request(msg.clone(), true);
+            let call = call(client, req);
+            async move {
+                call.await
+                    .map(tonic::Response::into_inner)
+                    .map_err(Error::from)
+            }
+        });
+        match tokio::time::timeout(self.timeout(), attempts).await {
+            Ok(r) => r,
             Err(_) => Err(Error::from(timeout_status(op, self.timeout()))),
         }
     }
@@ -167,16 +204,23 @@ impl Inner {
     /// cap, whichever is first). Bounded by `left` plus the call timeout.
     pub(super) async fn wait_once(&self, key: &Key, left: Duration) -> Result<bool> {
         let within = left.saturating_add(self.timeout());
-        let req = self.request_within(
-            v1::WaitRequest {
-                key: key.to_string(),
-                timeout_millis: left.as_millis() as u64,
-            },
-            Some(within),
-        );
-        match tokio::time::timeout(within, self.client().wait(req)).await {
-            Ok(Ok(resp)) => Ok(resp.into_inner().exists),
-            Ok(Err(s)) => Err(Error::from(s)),
+        let attempts = self.on_replica(|mut client| {
+            let req = self.request_within(
+                v1::WaitRequest {
+                    key: key.to_string(),
+                    timeout_millis: left.as_millis() as u64,
+                },
+                Some(within),
+            );
+            async move {
+                match client.wait(req).await {
+                    Ok(resp) => Ok(resp.into_inner().exists),
+                    Err(s) => Err(Error::from(s)),
+                }
+            }
+        });
+        match tokio::time::timeout(within, attempts).await {
+            Ok(r) => r,
             Err(_) => Err(Error::from(timeout_status("wait", within))),
         }
     }
@@ -198,9 +242,10 @@ impl Inner {
             .copied()
     }
 
-    /// Open a Get stream and read its header; `None` when the key is absent.
-    pub(super) async fn open_get(
+    /// Open a Get stream on `client` and read its header; `None` when the key is absent.
+    async fn open_get(
         &self,
+        mut client: Client,
         key: &Key,
         range: Option<Range<u64>>,
     ) -> std::result::Result<Option<(ObjectInfo, tonic::Streaming<v1::GetResponse>)>, Status> {
@@ -215,7 +260,7 @@ impl Inner {
             },
             false,
         );
-        let mut stream = match tokio::time::timeout(t, self.client().get(req)).await {
+        let mut stream = match tokio::time::timeout(t, client.get(req)).await {
             Err(_) => return Err(timeout_status("get", t)),
             Ok(Err(s)) if s.code() == Code::NotFound => return Ok(None),
             Ok(Err(s)) => return Err(s),
@@ -238,12 +283,14 @@ impl Inner {
         Ok(Some((info, stream)))
     }
 
-    pub(super) async fn get_once(
+    /// A whole get on `client`: the stream opened and read to its end.
+    async fn get_once(
         &self,
+        client: Client,
         key: &Key,
         range: Option<Range<u64>>,
     ) -> std::result::Result<Option<Bytes>, Status> {
-        let Some((info, mut stream)) = self.open_get(key, range).await? else {
+        let Some((info, mut stream)) = self.open_get(client, key, range).await? else {
             return Ok(None);
         };
         let t = self.timeout();
@@ -284,11 +331,16 @@ impl Inner {
     }
 
     pub(super) async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<Option<Bytes>> {
-        self.get_once(key, range).await.map_err(Error::from)
+        self.on_replica(|client| {
+            let range = range.clone();
+            async move { self.get_once(client, key, range).await.map_err(Error::from) }
+        })
+        .await
     }
 
     /// Open a streamed get; with `retry`, opening is retried as for idempotent calls (the
-    /// trait's reader leaves that to the store's retry layer).
+    /// trait's reader leaves that to the store's retry layer). The stream is read from the
+    /// replica it was opened on.
     pub(super) async fn get_stream(
         self: Arc<Self>,
         key: Key,
@@ -300,11 +352,14 @@ impl Inner {
         } else {
             RetryConfig::none()
         };
-        let opened = retries
-            .run("grpc get", || async {
-                self.open_get(&key, range.clone())
-                    .await
-                    .map_err(Error::from)
+        let this = &*self;
+        let key = &key;
+        let (opened, pick) = retries
+            .run("grpc get", || {
+                this.on_replica_picked(|client| {
+                    let range = range.clone();
+                    async move { this.open_get(client, key, range).await.map_err(Error::from) }
+                })
             })
             .await?;
         let Some((info, mut stream)) = opened else {
@@ -341,14 +396,32 @@ impl Inner {
                 }
             };
             if let Some(s) = err {
-                let _ = tx.send(Err(Error::from(s))).await;
+                let e = Error::from(s);
+                self.pool.report(pick, Some(&e));
+                let _ = tx.send(Err(e)).await;
             }
         });
         Ok(Some(GetStream { info, rx }))
     }
 
+    /// Upload from `data` on one replica. A stream read once cannot be sent again, so a
+    /// connection that cannot be established fails the upload, which the caller may repeat
+    /// (on the next replica in turn).
     pub(super) async fn put(
         &self,
+        data: Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>,
+        options: UploadOptions,
+    ) -> Result<Key> {
+        let pick = self.pool.pick();
+        let result = self.put_on(self.pool.client(pick), data, options).await;
+        self.pool.report(pick, result.as_ref().err());
+        result
+    }
+
+    /// Upload from `data` on `client`.
+    async fn put_on(
+        &self,
+        mut client: Client,
         data: Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>,
         options: UploadOptions,
     ) -> Result<Key> {
@@ -376,10 +449,7 @@ impl Inner {
             failed: false,
         };
         let t = self.timeout();
-        let call = async {
-            let mut client = self.client();
-            client.put(self.request(body, false)).await
-        };
+        let call = client.put(self.request(body, false));
         tokio::pin!(call);
         let tick = (t / 4).max(Duration::from_millis(10));
         loop {
@@ -409,15 +479,22 @@ impl Inner {
         options: &PutOptions,
     ) -> Result<Key> {
         let size = data.len() as u64;
-        self.put(
-            Box::pin(futures::stream::once(async move { Ok(data) })),
-            UploadOptions {
-                key,
+        // Whole in memory, the object can be sent again to the next replica when the
+        // connection to one cannot be established.
+        self.on_replica(|client| {
+            let data = data.clone();
+            let options = UploadOptions {
+                key: key.clone(),
                 size: Some(size),
                 put: options.clone(),
                 ..UploadOptions::default()
-            },
-        )
+            };
+            self.put_on(
+                client,
+                Box::pin(futures::stream::once(async move { Ok(data) })),
+                options,
+            )
+        })
         .await
     }
 

@@ -45,6 +45,12 @@ pub struct GrpcConfig {
     /// Server address: `http://host:port`, `https://host:port` (TLS, feature `tls`), or
     /// `host:port` (plain HTTP/2).
     pub address: String,
+    /// Further addresses of replicas serving the same objects (several `proxystore serve`
+    /// processes in front of one shared backend), in the same forms as `address`. Calls are
+    /// spread over `address` and these, and move on from one that is down (see
+    /// [`GrpcConfig::addresses`]). Empty by default, and then left out of references.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
     /// Bearer token sent as `authorization: Bearer <token>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
@@ -76,6 +82,7 @@ impl Default for GrpcConfig {
     fn default() -> Self {
         GrpcConfig {
             address: String::new(),
+            addresses: Vec::new(),
             token: None,
             token_env: None,
             timeout_ms: 30_000,
@@ -92,6 +99,7 @@ impl std::fmt::Debug for GrpcConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GrpcConfig")
             .field("address", &self.address)
+            .field("addresses", &self.addresses)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("token_env", &self.token_env)
             .field("timeout_ms", &self.timeout_ms)
@@ -111,6 +119,47 @@ impl GrpcConfig {
             address: address.into(),
             ..GrpcConfig::default()
         }
+    }
+
+    /// Spread calls over replicas at `addresses` too, besides [`GrpcConfig::address`]
+    /// (replacing any set before).
+    ///
+    /// Each call goes to the next replica in turn that is not marked down. One that cannot
+    /// be reached (the connection fails, the server answers `UNAVAILABLE` or goes away) is
+    /// marked down for 1 s, twice as long after each further failure, up to 10 s; a call
+    /// that succeeds there clears the mark. When every replica is marked down, calls go to
+    /// the one whose mark ends first. A connection that cannot be established means nothing
+    /// was sent, so the same call moves on to the next replica at once, uploads included;
+    /// any other failure is left to the retries of idempotent calls
+    /// ([`GrpcConfig::retries`]), each of which goes to the next replica. A streamed
+    /// transfer stays on one replica from start to end.
+    ///
+    /// Every address is checked when the connector is built, and each is a host the resolve
+    /// policy must allow before a reference naming it is resolved.
+    ///
+    /// ```
+    /// use proxystore::connector::grpc::{GrpcConfig, GrpcConnector};
+    ///
+    /// let config = GrpcConfig::new("http://10.0.0.1:50051")
+    ///     .addresses(["http://10.0.0.2:50051", "http://10.0.0.3:50051"]);
+    /// assert_eq!(config.all_addresses().count(), 3);
+    /// let connector = GrpcConnector::with_config(config)?; // nothing connects yet
+    /// # Ok::<_, proxystore::Error>(())
+    /// ```
+    #[must_use]
+    pub fn addresses<I, S>(mut self, addresses: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.addresses = addresses.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Every address calls may go to: [`GrpcConfig::address`], then
+    /// [`GrpcConfig::addresses`].
+    pub fn all_addresses(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.address.as_str()).chain(self.addresses.iter().map(String::as_str))
     }
 
     /// Send `token` as a bearer token (it is written into references; see
@@ -158,6 +207,7 @@ impl GrpcConfig {
     }
 
     /// Settings from the environment: `PROXYSTORE_GRPC_ADDRESS` (required),
+    /// `PROXYSTORE_GRPC_ADDRESSES` (further replicas, comma-separated),
     /// `PROXYSTORE_GRPC_TOKEN` (used through [`GrpcConfig::token_env`], so references name
     /// the variable, not the token), `PROXYSTORE_GRPC_TIMEOUT_MS`, `PROXYSTORE_GRPC_CA_FILE`.
     ///
@@ -167,6 +217,14 @@ impl GrpcConfig {
         let address = std::env::var("PROXYSTORE_GRPC_ADDRESS")
             .map_err(|_| Error::config("PROXYSTORE_GRPC_ADDRESS is not set"))?;
         let mut c = GrpcConfig::new(address);
+        if let Ok(more) = std::env::var("PROXYSTORE_GRPC_ADDRESSES") {
+            c.addresses = more
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
         if std::env::var_os("PROXYSTORE_GRPC_TOKEN").is_some() {
             c.token_env = Some("PROXYSTORE_GRPC_TOKEN".into());
         }
@@ -183,15 +241,20 @@ impl GrpcConfig {
 
     /// The address with a scheme (`http://` added when missing).
     pub fn uri(&self) -> String {
-        if self.address.contains("://") {
-            self.address.clone()
-        } else {
-            format!("http://{}", self.address)
-        }
+        uri_of(&self.address)
     }
 
     pub(super) fn timeout_duration(&self) -> Duration {
         Duration::from_millis(self.timeout_ms.max(1))
+    }
+}
+
+/// `address` with a scheme (`http://` added when missing).
+pub(super) fn uri_of(address: &str) -> String {
+    if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
     }
 }
 

@@ -1,7 +1,9 @@
 //! The gRPC connector: the client of the ProxyStore store service (`proxystore-server`).
 //!
-//! One HTTP/2 channel per connector, created lazily on the library's I/O runtime and reused by
-//! every call; objects move as streams of 1 MiB chunks with HTTP/2 flow control as
+//! One HTTP/2 channel per server address, created lazily on the library's I/O runtime and reused
+//! by every call; with several addresses of replicas serving the same objects
+//! ([`GrpcConfig::addresses`]), calls are spread over them and move on from one that is down.
+//! Objects move as streams of 1 MiB chunks with HTTP/2 flow control as
 //! backpressure; idempotent calls (get, exists, evict, stat, batch get and evict, deferred
 //! `set`) are retried with backoff ([`crate::retry::RetryConfig`], applied by the store's
 //! layers) when the server answers `UNAVAILABLE` or the connection breaks; every call has a
@@ -32,7 +34,7 @@
 use std::future::Future;
 use std::ops::Range;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -55,9 +57,11 @@ pub use status::{DETAIL_METADATA, KEY_METADATA};
 
 mod client;
 mod config;
+mod pool;
 mod transfer;
 
-use client::{Inner, endpoint};
+use client::Inner;
+use pool::Pool;
 
 pub use config::{
     CONNECTION_WINDOW, DEFAULT_CHUNK_SIZE, GrpcConfig, KIND, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE,
@@ -96,7 +100,8 @@ impl GrpcConnector {
     /// A connector with `config`. Nothing connects yet: the channel opens on first use.
     ///
     /// # Errors
-    /// [`Error::Config`] for an unparsable address, a token that cannot be sent as a header,
+    /// [`Error::Config`] for a missing or unparsable address (any of
+    /// [`GrpcConfig::all_addresses`]), a token that cannot be sent as a header,
     /// a `token_env` variable that is not set, an `https://` address without feature
     /// `tls`, or an unreadable CA file.
     pub fn with_config(config: GrpcConfig) -> Result<Self> {
@@ -121,13 +126,12 @@ impl GrpcConnector {
                     .map_err(|_| Error::config("grpc token is not a valid header value"))
             })
             .transpose()?;
-        let endpoint = endpoint(&config)?;
+        let pool = Pool::new(&config)?;
         Ok(GrpcConnector {
             inner: Arc::new(Inner {
                 config,
-                endpoint,
+                pool,
                 auth,
-                client: OnceLock::new(),
                 caller_keys: tokio::sync::OnceCell::new(),
             }),
         })
@@ -142,29 +146,14 @@ impl GrpcConnector {
     }
 
     /// What a connector built from `config` would touch, for the resolve policy: the host and
-    /// port of the address as the channel parses it (`http` crate), and the CA file.
+    /// port of every address (the first and each replica's) as the channel parses it (`http`
+    /// crate), and the CA file.
     pub(crate) fn resources(config: &ConnectorConfig) -> Result<Vec<Resource>> {
         let config: GrpcConfig = config.options()?;
-        let bad = |why: &str| Error::config(format!("grpc address {:?}: {why}", config.address));
-        let uri: tonic::codegen::http::Uri =
-            config.uri().parse().map_err(|e| bad(&format!("{e}")))?;
-        let host = uri.host().ok_or_else(|| bad("no host"))?;
-        let port = uri
-            .port_u16()
-            .unwrap_or(if uri.scheme_str() == Some("https") {
-                443
-            } else {
-                80
-            });
-        let mut out = vec![Resource::Host {
-            what: "grpc",
-            // IPv6 hosts come in brackets.
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-            port: Some(port),
-        }];
+        let mut out = config
+            .all_addresses()
+            .map(host_resource)
+            .collect::<Result<Vec<_>>>()?;
         if let Some(path) = config.tls_ca_file {
             out.push(Resource::Path {
                 what: "grpc tls_ca_file",
@@ -238,6 +227,31 @@ impl GrpcConnector {
         self.io(move |i| async move { i.get_stream(key, range, true).await })
             .await
     }
+}
+
+/// The host and port a channel to `address` connects to.
+fn host_resource(address: &str) -> Result<Resource> {
+    let bad = |why: &str| Error::config(format!("grpc address {address:?}: {why}"));
+    let uri: tonic::codegen::http::Uri = config::uri_of(address)
+        .parse()
+        .map_err(|e| bad(&format!("{e}")))?;
+    let host = uri.host().ok_or_else(|| bad("no host"))?;
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    Ok(Resource::Host {
+        what: "grpc",
+        // IPv6 hosts come in brackets.
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port: Some(port),
+    })
 }
 
 #[async_trait]
@@ -452,10 +466,94 @@ mod tests {
             GrpcConfig::new("http://[::1"),
             GrpcConfig::new("127.0.0.1:1").token("line\nbreak"),
             GrpcConfig::new("127.0.0.1:1").token_env("PROXYSTORE_TEST_SURELY_UNSET_VAR"),
+            GrpcConfig::new("127.0.0.1:1").addresses(["127.0.0.1:2", "http://[::1"]),
+            GrpcConfig::new("127.0.0.1:1").addresses([""]),
         ] {
             let e = GrpcConnector::with_config(c.clone()).unwrap_err();
             assert!(matches!(e, Error::Config { .. }), "{c:?}: {e}");
         }
+    }
+
+    #[test]
+    fn resources_list_every_address() {
+        let config = GrpcConfig::new("10.0.0.1:50051")
+            .addresses(["http://replica.example:7000", "https://[::1]"])
+            .tls_ca_file("/etc/ca.pem");
+        let resources =
+            GrpcConnector::resources(&ConnectorConfig::from_options(KIND, &config).unwrap())
+                .unwrap();
+        let hosts: Vec<(String, Option<u16>)> = resources
+            .iter()
+            .filter_map(|r| match r {
+                Resource::Host { host, port, .. } => Some((host.clone(), *port)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("10.0.0.1".to_owned(), Some(50051)),
+                ("replica.example".to_owned(), Some(7000)),
+                ("::1".to_owned(), Some(443)),
+            ]
+        );
+        assert!(resources.iter().any(|r| matches!(r, Resource::Path { .. })));
+        // An extra address that does not parse fails the check as it fails the connector.
+        let bad = GrpcConfig::new("10.0.0.1:50051").addresses(["http://[::1"]);
+        let e = GrpcConnector::resources(&ConnectorConfig::from_options(KIND, &bad).unwrap())
+            .unwrap_err();
+        assert!(matches!(e, Error::Config { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn addresses_are_optional_in_serialized_configs() {
+        // A reference made before replicas existed.
+        let old: GrpcConfig =
+            serde_json::from_str(r#"{"address":"http://10.0.0.1:50051","retries":5}"#).unwrap();
+        assert_eq!(old.address, "http://10.0.0.1:50051");
+        assert!(old.addresses.is_empty());
+        assert_eq!(old.retries, 5);
+        // One address: serialized as before, without the field.
+        let json = serde_json::to_value(GrpcConfig::new("10.0.0.1:50051")).unwrap();
+        assert!(json.get("addresses").is_none(), "{json}");
+        // Several: the field round-trips, and so does the connector's config.
+        let config = GrpcConfig::new("10.0.0.1:50051").addresses(["10.0.0.2:50051"]);
+        let json = serde_json::to_string(&config).unwrap();
+        assert!(json.contains(r#""addresses":["10.0.0.2:50051"]"#), "{json}");
+        assert_eq!(serde_json::from_str::<GrpcConfig>(&json).unwrap(), config);
+        let c = GrpcConnector::with_config(config.clone()).unwrap();
+        let rebuilt = crate::kinds::from_config(&c.config()).unwrap();
+        assert_eq!(rebuilt.config(), c.config());
+        assert!(format!("{c:?}").contains("10.0.0.2:50051"));
+    }
+
+    #[tokio::test]
+    async fn unreachable_replicas_are_a_typed_error_after_retries() {
+        // Nothing listens on ports 1 and 2 of loopback: every connection is refused, each call
+        // tries both replicas, and the store's retries try them again.
+        let c = crate::layer::stack(Arc::new(
+            GrpcConnector::with_config(
+                GrpcConfig::new("127.0.0.1:1")
+                    .addresses(["127.0.0.1:2"])
+                    .retries(2),
+            )
+            .unwrap(),
+        ));
+        let started = Instant::now();
+        let e = c.exists(&Key::from("k")).await.unwrap_err();
+        assert!(
+            matches!(e, Error::Backend { .. }) && e.is_retryable(),
+            "{e:?}"
+        );
+        let e = c.put(Bytes::from_static(b"x")).await.unwrap_err();
+        assert!(
+            matches!(e, Error::Backend { .. }) && e.is_retryable(),
+            "{e:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no connect waits"
+        );
     }
 
     #[tokio::test]

@@ -196,6 +196,44 @@ fn from_transport(s: &Status) -> bool {
     false
 }
 
+/// What a failed call says about the replica it went to (see [`super::pool`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Unreachable {
+    /// The connection could not be established (refused, timed out, TLS failed): nothing of
+    /// the call was sent.
+    NotConnected,
+    /// The replica answered `UNAVAILABLE` or `ABORTED` itself, or the connection broke
+    /// during the call.
+    Lost,
+}
+
+/// Whether `e`, the error of a call, says that its replica cannot be reached: a temporary
+/// failure as `From<Status> for Error` marks them, except one the replica reported about its
+/// backend (the status names the backend's connector). That replica is up, and with a backend
+/// shared by every replica, no other would do better.
+pub(super) fn unreachable(e: &Error) -> Option<Unreachable> {
+    let Error::Backend {
+        temporary: true,
+        source: Some(source),
+        ..
+    } = e
+    else {
+        return None;
+    };
+    let status = source.downcast_ref::<Status>()?;
+    if status.metadata().contains_key(CONNECTOR_METADATA) {
+        return None;
+    }
+    let mut cause = std::error::Error::source(status);
+    while let Some(c) = cause {
+        if c.is::<tonic::ConnectError>() {
+            return Some(Unreachable::NotConnected);
+        }
+        cause = c.source();
+    }
+    Some(Unreachable::Lost)
+}
+
 impl From<Status> for Error {
     fn from(s: Status) -> Self {
         let text = |name: &str| {
