@@ -1,6 +1,7 @@
 //! The gRPC connector against the project's server started inside this process (memory and
-//! file backends), and a proxy made against that server resolved by a second OS process that
-//! rebuilds the connector from the reference.
+//! file backends), a proxy made against that server resolved by a second OS process that
+//! rebuilds the connector from the reference, and one connector over several replicas of a
+//! server (spread, failover, replicas down).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -61,4 +62,187 @@ async fn proxy_made_against_the_server_resolves_in_another_process() {
     let expected: Vec<u64> = [2, 0].iter().map(|&i| objects[i].iter().sum()).collect();
     assert_eq!(report["sums"], serde_json::json!(expected));
     assert_eq!(report["resolved"], serde_json::json!([true, false, true]));
+}
+
+/// Several servers in front of one backend, and a connector given all their addresses.
+mod replicas {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use proxystore::Bytes;
+    use proxystore::connector::Connector;
+    use proxystore::connector::grpc::{GrpcConfig, GrpcConnector};
+    use proxystore::connector::memory::MemoryConnector;
+    use proxystore::{Error, Key, Store};
+    use proxystore_tests::grpc_server::{RunningServer, ServerConfig, spawn};
+
+    /// `n` servers storing into the same memory segment, so they serve the same objects.
+    fn start(n: usize) -> Vec<RunningServer> {
+        let shared: Arc<dyn Connector> = Arc::new(MemoryConnector::private());
+        (0..n)
+            .map(|_| spawn(ServerConfig::default().connector(shared.clone())).unwrap())
+            .collect()
+    }
+
+    /// The first address, and the others as replicas.
+    fn config(urls: &[String]) -> GrpcConfig {
+        GrpcConfig::new(urls[0].clone()).addresses(urls[1..].iter().cloned())
+    }
+
+    fn urls(servers: &[RunningServer]) -> Vec<String> {
+        servers.iter().map(RunningServer::url).collect()
+    }
+
+    /// A store over `config` that misses its cache, so that every get is a call.
+    fn store(config: GrpcConfig) -> Store {
+        Store::builder(
+            format!("grpc-replicas-{}", Key::random()),
+            GrpcConnector::with_config(config).unwrap(),
+        )
+        .cache_bytes(0)
+        .build()
+    }
+
+    fn object(i: usize, len: usize) -> Bytes {
+        (0..len)
+            .map(|b| (b * 31 + i) as u8)
+            .collect::<Vec<u8>>()
+            .into()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_are_spread_over_the_replicas() {
+        let servers = start(3);
+        let multi = GrpcConnector::with_config(config(&urls(&servers))).unwrap();
+        let n = 30;
+        for i in 0..n {
+            multi.put(object(i, 100)).await.unwrap();
+        }
+        // Each server counts the objects stored through it.
+        let mut counts = Vec::new();
+        for s in &servers {
+            counts.push(s.connector().unwrap().stat().await.unwrap().object_count);
+        }
+        assert!(counts.iter().all(|&c| c > 0), "{counts:?}");
+        assert_eq!(counts.iter().sum::<u64>(), n as u64, "{counts:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn objects_put_through_replicas_read_back_from_each() {
+        let servers = start(3);
+        let multi = GrpcConnector::with_config(config(&urls(&servers))).unwrap();
+        // Small ones in a batch and on their own, and one streamed in many chunks.
+        let objects: Vec<Bytes> = (0..6).map(|i| object(i, 1000 + i)).collect();
+        let mut keys = multi
+            .put_batch(objects[..3].to_vec(), &Default::default())
+            .await
+            .unwrap();
+        for o in &objects[3..] {
+            keys.push(multi.put(o.clone()).await.unwrap());
+        }
+        let large = object(7, (5 << 20) + 3);
+        keys.push(multi.put(large.clone()).await.unwrap());
+        let expected: Vec<&Bytes> = objects.iter().chain([&large]).collect();
+        for s in &servers {
+            let single = s.connector().unwrap();
+            for (k, o) in keys.iter().zip(&expected) {
+                let got = single.get(k).await.unwrap();
+                assert_eq!(got.as_ref(), Some(*o), "{k} from {}", s.url());
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_fails_over_when_a_replica_stops() {
+        let mut servers = start(3);
+        let store = store(config(&urls(&servers)));
+        let mut before = Vec::new();
+        for i in 0..6 {
+            before.push(store.connector().put(object(i, 64)).await.unwrap());
+        }
+        servers.remove(1).shutdown().await.unwrap();
+        // Every call succeeds: puts and gets alike move on from the stopped replica.
+        for round in 0..30 {
+            let value: Vec<u64> = (0..100).map(|x| x * round).collect();
+            let key = store.put(&value).await.unwrap();
+            assert_eq!(store.get::<Vec<u64>>(&key).await.unwrap(), Some(value));
+            assert!(store.exists(&key).await.unwrap());
+        }
+        for (i, k) in before.iter().enumerate() {
+            assert_eq!(
+                store.get_bytes(k).await.unwrap(),
+                Some(object(i, 64)),
+                "object put before the stop"
+            );
+        }
+    }
+
+    /// A listener that closes every connection at once, counting them.
+    async fn closing_listener() -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                drop(socket);
+            }
+        });
+        (url, accepted)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_that_cannot_be_reached_is_skipped() {
+        let servers = start(2);
+        let (broken, accepted) = closing_listener().await;
+        let mut addresses = urls(&servers);
+        addresses.insert(1, broken);
+        let keys: Vec<Key> = {
+            let single = servers[0].connector().unwrap();
+            let mut keys = Vec::new();
+            for i in 0..30 {
+                keys.push(single.put(object(i, 64)).await.unwrap());
+            }
+            keys
+        };
+        let store = store(config(&addresses));
+        let started = Instant::now();
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(store.get_bytes(k).await.unwrap(), Some(object(i, 64)));
+        }
+        // Without the mark, one get in three would go to the broken replica; with it, the
+        // first failure there keeps the others away for a second, then two, and so on.
+        let elapsed = started.elapsed();
+        let dialed = accepted.load(Ordering::SeqCst);
+        let bound = 2 + elapsed.as_secs() as usize;
+        assert!(
+            dialed <= bound,
+            "{dialed} connections to the broken replica in {elapsed:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn all_replicas_stopped_is_a_typed_retryable_error() {
+        let servers = start(3);
+        let addresses = urls(&servers);
+        let store = store(config(&addresses).retries(2));
+        let key = store.put(&7u32).await.unwrap();
+        for s in servers {
+            s.shutdown().await.unwrap();
+        }
+        let calls = async {
+            let get = store.get::<u32>(&key).await.unwrap_err();
+            let put = store.put(&8u32).await.unwrap_err();
+            (get, put)
+        };
+        let (get, put) = tokio::time::timeout(Duration::from_secs(20), calls)
+            .await
+            .expect("calls on stopped replicas end");
+        for e in [get, put] {
+            assert!(matches!(e, Error::Backend { .. }), "{e:?}");
+            assert!(e.is_retryable(), "{e:?}");
+        }
+    }
 }
