@@ -9,7 +9,6 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use proxystore::connector::file::FileConnector;
 use proxystore::connector::memory::MemoryConnector;
@@ -139,6 +138,8 @@ async fn a_symbolic_link_out_of_an_allowed_directory_is_refused() {
 ))]
 #[tokio::test]
 async fn network_references_to_unlisted_hosts_are_refused_before_connecting() {
+    use std::time::{Duration, Instant};
+
     // 10.255.255.1 drops packets: a connection attempt would take the connect timeout (5 s).
     let cases = [
         (
@@ -165,6 +166,15 @@ async fn network_references_to_unlisted_hosts_are_refused_before_connecting() {
             "grpc",
             json!({ "address": "evil.example.org:50051" }),
             "evil.example.org:50051",
+        ),
+        (
+            // A loopback address the default allows, and a replica it does not.
+            "grpc",
+            json!({
+                "address": "http://127.0.0.1:50051",
+                "addresses": ["http://127.0.0.1:50052", "http://10.255.255.1:50051"],
+            }),
+            "grpc host 10.255.255.1:50051",
         ),
         (
             "grpc",
