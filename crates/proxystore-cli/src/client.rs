@@ -21,7 +21,9 @@ pub(crate) const TOKEN_ENV: &str = "PROXYSTORE_TOKEN";
 #[command(next_help_heading = "Server connection")]
 pub(crate) struct ClientArgs {
     /// URL of the store server: http://HOST:PORT, https://HOST:PORT (feature `tls`) or
-    /// HOST:PORT.
+    /// HOST:PORT. Several, comma-separated, are replicas serving the same objects (`proxystore
+    /// serve` over one Redis or S3): calls are spread over them and go to the others while one
+    /// is down.
     #[arg(long, env = "PROXYSTORE_URL", default_value = DEFAULT_URL, value_name = "URL")]
     pub(crate) url: String,
 
@@ -59,7 +61,10 @@ impl ClientArgs {
 
     /// Settings without any secret: the token is named through [`TOKEN_ENV`].
     fn shareable_config(&self) -> GrpcConfig {
-        let mut c = GrpcConfig::new(self.url.clone())
+        let mut urls = self.url.split(',').map(str::trim).filter(|u| !u.is_empty());
+        let first = urls.next().unwrap_or_default().to_owned();
+        let mut c = GrpcConfig::new(first)
+            .addresses(urls.map(str::to_owned))
             .timeout(self.timeout)
             .retries(self.retries);
         c.connect_timeout_ms = self
@@ -74,15 +79,15 @@ impl ClientArgs {
         c
     }
 
-    /// The connector of this command (nothing connects until the first call).
-    ///
-    /// # Errors
-    /// A usage error for an unparsable URL or a token that cannot be sent.
     /// The longest wait for a call or for the next chunk of a transfer.
     pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }
 
+    /// The connector of this command (nothing connects until the first call).
+    ///
+    /// # Errors
+    /// A usage error for an unparsable URL or a token that cannot be sent.
     pub(crate) fn connector(&self) -> anyhow::Result<GrpcConnector> {
         let mut c = self.shareable_config();
         c.token_env = None;
