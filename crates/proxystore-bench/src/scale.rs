@@ -4,8 +4,8 @@
 //! with the CPU each tier spends per operation, the inputs of the model in `docs/scaling.md`.
 //!
 //! Each path runs `--clients` tasks for `--seconds`, each in a loop: put an object, get it,
-//! check its length, evict it. Client `i` of a service row talks to replica `i % r`, as a load
-//! balancer would spread them.
+//! check its length, evict it. The clients of a service row share one gRPC connector listing
+//! every replica, which spreads their calls round-robin.
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::PathBuf;
@@ -393,16 +393,13 @@ pub fn run(args: ScaleArgs) -> Result<()> {
                 ),
             ];
             for (r, replicas) in &replica_sets {
-                let clients = replicas
-                    .urls
-                    .iter()
-                    .map(|u| {
-                        Ok(Arc::new(ViaConnector(Arc::new(GrpcConnector::with_config(
-                            GrpcConfig::new(u.clone()),
-                        )?))) as Arc<dyn Client>)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                paths.push(("service".into(), *r, clients, Some(replicas)));
+                // One connector listing every replica, as a client of a deployment has: its
+                // calls go round-robin over them.
+                let config = GrpcConfig::new(replicas.urls[0].clone())
+                    .addresses(replicas.urls[1..].iter().cloned());
+                let client: Arc<dyn Client> =
+                    Arc::new(ViaConnector(Arc::new(GrpcConnector::with_config(config)?)));
+                paths.push(("service".into(), *r, vec![client], Some(replicas)));
             }
             let mut raw_rate = f64::NAN;
             for (path, r, clients, replicas) in paths {
