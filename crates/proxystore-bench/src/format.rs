@@ -52,6 +52,16 @@ pub(crate) fn fmt_ratio(x: f64) -> String {
     }
 }
 
+/// Sizes with units (`100B`, `1MiB`), each error naming its input.
+pub(crate) fn parse_sizes(sizes: &[String]) -> anyhow::Result<Vec<u64>> {
+    sizes.iter().map(|s| parse_size(s)).collect()
+}
+
+/// A size with units, the error naming it.
+pub(crate) fn parse_size(s: &str) -> anyhow::Result<u64> {
+    proxystore_server::parse_size(s).map_err(|e| anyhow::anyhow!("size {s}: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,7 @@ use proxystore::connector::redis::{RedisConfig, RedisConnector};
 use proxystore::{Connector, Proxy, Store};
 use serde::{Deserialize, Serialize};
 
+use crate::machine::process_cpu_s;
 use crate::options::ConnectorName;
 use crate::servers::{GrpcServer, RedisServer, work_dir};
 
@@ -117,19 +118,6 @@ pub(crate) fn now_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos())
-}
-
-/// CPU time of every thread of this process so far (`/proc/self/task/*/schedstat`, ns).
-pub(crate) fn process_cpu_s() -> f64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0.0;
-    };
-    let ns: u64 = tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    ns as f64 / 1e9
 }
 
 pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -390,11 +378,7 @@ pub fn run(args: FuturesArgs) -> Result<()> {
     proxystore::set_resolve_policy(proxystore::ResolvePolicy::allow_all());
     let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let (_guard, work) = work_dir(&parent)?;
-    let sizes: Vec<u64> = args
-        .sizes
-        .iter()
-        .map(|s| proxystore_server::parse_size(s).map_err(|e| anyhow::anyhow!("size {s}: {e}")))
-        .collect::<Result<_>>()?;
+    let sizes = crate::format::parse_sizes(&args.sizes)?;
     let delay = Duration::from_secs_f64(args.delay);
     let mut redis = None;
     let mut grpc = None;

@@ -71,11 +71,7 @@ pub fn run(options: Options) -> Result<()> {
         );
     }
     let wall = Instant::now();
-    let mut sizes = options
-        .sizes
-        .iter()
-        .map(|s| proxystore_server::parse_size(s).map_err(anyhow::Error::msg))
-        .collect::<Result<Vec<u64>>>()?;
+    let mut sizes = format::parse_sizes(&options.sizes)?;
     if options.gib {
         sizes.push(1 << 30);
     }

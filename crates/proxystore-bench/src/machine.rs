@@ -74,6 +74,31 @@ pub(crate) fn utc_now() -> String {
     )
 }
 
+/// CPU time of every thread of this process so far (`/proc/self/task/*/schedstat`), seconds.
+pub(crate) fn process_cpu_s() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    ns as f64 / 1e9
+}
+
+/// CPU seconds (user + system) of process `pid` so far, from `/proc/<pid>/stat`.
+pub(crate) fn pid_cpu_s(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command (which may hold spaces), from the state (field 3) on.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    // USER_HZ: 100 on Linux.
+    Some((utime + stime) / 100.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,7 @@ use proxystore_testkit::redis_cluster::RedisCluster;
 use serde::Serialize;
 
 use crate::format::{fmt_rate, fmt_ratio, fmt_size};
-use crate::futures::process_cpu_s;
+use crate::machine::{pid_cpu_s, process_cpu_s};
 use crate::servers::{S3Server, work_dir};
 
 /// Aggregate throughput through 1, 2, 3 service replicas over a shared backend.
@@ -197,16 +197,6 @@ impl Drop for Replicas {
     }
 }
 
-/// CPU seconds (user + system) of process `pid` so far.
-fn pid_cpu_s(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
-}
-
 /// One client's operations on the backend.
 #[async_trait::async_trait]
 trait Client: Send + Sync {
@@ -361,11 +351,7 @@ pub fn run(args: ScaleArgs) -> Result<()> {
     proxystore::set_resolve_policy(proxystore::ResolvePolicy::allow_all());
     let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let (_guard, work) = work_dir(&parent)?;
-    let sizes: Vec<u64> = args
-        .sizes
-        .iter()
-        .map(|s| proxystore_server::parse_size(s).map_err(|e| anyhow::anyhow!("size {s}: {e}")))
-        .collect::<Result<_>>()?;
+    let sizes = crate::format::parse_sizes(&args.sizes)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -59,7 +59,8 @@ use proxystore_stream::{BatchPolicy, Metadata, StreamConsumer, StreamProducer};
 use serde::{Deserialize, Serialize};
 
 use crate::format::{fmt_rate, fmt_ratio, fmt_size, fmt_time};
-use crate::futures::{now_ns, percentile, process_cpu_s};
+use crate::futures::{now_ns, percentile};
+use crate::machine::{pid_cpu_s, process_cpu_s};
 use crate::servers::{NatsServer, RedisServer, work_dir};
 
 /// Streams of proxies: objects/s and MB/s from a producer (this process) to a consumer
@@ -634,18 +635,6 @@ fn thread_cpu_s() -> f64 {
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
         .map_or(0.0, |ns| ns as f64 / 1e9)
-}
-
-/// CPU seconds (user + system) of process `pid` so far, from `/proc/<pid>/stat`.
-fn pid_cpu_s(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the command (which may hold spaces), from the state (field 3) on.
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    // USER_HZ: 100 on Linux.
-    Some((utime + stime) / 100.0)
 }
 
 /// Samples Redis `used_memory` every 5 ms on a thread of its own until finished.
@@ -1298,9 +1287,8 @@ pub fn run(args: StreamsArgs) -> Result<()> {
     }
     proxystore::set_resolve_policy(proxystore::ResolvePolicy::allow_all());
     let wall = Instant::now();
-    let parse = |s: &String| proxystore_server::parse_size(s).map_err(|e| anyhow!("size {s}: {e}"));
-    let sizes: Vec<u64> = args.sizes.iter().map(parse).collect::<Result<_>>()?;
-    let batch_max = parse(&args.batch_max_size)?;
+    let sizes = crate::format::parse_sizes(&args.sizes)?;
+    let batch_max = crate::format::parse_size(&args.batch_max_size)?;
     let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let (_guard, work) = work_dir(&parent)?;
     let server = RedisServer::start()?;

@@ -19,6 +19,26 @@ fn store() -> (Store, MemoryConnector) {
     (Store::new(name, c.clone()), c)
 }
 
+/// A producer over `broker` storing into `store` that publishes a batch every `max_events`
+/// events or after `max_delay`, and a consumer of its topic `t`.
+async fn batched(
+    broker: &MemoryBroker,
+    store: &Store,
+    max_events: usize,
+    max_delay: Duration,
+) -> (StreamProducer<Vec<u8>>, StreamConsumer<Vec<u8>>) {
+    let producer = StreamProducer::<Vec<u8>>::new(broker.clone())
+        .with_store(store.clone())
+        .batch(BatchPolicy {
+            max_events,
+            max_delay,
+        });
+    let consumer = StreamConsumer::<Vec<u8>>::subscribe(broker, "t", SubscribeOptions::default())
+        .await
+        .unwrap();
+    (producer, consumer)
+}
+
 fn object(i: usize, size: usize) -> Vec<u8> {
     (0..size).map(|j| ((i * 7 + j * 13) % 251) as u8).collect()
 }
@@ -36,16 +56,7 @@ fn meta(i: usize) -> Metadata {
 async fn objects_arrive_byte_for_byte_in_batches_and_are_evicted_after_use() {
     let (store, segment) = store();
     let broker = MemoryBroker::new();
-    let producer = StreamProducer::<Vec<u8>>::new(broker.clone())
-        .with_store(store.clone())
-        .batch(BatchPolicy {
-            max_events: 4,
-            max_delay: Duration::from_millis(20),
-        });
-    let mut consumer =
-        StreamConsumer::<Vec<u8>>::subscribe(&broker, "t", SubscribeOptions::default())
-            .await
-            .unwrap();
+    let (producer, mut consumer) = batched(&broker, &store, 4, Duration::from_millis(20)).await;
     let sizes = [
         1024,
         1 << 20,
@@ -258,16 +269,7 @@ async fn a_messages_objects_are_evicted_together_once_it_is_consumed() {
     // Registered: the consumer evicts through this store, whose metrics count the calls.
     proxystore::register_store(&store).unwrap();
     let broker = MemoryBroker::new();
-    let producer = StreamProducer::<Vec<u8>>::new(broker.clone())
-        .with_store(store.clone())
-        .batch(BatchPolicy {
-            max_events: 4,
-            max_delay: Duration::from_secs(60),
-        });
-    let mut consumer =
-        StreamConsumer::<Vec<u8>>::subscribe(&broker, "t", SubscribeOptions::default())
-            .await
-            .unwrap();
+    let (producer, mut consumer) = batched(&broker, &store, 4, Duration::from_secs(60)).await;
     for i in 0..12 {
         producer.send("t", &object(i, 1000), meta(i)).await.unwrap();
     }
@@ -309,16 +311,7 @@ async fn a_messages_objects_are_evicted_together_once_it_is_consumed() {
 async fn a_batchs_small_objects_take_one_put_and_one_get() {
     let (store, segment) = store();
     let broker = MemoryBroker::new();
-    let producer = StreamProducer::<Vec<u8>>::new(broker.clone())
-        .with_store(store.clone())
-        .batch(BatchPolicy {
-            max_events: 4,
-            max_delay: Duration::from_secs(60),
-        });
-    let mut consumer =
-        StreamConsumer::<Vec<u8>>::subscribe(&broker, "t", SubscribeOptions::default())
-            .await
-            .unwrap();
+    let (producer, mut consumer) = batched(&broker, &store, 4, Duration::from_secs(60)).await;
     let big = proxystore_stream::BATCHED_PUT_BYTES + 1;
     let sizes = [10, 2000, big, 0, 100, 1, 5, 64];
     for (i, size) in sizes.iter().enumerate() {
@@ -421,16 +414,7 @@ async fn a_batch_whose_put_failed_is_kept_for_the_next_flush() {
             .store(on, std::sync::atomic::Ordering::SeqCst)
     };
     let broker = MemoryBroker::new();
-    let producer = StreamProducer::<Vec<u8>>::new(broker.clone())
-        .with_store(store.clone())
-        .batch(BatchPolicy {
-            max_events: 3,
-            max_delay: Duration::from_secs(60),
-        });
-    let mut consumer =
-        StreamConsumer::<Vec<u8>>::subscribe(&broker, "t", SubscribeOptions::default())
-            .await
-            .unwrap();
+    let (producer, mut consumer) = batched(&broker, &store, 3, Duration::from_secs(60)).await;
     producer.send("t", &object(0, 10), meta(0)).await.unwrap();
     producer.send("t", &object(1, 10), meta(1)).await.unwrap();
     refuse(true);
