@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -28,8 +28,10 @@ const CLIENTS: usize = 64;
 const SIZES: [usize; 4] = [100, 4 << 10, (64 << 10) + 3, (1 << 20) + 7];
 /// Sizes of the objects of the load during which a service is killed.
 const LOAD_SIZES: [usize; 3] = [100, 2 << 10, 32 << 10];
-const LOAD: Duration = Duration::from_secs(4);
-const KILL_AFTER: Duration = Duration::from_millis(1500);
+/// The load runs at least this long after the kill, and on until every client has stored an
+/// object since (at most [`RECOVERY_LIMIT`]).
+const LOAD_AFTER_KILL: Duration = Duration::from_millis(2500);
+const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
 /// The service killed mid-load.
 const VICTIM: usize = 1;
 
@@ -110,21 +112,28 @@ struct Load {
     after_kill: u64,
 }
 
+/// What the clients of the load tell the test as they go.
+#[derive(Default)]
+struct Progress {
+    /// Objects acknowledged so far, by every client.
+    acked: AtomicUsize,
+    /// Set once the victim is killed.
+    killed: AtomicBool,
+    /// Clients that stored an object they began after the kill.
+    recovered: AtomicUsize,
+    stop: AtomicBool,
+}
+
 /// One client's load until `stop`: put an object, read it back, again; failures must be
 /// temporary, and are counted.
-async fn client_load(
-    store: Store,
-    client: u64,
-    stop: Arc<AtomicBool>,
-    killed: Arc<AtomicBool>,
-) -> Load {
+async fn client_load(store: Store, client: u64, progress: Arc<Progress>) -> Load {
     let mut load = Load::default();
     let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
+    while !progress.stop.load(Ordering::Relaxed) {
         let id = (client << 32) | n;
         let size = LOAD_SIZES[(n % LOAD_SIZES.len() as u64) as usize];
         n += 1;
-        let after_kill = killed.load(Ordering::Relaxed);
+        let after_kill = progress.killed.load(Ordering::Relaxed);
         match put(&store, id, size).await {
             Ok(a) => {
                 match store.get_bytes(&a.key).await {
@@ -136,8 +145,12 @@ async fn client_load(
                     }
                 }
                 load.acked.push(a);
+                progress.acked.fetch_add(1, Ordering::Relaxed);
                 if after_kill {
                     load.after_kill += 1;
+                    if load.after_kill == 1 {
+                        progress.recovered.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
             Err(e) => {
@@ -147,6 +160,19 @@ async fn client_load(
         }
     }
     load
+}
+
+/// Wait until `done`, at most [`RECOVERY_LIMIT`]; then go on (the assertions after say what
+/// did not happen).
+async fn wait_until(done: impl Fn() -> bool, what: &str) {
+    let deadline = Instant::now() + RECOVERY_LIMIT;
+    while !done() {
+        if Instant::now() > deadline {
+            eprintln!("gave up waiting for {what} after {RECOVERY_LIMIT:?}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn scale_out(test: &str, mut replicas: Replicas) {
@@ -188,27 +214,41 @@ async fn scale_out(test: &str, mut replicas: Replicas) {
         assert!(stat.object_count > 0, "{url} took none of the puts");
     }
 
-    // A service killed mid-load.
-    let stop = Arc::new(AtomicBool::new(false));
-    let killed = Arc::new(AtomicBool::new(false));
+    // A service killed mid-load: once the load is under way (every client's first object
+    // acknowledged, in number), and kept up until every client has recovered.
+    let progress = Arc::new(Progress::default());
     let tasks: Vec<_> = stores
         .iter()
         .cloned()
         .enumerate()
-        .map(|(i, store)| tokio::spawn(client_load(store, i as u64, stop.clone(), killed.clone())))
+        .map(|(i, store)| tokio::spawn(client_load(store, i as u64, progress.clone())))
         .collect();
-    tokio::time::sleep(KILL_AFTER).await;
+    wait_until(
+        || progress.acked.load(Ordering::Relaxed) >= CLIENTS,
+        "the load to start",
+    )
+    .await;
     replicas.kill(VICTIM);
-    killed.store(true, Ordering::Relaxed);
-    tokio::time::sleep(LOAD - KILL_AFTER).await;
-    stop.store(true, Ordering::Relaxed);
+    progress.killed.store(true, Ordering::Relaxed);
+    let killed_at = Instant::now();
+    tokio::time::sleep(LOAD_AFTER_KILL).await;
+    wait_until(
+        || progress.recovered.load(Ordering::Relaxed) == CLIENTS,
+        "every client to store again after the kill",
+    )
+    .await;
+    eprintln!(
+        "{test}: every client stored again within {:?} of the kill",
+        killed_at.elapsed()
+    );
+    progress.stop.store(true, Ordering::Relaxed);
     let mut acked = Vec::new();
     let mut failures = Vec::new();
-    let idle = AtomicU64::new(0);
+    let mut idle = 0;
     for t in tasks {
         let load = t.await.unwrap();
         if load.after_kill == 0 {
-            idle.fetch_add(1, Ordering::Relaxed);
+            idle += 1;
         }
         acked.extend(load.acked);
         failures.extend(load.failures);
@@ -221,8 +261,7 @@ async fn scale_out(test: &str, mut replicas: Replicas) {
         failures.first()
     );
     assert_eq!(
-        idle.load(Ordering::Relaxed),
-        0,
+        idle, 0,
         "clients that stored nothing after the kill: they did not fail over"
     );
     // Nothing acknowledged is lost, through either service left.
@@ -295,4 +334,94 @@ async fn three_services_over_one_redis_cluster() {
     ];
     let replicas = Replicas::start(REPLICAS, &args, &[]).unwrap_or_else(|e| panic!("{e:#}"));
     scale_out("redis-cluster", replicas).await;
+}
+
+/// The server crate builds the redis and s3 backends' configs as JSON without those kinds
+/// compiled in: every flag must land in a field of `RedisConfig` or `S3Config` (a misspelt
+/// field would be dropped without a word).
+#[test]
+fn serve_flags_become_the_backends_connector_configs() {
+    use clap::Parser;
+    use proxystore::connector::s3::S3Config;
+    use proxystore_server::{BackendConfig, ServeArgs};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+    fn connector_config(args: &[&str]) -> ConnectorConfig {
+        let cli = Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        match cli.serve.into_config().unwrap().backend {
+            BackendConfig::Config(c) => c,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    let c = connector_config(&[
+        "--backend",
+        "redis",
+        "--redis-url",
+        "redis://a:1",
+        "--prefix",
+        "p/",
+    ]);
+    let redis: RedisConfig = c.options().unwrap();
+    assert_eq!(c.kind(), "redis");
+    assert_eq!(
+        (redis.url.as_str(), redis.prefix.as_str()),
+        ("redis://a:1", "p/")
+    );
+    assert!(!redis.cluster && redis.nodes.is_empty());
+
+    let c = connector_config(&[
+        "--backend",
+        "redis",
+        "--redis-url",
+        "redis://a:1,redis://b:2",
+    ]);
+    let redis: RedisConfig = c.options().unwrap();
+    assert!(redis.cluster);
+    assert_eq!(
+        (redis.url.as_str(), &redis.nodes[..]),
+        ("redis://a:1", &["redis://b:2".to_owned()][..])
+    );
+    let c = connector_config(&[
+        "--backend",
+        "redis",
+        "--redis-url",
+        "redis://a:1",
+        "--redis-cluster",
+    ]);
+    assert!(c.options::<RedisConfig>().unwrap().cluster);
+
+    let c = connector_config(&[
+        "--backend",
+        "s3",
+        "--bucket",
+        "b",
+        "--s3-endpoint",
+        "http://e:9",
+        "--s3-region",
+        "r",
+        "--prefix",
+        "p/",
+    ]);
+    let s3: S3Config = c.options().unwrap();
+    assert_eq!(c.kind(), "s3");
+    assert_eq!(
+        (
+            s3.bucket.as_str(),
+            s3.prefix.as_str(),
+            s3.endpoint_url.as_deref(),
+            s3.region.as_deref()
+        ),
+        ("b", "p/", Some("http://e:9"), Some("r"))
+    );
+    assert!(s3.force_path_style);
+    let s3: S3Config = connector_config(&["--backend", "s3", "--bucket", "b"])
+        .options()
+        .unwrap();
+    assert!(s3.endpoint_url.is_none() && s3.region.is_none() && !s3.force_path_style);
 }
