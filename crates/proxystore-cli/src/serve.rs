@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use proxystore_server::{BackendKind, ServeArgs};
 
 use crate::exit::{self, Coded};
@@ -26,7 +26,10 @@ pub(crate) fn serve(cmd: ServeCmd) -> anyhow::Result<u8> {
     }
     let backend = match &args.backend_config {
         Some(path) => format!("backend from {}", path.display()),
-        None => format!("{} backend", args.backend.name()),
+        None => match args.backend.to_possible_value() {
+            Some(v) => format!("{} backend", v.get_name()),
+            None => "backend".to_owned(),
+        },
     };
     let shared = args.backend_config.is_some()
         || matches!(args.backend, BackendKind::Redis | BackendKind::S3);

@@ -24,18 +24,6 @@ pub enum BackendKind {
     S3,
 }
 
-impl BackendKind {
-    /// The kind's name on the command line (`memory`, `file`, `redis`, `s3`).
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::Memory => "memory",
-            BackendKind::File => "file",
-            BackendKind::Redis => "redis",
-            BackendKind::S3 => "s3",
-        }
-    }
-}
-
 /// Server options for a command line, to `#[command(flatten)]` into a `serve` command.
 ///
 /// Every option also reads an environment variable (shown in `--help`).
