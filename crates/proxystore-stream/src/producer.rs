@@ -90,6 +90,8 @@ struct Inner {
     default_store: Option<Store>,
     stores: HashMap<String, Store>,
     batch: BatchPolicy,
+    /// Events in flight per topic, at most, with sends pipelined; 0: each send waits.
+    pipeline: usize,
     evict: bool,
     retry_for: Duration,
     topics: Mutex<HashMap<String, TopicState>>,
@@ -106,6 +108,17 @@ struct TopicState {
     /// Bumped at each publish: a delayed flush of an older batch does nothing.
     generation: u64,
     closed: bool,
+    /// Events sent and not yet published (pending, or being published).
+    in_flight: usize,
+    /// A background flush runs (pipelined sends).
+    flusher: bool,
+    /// The error of the last background flush, for the next send.
+    failed: Option<StreamError>,
+    /// Held while events are taken and published: publishes of a topic do not overtake each
+    /// other.
+    publishing: Arc<tokio::sync::Mutex<()>>,
+    /// Woken when events are published or a background flush fails.
+    progress: Arc<tokio::sync::Notify>,
 }
 
 /// An event not yet published.
@@ -135,7 +148,18 @@ impl TopicState {
             pending: Vec::new(),
             generation: 0,
             closed: false,
+            in_flight: 0,
+            flusher: false,
+            failed: None,
+            publishing: Arc::default(),
+            progress: Arc::default(),
         }
+    }
+
+    /// Queue `pending` as the next event.
+    fn push(&mut self, pending: Pending) {
+        self.pending.push(pending);
+        self.in_flight += 1;
     }
 }
 
@@ -154,6 +178,7 @@ impl<T> StreamProducer<T> {
                 default_store: None,
                 stores: HashMap::new(),
                 batch: BatchPolicy::default(),
+                pipeline: 0,
                 evict: true,
                 retry_for: crate::outage::DEFAULT_RETRY_FOR,
                 topics: Mutex::new(HashMap::new()),
@@ -190,6 +215,45 @@ impl<T> StreamProducer<T> {
         self
     }
 
+    /// Pipeline sends, with up to `max_in_flight` events per topic sent and not yet published
+    /// (0, the default: each `send` waits until its event is published, or buffered in its
+    /// batch).
+    ///
+    /// A pipelined `send` encodes its value and queues it, waiting only while
+    /// `max_in_flight` events are queued; a task in the background stores the queued
+    /// objects (the small ones, up to [`BATCHED_PUT_BYTES`], with one put) and publishes
+    /// their events in order, all at once (one round trip on brokers that pipeline), while
+    /// the next ones queue. Each event is still a broker message of its own, or of a batch
+    /// by [`BatchPolicy`]: a batch then takes what queued meanwhile, up to `max_events`,
+    /// without waiting for more. [`StreamProducer::flush`] and [`StreamProducer::close`]
+    /// wait for everything sent before them. If the background publish fails (once
+    /// [`StreamProducer::retry_for`] is spent), its events stay queued, and the next `send`
+    /// on the topic returns the error (sending nothing) while the next `flush` or `close`
+    /// tries them again. Events still queued when the process exits are lost: flush or close
+    /// first. This is how Kafka's producers send.
+    ///
+    /// ```
+    /// # proxystore::runtime::block_on(async {
+    /// use proxystore::{Store, connector::memory::MemoryConnector};
+    /// use proxystore_stream::{StreamProducer, broker::memory::MemoryBroker, Metadata};
+    ///
+    /// let store = Store::new("pipelined-doc", MemoryConnector::new("pipelined-doc"));
+    /// let producer = StreamProducer::<u64>::new(MemoryBroker::new())
+    ///     .with_store(store)
+    ///     .pipeline(64);
+    /// for i in 0..1000 {
+    ///     producer.send("counts", &i, Metadata::new()).await?; // queued
+    /// }
+    /// producer.close("counts").await?; // all 1000 published, then the end of the stream
+    /// # Ok::<_, proxystore_stream::StreamError>(()) })??;
+    /// # Ok::<_, proxystore_stream::StreamError>(())
+    /// ```
+    #[must_use]
+    pub fn pipeline(mut self, max_in_flight: usize) -> Self {
+        self.inner_mut().pipeline = max_in_flight;
+        self
+    }
+
     /// Whether consumers evict each object once they have consumed it (default `true`: a topic
     /// with one consumer group): the objects of a broker message go together once all its
     /// events are consumed, before the message is acknowledged. Turn it off for topics several
@@ -211,10 +275,11 @@ impl<T> StreamProducer<T> {
         self
     }
 
-    /// Publish what `topic` has buffered.
+    /// Publish what `topic` has buffered (or queued, with [`StreamProducer::pipeline`]):
+    /// when it returns, every event sent before is published.
     ///
     /// # Errors
-    /// The broker's error; the events stay buffered for the next try.
+    /// The store's or the broker's error; the events stay buffered for the next try.
     pub async fn flush(&self, topic: &str) -> Result<()> {
         self.inner.flush(topic).await
     }
@@ -248,7 +313,7 @@ impl<T> StreamProducer<T> {
             if !state.closed {
                 state.closed = true;
                 let end = event::end(state.sent);
-                state.pending.push(Pending::Event(end));
+                state.push(Pending::Event(end));
             }
             state.producer.clone()
         };
@@ -265,13 +330,14 @@ impl<T> StreamProducer<T> {
 impl<T: Serialize + 'static> StreamProducer<T> {
     /// Send `value` on `topic` with `metadata`: the value goes into the topic's store now (a
     /// small one in a batch: with its batch, [`BatchPolicy`]), its event is published now or
-    /// with its batch.
+    /// with its batch. Pipelined ([`StreamProducer::pipeline`]): both in the background.
     ///
     /// # Errors
     /// [`StreamError::NoStore`], [`StreamError::Closed`], the store's error (nothing is
     /// published then; a batch's put failing keeps its events buffered for the next flush),
     /// the broker's error once [`StreamProducer::retry_for`] is spent (the events stay
-    /// buffered; a later flush retries).
+    /// buffered; a later flush retries). Pipelined: the error of the background publish of
+    /// earlier events (this value is not sent then).
     pub async fn send(&self, topic: &str, value: &T, metadata: Metadata) -> Result<()> {
         let store = self.inner.store(topic)?;
         let span = tracing::info_span!(
@@ -287,27 +353,35 @@ impl<T: Serialize + 'static> StreamProducer<T> {
                     topic: topic.to_owned(),
                 });
             }
+            let pipelined = self.inner.pipeline > 0;
             let batched = self.inner.batch.max_events > 1;
             let (data, codec) = store.config().codec.encode(value)?;
-            // Stored now, or (small, in a batch) with its batch. A put now runs in this span,
-            // and its trace context, in the reference, is the event's; a put with the batch
-            // runs in the flush, so the reference carries this span's context instead.
-            let stored = if batched && data.len() <= BATCHED_PUT_BYTES {
-                Err((
+            // Stored now, or later: pipelined, or (small, in a batch) with its batch. A put
+            // now runs in this span, and its trace context, in the reference, is the event's;
+            // a later put runs in a flush, so the reference carries this span's context.
+            let stored = if pipelined || (batched && data.len() <= BATCHED_PUT_BYTES) {
+                Stored::Later(Unstored {
                     data,
                     codec,
-                    proxystore::trace::inject(&tracing::Span::current()),
-                ))
+                    type_name: std::any::type_name::<T>(),
+                    metadata,
+                    sequence: 0,
+                    trace: proxystore::trace::inject(&tracing::Span::current()),
+                })
             } else {
-                Ok(store
+                let reference = store
                     .put_encoded(
                         data,
                         codec,
                         std::any::type_name::<T>(),
                         &PutOptions::default(),
                     )
-                    .await?)
+                    .await?;
+                Stored::Now(reference, metadata)
             };
+            if pipelined {
+                return self.inner.enqueue(topic, stored).await;
+            }
             let full = {
                 let mut topics = self.inner.topics();
                 let state = topics
@@ -318,24 +392,9 @@ impl<T: Serialize + 'static> StreamProducer<T> {
                         topic: topic.to_owned(),
                     });
                 }
-                let pending = match stored {
-                    Ok(reference) => Pending::Event(event::object(
-                        &reference,
-                        &metadata,
-                        self.inner.evict,
-                        state.sent,
-                    )),
-                    Err((data, codec, trace)) => Pending::Object(Box::new(Unstored {
-                        data,
-                        codec,
-                        type_name: std::any::type_name::<T>(),
-                        metadata,
-                        sequence: state.sent,
-                        trace,
-                    })),
-                };
+                let pending = stored.pending(state.sent, self.inner.evict);
                 state.sent += 1;
-                state.pending.push(pending);
+                state.push(pending);
                 if state.pending.len() == 1 && batched {
                     self.inner.flush_later(topic, state.generation);
                 }
@@ -348,6 +407,24 @@ impl<T: Serialize + 'static> StreamProducer<T> {
         }
         .instrument(span)
         .await
+    }
+}
+
+/// An object sent: stored, with its reference, or to be stored later.
+enum Stored {
+    Now(Reference, Metadata),
+    Later(Unstored),
+}
+
+impl Stored {
+    /// Its pending event, as the producer's `sequence`th object.
+    fn pending(self, sequence: u64, evict: bool) -> Pending {
+        match self {
+            Stored::Now(reference, metadata) => {
+                Pending::Event(event::object(&reference, &metadata, evict, sequence))
+            }
+            Stored::Later(o) => Pending::Object(Box::new(Unstored { sequence, ..o })),
+        }
     }
 }
 
@@ -365,6 +442,80 @@ impl Inner {
             })
     }
 
+    /// Queue a pipelined send, once fewer than `pipeline` events are in flight, and see that
+    /// a background flush publishes it.
+    async fn enqueue(self: &Arc<Self>, topic: &str, stored: Stored) -> Result<()> {
+        let progress = {
+            let mut topics = self.topics();
+            let state = topics
+                .entry(topic.to_owned())
+                .or_insert_with(TopicState::new);
+            state.progress.clone()
+        };
+        let mut stored = Some(stored);
+        loop {
+            // Made before looking: a wake-up in between is not missed.
+            let woken = progress.notified();
+            {
+                let mut topics = self.topics();
+                let state = topics
+                    .entry(topic.to_owned())
+                    .or_insert_with(TopicState::new);
+                if state.closed {
+                    return Err(StreamError::Closed {
+                        topic: topic.to_owned(),
+                    });
+                }
+                if let Some(e) = state.failed.take() {
+                    return Err(e);
+                }
+                if state.in_flight < self.pipeline
+                    && let Some(stored) = stored.take()
+                {
+                    let pending = stored.pending(state.sent, self.evict);
+                    state.sent += 1;
+                    state.push(pending);
+                    if !state.flusher {
+                        state.flusher = true;
+                        self.flush_in_background(topic);
+                    }
+                    return Ok(());
+                }
+            }
+            woken.await;
+        }
+    }
+
+    /// Flush `topic` in a task of its own until nothing is pending, or a flush fails (its
+    /// error is kept for the next send).
+    fn flush_in_background(self: &Arc<Self>, topic: &str) {
+        let inner = Arc::clone(self);
+        let topic = topic.to_owned();
+        tokio::spawn(async move {
+            loop {
+                let flushed = inner.flush(&topic).await;
+                let mut topics = inner.topics();
+                let Some(state) = topics.get_mut(&topic) else {
+                    return;
+                };
+                match flushed {
+                    Ok(()) if !state.pending.is_empty() => {}
+                    Ok(()) => {
+                        state.flusher = false;
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic, error = %e, "stream: a pipelined publish failed; its events stay queued");
+                        state.failed = Some(e);
+                        state.flusher = false;
+                        state.progress.notify_waiters();
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
     /// Put back `pending` (not published) for the next flush, ahead of anything sent since.
     fn keep(&self, topic: &str, pending: Vec<Pending>) {
         if let Some(state) = self.topics().get_mut(topic) {
@@ -374,8 +525,13 @@ impl Inner {
     }
 
     /// Publish `topic`'s pending events, in order (events sent meanwhile wait for the next),
-    /// after storing their small objects with one put.
+    /// after storing their objects not stored yet (the small ones with one put), in messages
+    /// of up to `max_events` events, all at once.
     async fn flush(&self, topic: &str) -> Result<()> {
+        let Some(publishing) = self.topics().get(topic).map(|s| s.publishing.clone()) else {
+            return Ok(());
+        };
+        let _publishing = publishing.lock().await;
         let (producer, pending) = {
             let mut topics = self.topics();
             let Some(state) = topics.get_mut(topic) else {
@@ -390,85 +546,112 @@ impl Inner {
         let events = match self.store_objects(topic, pending).await {
             Ok(events) => events,
             Err((e, pending)) => {
-                tracing::warn!(topic, events = pending.len(), error = %e, "stream: storing a batch's objects failed; kept for the next flush");
+                tracing::warn!(topic, events = pending.len(), error = %e, "stream: storing objects failed; kept for the next flush");
                 self.keep(topic, pending);
                 return Err(e);
             }
         };
-        let message = event::encode(topic, &producer, events.clone());
-        let published = retrying!(
-            self.retry_for,
-            "publish",
-            self.broker.publish(topic, message.clone())
-        );
+        let messages: Vec<Bytes> = events
+            .chunks(self.batch.max_events)
+            .map(|c| event::encode(topic, &producer, c.to_vec()))
+            .collect();
+        let published = match messages.as_slice() {
+            [one] => retrying!(
+                self.retry_for,
+                "publish",
+                self.broker.publish(topic, one.clone())
+            ),
+            _ => retrying!(
+                self.retry_for,
+                "publish",
+                self.broker.publish_many(topic, messages.clone())
+            ),
+        };
         if let Err(e) = published {
             tracing::warn!(topic, events = events.len(), error = %e, "stream: publish failed; kept for the next flush");
             self.keep(topic, events.into_iter().map(Pending::Event).collect());
             return Err(e);
         }
+        if let Some(state) = self.topics().get_mut(topic) {
+            state.in_flight = state.in_flight.saturating_sub(events.len());
+            state.failed = None;
+            state.progress.notify_waiters();
+        }
         Ok(())
     }
 
-    /// The events of `pending`, its unstored objects stored first with one put; on failure
-    /// the error and `pending` as it was.
+    /// The events of `pending`, its objects not stored yet stored first: the small ones
+    /// ([`BATCHED_PUT_BYTES`]) with one put, larger ones one by one. On failure the error and
+    /// `pending` with what was stored made events, so that nothing is stored twice.
     async fn store_objects(
         &self,
         topic: &str,
-        pending: Vec<Pending>,
+        mut pending: Vec<Pending>,
     ) -> std::result::Result<Vec<StreamEvent>, (StreamError, Vec<Pending>)> {
-        let objects: Vec<(Bytes, Codec)> = pending
-            .iter()
-            .filter_map(|p| match p {
-                Pending::Object(o) => Some((o.data.clone(), o.codec)),
-                Pending::Event(_) => None,
-            })
+        let store = match self.store(topic) {
+            Ok(store) => store,
+            Err(e) if pending.iter().any(|p| matches!(p, Pending::Object(_))) => {
+                return Err((e, pending));
+            }
+            Err(_) => return Ok(events_of(pending)),
+        };
+        let small: Vec<usize> = (0..pending.len())
+            .filter(
+                |&i| matches!(&pending[i], Pending::Object(o) if o.data.len() <= BATCHED_PUT_BYTES),
+            )
             .collect();
-        let mut references = if objects.is_empty() {
-            Vec::new()
-        } else {
-            let type_name = pending.iter().find_map(|p| match p {
-                Pending::Object(o) => Some(o.type_name),
-                Pending::Event(_) => None,
-            });
-            let stored = match self.store(topic) {
-                Ok(store) => {
-                    store
-                        .put_encoded_batch(
-                            objects,
-                            type_name.unwrap_or_default(),
-                            &PutOptions::default(),
-                        )
-                        .await
-                }
-                Err(e) => return Err((e, pending)),
+        if !small.is_empty() {
+            let objects: Vec<(Bytes, Codec)> = small
+                .iter()
+                .filter_map(|&i| match &pending[i] {
+                    Pending::Object(o) => Some((o.data.clone(), o.codec)),
+                    Pending::Event(_) => None,
+                })
+                .collect();
+            let type_name = match &pending[small[0]] {
+                Pending::Object(o) => o.type_name,
+                Pending::Event(_) => "",
             };
-            match stored {
-                Ok(references) => references,
+            match store
+                .put_encoded_batch(objects, type_name, &PutOptions::default())
+                .await
+            {
+                Ok(references) => {
+                    for (&i, reference) in small.iter().zip(references) {
+                        self.stored(&mut pending[i], reference);
+                    }
+                }
                 Err(e) => return Err((e.into(), pending)),
             }
         }
-        .into_iter();
-        Ok(pending
-            .into_iter()
-            .map(|p| match p {
-                Pending::Event(e) => e,
-                Pending::Object(o) => {
-                    let reference = references
-                        .next()
-                        .unwrap_or_else(|| unreachable!("a reference per object"));
-                    self.object_event(reference, *o)
-                }
-            })
-            .collect())
+        for i in 0..pending.len() {
+            let Pending::Object(o) = &pending[i] else {
+                continue;
+            };
+            match store
+                .put_encoded(o.data.clone(), o.codec, o.type_name, &PutOptions::default())
+                .await
+            {
+                Ok(reference) => self.stored(&mut pending[i], reference),
+                Err(e) => return Err((e.into(), pending)),
+            }
+        }
+        Ok(events_of(pending))
     }
 
-    /// The event of a batch's object stored as `reference`.
-    fn object_event(&self, mut reference: Reference, o: Unstored) -> StreamEvent {
-        if let Some(t) = o.trace {
+    /// `pending`, an object now stored as `reference`, made its event.
+    fn stored(&self, pending: &mut Pending, mut reference: Reference) {
+        let Pending::Object(o) = pending else { return };
+        if let Some(t) = o.trace.take() {
             reference.traceparent = t.traceparent;
             reference.tracestate = t.tracestate;
         }
-        event::object(&reference, &o.metadata, self.evict, o.sequence)
+        *pending = Pending::Event(event::object(
+            &reference,
+            &o.metadata,
+            self.evict,
+            o.sequence,
+        ));
     }
 
     /// Flush `topic` after the batch's delay, unless it was published meanwhile.
@@ -488,4 +671,15 @@ impl Inner {
             }
         });
     }
+}
+
+/// The events of `pending`, whose objects are all stored.
+fn events_of(pending: Vec<Pending>) -> Vec<StreamEvent> {
+    pending
+        .into_iter()
+        .filter_map(|p| match p {
+            Pending::Event(e) => Some(e),
+            Pending::Object(_) => None,
+        })
+        .collect()
 }

@@ -102,6 +102,17 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
+    async fn publish_many(&self, topic: &str, messages: Vec<Bytes>) -> Result<()> {
+        let t = self.topic(topic);
+        t.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .messages
+            .extend(messages);
+        t.published.notify_waiters();
+        Ok(())
+    }
+
     async fn mark_ended(&self, topic: &str, producer: &str) -> Result<()> {
         self.topic(topic)
             .ended
@@ -135,28 +146,45 @@ struct MemorySubscription {
     group: String,
 }
 
+impl MemorySubscription {
+    /// Up to `max` messages of the group's next ones, taken.
+    fn take(&self, max: usize) -> Vec<Delivered> {
+        let mut log = self.topic.log.lock().unwrap_or_else(|e| e.into_inner());
+        let base = log.base;
+        let next = log.groups.get(&self.group).copied().unwrap_or(base);
+        let index = usize::try_from(next.saturating_sub(base)).unwrap_or(usize::MAX);
+        let taken: Vec<Delivered> = log
+            .messages
+            .iter()
+            .skip(index)
+            .take(max)
+            .map(|m| Delivered::new(m.clone(), None))
+            .collect();
+        if !taken.is_empty() {
+            log.groups
+                .insert(self.group.clone(), next + taken.len() as u64);
+            log.trim();
+        }
+        taken
+    }
+}
+
 #[async_trait]
 impl Subscription for MemorySubscription {
     async fn next(&mut self) -> Result<Polled> {
-        {
-            let published = self.topic.published.notified();
-            tokio::pin!(published);
-            published.as_mut().enable();
-            {
-                let mut log = self.topic.log.lock().unwrap_or_else(|e| e.into_inner());
-                let base = log.base;
-                let next = log.groups.get(&self.group).copied().unwrap_or(base);
-                let index = usize::try_from(next.saturating_sub(base)).unwrap_or(usize::MAX);
-                if let Some(m) = log.messages.get(index).cloned() {
-                    log.groups.insert(self.group.clone(), next + 1);
-                    log.trim();
-                    return Ok(Polled::Message(Delivered::new(m, None)));
-                }
-            }
-            // Nothing is taken before the message is handed out: a timeout loses nothing.
-            let _ = tokio::time::timeout(IDLE, published).await;
-            Ok(Polled::Idle)
+        let published = self.topic.published.notified();
+        tokio::pin!(published);
+        published.as_mut().enable();
+        if let Some(m) = self.take(1).pop() {
+            return Ok(Polled::Message(m));
         }
+        // Nothing is taken before the message is handed out: a timeout loses nothing.
+        let _ = tokio::time::timeout(IDLE, published).await;
+        Ok(Polled::Idle)
+    }
+
+    fn ready(&mut self, max: usize) -> Vec<Delivered> {
+        self.take(max)
     }
 
     async fn ended(&mut self) -> Result<Vec<String>> {

@@ -89,6 +89,19 @@ pub trait Broker: Send + Sync + 'static {
     /// [`crate::StreamError::Broker`] when the broker cannot take it.
     async fn publish(&self, topic: &str, message: Bytes) -> Result<()>;
 
+    /// Publish `messages` on `topic`, in order. Brokers that can pipeline do it in one round
+    /// trip; the default publishes them one by one. On an error some may have been published:
+    /// the producer publishes them all again, and consumers skip what they handled already.
+    ///
+    /// # Errors
+    /// [`crate::StreamError::Broker`] when the broker cannot take one of them.
+    async fn publish_many(&self, topic: &str, messages: Vec<Bytes>) -> Result<()> {
+        for message in messages {
+            self.publish(topic, message).await?;
+        }
+        Ok(())
+    }
+
     /// Record, where every subscription of the topic can read it, that `producer` ended
     /// `topic` (after publishing its end-of-stream message). Brokers that deliver every
     /// message to every consumer need not (the default does nothing).
@@ -122,6 +135,14 @@ pub trait Subscription: Send {
     /// # Errors
     /// [`crate::StreamError::Broker`] when the broker fails.
     async fn next(&mut self) -> Result<Polled>;
+
+    /// Messages received already, up to `max`, without waiting: the consumer reads them
+    /// with the one [`Subscription::next`] returned, to fetch their objects together and to
+    /// acknowledge them together. Default: none.
+    fn ready(&mut self, max: usize) -> Vec<Delivered> {
+        let _ = max;
+        Vec::new()
+    }
 
     /// Producers that marked the topic ended ([`Broker::mark_ended`]): every consumer of a
     /// group learns it, not only the one the end-of-stream message went to. Default: none.

@@ -255,12 +255,7 @@ impl Inner {
     async fn publish(&self, topic: &str, subject: String, payload: Bytes) -> Result<()> {
         use jetstream::context::PublishErrorKind as K;
         self.ensure_stream(topic).await?;
-        let id = xxhash_rust::xxh3::xxh3_128(&payload);
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            format!("{id:032x}").as_str(),
-        );
+        let headers = message_id(&payload);
         for attempt in 0..2 {
             let sent = self
                 .js
@@ -284,6 +279,52 @@ impl Inner {
         }
         unreachable!("the loop returns")
     }
+
+    /// Publish `payloads` on `subject` of `topic`'s stream: all sent, then every
+    /// acknowledgement awaited (one round trip, not one each). On any failure they are
+    /// published again one by one ([`Inner::publish`]); their message ids keep those stored
+    /// already from being stored twice.
+    async fn publish_many(&self, topic: &str, subject: String, payloads: Vec<Bytes>) -> Result<()> {
+        self.ensure_stream(topic).await?;
+        let mut acks = Vec::with_capacity(payloads.len());
+        let mut sent_all = true;
+        for payload in &payloads {
+            match self
+                .js
+                .publish_with_headers(subject.clone(), message_id(payload), payload.clone())
+                .await
+            {
+                Ok(ack) => acks.push(ack),
+                Err(_) => {
+                    sent_all = false;
+                    break;
+                }
+            }
+        }
+        let mut stored_all = sent_all;
+        for ack in acks {
+            stored_all &= ack.await.is_ok();
+        }
+        if stored_all {
+            return Ok(());
+        }
+        for payload in payloads {
+            self.publish(topic, subject.clone(), payload).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The `Nats-Msg-Id` header of `payload`, made from its bytes: JetStream stores a message
+/// published again (after a lost acknowledgement) once.
+fn message_id(payload: &[u8]) -> async_nats::HeaderMap {
+    let id = xxhash_rust::xxh3::xxh3_128(payload);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        async_nats::header::NATS_MESSAGE_ID,
+        format!("{id:032x}").as_str(),
+    );
+    headers
 }
 
 #[async_trait]
@@ -302,6 +343,11 @@ impl Broker for NatsBroker {
     async fn publish(&self, topic: &str, message: Bytes) -> Result<()> {
         let subject = format!("{}.events", self.inner.subject(topic));
         self.inner.publish(topic, subject, message).await
+    }
+
+    async fn publish_many(&self, topic: &str, messages: Vec<Bytes>) -> Result<()> {
+        let subject = format!("{}.events", self.inner.subject(topic));
+        self.inner.publish_many(topic, subject, messages).await
     }
 
     /// An empty message on `<topic subject>.ended.<producer>`.
@@ -419,6 +465,31 @@ impl Subscription for NatsSubscription {
                 Ok(Polled::Idle)
             }
         }
+    }
+
+    /// What the pull has received already.
+    fn ready(&mut self, max: usize) -> Vec<Delivered> {
+        use futures::FutureExt as _;
+        let mut out: Vec<Delivered> = Vec::new();
+        while out.len() < max {
+            if let Some(m) = self.buffered.pop_front() {
+                out.push(delivered(m));
+                continue;
+            }
+            let Some(messages) = self.messages.as_mut() else {
+                break;
+            };
+            match messages.next().now_or_never() {
+                Some(Some(Ok(m))) => out.push(delivered(m)),
+                // An error or the pull's end: the next `next` pulls again.
+                Some(Some(Err(_)) | None) => {
+                    self.messages = None;
+                    break;
+                }
+                None => break,
+            }
+        }
+        out
     }
 
     /// The producers whose `ended` subject holds a message.

@@ -82,6 +82,18 @@ impl Broker for RedisPubSubBroker {
         Ok(())
     }
 
+    /// One pipeline of `PUBLISH`es: one round trip.
+    async fn publish_many(&self, topic: &str, messages: Vec<Bytes>) -> Result<()> {
+        let channel = format!("{}{topic}", self.prefix);
+        let mut pipe = redis::pipe();
+        for m in &messages {
+            pipe.cmd("PUBLISH").arg(&channel).arg(m.as_ref()).ignore();
+        }
+        pipe.query_async::<()>(&mut self.manager.clone())
+            .await
+            .map_err(|e| error("PUBLISH", e))
+    }
+
     async fn subscribe(
         &self,
         topic: &str,
@@ -108,28 +120,53 @@ impl Broker for RedisPubSubBroker {
             .map_err(|e| error("SUBSCRIBE", e))?;
         Ok(Box::new(PubSubSubscription {
             messages: Box::pin(pubsub.into_on_message()),
+            ended: false,
         }))
     }
 }
 
 struct PubSubSubscription {
     messages: std::pin::Pin<Box<dyn futures::Stream<Item = redis::Msg> + Send>>,
+    /// The connection ended (its stream is not polled again).
+    ended: bool,
 }
 
 #[async_trait]
 impl Subscription for PubSubSubscription {
     /// `Ended` when the connection is lost: what was published meanwhile is gone.
     async fn next(&mut self) -> Result<Polled> {
+        if self.ended {
+            return Ok(Polled::Ended);
+        }
         // The messages wait in a channel: a timeout loses none.
         match tokio::time::timeout(std::time::Duration::from_millis(250), self.messages.next())
             .await
         {
             Err(_) => Ok(Polled::Idle),
-            Ok(None) => Ok(Polled::Ended),
-            Ok(Some(m)) => Ok(Polled::Message(Delivered::new(
-                Bytes::from(m.get_payload_bytes().to_vec()),
-                None,
-            ))),
+            Ok(None) => {
+                self.ended = true;
+                Ok(Polled::Ended)
+            }
+            Ok(Some(m)) => Ok(Polled::Message(delivered(&m))),
         }
     }
+
+    /// What the connection has received already.
+    fn ready(&mut self, max: usize) -> Vec<Delivered> {
+        use futures::FutureExt as _;
+        let mut out = Vec::new();
+        while out.len() < max && !self.ended {
+            match self.messages.next().now_or_never() {
+                Some(Some(m)) => out.push(delivered(&m)),
+                // The connection ended: the next `next` says so.
+                Some(None) => self.ended = true,
+                None => break,
+            }
+        }
+        out
+    }
+}
+
+fn delivered(m: &redis::Msg) -> Delivered {
+    Delivered::new(Bytes::copy_from_slice(m.get_payload_bytes()), None)
 }

@@ -205,6 +205,26 @@ impl Broker for RedisStreamsBroker {
         Ok(())
     }
 
+    /// One pipeline of `XADD`s: one round trip.
+    async fn publish_many(&self, topic: &str, messages: Vec<Bytes>) -> Result<()> {
+        let key = self.key(topic);
+        let mut pipe = redis::pipe();
+        for m in &messages {
+            pipe.cmd("XADD")
+                .arg(&key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(self.config.max_len)
+                .arg("*")
+                .arg(FIELD)
+                .arg(m.as_ref())
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.manager.clone())
+            .await
+            .map_err(|e| error("XADD", e))
+    }
+
     async fn subscribe(
         &self,
         topic: &str,
@@ -402,6 +422,16 @@ impl Subscription for RedisStreamsSubscription {
             }
             self.buffered.extend(fresh.into_iter().map(|e| (e, false)));
         }
+    }
+
+    /// Entries of the last read not handed out yet.
+    fn ready(&mut self, max: usize) -> Vec<Delivered> {
+        let n = max.min(self.buffered.len());
+        let taken: Vec<(StreamId, bool)> = self.buffered.drain(..n).collect();
+        taken
+            .into_iter()
+            .map(|(entry, again)| self.delivered(entry).redelivered(again))
+            .collect()
     }
 
     async fn ended(&mut self) -> Result<Vec<String>> {
