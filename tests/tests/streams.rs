@@ -485,7 +485,8 @@ const SIZES: [usize; 8] = [
 
 /// A producer here, a consumer process that resolves the even objects only: 1 KiB to 64 MiB
 /// objects, byte for byte, the end of the stream, nothing missed, and 0 objects left.
-async fn cross_process_objects_filter_and_end(kind: Kind) {
+/// With `pipeline` above 0, pipelined sends (`StreamProducer::pipeline`).
+async fn cross_process_objects_filter_and_end(kind: Kind, pipeline: usize) {
     let server = Server::start(kind, false);
     let prefix = kind.prefix();
     let broker = kind.broker(&server, &prefix, Duration::from_secs(30)).await;
@@ -511,7 +512,8 @@ async fn cross_process_objects_filter_and_end(kind: Kind) {
         .batch(BatchPolicy {
             max_events: 3,
             max_delay: Duration::from_millis(20),
-        });
+        })
+        .pipeline(pipeline);
     for (i, size) in SIZES.iter().enumerate() {
         let i = i as u64;
         producer
@@ -544,17 +546,32 @@ async fn cross_process_objects_filter_and_end(kind: Kind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_streams_cross_process_objects_filter_and_end() {
-    cross_process_objects_filter_and_end(Kind::RedisStreams).await;
+    cross_process_objects_filter_and_end(Kind::RedisStreams, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_streams_cross_process_pipelined_objects_filter_and_end() {
+    cross_process_objects_filter_and_end(Kind::RedisStreams, 4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_pubsub_cross_process_objects_filter_and_end() {
-    cross_process_objects_filter_and_end(Kind::RedisPubSub).await;
+    cross_process_objects_filter_and_end(Kind::RedisPubSub, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_pubsub_cross_process_pipelined_objects_filter_and_end() {
+    cross_process_objects_filter_and_end(Kind::RedisPubSub, 4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_cross_process_objects_filter_and_end() {
-    cross_process_objects_filter_and_end(Kind::Nats).await;
+    cross_process_objects_filter_and_end(Kind::Nats, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_cross_process_pipelined_objects_filter_and_end() {
+    cross_process_objects_filter_and_end(Kind::Nats, 4).await;
 }
 
 /// Consumer processes of one group: the first works slowly and is killed (SIGKILL) holding
@@ -705,8 +722,9 @@ async fn nats_every_consumer_of_a_group_ends_when_the_producer_closes() {
 
 /// The broker is killed (SIGKILL) and started again mid-stream, with its data: the producer's
 /// sends and the consumer process ride it out (temporary errors retried), and every object
-/// reaches the consumer, byte for byte, none missed; 0 objects left.
-async fn the_broker_restarted_mid_stream_loses_nothing(kind: Kind) {
+/// reaches the consumer, byte for byte, none missed; 0 objects left. With `pipeline` above 0
+/// the sends are pipelined: the background publishes ride it out, and `close` waits for them.
+async fn the_broker_restarted_mid_stream_loses_nothing(kind: Kind, pipeline: usize) {
     let mut server = Server::start(kind, true);
     let prefix = kind.prefix();
     let broker = kind.broker(&server, &prefix, Duration::from_secs(2)).await;
@@ -717,7 +735,9 @@ async fn the_broker_restarted_mid_stream_loses_nothing(kind: Kind) {
     );
     let node = Node::start(kind, &server, &prefix, "t", "g", "a", 2_000, 0, None);
     let reader = tokio::task::spawn_blocking(|| node.until_end());
-    let producer = StreamProducer::<Vec<u8>>::with_broker(broker).with_store(store);
+    let producer = StreamProducer::<Vec<u8>>::with_broker(broker)
+        .with_store(store)
+        .pipeline(pipeline);
     const N: u64 = 30;
     for i in 0..N {
         if i == N / 2 {
@@ -751,12 +771,22 @@ async fn the_broker_restarted_mid_stream_loses_nothing(kind: Kind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_streams_the_broker_restarted_mid_stream_loses_nothing() {
-    the_broker_restarted_mid_stream_loses_nothing(Kind::RedisStreams).await;
+    the_broker_restarted_mid_stream_loses_nothing(Kind::RedisStreams, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_streams_the_broker_restarted_mid_stream_loses_nothing_pipelined() {
+    the_broker_restarted_mid_stream_loses_nothing(Kind::RedisStreams, 8).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_the_broker_restarted_mid_stream_loses_nothing() {
-    the_broker_restarted_mid_stream_loses_nothing(Kind::Nats).await;
+    the_broker_restarted_mid_stream_loses_nothing(Kind::Nats, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_the_broker_restarted_mid_stream_loses_nothing_pipelined() {
+    the_broker_restarted_mid_stream_loses_nothing(Kind::Nats, 8).await;
 }
 
 /// Objects of events never consumed do not leak the store: the topic's store has a TTL (the

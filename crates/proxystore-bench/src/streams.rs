@@ -98,6 +98,11 @@ pub struct StreamsArgs {
     #[arg(long, default_value_t = 0.01)]
     batch_delay: f64,
 
+    /// Events in flight with pipelined sends (`StreamProducer::pipeline`), comma-separated;
+    /// 0: each send waits. Above 0 only for objects up to --batch-max-size.
+    #[arg(long, value_delimiter = ',', default_value = "0,64")]
+    pipelines: Vec<usize>,
+
     /// Objects per trial (default: per size, for about --target-s seconds a trial of the
     /// slowest row).
     #[arg(long)]
@@ -687,11 +692,12 @@ impl MemorySampler {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 enum Subject {
-    /// Our stream: a broker, a store, a batch size.
+    /// Our stream: a broker, a store, a batch size, events in flight (0: not pipelined).
     Stream {
         broker: BrokerName,
         store: StoreName,
         batch: usize,
+        pipeline: usize,
     },
     /// The objects `RPUSH`ed onto a Redis list and `BLPOP`ed.
     RawList,
@@ -711,10 +717,15 @@ impl Subject {
                 broker,
                 store,
                 batch,
+                pipeline,
             } => (
                 broker.label().into(),
                 store.label().into(),
-                batch.to_string(),
+                if pipeline > 0 {
+                    format!("{batch}, pipelined {pipeline}")
+                } else {
+                    batch.to_string()
+                },
             ),
             Subject::RawList => ("Redis list (RPUSH/BLPOP)".into(), "-".into(), "-".into()),
             Subject::RawJetStream => (
@@ -921,6 +932,7 @@ impl Bench {
         broker: BrokerName,
         store: &StoreUnderTest,
         batch: usize,
+        pipeline: usize,
         object: &Bytes,
         n: usize,
     ) -> Result<Trial> {
@@ -944,7 +956,8 @@ impl Bench {
         };
         let producer = StreamProducer::<Bytes>::with_broker(handle)
             .with_store(store.store.clone())
-            .batch(policy);
+            .batch(policy)
+            .pipeline(pipeline);
         let sampler = MemorySampler::start(&self.client)?;
         let server0 = self.server_cpu();
         let cpu0 = process_cpu_s();
@@ -1376,12 +1389,15 @@ pub fn run(args: StreamsArgs) -> Result<()> {
         for s in &stores {
             for &broker in &args.brokers {
                 for &batch in &args.batches {
-                    if batch == 1 || size <= batch_max {
-                        subjects.push(Subject::Stream {
-                            broker,
-                            store: s.name,
-                            batch: batch.max(1),
-                        });
+                    for &pipeline in &args.pipelines {
+                        if (batch == 1 && pipeline == 0) || size <= batch_max {
+                            subjects.push(Subject::Stream {
+                                broker,
+                                store: s.name,
+                                batch: batch.max(1),
+                                pipeline,
+                            });
+                        }
                     }
                 }
             }
@@ -1415,8 +1431,16 @@ pub fn run(args: StreamsArgs) -> Result<()> {
                     Subject::RawList | Subject::RawJetStream => None,
                 };
                 let result = match (*subject, store) {
-                    (Subject::Stream { broker, batch, .. }, Some(s)) => {
-                        runtime.block_on(bench.stream_trial(broker, s, batch, &object, n))
+                    (
+                        Subject::Stream {
+                            broker,
+                            batch,
+                            pipeline,
+                            ..
+                        },
+                        Some(s),
+                    ) => {
+                        runtime.block_on(bench.stream_trial(broker, s, batch, pipeline, &object, n))
                     }
                     (Subject::Store { .. }, Some(s)) => {
                         runtime.block_on(bench.store_trial(s, &object, n))
@@ -1690,7 +1714,7 @@ fn targets(rows: &[Row], py: &[PyCell]) -> Vec<Target> {
                 .iter()
                 .find(|o| {
                     o.size_bytes == smallest
-                        && matches!(o.subject, Subject::Stream { broker: b, store: s, batch: 1 } if b == broker && s == store)
+                        && matches!(o.subject, Subject::Stream { broker: b, store: s, batch: 1, pipeline: 0 } if b == broker && s == store)
                 })
                 .and_then(|o| o.broker_bytes_per_object)
         {
