@@ -167,15 +167,20 @@ async fn settle(messages: Vec<Arc<MessageAck>>, retry_for: Duration) -> Result<(
         .flat_map(|m| std::mem::take(&mut *m.to_evict()))
         .collect();
     evict_objects(&refs).await?;
-    let acks = messages.iter().filter_map(|m| {
-        m.ack
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .map(|a| acknowledge(a, retry_for))
-    });
-    futures::future::try_join_all(acks).await?;
-    Ok(())
+    let mut acks: Vec<Box<dyn Acknowledge>> = messages
+        .iter()
+        .filter_map(|m| m.ack.lock().unwrap_or_else(|e| e.into_inner()).take())
+        .collect();
+    // All but the last unconfirmed, at once; then the last, confirmed.
+    let Some(last) = acks.pop() else {
+        return Ok(());
+    };
+    futures::future::try_join_all(
+        acks.iter()
+            .map(|a| async move { retrying!(retry_for, "ack", a.ack_unconfirmed()) }),
+    )
+    .await?;
+    acknowledge(last, retry_for).await
 }
 
 impl<T> StreamConsumer<T> {

@@ -226,4 +226,16 @@ pub trait Acknowledge: Send + Sync {
     /// # Errors
     /// [`crate::StreamError::Broker`] when the broker cannot take the acknowledgement.
     async fn ack(&self) -> Result<()>;
+
+    /// Acknowledge without waiting for the broker to confirm it, where the broker can: the
+    /// consumer acknowledges the messages it settles together this way, all but the last,
+    /// which it acknowledges with [`Acknowledge::ack`] after them (a broker that takes one
+    /// consumer's acknowledgements in order has then taken them all). One that is lost leaves
+    /// its message to be delivered again. Default: [`Acknowledge::ack`].
+    ///
+    /// # Errors
+    /// [`crate::StreamError::Broker`] when the broker cannot take the acknowledgement.
+    async fn ack_unconfirmed(&self) -> Result<()> {
+        self.ack().await
+    }
 }

@@ -13,8 +13,9 @@
 //!   consumers share the topic's messages and a consumer that comes back resumes where the
 //!   group is; a consumer alone gets a durable consumer of its own that the server removes
 //!   after [`NatsConfig::inactive_threshold`] without a pull.
-//! - A message is acknowledged (and the acknowledgement confirmed by the server) when the
-//!   consumer has consumed its events. A message not acknowledged within
+//! - A message is acknowledged when the consumer has consumed its events. The messages a
+//!   consumer settles together are acknowledged at once, and the server confirms the last
+//!   (it takes a consumer's acknowledgements in order): one request for them all. A message not acknowledged within
 //!   [`NatsConfig::ack_wait`] (its consumer died, or hangs) is delivered again to a consumer of
 //!   the group: at least once, so a message may be delivered twice.
 //! - Order: messages reach a group in publish order, except redeliveries.
@@ -543,6 +544,17 @@ impl Acknowledge for NatsAck {
                 source: Some(source),
                 temporary: true,
             })
+    }
+
+    /// `+ACK` published, not confirmed: the consumer's acknowledgements reach the server in
+    /// order on the client's one connection, and it confirms the last of a settlement.
+    async fn ack_unconfirmed(&self) -> Result<()> {
+        self.0.ack().await.map_err(|source| StreamError::Broker {
+            broker: KIND.to_owned(),
+            message: "ack".to_owned(),
+            source: Some(source),
+            temporary: true,
+        })
     }
 }
 
