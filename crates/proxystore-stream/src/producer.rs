@@ -384,14 +384,7 @@ impl<T: Serialize + 'static> StreamProducer<T> {
             }
             let full = {
                 let mut topics = self.inner.topics();
-                let state = topics
-                    .entry(topic.to_owned())
-                    .or_insert_with(TopicState::new);
-                if state.closed {
-                    return Err(StreamError::Closed {
-                        topic: topic.to_owned(),
-                    });
-                }
+                let state = open(&mut topics, topic)?;
                 let pending = stored.pending(state.sent, self.inner.evict);
                 state.sent += 1;
                 state.push(pending);
@@ -458,14 +451,7 @@ impl Inner {
             let woken = progress.notified();
             {
                 let mut topics = self.topics();
-                let state = topics
-                    .entry(topic.to_owned())
-                    .or_insert_with(TopicState::new);
-                if state.closed {
-                    return Err(StreamError::Closed {
-                        topic: topic.to_owned(),
-                    });
-                }
+                let state = open(&mut topics, topic)?;
                 if let Some(e) = state.failed.take() {
                     return Err(e);
                 }
@@ -671,6 +657,22 @@ impl Inner {
             }
         });
     }
+}
+
+/// The state of `topic`, made if new; [`StreamError::Closed`] once it is closed.
+fn open<'a>(
+    topics: &'a mut HashMap<String, TopicState>,
+    topic: &str,
+) -> Result<&'a mut TopicState> {
+    let state = topics
+        .entry(topic.to_owned())
+        .or_insert_with(TopicState::new);
+    if state.closed {
+        return Err(StreamError::Closed {
+            topic: topic.to_owned(),
+        });
+    }
+    Ok(state)
 }
 
 /// The events of `pending`, whose objects are all stored.

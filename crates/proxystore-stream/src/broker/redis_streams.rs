@@ -190,19 +190,7 @@ impl Broker for RedisStreamsBroker {
     }
 
     async fn publish(&self, topic: &str, message: Bytes) -> Result<()> {
-        let mut con = self.manager.clone();
-        redis::cmd("XADD")
-            .arg(self.key(topic))
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(self.config.max_len)
-            .arg("*")
-            .arg(FIELD)
-            .arg(message.as_ref())
-            .query_async::<String>(&mut con)
-            .await
-            .map_err(|e| error("XADD", e))?;
-        Ok(())
+        self.publish_many(topic, vec![message]).await
     }
 
     /// One pipeline of `XADD`s: one round trip.
