@@ -42,6 +42,7 @@ use crate::runtime::{PerRuntime, run_on_io, spawn_io};
 /// Kind name of this connector.
 pub const KIND: &str = "redis";
 
+mod bulk;
 mod config;
 mod wait;
 
@@ -128,6 +129,11 @@ struct Inner {
     nodes: Vec<ConnectionInfo>,
     /// A connection per tokio runtime that calls, its task living there (see [`PerRuntime`]).
     managers: PerRuntime<Conn>,
+    /// Where large values are written past the crate ([`bulk`]); `None` over TLS and in a
+    /// cluster.
+    bulk_target: Option<bulk::Target>,
+    /// The bulk connections of each runtime that calls.
+    bulk: PerRuntime<Arc<bulk::Pool>>,
     /// The pub/sub connection waiters share (made on the first wait; again after a loss).
     subscriber: tokio::sync::Mutex<Option<Arc<wait::Subscriber>>>,
 }
@@ -190,6 +196,11 @@ impl RedisConnector {
                 Ok(node.set_redis_settings(settings))
             })
             .collect::<Result<Vec<_>>>()?;
+        let bulk_target = if config.cluster {
+            None
+        } else {
+            bulk::Target::of(&info, config.connect_timeout(), config.response_timeout())
+        };
         Ok(RedisConnector {
             inner: Arc::new(Inner {
                 config,
@@ -197,6 +208,8 @@ impl RedisConnector {
                 nodes,
                 tls_roots,
                 managers: PerRuntime::new(),
+                bulk_target,
+                bulk: PerRuntime::new(),
                 subscriber: tokio::sync::Mutex::new(None),
             }),
         })
@@ -359,6 +372,55 @@ impl RedisConnector {
             })
             .await?;
         self.check_replicas(op, acked)
+    }
+
+    /// `SET` (with its `PX`), `PUBLISH` and `WAIT`, as [`Connector::set`] writes them, through
+    /// a bulk connection of this runtime ([`bulk`]): the value is written from `data`, not
+    /// copied. `None` when there is none at hand (TLS, a cluster, outside any tokio runtime,
+    /// all busy): the caller goes through the crate.
+    async fn bulk_set(&self, k: &[u8], data: Bytes) -> Option<Result<()>> {
+        use bulk::Arg;
+        let target = self.inner.bulk_target.as_ref()?;
+        let pool = self
+            .inner
+            .bulk
+            .get_or_try_init(|| Ok::<_, Error>(Arc::new(bulk::Pool::new(target.clone()))))
+            .ok()??;
+        let config = &self.inner.config;
+        let ttl = config.ttl_ms.map(|t| t.to_string());
+        let channel = wait::channel(k);
+        let mut commands = bulk::Commands::default();
+        let mut set = vec![Arg::from("SET"), Arg::from(k), Arg::Bytes(data)];
+        if let Some(ttl) = &ttl {
+            set.extend([Arg::from("PX"), Arg::from(ttl.as_str())]);
+        }
+        commands.push(set);
+        commands.push(["PUBLISH".into(), Arg::from(channel.as_slice()), "1".into()]);
+        let wait = (config.min_replicas > 0).then(|| {
+            (
+                config.min_replicas.to_string(),
+                (config.response_timeout_ms / 2).max(1).to_string(),
+            )
+        });
+        if let Some((n, ms)) = &wait {
+            commands.push(["WAIT".into(), n.as_str().into(), ms.as_str().into()]);
+        }
+        let replies = match pool.run(commands).await? {
+            Ok(replies) => replies,
+            Err(e) => return Some(Err(self.inner.error("SET", e))),
+        };
+        let mut acked = None;
+        for reply in replies {
+            match reply.extract_error() {
+                Ok(redis::Value::Int(n)) => acked = Some(n),
+                Ok(_) => {}
+                Err(e) => return Some(Err(self.inner.error("SET", e))),
+            }
+        }
+        Some(match (&wait, acked) {
+            (Some(_), Some(n)) => self.check_replicas("SET", n),
+            _ => Ok(()),
+        })
     }
 
     fn set_cmd(&self, key: Vec<u8>, data: &Bytes) -> redis::Cmd {
@@ -900,6 +962,11 @@ impl Connector for RedisConnector {
         if data.len() as u64 > self.inner.config.chunked_above_bytes {
             self.set_chunked(key, data).await?;
             return self.announce(&k).await;
+        }
+        if data.len() >= bulk::BULK_BYTES
+            && let Some(done) = self.bulk_set(&k, data.clone()).await
+        {
+            return done;
         }
         let mut pipe = redis::pipe();
         pipe.add_command(self.set_cmd(k.clone(), &data))
