@@ -176,7 +176,7 @@ impl Report {
         let sizes: BTreeSet<u64> = self.results.iter().map(|r| r.size_bytes).collect();
         for op in ["put", "get_cold"] {
             let target = format!(
-                "gRPC {} throughput >= Redis (redis crate) from 1 MiB up",
+                "gRPC {} throughput >= Redis (its raw client) from 1 MiB up",
                 if op == "put" { "put" } else { "get" }
             );
             let mut cells = Vec::new();
