@@ -390,7 +390,7 @@ impl Store {
             Some(rt) => {
                 let copies = data.clone();
                 let hashing = rt.spawn_blocking(move || digest_all(&copies));
-                let (written, digests) = futures::join!(write, hashing);
+                let (written, digests) = tokio::join!(write, hashing);
                 let digests = digests.unwrap_or_else(|_| digest_all(&data));
                 Ok((written?, digests))
             }
