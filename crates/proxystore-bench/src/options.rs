@@ -22,6 +22,8 @@ pub struct Options {
     pub s3_endpoint: Option<String>,
     /// Bucket on `s3_endpoint` (must exist).
     pub s3_bucket: String,
+    /// Part size of the S3 connector's multipart uploads (`None`: the connector's default).
+    pub s3_part_size: Option<String>,
     /// Use this gRPC store server instead of the service embedded in this process.
     pub grpc_url: Option<String>,
     /// Parent directory of the file connector's directory (and of Python's); default: the

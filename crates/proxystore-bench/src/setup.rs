@@ -104,6 +104,13 @@ pub(crate) fn setup(options: &Options, names: &[ConnectorName]) -> Result<Setup>
     } else {
         (None, None)
     };
+    let s3_config = match (&options.s3_part_size, s3_config) {
+        (Some(size), Some(c)) => Some(S3Config {
+            part_size: crate::format::parse_size(size)?,
+            ..c
+        }),
+        (_, c) => c,
+    };
     let (grpc, grpc_config) = if names.contains(&ConnectorName::Grpc) {
         match &options.grpc_url {
             Some(url) => (None, Some(GrpcConfig::new(url.clone()))),

@@ -45,6 +45,11 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value = proxystore_bench::S3_BUCKET)]
     s3_bucket: String,
 
+    /// Part size of the S3 connector's multipart uploads, with units (default: the
+    /// connector's, 8 MiB); objects up to it go up in one PUT.
+    #[arg(long)]
+    s3_part_size: Option<String>,
+
     /// Use this gRPC store server (default: the service embedded in this process).
     #[arg(long, env = "PROXYSTORE_BENCH_GRPC_URL")]
     grpc_url: Option<String>,
@@ -144,6 +149,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         redis_url,
         s3_endpoint,
         s3_bucket,
+        s3_part_size,
         grpc_url,
         dir,
         min_time,
@@ -175,6 +181,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         redis_url,
         s3_endpoint,
         s3_bucket,
+        s3_part_size,
         grpc_url,
         dir,
         min_time,
