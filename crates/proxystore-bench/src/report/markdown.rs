@@ -54,8 +54,8 @@ pub(crate) fn render(t: &Tables<'_>, plots: Option<&Path>, doc: Option<&Path>) -
             "\n### Against Python ProxyStore\n\nMedian latency, ours / Python ProxyStore's, \
              and the speedup (Python's time over ours). Same machine, same redis-server, \
              same directory, same run. Memory is compared with Python's LocalConnector; \
-             `raw` rows compare the raw clients (ours, as in the next table, vs redis-py, \
-             `std::fs` vs Python file I/O, memcpy vs `bytearray(x)`).\n"
+             `raw` rows compare the raw clients (redis crate vs redis-py, `std::fs` vs \
+             Python file I/O, memcpy vs `bytearray(x)`).\n"
         );
         header(&mut s, "| connector | op |", "\n|---|---|", &t.sizes);
         for row in &t.comparison {
@@ -69,17 +69,24 @@ pub(crate) fn render(t: &Tables<'_>, plots: Option<&Path>, doc: Option<&Path>) -
             s.push('\n');
         }
     }
+    let redis_baseline = match t.run.redis_plain_set_bytes {
+        Some(n) => format!(
+            "the redis crate's SET/GET against the same redis-server, except a SET of {} or \
+             more, written as it is (the command's head, then the value from its buffer) on a \
+             plain connection: the crate copies the value into buffers of its own, 3x slower \
+             at 100 MiB",
+            crate::format::fmt_size(n)
+        ),
+        None => "the redis crate's SET/GET against the same redis-server".to_owned(),
+    };
     let _ = writeln!(
         s,
         "\n### Every connector against its raw backend\n\nMedian latency, its ratio to the \
          baseline of the same size in the same run (below 1: faster than the baseline), and \
          the p10..p90 spread in the JSON. Baselines: memory - memcpy into a buffer allocated \
          beforehand; file - `std::fs::write` of a new file / `std::fs::read` in the same \
-         directory; redis and grpc - the redis crate's SET/GET against the same \
-         redis-server, except a SET of 256 KiB or more, written as it is (the command's \
-         head, then the value from its buffer) on a plain connection: the crate copies the \
-         value into buffers of its own, 3x slower at 100 MiB; s3 - aws-sdk-s3 `put_object` / `get_object` against the same \
-         server.\n"
+         directory; redis and grpc - {redis_baseline}; s3 - aws-sdk-s3 `put_object` / \
+         `get_object` against the same server.\n"
     );
     for table in &t.connectors {
         let _ = write!(s, "**{}**\n\n", table.connector);

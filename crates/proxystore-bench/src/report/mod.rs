@@ -74,6 +74,8 @@ impl Report {
                 "clients": options.clients,
                 "rss": options.rss,
                 "rss_size": options.rss_size,
+                // The Redis baseline's SETs of this many bytes and more are plain writes.
+                "redis_plain_set_bytes": crate::baselines::PLAIN_SET_BYTES,
                 "timer": "std::time::Instant around the operation; one untimed warm-up call; \
                           adaptive repetition as the Python script (until min_time timed and \
                           min_reps, at most max_reps, wall cap max(3 min_time, 1 s))",

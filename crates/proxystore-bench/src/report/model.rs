@@ -42,6 +42,9 @@ pub(crate) struct Run {
     pub(crate) redis_server_version: String,
     /// Python ProxyStore's version, or `not run`.
     pub(crate) python_version: String,
+    /// From this size on, the Redis baseline's SETs were plain writes (`None`: reports made
+    /// before, when every SET went through the redis crate).
+    pub(crate) redis_plain_set_bytes: Option<u64>,
 }
 
 /// The operations of one connector at every size.
@@ -170,6 +173,7 @@ fn run(report: &Report) -> Run {
         loadavg_start: field("loadavg_start"),
         loadavg_end: field("loadavg_end"),
         redis_server_version: field("redis_server_version"),
+        redis_plain_set_bytes: report.config["redis_plain_set_bytes"].as_u64(),
         python_version: report
             .python
             .as_ref()
