@@ -389,6 +389,7 @@ async fn s3_stopped_mid_get_then_restarted() {
     let c: Arc<dyn Connector> = Arc::new(
         S3Connector::with_config(S3Config {
             part_size: MIN_PART_SIZE,
+            multipart_above: MIN_PART_SIZE,
             operation_timeout_ms: 8_000,
             ..server.config(&format!("faults-{}/", Key::random()))
         })

@@ -42,11 +42,33 @@ fn upload_leftovers(server: &S3Server) -> Vec<String> {
         .collect()
 }
 
+/// By default objects up to 100 MiB go up in one PUT (a server that assembles parts by copying
+/// them makes parts cost more than they save), and larger ones in 8 MiB parts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_objects_up_to_100_mib_go_in_one_put() {
+    let server = start();
+    let c = S3Connector::with_config(server.config(&prefix())).unwrap();
+    let faults = server.faults();
+    let one = c.put(payload(20 << 20, 1)).await.unwrap();
+    assert_eq!(faults.uploaded_parts.load(Ordering::Relaxed), 0);
+    let data = payload((100 << 20) + 1, 2);
+    let parts = c.put(data.clone()).await.unwrap();
+    assert_eq!(
+        faults.uploaded_parts.load(Ordering::Relaxed),
+        13,
+        "100 MiB + 1 in 8 MiB parts"
+    );
+    assert_eq!(faults.completed_uploads.load(Ordering::Relaxed), 1);
+    assert_eq!(c.get(&parts).await.unwrap().unwrap(), data);
+    c.evict_batch(&[one, parts]).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_above_the_part_size_go_up_in_parts() {
     let server = start();
     let c = S3Connector::with_config(S3Config {
         part_size: MIN_PART_SIZE,
+        multipart_above: MIN_PART_SIZE,
         ..server.config(&prefix())
     })
     .unwrap();
@@ -76,6 +98,7 @@ async fn a_failed_multipart_upload_is_aborted_and_leaves_nothing() {
     let server = start();
     let c = S3Connector::with_config(S3Config {
         part_size: MIN_PART_SIZE,
+        multipart_above: MIN_PART_SIZE,
         max_attempts: 2,
         ..server.config(&prefix())
     })
@@ -127,6 +150,7 @@ async fn server_stopped_mid_operation_fails_fast_and_the_same_connector_recovers
     let mut server = start();
     let c = S3Connector::with_config(S3Config {
         part_size: MIN_PART_SIZE,
+        multipart_above: MIN_PART_SIZE,
         operation_timeout_ms: 8_000,
         ..server.config(&prefix())
     })

@@ -105,10 +105,14 @@ pub(crate) fn setup(options: &Options, names: &[ConnectorName]) -> Result<Setup>
         (None, None)
     };
     let s3_config = match (&options.s3_part_size, s3_config) {
-        (Some(size), Some(c)) => Some(S3Config {
-            part_size: crate::format::parse_size(size)?,
-            ..c
-        }),
+        (Some(size), Some(c)) => {
+            let size = crate::format::parse_size(size)?;
+            Some(S3Config {
+                part_size: size,
+                multipart_above: size,
+                ..c
+            })
+        }
         (_, c) => c,
     };
     let (grpc, grpc_config) = if names.contains(&ConnectorName::Grpc) {

@@ -45,8 +45,8 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value = proxystore_bench::S3_BUCKET)]
     s3_bucket: String,
 
-    /// Part size of the S3 connector's multipart uploads, with units (default: the
-    /// connector's, 8 MiB); objects up to it go up in one PUT.
+    /// Part size of the S3 connector's multipart uploads, with units, and the size above which
+    /// it uses them (default: the connector's, 8 MiB parts above 100 MiB).
     #[arg(long)]
     s3_part_size: Option<String>,
 

@@ -9,8 +9,15 @@ use crate::error::{Error, Result};
 
 /// Smallest part S3 accepts in a multipart upload (all parts but the last).
 pub const MIN_PART_SIZE: u64 = 5 << 20;
-/// Default part size, and the size above which a put becomes a multipart upload.
+/// Default part size of multipart uploads.
 pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
+/// Default size above which a put becomes a multipart upload: 100 MiB, where AWS advises
+/// considering multipart uploads.
+pub const DEFAULT_MULTIPART_ABOVE: u64 = 100 << 20;
+
+fn is_default_multipart_above(n: &u64) -> bool {
+    *n == DEFAULT_MULTIPART_ABOVE
+}
 
 /// Options of an [`S3Connector`](super::S3Connector).
 ///
@@ -60,9 +67,16 @@ pub struct S3Config {
     /// Session token of temporary credentials.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_token: Option<String>,
-    /// Part size of multipart uploads in bytes, at least 5 MiB (default 8 MiB); larger objects
-    /// are uploaded in parts.
+    /// Part size of multipart uploads in bytes, at least 5 MiB (default 8 MiB).
     pub part_size: u64,
+    /// Objects larger than this many bytes go up as multipart uploads (in `part_size` parts,
+    /// `upload_concurrency` at a time); others in one PUT. Default
+    /// [`DEFAULT_MULTIPART_ABOVE`] (100 MiB). Parts in parallel fill links one stream cannot;
+    /// but a server that assembles an upload by copying its parts (s3s-fs reads, hashes and
+    /// copies every part at `CompleteMultipartUpload`) makes them cost more than they save:
+    /// there a 100 MiB put in 8 MiB parts took 1.4x one PUT.
+    #[serde(skip_serializing_if = "is_default_multipart_above")]
+    pub multipart_above: u64,
     /// Parts of one multipart upload in flight at once (default 4).
     pub upload_concurrency: usize,
     /// How long to wait for a connection, in milliseconds (default 5 000).
@@ -89,6 +103,7 @@ impl Default for S3Config {
             secret_access_key: None,
             session_token: None,
             part_size: DEFAULT_PART_SIZE,
+            multipart_above: DEFAULT_MULTIPART_ABOVE,
             upload_concurrency: 4,
             connect_timeout_ms: 5_000,
             read_timeout_ms: 30_000,
@@ -112,6 +127,7 @@ impl fmt::Debug for S3Config {
             .field("secret_access_key", &redacted(&self.secret_access_key))
             .field("session_token", &redacted(&self.session_token))
             .field("part_size", &self.part_size)
+            .field("multipart_above", &self.multipart_above)
             .field("upload_concurrency", &self.upload_concurrency)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("read_timeout_ms", &self.read_timeout_ms)

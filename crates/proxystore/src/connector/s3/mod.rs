@@ -1,7 +1,8 @@
 //! The S3 connector: one object per key in a bucket of Amazon S3 or an S3-compatible server.
 //!
 //! Objects are stored under `prefix + key`, where `key` is a random UUID chosen by the connector.
-//! Objects above [`S3Config::part_size`] go up as multipart uploads, several parts at a time; a
+//! Objects above [`S3Config::multipart_above`] (100 MiB) go up as multipart uploads of
+//! [`S3Config::part_size`] parts, several at a time; a
 //! multipart upload that fails (or whose operation is cancelled) is aborted, so no partial object
 //! or orphaned parts remain. Ranged reads use the HTTP `Range` header.
 //!
@@ -40,7 +41,7 @@ pub const KIND: &str = "s3";
 
 mod config;
 
-pub use config::{DEFAULT_PART_SIZE, MIN_PART_SIZE, S3Config};
+pub use config::{DEFAULT_MULTIPART_ABOVE, DEFAULT_PART_SIZE, MIN_PART_SIZE, S3Config};
 
 /// Longest object key S3 accepts, in bytes.
 const MAX_KEY_BYTES: usize = 1024;
@@ -386,7 +387,7 @@ impl Inner {
     }
 
     async fn put(self: &Arc<Self>, client: &Client, key: String, data: Bytes) -> Result<()> {
-        if data.len() as u64 <= self.config.part_size {
+        if data.len() as u64 <= self.config.multipart_above {
             client
                 .put_object()
                 .bucket(&self.config.bucket)
