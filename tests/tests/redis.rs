@@ -528,6 +528,17 @@ async fn waits_share_a_subscriber_that_survives_a_server_restart() {
     assert!(seen.unwrap().unwrap());
 }
 
+/// A plain client of database 3 of `server` (password `bulk-password`).
+fn raw_db3(server: &RedisServer) -> redis::Connection {
+    redis::Client::open(format!(
+        "redis://:bulk-password@127.0.0.1:{}/3",
+        server.port()
+    ))
+    .unwrap()
+    .get_connection()
+    .unwrap()
+}
+
 /// Values of 256 KiB and more go past the redis crate, written from their `Bytes` on
 /// connections of their own: they log in (password, database), keep the connector's TTL,
 /// announce the key to waiters, refuse like the crate's writes (too few replicas), and come back
@@ -546,13 +557,7 @@ async fn large_values_go_on_bulk_connections_with_the_same_rules() {
         ..RedisConfig::new(server.url())
     })
     .unwrap();
-    let mut raw = redis::Client::open(format!(
-        "redis://:bulk-password@127.0.0.1:{}/3",
-        server.port()
-    ))
-    .unwrap()
-    .get_connection()
-    .unwrap();
+    let mut raw = raw_db3(&server);
     for (i, size) in [256 << 10, 1 << 20, 9 << 20].into_iter().enumerate() {
         let data = payload(size, i as u64);
         let key = c.put(data.clone()).await.unwrap();
@@ -599,13 +604,7 @@ async fn large_values_go_on_bulk_connections_with_the_same_rules() {
         .expect("the same connector writes large values after a restart");
     // Read back with a client of its own (the connector's crate connection meets the restart
     // on its next call, retried by the store's layers).
-    let mut raw = redis::Client::open(format!(
-        "redis://:bulk-password@127.0.0.1:{}/3",
-        server.port()
-    ))
-    .unwrap()
-    .get_connection()
-    .unwrap();
+    let mut raw = raw_db3(&server);
     let stored: Vec<u8> = redis::cmd("GET")
         .arg(format!("{prefix}{key}"))
         .query(&mut raw)
