@@ -188,7 +188,10 @@ fn strip<'a>(s: &'a str, prefix: &str) -> &'a str {
 fn from_transport(s: &Status) -> bool {
     let mut cause = std::error::Error::source(s);
     while let Some(e) = cause {
-        if e.is::<tonic::transport::Error>() || e.is::<std::io::Error>() {
+        // An HTTP/2 error is this side's view of the connection (a server's answers are
+        // statuses): a replica killed mid-reply shows as "h2 protocol error: error reading a
+        // body from connection", with the code UNKNOWN.
+        if e.is::<tonic::transport::Error>() || e.is::<std::io::Error>() || e.is::<h2::Error>() {
             return true;
         }
         cause = e.source();
@@ -445,6 +448,9 @@ mod tests {
         )));
         assert_eq!(broken.code(), Code::Unknown);
         assert!(Error::from(broken).is_retryable());
+        // So is one from an HTTP/2 error: the connection broke mid-reply.
+        let cut = Status::from_error(Box::new(h2::Error::from(h2::Reason::INTERNAL_ERROR)));
+        assert!(Error::from(cut).is_retryable(), "an h2 error is temporary");
 
         let refused = || Error::Refused {
             store: "s".into(),
