@@ -92,14 +92,7 @@ impl Broker for MemoryBroker {
     }
 
     async fn publish(&self, topic: &str, message: Bytes) -> Result<()> {
-        let t = self.topic(topic);
-        t.log
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .messages
-            .push_back(message);
-        t.published.notify_waiters();
-        Ok(())
+        self.publish_many(topic, vec![message]).await
     }
 
     async fn publish_many(&self, topic: &str, messages: Vec<Bytes>) -> Result<()> {

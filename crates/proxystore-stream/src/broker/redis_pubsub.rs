@@ -72,14 +72,7 @@ impl Broker for RedisPubSubBroker {
     }
 
     async fn publish(&self, topic: &str, message: Bytes) -> Result<()> {
-        let mut con = self.manager.clone();
-        redis::cmd("PUBLISH")
-            .arg(format!("{}{topic}", self.prefix))
-            .arg(message.as_ref())
-            .query_async::<i64>(&mut con)
-            .await
-            .map_err(|e| error("PUBLISH", e))?;
-        Ok(())
+        self.publish_many(topic, vec![message]).await
     }
 
     /// One pipeline of `PUBLISH`es: one round trip.

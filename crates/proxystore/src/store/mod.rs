@@ -341,18 +341,20 @@ impl Store {
     ) -> Result<Stored> {
         let size = data.len() as u64;
         span.record("bytes", size);
-        let copy = vec![data.clone()];
+        // The write takes `data`; the digest reads this handle of the same bytes.
+        let hashed = data.clone();
+        let hashed = std::slice::from_ref(&hashed);
         let (key, mut digests) = match at {
             None => {
                 let (key, digests) = self
-                    .with_digests(copy, self.inner.measured.counted_put(data, options))
+                    .with_digests(hashed, self.inner.measured.counted_put(data, options))
                     .await?;
                 self.created(std::slice::from_ref(&key));
                 (key, digests)
             }
             Some(key) => {
                 let ((), digests) = self
-                    .with_digests(copy, self.inner.connector.set(key, data))
+                    .with_digests(hashed, self.inner.connector.set(key, data))
                     .await?;
                 self.inner.cache.remove(key);
                 (key.clone(), digests)
@@ -375,7 +377,7 @@ impl Store {
     /// more) and wrote after, and the hash was a sixth of its time.
     async fn with_digests<T>(
         &self,
-        data: Vec<Bytes>,
+        data: &[Bytes],
         write: impl Future<Output = Result<T>>,
     ) -> Result<(T, Vec<Option<Digest>>)> {
         let algorithm = self.inner.config.digest;
@@ -388,14 +390,14 @@ impl Store {
             .and_then(std::result::Result::ok);
         match aside {
             Some(rt) => {
-                let copies = data.clone();
-                let hashing = rt.spawn_blocking(move || digest_all(&copies));
+                let owned = data.to_vec();
+                let hashing = rt.spawn_blocking(move || digest_all(&owned));
                 let (written, digests) = tokio::join!(write, hashing);
-                let digests = digests.unwrap_or_else(|_| digest_all(&data));
+                let digests = digests.unwrap_or_else(|_| digest_all(data));
                 Ok((written?, digests))
             }
             None => {
-                let digests = digest_all(&data);
+                let digests = digest_all(data);
                 Ok((write.await?, digests))
             }
         }
@@ -457,8 +459,9 @@ impl Store {
         span.record("count", encoded.len());
         let (data, codecs): (Vec<Bytes>, Vec<Codec>) = encoded.into_iter().unzip();
         let sizes: Vec<u64> = data.iter().map(|b| b.len() as u64).collect();
+        let hashed = data.clone();
         let (keys, digests) = self
-            .with_digests(data.clone(), self.inner.connector.put_batch(data, options))
+            .with_digests(&hashed, self.inner.connector.put_batch(data, options))
             .await?;
         self.created(&keys);
         if keys.len() != sizes.len() {

@@ -301,14 +301,20 @@ impl RedisConnector {
     /// `WAIT` for [`RedisConfig::min_replicas`], to end a pipeline of writes with; `None`
     /// when no replica is asked for.
     fn wait_cmd(&self) -> Option<redis::Cmd> {
-        let n = self.inner.config.min_replicas;
-        (n > 0).then(|| {
+        self.wait_args().map(|(n, ms)| {
             let mut cmd = redis::cmd("WAIT");
-            // Half the response timeout, so that the server answers before the client gives up.
-            cmd.arg(n)
-                .arg((self.inner.config.response_timeout_ms / 2).max(1));
+            cmd.arg(n).arg(ms);
             cmd
         })
+    }
+
+    /// The replicas and milliseconds of `WAIT` for [`RedisConfig::min_replicas`] (half the
+    /// response timeout, so that the server answers before the client gives up); `None` when
+    /// no replica is asked for.
+    fn wait_args(&self) -> Option<(u32, u64)> {
+        let config = &self.inner.config;
+        (config.min_replicas > 0)
+            .then(|| (config.min_replicas, (config.response_timeout_ms / 2).max(1)))
     }
 
     /// The error of a write that `acked` replicas took, when fewer than asked for.
@@ -403,12 +409,9 @@ impl RedisConnector {
         }
         commands.push(set);
         commands.push(["PUBLISH".into(), Arg::from(channel.as_slice()), "1".into()]);
-        let wait = (config.min_replicas > 0).then(|| {
-            (
-                config.min_replicas.to_string(),
-                (config.response_timeout_ms / 2).max(1).to_string(),
-            )
-        });
+        let wait = self
+            .wait_args()
+            .map(|(n, ms)| (n.to_string(), ms.to_string()));
         if let Some((n, ms)) = &wait {
             commands.push(["WAIT".into(), n.as_str().into(), ms.as_str().into()]);
         }
@@ -416,6 +419,7 @@ impl RedisConnector {
             Ok(replies) => replies,
             Err(e) => return Some(Err(self.inner.error("SET", e))),
         };
+        // With `WAIT`, the last integer is its reply (`PUBLISH`'s comes before it).
         let mut acked = None;
         for reply in replies {
             match reply.extract_error() {
