@@ -76,6 +76,12 @@ pub(crate) enum RawKey {
 }
 
 impl Raw {
+    /// Host and port of the run's Redis when it is plain TCP without login on database 0
+    /// (where `redis-benchmark` and the plain `SET` can go).
+    pub(crate) fn redis_plain_addr(&self) -> Option<(&str, u16)> {
+        self.redis_plain.as_ref().map(|(h, p, _)| (h.as_str(), *p))
+    }
+
     /// Raw clients for the backends of this run.
     ///
     /// # Errors

@@ -128,14 +128,15 @@ pub(crate) async fn measure_all(
                 match small::store_and_baseline(options.small_seconds, setup, s, &st.cold, clients)
                     .await
                 {
-                    Ok((ours, base)) => {
+                    Ok(small::Measured { ours, raw, limit }) => {
                         out.small_ops.push(ours);
-                        if let Some(b) = base
+                        if let Some(b) = raw
                             && !raw_done.contains(&(s.baseline, clients))
                         {
                             raw_done.push((s.baseline, clients));
                             out.small_ops.push(b);
                         }
+                        out.small_ops.extend(limit);
                     }
                     Err(e) => out
                         .errors

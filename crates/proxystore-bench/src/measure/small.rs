@@ -232,21 +232,82 @@ pub(crate) async fn run(l: Loop<'_>, pair: Pair) -> Result<SmallOps> {
     })
 }
 
+/// Name of the `redis-benchmark` rows.
+pub(crate) const REDIS_BENCHMARK: &str = "redis_benchmark";
+
+/// `redis-benchmark -c 1 -d 100 -t set,get -n n` against `host:port`: one connection, no
+/// pipelining, the C client of Redis itself. The loopback limit of a 100 B put+get pair, as a
+/// loop of `n` pairs whose time is `n` SETs plus `n` GETs at the rates it reports.
+async fn redis_benchmark(host: &str, port: u16, n: u64) -> Result<SmallOps> {
+    let (host, port_s, n_s) = (host.to_owned(), port.to_string(), n.to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("redis-benchmark")
+            .args(["-h", &host, "-p", &port_s, "-c", "1", "-d", "100"])
+            .args(["-t", "set,get", "-n", &n_s, "-P", "1", "--csv"])
+            .output()
+    })
+    .await?
+    .context("run redis-benchmark (Debian package redis-tools; scripts/install-deps)")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "redis-benchmark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = String::from_utf8_lossy(&out.stdout);
+    let rps = |test: &str| -> Result<f64> {
+        csv.lines()
+            .find_map(|l| {
+                let mut fields = l.split(',').map(|f| f.trim_matches('"'));
+                (fields.next() == Some(test)).then(|| fields.next()?.parse::<f64>().ok())?
+            })
+            .filter(|r| *r > 0.0)
+            .with_context(|| format!("no {test} rate in redis-benchmark's output: {csv}"))
+    };
+    let (set, get) = (rps("SET")?, rps("GET")?);
+    let elapsed = n as f64 / set + n as f64 / get;
+    Ok(SmallOps {
+        connector: REDIS_BENCHMARK.to_owned(),
+        clients: 1,
+        object_size_bytes: SMALL_SIZE,
+        pairs: n,
+        elapsed_s: elapsed,
+        put_get_pairs_per_s: n as f64 / elapsed,
+        ops_per_s: 2.0 * n as f64 / elapsed,
+        mean_put_s: Some(1.0 / set),
+        mean_get_s: Some(1.0 / get),
+        baseline: None,
+        ratio: None,
+    })
+}
+
+/// What [`store_and_baseline`] measured: our loop, the raw client's, and for Redis with one
+/// client, `redis-benchmark`'s.
+pub(crate) struct Measured {
+    pub(crate) ours: SmallOps,
+    pub(crate) raw: Option<SmallOps>,
+    pub(crate) limit: Option<SmallOps>,
+}
+
 /// The small-object loop of `subject`'s store and of its raw baseline, alternated in slices
-/// (ours, raw, ours, raw) so that both see the same machine.
+/// (ours, raw, ours, raw) so that both see the same machine; with one client over Redis, a
+/// `redis-benchmark` slice follows each pair of slices.
 pub(crate) async fn store_and_baseline(
     seconds: f64,
     setup: &Setup,
     subject: &Subject,
     store: &Store,
     clients: usize,
-) -> Result<(SmallOps, Option<SmallOps>)> {
+) -> Result<Measured> {
     // Short slices: file creation on a shared ext4 disk drifts by 10x within seconds.
     const SLICES: usize = 6;
     let seconds = seconds / SLICES as f64;
     let raw_kind = (subject.baseline != RawKind::Memcpy).then_some(subject.baseline);
     let mut ours: Option<SmallOps> = None;
     let mut base: Option<SmallOps> = None;
+    let mut limit: Option<SmallOps> = None;
+    let limit_addr = (subject.baseline == RawKind::Redis && subject.name == "redis")
+        .then(|| setup.raw.redis_plain_addr())
+        .flatten();
     for slice in 0..SLICES {
         let l = Loop {
             name: subject.name,
@@ -274,11 +335,21 @@ pub(crate) async fn store_and_baseline(
             let r = run(l, raw_pair(setup.raw.clone(), kind)).await?;
             base = Some(merge(base, r));
         }
+        if let (Some((host, port)), true) = (limit_addr, clients == 1) {
+            // As many pairs as ours did in a slice, so that it runs about as long.
+            let rate = ours.as_ref().map_or(0.0, |o| o.put_get_pairs_per_s);
+            let n = ((rate * seconds) as u64).max(1000);
+            limit = Some(merge(limit, redis_benchmark(host, port, n).await?));
+        }
     }
     let mut ours = ours.context("no small-object slices")?;
     if let (Some(kind), Some(b)) = (raw_kind, &base) {
         ours.baseline = Some(kind.small_name().to_owned());
         ours.ratio = Some(ours.put_get_pairs_per_s / b.put_get_pairs_per_s);
     }
-    Ok((ours, base))
+    Ok(Measured {
+        ours,
+        raw: base,
+        limit,
+    })
 }

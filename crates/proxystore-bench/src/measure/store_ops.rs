@@ -2,13 +2,12 @@
 //! raw write or read of its baseline and repeated by [`Repeat`]; and the sizes of a
 //! connector's serialized references.
 
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use bytes::Bytes;
-use futures::future::LocalBoxFuture;
+use futures::future::BoxFuture;
 use proxystore::{Proxy, Store};
 use serde::{Deserialize, Serialize};
 
@@ -113,9 +112,9 @@ pub(crate) struct Base {
     kind: RawKind,
     payload: Bytes,
     /// An object written beforehand, for reads.
-    read_key: Option<Rc<RawKey>>,
+    read_key: Option<Arc<RawKey>>,
     /// Memcpy destination, allocated once (and touched by the warm-up call).
-    buf: Rc<RefCell<Vec<u8>>>,
+    buf: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Base {
@@ -123,21 +122,24 @@ impl Base {
         let (read_key, buf) = if kind == RawKind::Memcpy {
             (None, vec![0u8; payload.len()])
         } else {
-            (Some(Rc::new(raw.write(kind, payload).await?.1)), Vec::new())
+            (
+                Some(Arc::new(raw.write(kind, payload).await?.1)),
+                Vec::new(),
+            )
         };
         Ok(Base {
             raw: raw.clone(),
             kind,
             payload: payload.clone(),
             read_key,
-            buf: Rc::new(RefCell::new(buf)),
+            buf: Arc::new(Mutex::new(buf)),
         })
     }
 
-    fn memcpy(&self) -> LocalBoxFuture<'static, Result<Duration>> {
+    fn memcpy(&self) -> BoxFuture<'static, Result<Duration>> {
         let (buf, d) = (self.buf.clone(), self.payload.clone());
         Box::pin(async move {
-            let mut b = buf.borrow_mut();
+            let mut b = buf.lock().unwrap_or_else(|e| e.into_inner());
             let start = Instant::now();
             b.copy_from_slice(&d);
             let dt = start.elapsed();
@@ -147,7 +149,7 @@ impl Base {
     }
 
     /// Write a new object (timed), then remove it (untimed).
-    pub(crate) fn write(&self) -> LocalBoxFuture<'static, Result<Duration>> {
+    pub(crate) fn write(&self) -> BoxFuture<'static, Result<Duration>> {
         if self.kind == RawKind::Memcpy {
             return self.memcpy();
         }
@@ -160,7 +162,7 @@ impl Base {
     }
 
     /// Read the object written beforehand.
-    pub(crate) fn read(&self) -> LocalBoxFuture<'static, Result<Duration>> {
+    pub(crate) fn read(&self) -> BoxFuture<'static, Result<Duration>> {
         let Some(key) = self.read_key.clone() else {
             return self.memcpy();
         };
@@ -174,7 +176,7 @@ impl Base {
 
     /// Remove the object written for reads.
     pub(crate) async fn close(self) -> Result<()> {
-        if let Some(key) = self.read_key.and_then(|k| Rc::try_unwrap(k).ok()) {
+        if let Some(key) = self.read_key.and_then(|k| Arc::try_unwrap(k).ok()) {
             self.raw.delete(self.kind, key).await?;
         }
         Ok(())

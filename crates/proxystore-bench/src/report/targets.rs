@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{MIB, Report};
 use crate::format::{fmt_rate, fmt_size, fmt_time};
+use crate::measure::small::{REDIS_BENCHMARK, SmallOps};
 
 /// A target from the issues and what this run measured for it.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -30,7 +31,7 @@ impl Report {
 
         // Small objects against Python.
         for (ours, py, factor, issues) in [
-            ("memory", "local", 20.0, vec![3, 8]),
+            ("memory", "local", 20.0, vec![3, 8, 18]),
             ("redis", "redis", 3.0, vec![8]),
         ] {
             let target = format!(
@@ -66,7 +67,12 @@ impl Report {
 
         // Large objects against the raw backend.
         let hundred = 100 * MIB;
-        for (conn, limit, issue) in [("file", 1.1, 8), ("redis", 1.1, 8), ("file", 1.3, 3)] {
+        for (conn, limit, issue) in [
+            ("file", 1.1, 8),
+            ("redis", 1.1, 8),
+            ("file", 1.3, 3),
+            ("file", 1.1, 18),
+        ] {
             for op in ["put", "get_cold"] {
                 let target = format!(
                     "100 MiB {conn} {}: within {:.0}% of the raw backend",
@@ -220,6 +226,8 @@ impl Report {
             }
         }
 
+        self.performance_targets(&mut t, &sizes);
+
         // Per-connector overhead against the raw client: the connector alone.
         for conn in ["file", "redis", "s3"] {
             for op in ["connector_put", "connector_get"] {
@@ -316,5 +324,128 @@ impl Report {
             met: None,
         });
         t
+    }
+
+    /// The rows of issue 18 (performance) that are not targets of earlier issues.
+    fn performance_targets(&self, t: &mut Vec<Target>, sizes: &BTreeSet<u64>) {
+        let mut push = |target: String, measured: Option<(String, bool)>, why: &str| {
+            t.push(match measured {
+                Some((measured, met)) => Target {
+                    issue: 18,
+                    target,
+                    measured,
+                    met: Some(met),
+                },
+                None => Target {
+                    issue: 18,
+                    target,
+                    measured: format!("not measured: {why}"),
+                    met: None,
+                },
+            })
+        };
+        let rate = |a: &SmallOps, b: &SmallOps| {
+            let x = a.put_get_pairs_per_s / b.put_get_pairs_per_s;
+            (
+                format!(
+                    "{:.0} vs {:.0} pairs/s = {x:.2}x",
+                    a.put_get_pairs_per_s, b.put_get_pairs_per_s
+                ),
+                x,
+            )
+        };
+
+        // Row 1: Redis large puts against Python ProxyStore and the fastest client.
+        let mut cells = Vec::new();
+        let mut ok = true;
+        for size in [MIB, 10 * MIB, 100 * MIB] {
+            let (Some(r), Some(py)) = (
+                self.row("redis", "put", size),
+                self.python_median("redis", "put", size),
+            ) else {
+                continue;
+            };
+            let fastest = r
+                .ratio
+                .map(|x| format!(", {x:.2}x the plain write"))
+                .unwrap_or_default();
+            cells.push(format!(
+                "{}: {} vs Python {} ({:.2}x faster){fastest}",
+                fmt_size(size),
+                fmt_time(r.summary.median_s),
+                fmt_time(py),
+                py / r.summary.median_s
+            ));
+            ok &= r.summary.median_s <= py && r.ratio.is_some_and(|x| x <= 1.1);
+        }
+        push(
+            "Redis put at 1, 10 and 100 MiB: at least as fast as Python ProxyStore's, within 10% of the fastest client (the value written from its buffer on a plain socket)".into(),
+            (!cells.is_empty()).then(|| (cells.join("; "), ok)),
+            "needs Redis at 1, 10 or 100 MiB and --python",
+        );
+
+        // Row 3: small objects through Redis, against redis-benchmark and the raw crate.
+        push(
+            "100 B put+get, redis store (no cache), 1 client: >= 75% of redis-benchmark -c 1 -d 100 (one connection, no pipelining)".into(),
+            self.small("redis", 1)
+                .zip(self.small(REDIS_BENCHMARK, 1))
+                .map(|(o, b)| rate(o, b))
+                .map(|(m, x)| (m, x >= 0.75)),
+            "needs the small-object loops over a plain-TCP Redis",
+        );
+        push(
+            "100 B put+get, redis store (no cache), 16 clients: >= the raw redis crate".into(),
+            self.small("redis", 16)
+                .zip(self.small("raw_redis", 16))
+                .map(|(o, b)| rate(o, b))
+                .map(|(m, x)| (m, x >= 1.0)),
+            "needs the small-object loops with 16 clients",
+        );
+
+        // Row 4: small objects through the gRPC service, against Redis.
+        for (clients, factor) in [(1, 0.75), (16, 1.0)] {
+            push(
+                format!(
+                    "gRPC 100 B put+get, {clients} client(s): >= {factor}x Redis (its raw client)"
+                ),
+                self.small("grpc", clients)
+                    .zip(self.small("raw_redis", clients))
+                    .map(|(o, b)| rate(o, b))
+                    .map(|(m, x)| (m, x >= factor)),
+                "needs the small-object loops over gRPC and Redis",
+            );
+        }
+        push(
+            "gRPC get at 1 MiB: throughput >= Redis's (its raw client)".into(),
+            self.row("grpc", "get_cold", MIB)
+                .and_then(|r| r.ratio.map(|x| (r, x)))
+                .map(|(r, x)| {
+                    (
+                        format!(
+                            "{} vs {} = {:.2}x Redis's throughput",
+                            fmt_time(r.summary.median_s),
+                            fmt_time(r.summary.median_s / x),
+                            1.0 / x
+                        ),
+                        x <= 1.0,
+                    )
+                }),
+            "needs gRPC and Redis at 1 MiB",
+        );
+
+        // Row 5: S3 puts through the connector against one raw PUT.
+        let mut cells = Vec::new();
+        let mut ok = true;
+        for &size in sizes.iter().filter(|s| (10 * MIB..=100 * MIB).contains(*s)) {
+            if let Some(x) = self.row("s3", "connector_put", size).and_then(|r| r.ratio) {
+                cells.push(format!("{}: {x:.2}x", fmt_size(size)));
+                ok &= x <= 1.05;
+            }
+        }
+        push(
+            "S3 put of 10-100 MiB through the connector: as fast as one raw PUT to the same server (<= 1.05x: the spread of repeated runs)".into(),
+            (!cells.is_empty()).then(|| (cells.join(", "), ok)),
+            "needs S3 at 10 or 100 MiB",
+        );
     }
 }
