@@ -87,7 +87,8 @@ macro_rules! fetched {
                 let mut de = rmp_serde::Deserializer::from_read_ref(buf);
                 de::Deserializer::$method(&mut de, $($arg,)* $visitor).map_err(|e| codec_error(&$r, e))
             }
-            Codec::Raw => $visitor.visit_borrowed_bytes(buf),
+            // An NPY file is bytes to a serde type: its header and elements as stored.
+            Codec::Raw | Codec::Npy => $visitor.visit_borrowed_bytes(buf),
         }
     }};
 }

@@ -1,7 +1,9 @@
 //! Codecs: how objects become bytes and back.
 //!
 //! Byte payloads (`Bytes`, `Vec<u8>`) are never run through serde: they are stored as they are
-//! ([`Codec::Raw`]), so a `Bytes` put is zero-copy and a `Vec<u8>` is copied once.
+//! ([`Codec::Raw`]), so a `Bytes` put is zero-copy and a `Vec<u8>` is copied once. Arrays of
+//! numbers ([`npy::NpyArray`]) are stored as NPY files ([`Codec::Npy`]), which NumPy reads
+//! without a copy.
 
 use std::any::{Any, TypeId};
 
@@ -11,6 +13,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::error::{Error, Result};
+
+pub mod npy;
 
 /// Nesting depth at which MessagePack decoding stops with an error instead of recursing on:
 /// serde_json's limit, low enough for a 2 MiB thread stack in a debug build.
@@ -30,6 +34,10 @@ pub enum Codec {
     /// MessagePack (self-describing binary).
     #[serde(rename = "msgpack")]
     MessagePack,
+    /// An NPY file of a [`npy::NpyArray`] (element type and shape in its header): how arrays
+    /// of numbers cross between Rust and Python's NumPy. Only `NpyArray` encodes and decodes
+    /// with it.
+    Npy,
 }
 
 impl Codec {
@@ -40,6 +48,7 @@ impl Codec {
             Codec::Postcard => "postcard",
             Codec::Json => "json",
             Codec::MessagePack => "msgpack",
+            Codec::Npy => "npy",
         }
     }
 
@@ -50,6 +59,9 @@ impl Codec {
     pub fn encode<T: Serialize + 'static>(self, value: &T) -> Result<(Bytes, Codec)> {
         if let Some(raw) = raw_bytes(value) {
             return Ok((raw, Codec::Raw));
+        }
+        if let Some(a) = (value as &dyn Any).downcast_ref::<npy::NpyArray>() {
+            return Ok((a.encode(), Codec::Npy));
         }
         let err = |source: crate::error::BoxError| Error::Encode {
             type_name: std::any::type_name::<T>().to_owned(),
@@ -62,6 +74,11 @@ impl Codec {
             }
             Codec::Json => serde_json::to_vec(value).map_err(|e| err(e.into()))?,
             Codec::MessagePack => rmp_serde::to_vec_named(value).map_err(|e| err(e.into()))?,
+            Codec::Npy => {
+                return Err(err(
+                    "the npy codec encodes proxystore::codec::npy::NpyArray values only".into(),
+                ));
+            }
         };
         Ok((Bytes::from(out), self))
     }
@@ -84,8 +101,22 @@ impl Codec {
                 .into()
             });
         }
+        if self == Codec::Npy {
+            let a = npy::NpyArray::decode(data)?;
+            let mut slot = Some(a);
+            return (&mut slot as &mut dyn Any)
+                .downcast_mut::<Option<T>>()
+                .and_then(Option::take)
+                .ok_or_else(|| {
+                    format!(
+                        "an npy array can only be read as proxystore::codec::npy::NpyArray, not {}",
+                        std::any::type_name::<T>()
+                    )
+                    .into()
+                });
+        }
         Ok(match self {
-            Codec::Postcard | Codec::Raw => postcard::from_bytes(&data)?,
+            Codec::Postcard | Codec::Raw | Codec::Npy => postcard::from_bytes(&data)?,
             Codec::Json => serde_json::from_slice(&data)?,
             Codec::MessagePack => {
                 let mut de = rmp_serde::Deserializer::from_read_ref(&data[..]);
@@ -110,8 +141,9 @@ impl FromStr for Codec {
             "postcard" => Ok(Codec::Postcard),
             "json" => Ok(Codec::Json),
             "msgpack" => Ok(Codec::MessagePack),
+            "npy" => Ok(Codec::Npy),
             other => Err(Error::config(format!(
-                "unknown codec '{other}' (expected postcard, json, msgpack or raw)"
+                "unknown codec '{other}' (expected postcard, json, msgpack, raw or npy)"
             ))),
         }
     }
@@ -190,6 +222,17 @@ mod tests {
         doc.push(0xc0);
         let e = Codec::MessagePack.decode::<serde_value::Value>(Bytes::from(doc));
         assert!(e.is_err());
+    }
+
+    #[test]
+    fn arrays_round_trip_as_npy_only() {
+        let a = npy::NpyArray::from_f64(vec![2], &[1.0, 2.0]).unwrap();
+        let (b, c) = Codec::Postcard.encode(&a).unwrap();
+        assert_eq!(c, Codec::Npy);
+        assert_eq!(c.decode::<npy::NpyArray>(b.clone()).unwrap(), a);
+        assert!(c.decode::<Vec<u8>>(b).is_err());
+        assert!(Codec::Npy.encode(&3u8).is_err());
+        assert_eq!("npy".parse::<Codec>().unwrap(), Codec::Npy);
     }
 
     #[test]
