@@ -48,13 +48,14 @@ where
 
 /// The bytes of a Python object: a `bytes` object is shared without a copy (the `Bytes` keeps
 /// it alive); any other buffer (`bytearray`, `memoryview`, an array) is copied once.
+/// Anything without the buffer protocol raises `TypeError` (`bytes(12)` would be 12 zeros).
 fn bytes_of(obj: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     let py = obj.py();
     let b = match obj.cast::<PyBytes>() {
         Ok(b) => b.clone(),
         Err(_) => py
             .get_type::<PyBytes>()
-            .call1((obj,))?
+            .call1((PyMemoryView::from(obj)?,))?
             .cast_into::<PyBytes>()?,
     };
     Ok(Bytes::from_owner(PyBackedBytes::from(b)))

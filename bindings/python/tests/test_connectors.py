@@ -1,0 +1,186 @@
+"""Rust-backed connectors held to Python ProxyStore's expectations of a connector.
+
+The first tests mirror Python ProxyStore's own `tests/connectors/connector_test.py`; the rest
+run its `Store` over each connector, including proxies pickled to another Python process.
+"""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import numpy as np
+import pytest
+from proxystore.connectors.protocols import Connector
+from proxystore.connectors.protocols import DeferrableConnector
+from proxystore.store import Store
+from proxystore.store.config import StoreConfig
+
+import proxystore_rs as ps
+
+
+def test_connector_repr(connector: ps.RustConnector) -> None:
+    assert connector.kind in repr(connector)
+
+
+def test_is_a_proxystore_connector(connector: ps.RustConnector) -> None:
+    assert isinstance(connector, Connector)
+    assert isinstance(connector, DeferrableConnector)
+
+
+def test_connector_basic_ops(connector: ps.RustConnector) -> None:
+    value = b'test_value'
+    key = connector.put(value)
+    assert isinstance(key, ps.RustKey)
+    assert connector.get(key) == value
+    assert connector.exists(key)
+    connector.evict(key)
+    assert not connector.exists(key)
+    assert connector.get(key) is None
+    # Evicting a missing key is not an error.
+    connector.evict(key)
+
+
+def test_connector_batch_ops(connector: ps.RustConnector) -> None:
+    values = [b'value1', b'value2', b'value3']
+    keys = connector.put_batch(values)
+    assert connector.get_batch(keys) == values
+    assert all(connector.exists(key) for key in keys)
+    for key in keys:
+        connector.evict(key)
+    assert all(not connector.exists(key) for key in keys)
+    assert connector.get_batch(keys) == [None, None, None]
+
+
+def test_connector_config(connector: ps.RustConnector) -> None:
+    key = connector.put(b'shared')
+    config = connector.config()
+    again = type(connector).from_config(config)
+    assert type(again) is type(connector)
+    assert isinstance(again, Connector)
+    assert again.get(key) == b'shared'
+    assert type(connector)(**config).exists(key)
+
+
+def test_deferrable_connector_ops(connector: ps.RustConnector) -> None:
+    obj = b'test_value'
+    key = connector.new_key(obj)
+    assert not connector.exists(key)
+    connector.set(key, obj)
+    connector.set(key, obj)
+    assert connector.get(key) == obj
+
+
+def test_inputs_of_every_buffer_type(connector: ps.RustConnector) -> None:
+    for value in [b'', bytearray(b'abc'), memoryview(b'xyz'), np.arange(4, dtype='<u2')]:
+        key = connector.put(value)
+        assert bytes(connector.get(key)) == bytes(memoryview(value).cast('B'))
+    with pytest.raises(TypeError):
+        connector.put(12)
+
+
+def test_get_is_a_read_only_view_that_outlives_the_connector(
+    connector: ps.RustConnector,
+) -> None:
+    key = connector.put(b'x' * 1000)
+    view = connector.get(key)
+    assert isinstance(view, memoryview) and view.readonly and len(view) == 1000
+    with pytest.raises(TypeError):
+        view[0] = 0
+    del connector
+    assert bytes(view[:3]) == b'xxx'
+
+
+def test_keys_pickle(connector: ps.RustConnector) -> None:
+    key = connector.put(b'abc')
+    assert pickle.loads(pickle.dumps(key)) == key
+    assert connector.get(pickle.loads(pickle.dumps(key))) == b'abc'
+    again = pickle.loads(pickle.dumps(connector))
+    assert type(again) is type(connector) and again.config() == connector.config()
+
+
+def test_large_object(connector: ps.RustConnector) -> None:
+    data = np.random.default_rng(1).bytes(8 * 1024 * 1024 + 3)
+    key = connector.put(data)
+    assert connector.get(key) == data
+
+
+def test_store_over_connector(connector: ps.RustConnector) -> None:
+    with Store(f'store-{connector.kind}', connector, register=False) as store:
+        key = store.put([1, 2, 3])
+        assert store.get(key) == [1, 2, 3]
+        assert store.exists(key)
+        store.evict(key)
+        assert not store.exists(key)
+        assert store.get(key) is None
+
+        proxy = store.proxy({'a': np.arange(10)})
+        assert proxy['a'].sum() == 45
+
+        keys = store.put_batch(['x', 'y'])
+        assert [store.get(k) for k in keys] == ['x', 'y']
+        proxies = store.proxy_batch([b'p', b'q'])
+        assert [bytes(p) for p in proxies] == [b'p', b'q']
+
+        config = store.config()
+        assert config.connector.kind.endswith(type(connector).__name__)
+        rebuilt = Store.from_config(StoreConfig(**config.model_dump()))
+        key = store.put('travels')
+        assert rebuilt.get(key) == 'travels'
+
+
+CONSUMER = textwrap.dedent(
+    """
+    import pickle, sys
+    proxy = pickle.loads(sys.stdin.buffer.read())
+    print(len(proxy), proxy[0], proxy[-1])
+    """,
+)
+
+
+def test_pickled_proxy_resolves_in_another_process(
+    shared_connector: ps.RustConnector,
+) -> None:
+    with Store(f'xproc-{shared_connector.kind}', shared_connector, register=True) as store:
+        proxy = store.proxy(list(range(1000)))
+        wire = pickle.dumps(proxy)
+        assert len(wire) < 2000
+        out = subprocess.run(
+            [sys.executable, '-c', CONSUMER],
+            input=wire,
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr.decode()
+        assert out.stdout.decode().split() == ['1000', '0', '999']
+
+
+def test_errors_are_typed(servers: dict[str, Any]) -> None:
+    with pytest.raises(ps.ConfigError) as e:
+        ps.RustConnector('no-such-kind')
+    assert e.value.kind == 'unknown_connector_kind'
+    assert e.value.connector == 'no-such-kind'
+    with pytest.raises(ps.ConfigError):
+        ps.RustConnector('redis', url='not a url at all')
+    with pytest.raises(ps.ProxyStoreError):
+        ps.RustConnector('grpc', address='http://127.0.0.1:1', connect_timeout_ms=200,
+                         retries=0).put(b'x')
+
+
+def test_grpc_token(servers: dict[str, Any]) -> None:
+    auth = servers['grpc_auth']
+    for token in [None, 'wrong-token']:
+        c = ps.GrpcConnector(auth['address'], token=token)
+        with pytest.raises(ps.UnauthorizedError) as e:
+            c.put(b'secret')
+        assert e.value.kind == 'unauthorized' and not e.value.retryable
+        assert isinstance(e.value, ps.ProxyStoreError)
+    good = ps.GrpcConnector(auth['address'], token=auth['token'])
+    key = good.put(b'secret')
+    assert good.get(key) == b'secret'
+    with pytest.raises(ps.UnauthorizedError):
+        ps.GrpcConnector(auth['address'], token='wrong-token').get(key)
