@@ -342,6 +342,19 @@ fn resolve_reference<'py>(
     ))
 }
 
+/// Set this process's resolve policy (which connectors a reference may make it rebuild) from
+/// its JSON form, as `PROXYSTORE_RESOLVE_POLICY` takes it, e.g.
+/// `{"hosts": ["redis.internal:6379"], "buckets": ["my-bucket"]}`.
+///
+/// Raises `ConfigError` for an invalid policy.
+#[pyfunction]
+fn set_resolve_policy(py: Python<'_>, policy_json: &str) -> PyResult<()> {
+    let policy =
+        proxystore::ResolvePolicy::from_json(policy_json).map_err(|e| errors::to_py(py, e))?;
+    proxystore::set_resolve_policy(policy);
+    Ok(())
+}
+
 /// The Rust core under Python: connectors, references and exceptions.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -349,6 +362,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Buffer>()?;
     m.add_function(wrap_pyfunction!(reference_info, m)?)?;
     m.add_function(wrap_pyfunction!(resolve_reference, m)?)?;
+    m.add_function(wrap_pyfunction!(set_resolve_policy, m)?)?;
     m.add(
         "CONNECTOR_KINDS",
         proxystore::kinds::registered_connector_kinds(),

@@ -24,6 +24,10 @@ import proxystore_rs as ps
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 
+# References name the S3 test bucket; the default resolve policy lists no bucket. Set before
+# the first resolve (the policy is read once) and inherited by the Rust processes spawned.
+os.environ['PROXYSTORE_RESOLVE_POLICY'] = json.dumps({'buckets': ['proxystore-test']})
+
 
 def _binary(name: str, env: str) -> str:
     path = os.environ.get(env)

@@ -4,7 +4,8 @@
   ``RustRedisConnector``, ``GrpcConnector``, ``RustS3Connector``, ``RustMemoryConnector``,
   and ``RustConnector`` for any kind of the Rust core (``multi``, ``globus``).
 - References shared with Rust processes: ``put_bytes``, ``put_array``, ``resolve``,
-  ``info`` (see ``proxystore_rs.references`` for what crosses the line).
+  ``info`` (see ``proxystore_rs.references`` for what crosses the line), and
+  ``set_resolve_policy`` (which connectors a reference may make this process rebuild).
 - Exceptions: ``ProxyStoreError`` and its subclasses, each with ``kind``, ``store``,
   ``key``, ``connector`` and ``retryable`` attributes.
 """
@@ -22,6 +23,7 @@ from proxystore_rs._native import RefusedError
 from proxystore_rs._native import TimeoutError
 from proxystore_rs._native import UnauthorizedError
 from proxystore_rs._native import UnsupportedError
+from proxystore_rs._native import set_resolve_policy
 from proxystore_rs.connectors import GrpcConnector
 from proxystore_rs.connectors import RustConnector
 from proxystore_rs.connectors import RustFileConnector
@@ -57,4 +59,5 @@ __all__ = [
     'put_array',
     'put_bytes',
     'resolve',
+    'set_resolve_policy',
 ]

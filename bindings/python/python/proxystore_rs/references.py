@@ -91,7 +91,8 @@ def put_array(
             f'arrays of {a.dtype} cannot cross into Rust: only bool, integer, float and '
             'complex elements do',
         )
-    a = np.ascontiguousarray(a)
+    if not a.flags.c_contiguous:
+        a = a.copy(order='C')
     native = _native_of(connector)
     return native.put_npy(
         a.dtype.str,
@@ -136,8 +137,8 @@ def resolve(reference: bytes) -> Any:
     try:
         count = math.prod(shape)
         if count == 0:
-            return np.empty(shape, dtype=np.dtype(dtype), order='F' if fortran else 'C')
+            return np.empty(tuple(shape), dtype=np.dtype(dtype), order='F' if fortran else 'C')
         array = np.frombuffer(view, dtype=np.dtype(dtype), count=count, offset=offset)
     except (TypeError, ValueError) as e:
         raise CodecError(f'cannot read the NPY array of the reference: {e}') from e
-    return array.reshape(shape, order='F' if fortran else 'C')
+    return array.reshape(tuple(shape), order='F' if fortran else 'C')
