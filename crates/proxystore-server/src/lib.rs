@@ -187,6 +187,7 @@ impl Server {
             local_addr,
             store,
         } = self;
+        let sessions = store.clone();
         let (router, reporter) = router(&config, store).await?;
 
         // The builder's TCP_NODELAY does not apply to a custom incoming stream: set it here.
@@ -207,6 +208,7 @@ impl Server {
                         ServingStatus::NotServing,
                     )
                     .await;
+                sessions.stop_sessions();
                 stopping.notify_one();
             }
         };

@@ -30,6 +30,7 @@ type Stack = RpcTrace<InterceptedService<StoreServiceServer<StoreSvc>, BearerAut
 #[derive(Clone)]
 pub struct StoreService {
     stack: Stack,
+    svc: StoreSvc,
     /// Stops the sweeper when the last clone is dropped.
     _sweeper: Arc<AbortOnDrop>,
 }
@@ -45,6 +46,17 @@ impl Drop for AbortOnDrop {
 impl std::fmt::Debug for StoreService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreService").finish_non_exhaustive()
+    }
+}
+
+impl StoreService {
+    /// Begin a graceful shutdown of the service's long-lived `Session` streams: each finishes
+    /// the calls it has read and ends, so that a server waiting for its calls in flight is not
+    /// held up by idle sessions. [`crate::Server`] calls it when its shutdown signal fires; a
+    /// router that mounts the service itself calls it before (or as) it shuts down. Calls made
+    /// afterwards on new streams are served as before.
+    pub fn stop_sessions(&self) {
+        self.svc.stop_sessions();
     }
 }
 
@@ -150,12 +162,13 @@ pub async fn store_service(config: &ServerConfig) -> Result<StoreService, Server
         svc.clone(),
         config.sweep_interval.max(Duration::from_millis(10)),
     ));
-    let server = StoreServiceServer::new(svc)
+    let server = StoreServiceServer::new(svc.clone())
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
     let authenticated = InterceptedService::new(server, BearerAuth::new(config.token.as_deref()));
     Ok(StoreService {
         stack: RpcTrace::new(authenticated, Side::Server),
+        svc,
         _sweeper: Arc::new(AbortOnDrop(sweeper.abort_handle())),
     })
 }

@@ -18,6 +18,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::accounting::{Accounting, Meta};
 use crate::backend::{Backend, MAX_KEY_BYTES, check_key_length};
 
+mod session;
+
 /// The longest one `Wait` call waits; a client that wants longer calls again.
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(30);
 
@@ -53,6 +55,8 @@ struct Inner {
     caller_keys: bool,
     acc: Arc<Accounting>,
     limits: Limits,
+    /// Becomes true when the server shuts down (see [`StoreSvc::stop_sessions`]).
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 type GetStream = Pin<Box<dyn Stream<Item = Result<v1::GetResponse, Status>> + Send>>;
@@ -139,8 +143,15 @@ impl StoreSvc {
                 caller_keys: backend.caller_keys,
                 acc,
                 limits,
+                stopping: tokio::sync::watch::Sender::new(false),
             }),
         }
+    }
+
+    /// Tell the open sessions that the server is shutting down: each finishes the calls it
+    /// has read and ends (see [`session`]).
+    pub(crate) fn stop_sessions(&self) {
+        self.inner.stopping.send_replace(true);
     }
 
     /// Evict objects whose time to live has passed.
@@ -314,6 +325,130 @@ impl Inner {
         Ok((key, received))
     }
 
+    /// What a put with `header` stores, its key checked.
+    fn upload(&self, header: v1::PutHeader) -> Result<Upload, Status> {
+        let key = if header.key.is_empty() {
+            None
+        } else {
+            Some(self.key(header.key)?)
+        };
+        Ok(Upload {
+            key,
+            size: header.size,
+            digest: header.digest,
+            ttl_millis: header.ttl_millis,
+            options: PutOptions {
+                name: (!header.name.is_empty()).then_some(header.name),
+                tags: header.tags,
+            },
+        })
+    }
+
+    /// Store a whole object given in one message (a `PutBatch` item, a session's put).
+    pub(crate) async fn put_whole(
+        &self,
+        header: v1::PutHeader,
+        data: Bytes,
+    ) -> Result<v1::PutResponse, Status> {
+        let len = data.len() as u64;
+        if header.size.is_some_and(|s| s != len) {
+            return Err(invalid(format!(
+                "a put of {len} bytes whose header declares {} bytes",
+                header.size.unwrap_or_default()
+            )));
+        }
+        let mut up = self.upload(header)?;
+        up.size = Some(len);
+        let pieces = futures::stream::iter([Ok(Piece::Chunk(data)), Ok(Piece::Finish)]);
+        let (key, size) = self.store(up, pieces).await?;
+        record_call(&key, size);
+        Ok(v1::PutResponse {
+            key: key.to_string(),
+            size,
+        })
+    }
+
+    /// The reader of a get, with the header of its answer; `NOT_FOUND` when absent.
+    async fn open_get(&self, r: v1::GetRequest) -> Result<(v1::GetHeader, ObjectReader), Status> {
+        let key = self.key(r.key)?;
+        self.expire_if_due(&key).await?;
+        let range = r.range.map(|r| r.start..r.end);
+        let Some(reader) = self.connector.reader(&key, range).await? else {
+            return Err(self.not_found(&key));
+        };
+        record_call(&key, reader.len);
+        let digest = self
+            .acc
+            .meta(&key)
+            .and_then(|m| m.digest)
+            .map(|d| proto_digest(&d));
+        let header = v1::GetHeader {
+            size: reader.len,
+            object_size: reader.object_size,
+            offset: reader.offset,
+            digest,
+        };
+        Ok((header, reader))
+    }
+
+    /// A get answered in one message: the bytes when at most `max_inline`, else `omitted`.
+    pub(crate) async fn get_inline(
+        &self,
+        r: v1::GetRequest,
+        max_inline: u64,
+    ) -> Result<v1::GetBatchItem, Status> {
+        let (header, reader) = match self.open_get(r).await {
+            Ok(opened) => opened,
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                return Ok(v1::GetBatchItem::default());
+            }
+            Err(s) => return Err(s),
+        };
+        let mut item = v1::GetBatchItem {
+            found: true,
+            omitted: header.size > max_inline,
+            size: header.size,
+            data: Bytes::new(),
+        };
+        if !item.omitted {
+            item.data = reader.into_bytes().await?;
+        }
+        Ok(item)
+    }
+
+    pub(crate) async fn exists_call(
+        &self,
+        r: v1::ExistsRequest,
+    ) -> Result<v1::ExistsResponse, Status> {
+        let key = self.key(r.key)?;
+        tracing::Span::current().record("key", tracing::field::display(&key));
+        self.expire_if_due(&key).await?;
+        // The size as accounted (every object put through the server or listed when it
+        // started); for one stored behind its back, as an empty read reports it (0 when the
+        // connector cannot tell).
+        let exists = self.connector.exists(&key).await?;
+        let size = match self.acc.meta(&key) {
+            Some(m) if exists => m.size,
+            None if exists => self
+                .connector
+                .reader(&key, Some(0..0))
+                .await?
+                .map_or(0, |r| r.object_size),
+            _ => 0,
+        };
+        Ok(v1::ExistsResponse { exists, size })
+    }
+
+    pub(crate) async fn evict_call(
+        &self,
+        r: v1::EvictRequest,
+    ) -> Result<v1::EvictResponse, Status> {
+        let key = self.key(r.key)?;
+        tracing::Span::current().record("key", tracing::field::display(&key));
+        let existed = self.evict(&key).await?;
+        Ok(v1::EvictResponse { existed })
+    }
+
     /// The stream of a Get answer: the header, then chunks read as the transport asks for
     /// them (a slow client holds back the reads instead of filling server memory).
     ///
@@ -428,21 +563,7 @@ impl StoreService for StoreSvc {
             }
             None => return Err(invalid("empty Put stream: a header is required")),
         };
-        let key = if header.key.is_empty() {
-            None
-        } else {
-            Some(self.inner.key(header.key)?)
-        };
-        let up = Upload {
-            key,
-            size: header.size,
-            digest: header.digest,
-            ttl_millis: header.ttl_millis,
-            options: PutOptions {
-                name: (!header.name.is_empty()).then_some(header.name),
-                tags: header.tags,
-            },
-        };
+        let up = self.inner.upload(header)?;
         let mut finished = false;
         let chunks = stream.map(move |m| {
             if finished {
@@ -471,32 +592,25 @@ impl StoreService for StoreSvc {
     }
 
     type GetStream = GetStream;
+    type SessionStream = session::SessionStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<v1::SessionRequest>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        Ok(Response::new(session::serve(
+            self.inner.clone(),
+            request.into_inner(),
+        )))
+    }
 
     async fn get(
         &self,
         request: Request<v1::GetRequest>,
     ) -> Result<Response<Self::GetStream>, Status> {
-        let r = request.into_inner();
-        let key = self.inner.key(r.key)?;
-        self.inner.expire_if_due(&key).await?;
-        let range = r.range.map(|r| r.start..r.end);
-        let Some(reader) = self.inner.connector.reader(&key, range).await? else {
-            return Err(self.inner.not_found(&key));
-        };
-        record_call(&key, reader.len);
-        let digest = self
-            .inner
-            .acc
-            .meta(&key)
-            .and_then(|m| m.digest)
-            .map(|d| proto_digest(&d));
+        let (header, reader) = self.inner.open_get(request.into_inner()).await?;
         let header = v1::GetResponse {
-            msg: Some(v1::get_response::Msg::Header(v1::GetHeader {
-                size: reader.len,
-                object_size: reader.object_size,
-                offset: reader.offset,
-                digest,
-            })),
+            msg: Some(v1::get_response::Msg::Header(header)),
         };
         Ok(Response::new(self.inner.get_stream(header, reader)))
     }
@@ -505,34 +619,18 @@ impl StoreService for StoreSvc {
         &self,
         request: Request<v1::ExistsRequest>,
     ) -> Result<Response<v1::ExistsResponse>, Status> {
-        let key = self.inner.key(request.into_inner().key)?;
-        tracing::Span::current().record("key", tracing::field::display(&key));
-        self.inner.expire_if_due(&key).await?;
-        // The size as accounted (every object put through the server or listed when it
-        // started); for one stored behind its back, as an empty read reports it (0 when the
-        // connector cannot tell).
-        let exists = self.inner.connector.exists(&key).await?;
-        let size = match self.inner.acc.meta(&key) {
-            Some(m) if exists => m.size,
-            None if exists => self
-                .inner
-                .connector
-                .reader(&key, Some(0..0))
-                .await?
-                .map_or(0, |r| r.object_size),
-            _ => 0,
-        };
-        Ok(Response::new(v1::ExistsResponse { exists, size }))
+        Ok(Response::new(
+            self.inner.exists_call(request.into_inner()).await?,
+        ))
     }
 
     async fn evict(
         &self,
         request: Request<v1::EvictRequest>,
     ) -> Result<Response<v1::EvictResponse>, Status> {
-        let key = self.inner.key(request.into_inner().key)?;
-        tracing::Span::current().record("key", tracing::field::display(&key));
-        let existed = self.inner.evict(&key).await?;
-        Ok(Response::new(v1::EvictResponse { existed }))
+        Ok(Response::new(
+            self.inner.evict_call(request.into_inner()).await?,
+        ))
     }
 
     async fn stat(
@@ -568,24 +666,15 @@ impl StoreService for StoreSvc {
         let items = request.into_inner().items;
         let mut keys = Vec::with_capacity(items.len());
         for item in items {
-            let key = if item.key.is_empty() {
-                None
-            } else {
-                Some(self.inner.key(item.key)?)
-            };
-            let up = Upload {
-                key,
-                size: Some(item.data.len() as u64),
+            let header = v1::PutHeader {
+                key: item.key,
+                size: None,
                 digest: item.digest,
                 ttl_millis: item.ttl_millis,
-                options: PutOptions {
-                    name: (!item.name.is_empty()).then_some(item.name),
-                    tags: Vec::new(),
-                },
+                name: item.name,
+                tags: Vec::new(),
             };
-            let data = futures::stream::iter([Ok(Piece::Chunk(item.data)), Ok(Piece::Finish)]);
-            let (key, _) = self.inner.store(up, data).await?;
-            keys.push(key.to_string());
+            keys.push(self.inner.put_whole(header, item.data).await?.key);
         }
         Ok(Response::new(v1::PutBatchResponse { keys }))
     }

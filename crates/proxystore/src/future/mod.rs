@@ -21,10 +21,11 @@
 //!
 //! # How consumers wait
 //!
-//! Not by polling where the backend can tell them: a consumer calls [`Connector::wait`], which
-//! each connector implements with what its backend offers (an in-process notify, a server call
-//! that answers when the key is set, a Redis channel, file notifications; polling with backoff
-//! only where nothing else exists). [`Connector::wait_mechanism`] names it.
+//! Not by polling where the backend can tell them: a consumer calls
+//! [`Connector::wait`](crate::Connector::wait), which each connector implements with what its
+//! backend offers (an in-process notify, a server call that answers when the key is set, a Redis
+//! channel, file notifications; polling with backoff only where nothing else exists).
+//! [`Connector::wait_mechanism`](crate::Connector::wait_mechanism) names it.
 //!
 //! # Failure is visible, never a hang
 //!
@@ -43,8 +44,9 @@
 //! proxy.proto`, message `Future`), which carries the trace context of the `set`: a consumer's
 //! `proxystore.future.wait` span links to the span that set the value.
 //!
-//! A future needs a connector with deferred puts ([`Connector::new_key`] and
-//! [`Connector::set`]): memory, file, Redis, S3, gRPC and multi have them.
+//! A future needs a connector with deferred puts
+//! ([`Connector::new_key`](crate::Connector::new_key) and
+//! [`Connector::set`](crate::Connector::set)): memory, file, Redis, S3, gRPC and multi have them.
 
 mod record;
 mod wait;

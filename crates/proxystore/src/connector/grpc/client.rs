@@ -6,11 +6,14 @@ use std::future::Future;
 use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
 use proxystore_proto::v1;
+use proxystore_proto::v1::session_request::Call;
+use proxystore_proto::v1::session_response::Result as Answer;
 use proxystore_proto::v1::store_service_client::StoreServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
@@ -22,6 +25,7 @@ use super::config::{
 };
 use super::pool::{Pick, Pool};
 use super::rpc_trace::RpcTrace;
+use super::session::Session;
 use super::transfer::{GetStream, Progress, PutBody, next_message};
 use crate::connector::PutOptions;
 use crate::digest::{Digest, DigestAlgorithm};
@@ -34,9 +38,26 @@ pub(super) struct Inner {
     pub(super) pool: Pool,
     pub(super) auth: Option<MetadataValue<Ascii>>,
     pub(super) caller_keys: tokio::sync::OnceCell<bool>,
+    /// Gets in a row whose object was too large for a session's answer: from
+    /// [`LARGE_GETS_TO_STREAMS`] on, gets go straight to streams of their own (sparing the
+    /// session's round trip that only says "too large"), until one fetches an object small
+    /// enough for a session again.
+    pub(super) large_gets: AtomicU32,
 }
 
 pub(super) type Client = StoreServiceClient<RpcTrace<Channel>>;
+
+/// Largest object put on a session (one message), whatever the server allows
+/// (`SessionOpened::max_put_bytes`); larger ones go on a `Put` stream of their own.
+const SESSION_PUT_MAX: u64 = 1 << 20;
+/// An object a session answers inline (the server's default limit), when no session said.
+const SESSION_GET_SMALL: u64 = 256 << 10;
+/// Gets in a row too large for a session after which gets go straight to streams of their own
+/// (see [`Inner::large_gets`]).
+const LARGE_GETS_TO_STREAMS: u32 = 2;
+/// Sessions a call is tried on before it goes on a stream of its own, when each ends (with OK)
+/// before it runs the call.
+const SESSION_ATTEMPTS: usize = 3;
 
 /// The endpoint of `address`, one of `config`'s, with `config`'s settings.
 pub(super) fn endpoint(config: &GrpcConfig, address: &str) -> Result<Endpoint> {
@@ -98,6 +119,32 @@ pub(super) fn digest_from_proto(d: Option<v1::Digest>) -> Option<Digest> {
     Digest::from_parts(alg, &d.value).ok().flatten()
 }
 
+/// The header of an upload with `options`.
+fn put_header(options: &UploadOptions) -> v1::PutHeader {
+    v1::PutHeader {
+        key: options
+            .key
+            .as_ref()
+            .map(|k| k.to_string())
+            .unwrap_or_default(),
+        size: options.size,
+        digest: options.digest.as_ref().map(proto_digest),
+        ttl_millis: options
+            .ttl
+            .map(|t| t.as_millis().clamp(1, u128::from(u64::MAX)) as u64)
+            .unwrap_or(0),
+        name: options.put.name.clone().unwrap_or_default(),
+        tags: options.put.tags.clone(),
+    }
+}
+
+/// A session answered `method` with the result of another call.
+fn unexpected_answer(method: &str) -> Status {
+    protocol_error(format!(
+        "a session answered {method} with another call's result"
+    ))
+}
+
 pub(super) fn protocol_error(what: impl Into<String>) -> Status {
     Status::internal(format!("protocol error from server: {}", what.into()))
 }
@@ -121,10 +168,19 @@ impl Inner {
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
+        self.on_pick(|pick| call(self.pool.client(pick))).await
+    }
+
+    /// As [`Inner::on_replica_picked`], `call` given the replica picked.
+    async fn on_pick<T, F, Fut>(&self, mut call: F) -> Result<(T, Pick)>
+    where
+        F: FnMut(Pick) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
         let mut pick = self.pool.pick();
         let mut tried = Vec::new();
         loop {
-            let result = call(self.pool.client(pick)).await;
+            let result = call(pick).await;
             self.pool.report(pick, result.as_ref().err());
             match result {
                 Ok(t) => return Ok((t, pick)),
@@ -143,6 +199,90 @@ impl Inner {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The session of the picked replica, opened if need be; `None` when its server has no
+    /// sessions.
+    async fn session(&self, pick: Pick) -> Result<Option<Arc<Session>>> {
+        let slot = self.pool.session_slot(pick);
+        if slot.unsupported() {
+            return Ok(None);
+        }
+        slot.get(self.pool.client(pick), self.auth.as_ref(), self.timeout())
+            .await
+            .map_err(Error::from)
+    }
+
+    /// `call` (the service's `method`) on the picked replica's session, when the session's
+    /// limits let it (`fits`); `None` when the replica has no sessions, the call does not fit,
+    /// or its sessions kept ending before they ran it: the caller then makes the call on a
+    /// stream of its own.
+    async fn session_call(
+        &self,
+        pick: Pick,
+        method: &'static str,
+        call: &Call,
+        mut fits: impl FnMut(&v1::SessionOpened) -> bool,
+    ) -> Result<Option<Answer>> {
+        for _ in 0..SESSION_ATTEMPTS {
+            let Some(session) = self.session(pick).await? else {
+                return Ok(None);
+            };
+            if !fits(session.limits()) {
+                return Ok(None);
+            }
+            if let Some(answer) = session.call(method, call.clone(), self.timeout()).await? {
+                return Ok(Some(answer));
+            }
+        }
+        Ok(None)
+    }
+
+    /// [`Inner::session_call`] on a replica picked from the pool.
+    async fn on_session(&self, method: &'static str, call: Call) -> Result<Option<Answer>> {
+        self.on_replica_pick(|pick| {
+            let call = &call;
+            async move { self.session_call(pick, method, call, |_| true).await }
+        })
+        .await
+    }
+
+    /// As [`Inner::on_pick`], without the pick.
+    async fn on_replica_pick<T, F, Fut>(&self, call: F) -> Result<T>
+    where
+        F: FnMut(Pick) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.on_pick(call).await.map(|(t, _)| t)
+    }
+
+    pub(super) async fn exists(&self, key: &Key) -> Result<bool> {
+        let req = v1::ExistsRequest {
+            key: key.to_string(),
+        };
+        match self.on_session("Exists", Call::Exists(req.clone())).await? {
+            Some(Answer::Exists(r)) => return Ok(r.exists),
+            Some(_) => return Err(Error::from(unexpected_answer("Exists"))),
+            None => {}
+        }
+        let r = self
+            .unary("exists", req, |mut c, r| async move { c.exists(r).await })
+            .await?;
+        Ok(r.exists)
+    }
+
+    pub(super) async fn evict(&self, key: &Key) -> Result<()> {
+        let req = v1::EvictRequest {
+            key: key.to_string(),
+        };
+        match self.on_session("Evict", Call::Evict(req.clone())).await? {
+            Some(Answer::Evict(_)) => return Ok(()),
+            Some(_) => return Err(Error::from(unexpected_answer("Evict"))),
+            None => {}
+        }
+        self.unary("evict", req, |mut c, r| async move { c.evict(r).await })
+            .await
+            .map(|_| ())
     }
 
     pub(super) fn timeout(&self) -> Duration {
@@ -331,9 +471,54 @@ impl Inner {
     }
 
     pub(super) async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<Option<Bytes>> {
-        self.on_replica(|client| {
+        self.on_replica_pick(|pick| {
             let range = range.clone();
-            async move { self.get_once(client, key, range).await.map_err(Error::from) }
+            async move {
+                let mut inline_max = None;
+                if self.large_gets.load(Ordering::Relaxed) < LARGE_GETS_TO_STREAMS {
+                    let call = Call::Get(v1::GetRequest {
+                        key: key.to_string(),
+                        range: range.clone().map(|r| v1::ByteRange {
+                            start: r.start,
+                            end: r.end,
+                        }),
+                    });
+                    let fits = |l: &v1::SessionOpened| {
+                        inline_max = Some(l.max_inline_bytes);
+                        true
+                    };
+                    match self.session_call(pick, "Get", &call, fits).await? {
+                        Some(Answer::Get(item)) if !item.found => return Ok(None),
+                        Some(Answer::Get(item)) if !item.omitted => {
+                            if item.data.len() as u64 != item.size {
+                                return Err(Error::from(protocol_error(format!(
+                                    "a session's Get answer of {} bytes for an object of {}",
+                                    item.data.len(),
+                                    item.size
+                                ))));
+                            }
+                            self.large_gets.store(0, Ordering::Relaxed);
+                            return Ok(Some(item.data));
+                        }
+                        // Too large to answer inline: on a stream of its own.
+                        Some(Answer::Get(_)) => {
+                            self.large_gets.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Some(_) => return Err(Error::from(unexpected_answer("Get"))),
+                        None => {}
+                    }
+                }
+                let data = self
+                    .get_once(self.pool.client(pick), key, range)
+                    .await
+                    .map_err(Error::from)?;
+                // Small enough for a session: the next get tries one again.
+                let limit = inline_max.unwrap_or(SESSION_GET_SMALL);
+                if data.as_ref().is_some_and(|d| d.len() as u64 <= limit) {
+                    self.large_gets.store(0, Ordering::Relaxed);
+                }
+                Ok(data)
+            }
         })
         .await
     }
@@ -425,17 +610,7 @@ impl Inner {
         data: Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>,
         options: UploadOptions,
     ) -> Result<Key> {
-        let header = v1::PutHeader {
-            key: options.key.map(|k| k.to_string()).unwrap_or_default(),
-            size: options.size,
-            digest: options.digest.as_ref().map(proto_digest),
-            ttl_millis: options
-                .ttl
-                .map(|t| t.as_millis().clamp(1, u128::from(u64::MAX)) as u64)
-                .unwrap_or(0),
-            name: options.put.name.unwrap_or_default(),
-            tags: options.put.tags,
-        };
+        let header = put_header(&options);
         let progress = Arc::new(Progress::new());
         let body = PutBody {
             header: Some(v1::PutRequest {
@@ -481,7 +656,7 @@ impl Inner {
         let size = data.len() as u64;
         // Whole in memory, the object can be sent again to the next replica when the
         // connection to one cannot be established.
-        self.on_replica(|client| {
+        self.on_replica_pick(|pick| {
             let data = data.clone();
             let options = UploadOptions {
                 key: key.clone(),
@@ -489,11 +664,34 @@ impl Inner {
                 put: options.clone(),
                 ..UploadOptions::default()
             };
-            self.put_on(
-                client,
-                Box::pin(futures::stream::once(async move { Ok(data) })),
-                options,
-            )
+            async move {
+                if size <= SESSION_PUT_MAX {
+                    let put = v1::SessionPut {
+                        header: Some(put_header(&options)),
+                        data: data.clone(),
+                    };
+                    // Room for the request's id and trace context.
+                    let len = prost::Message::encoded_len(&put) as u64 + 256;
+                    let fits = |l: &v1::SessionOpened| {
+                        (l.max_put_bytes == 0 || size <= l.max_put_bytes)
+                            && len <= l.max_message_bytes
+                    };
+                    match self
+                        .session_call(pick, "Put", &Call::Put(put), fits)
+                        .await?
+                    {
+                        Some(Answer::Put(r)) => return Ok(Key::from(r.key)),
+                        Some(_) => return Err(Error::from(unexpected_answer("Put"))),
+                        None => {}
+                    }
+                }
+                self.put_on(
+                    self.pool.client(pick),
+                    Box::pin(futures::stream::once(async move { Ok(data) })),
+                    options,
+                )
+                .await
+            }
         })
         .await
     }

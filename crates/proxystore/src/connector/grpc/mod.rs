@@ -3,11 +3,15 @@
 //! One HTTP/2 channel per server address, created lazily on the library's I/O runtime and reused
 //! by every call; with several addresses of replicas serving the same objects
 //! ([`GrpcConfig::addresses`]), calls are spread over them and move on from one that is down.
-//! Objects move as streams of 1 MiB chunks with HTTP/2 flow control as
-//! backpressure; idempotent calls (get, exists, evict, stat, batch get and evict, deferred
-//! `set`) are retried with backoff ([`crate::retry::RetryConfig`], applied by the store's
-//! layers) when the server answers `UNAVAILABLE` or the connection breaks; every call has a
-//! timeout. The config round-trips, so a proxy made against a server resolves in
+//! Small calls (gets of objects up to 256 KiB, puts up to 64 KiB: the server's limits; exists
+//! and evict) share one long-lived `Session` stream per server, matched by id, so that a call
+//! costs one message each way instead of an HTTP/2 stream of its own; larger objects move as
+//! streams of 1 MiB chunks with HTTP/2 flow control as backpressure (after two gets in a row
+//! too large for a session, gets go straight to streams until one fetches a small object). A
+//! server without sessions (an older one) is served call by call. Idempotent calls (get, exists, evict, stat,
+//! batch get and evict, deferred `set`) are retried with backoff
+//! ([`crate::retry::RetryConfig`], applied by the store's layers) when the server answers
+//! `UNAVAILABLE` or the connection breaks; every call has a timeout. The config round-trips, so a proxy made against a server resolves in
 //! any process that can reach that server.
 //!
 //! ```no_run
@@ -40,7 +44,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
-use proxystore_proto::v1;
 use tonic::metadata::MetadataValue;
 
 use super::stream::{ObjectReader, ObjectWriter};
@@ -53,11 +56,12 @@ use crate::runtime;
 pub mod rpc_trace;
 mod status;
 
-pub use status::{DETAIL_METADATA, KEY_METADATA};
+pub use status::{DETAIL_METADATA, KEY_METADATA, session_error, session_status};
 
 mod client;
 mod config;
 mod pool;
+mod session;
 mod transfer;
 
 use client::Inner;
@@ -133,6 +137,7 @@ impl GrpcConnector {
                 pool,
                 auth,
                 caller_keys: tokio::sync::OnceCell::new(),
+                large_gets: std::sync::atomic::AtomicU32::new(0),
             }),
         })
     }
@@ -282,14 +287,7 @@ impl Connector for GrpcConnector {
     }
 
     async fn exists(&self, key: &Key) -> Result<bool> {
-        let req = v1::ExistsRequest {
-            key: key.to_string(),
-        };
-        let r = self
-            .inner
-            .unary("exists", req, |mut c, r| async move { c.exists(r).await })
-            .await?;
-        Ok(r.exists)
+        self.inner.exists(key).await
     }
 
     /// The server's `Wait` call: it answers when the key is written through it (the backend's
@@ -312,13 +310,7 @@ impl Connector for GrpcConnector {
     }
 
     async fn evict(&self, key: &Key) -> Result<()> {
-        let req = v1::EvictRequest {
-            key: key.to_string(),
-        };
-        self.inner
-            .unary("evict", req, |mut c, r| async move { c.evict(r).await })
-            .await
-            .map(|_| ())
+        self.inner.evict(key).await
     }
 
     fn config(&self) -> ConnectorConfig {

@@ -18,6 +18,7 @@ use tonic::transport::Endpoint;
 use super::client::{Client, endpoint};
 use super::config::{GrpcConfig, MAX_MESSAGE_SIZE, uri_of};
 use super::rpc_trace::{RpcTrace, Side};
+use super::session::SessionSlot;
 use super::status::{self, Unreachable};
 use crate::error::{Error, Result};
 use crate::runtime;
@@ -44,6 +45,8 @@ struct Replica {
     address: String,
     endpoint: Endpoint,
     client: OnceLock<Client>,
+    /// Its `Session` stream, for small calls.
+    session: SessionSlot,
     /// `down_until_ms << FAILURE_BITS | consecutive_failures`; 0 for a replica that never
     /// failed or answered since.
     state: AtomicU64,
@@ -82,6 +85,7 @@ impl Pool {
                 address: address.to_owned(),
                 endpoint: endpoint(config, address)?,
                 client: OnceLock::new(),
+                session: SessionSlot::default(),
                 state: AtomicU64::new(0),
             });
         }
@@ -143,6 +147,11 @@ impl Pool {
                 .max_encoding_message_size(MAX_MESSAGE_SIZE)
             })
             .clone()
+    }
+
+    /// The session state of the picked replica.
+    pub(super) fn session_slot(&self, pick: Pick) -> &SessionSlot {
+        &self.replicas[pick.index].session
     }
 
     /// The address of the picked replica.

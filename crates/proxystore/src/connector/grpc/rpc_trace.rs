@@ -113,37 +113,61 @@ impl<S> RpcTrace<S> {
         if self.prefix.is_some_and(|p| !path.starts_with(p)) {
             return Span::none();
         }
-        let name = path.trim_start_matches('/');
-        let (service, method) = name.split_once('/').unwrap_or((name, ""));
-        match self.side {
-            Side::Client => tracing::info_span!(
-                "grpc.client",
-                otel.name = name,
-                otel.kind = "client",
-                rpc.system = "grpc",
-                rpc.service = service,
-                rpc.method = method,
-                rpc.grpc.status_code = Empty,
-                outcome = Empty,
-                otel.status_code = Empty,
-                otel.status_description = Empty,
-            ),
-            Side::Server => tracing::info_span!(
-                "grpc.server",
-                otel.name = name,
-                otel.kind = "server",
-                rpc.system = "grpc",
-                rpc.service = service,
-                rpc.method = method,
-                rpc.grpc.status_code = Empty,
-                key = Empty,
-                bytes = Empty,
-                outcome = Empty,
-                otel.status_code = Empty,
-                otel.status_description = Empty,
-            ),
+        // A session lives as long as its connection: its calls have spans of their own
+        // ([`call_span`]), the stream none.
+        if path.ends_with(SESSION_SUFFIX) {
+            return Span::none();
         }
+        call_span(self.side, path)
     }
+}
+
+/// The method path of the `Session` stream ends so.
+const SESSION_SUFFIX: &str = "/Session";
+
+/// The span of one call to `path` (`/package.Service/Method`, the leading `/` optional) on
+/// `side`, as [`RpcTrace`] opens it: for a call that travels inside a longer stream (the
+/// store service's `Session`), which opens one per call itself.
+pub fn call_span(side: Side, path: &str) -> Span {
+    let name = path.trim_start_matches('/');
+    let (service, method) = name.split_once('/').unwrap_or((name, ""));
+    match side {
+        Side::Client => tracing::info_span!(
+            "grpc.client",
+            otel.name = name,
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = service,
+            rpc.method = method,
+            rpc.grpc.status_code = Empty,
+            outcome = Empty,
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+        ),
+        Side::Server => tracing::info_span!(
+            "grpc.server",
+            otel.name = name,
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = service,
+            rpc.method = method,
+            rpc.grpc.status_code = Empty,
+            key = Empty,
+            bytes = Empty,
+            outcome = Empty,
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+        ),
+    }
+}
+
+/// Record the end of a call opened with [`call_span`]: its status code and, for an error on
+/// `side`, its message.
+pub fn record_call_status(span: &Span, side: Side, code: tonic::Code, message: &str) {
+    if span.is_disabled() {
+        return;
+    }
+    record_code(span, side, code as i32, Some(message));
 }
 
 impl<S, B, RB> tower_service::Service<http::Request<B>> for RpcTrace<S>
@@ -208,6 +232,13 @@ fn grpc_status(headers: &HeaderMap) -> Option<i32> {
 
 /// Record a call's final status on its span.
 fn record_status(span: &Span, side: Side, code: i32, headers: Option<&HeaderMap>) {
+    let message = headers
+        .and_then(|h| h.get("grpc-message"))
+        .and_then(|v| v.to_str().ok());
+    record_code(span, side, code, message);
+}
+
+fn record_code(span: &Span, side: Side, code: i32, message: Option<&str>) {
     span.record("rpc.grpc.status_code", code);
     // UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS.
     let server_fault = matches!(code, 2 | 4 | 12 | 13 | 14 | 15);
@@ -218,10 +249,7 @@ fn record_status(span: &Span, side: Side, code: i32, headers: Option<&HeaderMap>
     span.record("outcome", if code == 0 { "ok" } else { "error" });
     if error {
         span.record("otel.status_code", "ERROR");
-        if let Some(msg) = headers
-            .and_then(|h| h.get("grpc-message"))
-            .and_then(|v| v.to_str().ok())
-        {
+        if let Some(msg) = message {
             span.record("otel.status_description", msg);
         }
     }

@@ -364,6 +364,44 @@ impl From<Status> for Error {
     }
 }
 
+/// A failed call of a `Session` stream as it travels: the status the call would have ended
+/// with on a stream of its own, its metadata in fields. The server answers with it.
+pub fn session_error(s: &Status) -> proxystore_proto::v1::SessionError {
+    let text = |name: &str| {
+        s.metadata()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    proxystore_proto::v1::SessionError {
+        code: s.code() as i32,
+        message: truncate(s.message()).into_owned(),
+        key: s
+            .metadata()
+            .get_bin(KEY_METADATA)
+            .and_then(|v| v.to_bytes().ok()),
+        detail: text(DETAIL_METADATA),
+        connector: text(CONNECTOR_METADATA),
+    }
+}
+
+/// The status a [`session_error`] stands for, with its metadata back, so that
+/// `Error::from(status)` gives the same error as the call on a stream of its own. Hostile
+/// input gives a status still: an unknown code is `UNKNOWN`, metadata that cannot be metadata
+/// is left out.
+pub fn session_status(e: proxystore_proto::v1::SessionError) -> Status {
+    let mut md = MetadataMap::new();
+    if let Some(key) = &e.key {
+        let key = &key[..key.len().min(MAX_TEXT)];
+        md.insert_bin(KEY_METADATA, MetadataValue::from_bytes(key));
+    }
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    insert_ascii(&mut md, DETAIL_METADATA, some(&e.detail).as_deref());
+    insert_ascii(&mut md, CONNECTOR_METADATA, some(&e.connector).as_deref());
+    Status::with_metadata(Code::from_i32(e.code), truncate(&e.message), md)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
