@@ -5,6 +5,7 @@
 //! when the error does not concern one) and `retryable`.
 
 use proxystore::Error;
+use pyo3::PyTypeInfo;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
@@ -16,85 +17,37 @@ create_exception!(
     PyException,
     "Base of every error of the Rust core; has `kind`, `store`, `key`, `connector`, `retryable`."
 );
-create_exception!(
-    proxystore_rs,
-    NotFoundError,
-    ProxyStoreError,
-    "The object is not in the store (never put, evicted, or expired)."
-);
-create_exception!(
-    proxystore_rs,
-    DigestMismatchError,
-    ProxyStoreError,
-    "The bytes read do not match the digest recorded in the reference."
-);
-create_exception!(
-    proxystore_rs,
-    TimeoutError,
-    ProxyStoreError,
-    "An operation did not finish in time."
-);
-create_exception!(
-    proxystore_rs,
-    UnauthorizedError,
-    ProxyStoreError,
-    "Missing or wrong credentials (e.g. a gRPC store's token)."
-);
-create_exception!(
-    proxystore_rs,
-    InvalidReferenceError,
-    ProxyStoreError,
-    "Reference bytes are corrupt, truncated, of a newer version, or not a reference."
-);
-create_exception!(
-    proxystore_rs,
-    CodecError,
-    ProxyStoreError,
-    "An object cannot be encoded or decoded: e.g. a postcard-encoded Rust value read from Python."
-);
-create_exception!(
-    proxystore_rs,
-    ConfigError,
-    ProxyStoreError,
-    "A connector configuration (or a key) is invalid, or its kind is unknown."
-);
-create_exception!(
-    proxystore_rs,
-    RefusedError,
-    ProxyStoreError,
-    "This process's resolve policy does not accept the connector a reference names."
-);
-create_exception!(
-    proxystore_rs,
-    BackendError,
-    ProxyStoreError,
-    "The backend failed: I/O error, lost connection, server error, limit exceeded."
-);
-create_exception!(
-    proxystore_rs,
-    UnsupportedError,
-    ProxyStoreError,
-    "The connector does not support this operation."
-);
 
-/// Add the exception classes to the module.
-pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let py = m.py();
-    m.add("ProxyStoreError", py.get_type::<ProxyStoreError>())?;
-    m.add("NotFoundError", py.get_type::<NotFoundError>())?;
-    m.add("DigestMismatchError", py.get_type::<DigestMismatchError>())?;
-    m.add("TimeoutError", py.get_type::<TimeoutError>())?;
-    m.add("UnauthorizedError", py.get_type::<UnauthorizedError>())?;
-    m.add(
-        "InvalidReferenceError",
-        py.get_type::<InvalidReferenceError>(),
-    )?;
-    m.add("CodecError", py.get_type::<CodecError>())?;
-    m.add("ConfigError", py.get_type::<ConfigError>())?;
-    m.add("RefusedError", py.get_type::<RefusedError>())?;
-    m.add("BackendError", py.get_type::<BackendError>())?;
-    m.add("UnsupportedError", py.get_type::<UnsupportedError>())?;
-    Ok(())
+/// The subclasses of `ProxyStoreError`, each with its docstring, and [`register`] adding them
+/// all (and the base) to the module.
+macro_rules! exceptions {
+    ($($name:ident => $doc:literal,)*) => {
+        $(create_exception!(proxystore_rs, $name, ProxyStoreError, $doc);)*
+
+        /// Add the exception classes to the module.
+        pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+            let py = m.py();
+            m.add("ProxyStoreError", py.get_type::<ProxyStoreError>())?;
+            $(m.add(stringify!($name), py.get_type::<$name>())?;)*
+            Ok(())
+        }
+    };
+}
+
+exceptions! {
+    NotFoundError => "The object is not in the store (never put, evicted, or expired).",
+    DigestMismatchError => "The bytes read do not match the digest recorded in the reference.",
+    TimeoutError => "An operation did not finish in time.",
+    UnauthorizedError => "Missing or wrong credentials (e.g. a gRPC store's token).",
+    InvalidReferenceError =>
+        "Reference bytes are corrupt, truncated, of a newer version, or not a reference.",
+    CodecError =>
+        "An object cannot be encoded or decoded: e.g. a postcard-encoded Rust value read from Python.",
+    ConfigError => "A connector configuration (or a key) is invalid, or its kind is unknown.",
+    RefusedError =>
+        "This process's resolve policy does not accept the connector a reference names.",
+    BackendError => "The backend failed: I/O error, lost connection, server error, limit exceeded.",
+    UnsupportedError => "The connector does not support this operation.",
 }
 
 /// What a Python exception says of one error: its class, `kind`, store, key and connector.
@@ -106,66 +59,81 @@ struct Parts<'py> {
     connector: Option<String>,
 }
 
-fn parts<'py>(py: Python<'py>, e: &Error) -> Parts<'py> {
-    let p = |class: Bound<'py, PyType>, kind| Parts {
-        class,
-        kind,
-        store: None,
-        key: None,
-        connector: None,
-    };
-    match e {
-        Error::NotFound { store, key, .. } => Parts {
-            store: Some(store.clone()),
-            key: Some(key.to_string()),
-            ..p(py.get_type::<NotFoundError>(), "not_found")
-        },
-        Error::DigestMismatch { store, key, .. } => Parts {
-            store: Some(store.clone()),
-            key: Some(key.to_string()),
-            ..p(py.get_type::<DigestMismatchError>(), "digest_mismatch")
-        },
-        Error::Timeout { .. } => p(py.get_type::<TimeoutError>(), "timeout"),
-        Error::Unauthorized { .. } => p(py.get_type::<UnauthorizedError>(), "unauthorized"),
-        Error::InvalidReference { .. } => {
-            p(py.get_type::<InvalidReferenceError>(), "invalid_reference")
+impl<'py> Parts<'py> {
+    /// An exception of class `T` and `kind`, concerning no store, key or connector.
+    fn of<T: PyTypeInfo>(py: Python<'py>, kind: &'static str) -> Self {
+        Parts {
+            class: py.get_type::<T>(),
+            kind,
+            store: None,
+            key: None,
+            connector: None,
         }
-        Error::UnsupportedVersion { .. } => p(
-            py.get_type::<InvalidReferenceError>(),
-            "unsupported_version",
-        ),
-        Error::InvalidDigest { .. } => p(py.get_type::<InvalidReferenceError>(), "invalid_digest"),
-        Error::Encode { .. } => p(py.get_type::<CodecError>(), "encode"),
-        Error::Decode { store, key, .. } => Parts {
-            store: Some(store.clone()),
+    }
+
+    fn store(self, store: &str) -> Self {
+        Parts {
+            store: Some(store.to_owned()),
+            ..self
+        }
+    }
+
+    fn key(self, key: impl ToString) -> Self {
+        Parts {
             key: Some(key.to_string()),
-            ..p(py.get_type::<CodecError>(), "decode")
-        },
-        Error::Config { .. } => p(py.get_type::<ConfigError>(), "config"),
-        Error::UnknownConnectorKind { kind, .. } => Parts {
-            connector: Some(kind.clone()),
-            ..p(py.get_type::<ConfigError>(), "unknown_connector_kind")
-        },
-        Error::InvalidKey { connector, key, .. } => Parts {
-            connector: Some(connector.clone()),
-            key: Some(key.clone()),
-            ..p(py.get_type::<ConfigError>(), "invalid_key")
-        },
-        Error::Refused { store, kind, .. } => Parts {
-            store: Some(store.clone()),
-            connector: Some(kind.clone()),
-            ..p(py.get_type::<RefusedError>(), "refused")
-        },
-        Error::Backend { connector, .. } => Parts {
-            connector: Some(connector.clone()),
-            ..p(py.get_type::<BackendError>(), "backend")
-        },
-        Error::LimitExceeded { .. } => p(py.get_type::<BackendError>(), "limit_exceeded"),
-        Error::Unsupported { connector, .. } => Parts {
-            connector: Some(connector.clone()),
-            ..p(py.get_type::<UnsupportedError>(), "unsupported")
-        },
-        _ => p(py.get_type::<ProxyStoreError>(), "other"),
+            ..self
+        }
+    }
+
+    fn connector(self, connector: &str) -> Self {
+        Parts {
+            connector: Some(connector.to_owned()),
+            ..self
+        }
+    }
+}
+
+fn parts<'py>(py: Python<'py>, e: &Error) -> Parts<'py> {
+    match e {
+        Error::NotFound { store, key, .. } => Parts::of::<NotFoundError>(py, "not_found")
+            .store(store)
+            .key(key),
+        Error::DigestMismatch { store, key, .. } => {
+            Parts::of::<DigestMismatchError>(py, "digest_mismatch")
+                .store(store)
+                .key(key)
+        }
+        Error::Timeout { .. } => Parts::of::<TimeoutError>(py, "timeout"),
+        Error::Unauthorized { .. } => Parts::of::<UnauthorizedError>(py, "unauthorized"),
+        Error::InvalidReference { .. } => {
+            Parts::of::<InvalidReferenceError>(py, "invalid_reference")
+        }
+        Error::UnsupportedVersion { .. } => {
+            Parts::of::<InvalidReferenceError>(py, "unsupported_version")
+        }
+        Error::InvalidDigest { .. } => Parts::of::<InvalidReferenceError>(py, "invalid_digest"),
+        Error::Encode { .. } => Parts::of::<CodecError>(py, "encode"),
+        Error::Decode { store, key, .. } => {
+            Parts::of::<CodecError>(py, "decode").store(store).key(key)
+        }
+        Error::Config { .. } => Parts::of::<ConfigError>(py, "config"),
+        Error::UnknownConnectorKind { kind, .. } => {
+            Parts::of::<ConfigError>(py, "unknown_connector_kind").connector(kind)
+        }
+        Error::InvalidKey { connector, key, .. } => Parts::of::<ConfigError>(py, "invalid_key")
+            .connector(connector)
+            .key(key),
+        Error::Refused { store, kind, .. } => Parts::of::<RefusedError>(py, "refused")
+            .store(store)
+            .connector(kind),
+        Error::Backend { connector, .. } => {
+            Parts::of::<BackendError>(py, "backend").connector(connector)
+        }
+        Error::LimitExceeded { .. } => Parts::of::<BackendError>(py, "limit_exceeded"),
+        Error::Unsupported { connector, .. } => {
+            Parts::of::<UnsupportedError>(py, "unsupported").connector(connector)
+        }
+        _ => Parts::of::<ProxyStoreError>(py, "other"),
     }
 }
 
