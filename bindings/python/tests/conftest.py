@@ -104,25 +104,25 @@ KINDS = ['memory', 'file', 'redis', 'grpc', 's3']
 SHARED_KINDS = ['file', 'redis', 'grpc', 's3']
 
 
-@pytest.fixture(params=KINDS)
-def connector(
-    request: pytest.FixtureRequest,
-    servers: dict[str, Any],
-    tmp_path: pathlib.Path,
-) -> Generator[ps.RustConnector, None, None]:
-    """A connector of each kind."""
-    c = make_connector(request.param, servers, tmp_path)
-    yield c
-    c.close()
+def _connector_fixture(name: str, kinds: list[str], doc: str) -> Any:
+    """A fixture named `name`, parametrized over `kinds`: a fresh connector, closed after."""
+
+    def fixture(
+        request: pytest.FixtureRequest,
+        servers: dict[str, Any],
+        tmp_path: pathlib.Path,
+    ) -> Generator[ps.RustConnector, None, None]:
+        c = make_connector(request.param, servers, tmp_path)
+        yield c
+        c.close()
+
+    fixture.__doc__ = doc
+    return pytest.fixture(name=name, params=kinds)(fixture)
 
 
-@pytest.fixture(params=SHARED_KINDS)
-def shared_connector(
-    request: pytest.FixtureRequest,
-    servers: dict[str, Any],
-    tmp_path: pathlib.Path,
-) -> Generator[ps.RustConnector, None, None]:
-    """A connector of each kind whose objects other processes reach."""
-    c = make_connector(request.param, servers, tmp_path)
-    yield c
-    c.close()
+connector = _connector_fixture('connector', KINDS, 'A connector of each kind.')
+shared_connector = _connector_fixture(
+    'shared_connector',
+    SHARED_KINDS,
+    'A connector of each kind whose objects other processes reach.',
+)
