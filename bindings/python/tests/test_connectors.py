@@ -184,3 +184,40 @@ def test_grpc_token(servers: dict[str, Any]) -> None:
     assert good.get(key) == b'secret'
     with pytest.raises(ps.UnauthorizedError):
         ps.GrpcConnector(auth['address'], token='wrong-token').get(key)
+
+
+def test_redis_clear_evicts_what_the_connector_wrote(servers: dict[str, Any]) -> None:
+    host, port = servers['redis']['host'], servers['redis']['port']
+    other = ps.RustRedisConnector(host, port)
+    not_ours = other.put(b'not ours')
+    c = ps.RustRedisConnector(host, port, clear=True)
+    written = [c.put(b'a'), *c.put_batch([b'b', b'c'])]
+    deferred = c.new_key()
+    c.set(deferred, b'd')
+    written.append(deferred)
+    evicted = c.put(b'e')
+    c.evict(evicted)
+
+    # A connector rebuilt from the config (as where a proxy resolves) clears its own writes.
+    rebuilt = ps.RustRedisConnector.from_config(c.config())
+    assert rebuilt.clear
+    theirs = rebuilt.put(b'rebuilt')
+    rebuilt.close()
+    assert not other.exists(theirs)
+    assert all(other.exists(k) for k in written)
+
+    with Store('redis-clear', c, register=False) as store:
+        written.append(store.put('through the store'))
+    assert not any(other.exists(k) for k in written)
+    assert other.exists(not_ours)
+
+    kept = ps.RustRedisConnector(host, port)
+    key = kept.put(b'kept by default')
+    kept.close()
+    overridden = ps.RustRedisConnector(host, port, clear=True)
+    key2 = overridden.put(b'kept by close(clear=False)')
+    overridden.close(clear=False)
+    assert other.exists(key) and other.exists(key2)
+    other.evict(key)
+    other.evict(key2)
+    other.evict(not_ours)

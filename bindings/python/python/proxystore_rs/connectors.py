@@ -182,15 +182,66 @@ class RustRedisConnector(RustConnector):
     Args:
         hostname: Redis host.
         port: Redis port.
+        clear: On ``close()``, evict every object this connector wrote (and did not evict
+            already). Unlike ProxyStore's ``RedisConnector(clear=True)``, which runs
+            ``FLUSHDB``, other keys of the database stay, and so do the objects of other
+            connectors rebuilt from this one's config (in a process that resolves its
+            proxies, say). The keys are remembered in this object until then.
         options: More options of the Rust Redis connector (``db``, ``password``,
             ``prefix``, ``ttl_ms``, ``response_timeout_ms``, ``cluster``, ...).
     """
 
-    def __init__(self, hostname: str = 'localhost', port: int = 6379, **options: Any) -> None:
+    def __init__(
+        self,
+        hostname: str = 'localhost',
+        port: int = 6379,
+        *,
+        clear: bool = False,
+        **options: Any,
+    ) -> None:
         self.hostname = hostname
         self.port = port
-        self._config = {'hostname': hostname, 'port': port, **options}
+        self.clear = clear
+        self._written: set[str] = set()
+        self._config = {'hostname': hostname, 'port': port, 'clear': clear, **options}
         self._init_native('redis', {'url': f'redis://{hostname}:{port}', **options})
+
+    def put(self, obj: Any) -> RustKey:
+        """Store a bytes-like object; returns its key."""
+        key = super().put(obj)
+        if self.clear:
+            self._written.add(key.key)
+        return key
+
+    def put_batch(self, objs: Sequence[Any]) -> list[RustKey]:
+        """Store many objects in one round trip; keys in order."""
+        keys = super().put_batch(objs)
+        if self.clear:
+            self._written.update(k.key for k in keys)
+        return keys
+
+    def set(self, key: RustKey, obj: Any) -> None:
+        """Store ``obj`` under a key from ``new_key``."""
+        super().set(key, obj)
+        if self.clear:
+            self._written.add(_key_str(key))
+
+    def evict(self, key: RustKey) -> None:
+        """Remove the object; an absent key is not an error."""
+        super().evict(key)
+        self._written.discard(_key_str(key))
+
+    def close(self, clear: bool | None = None) -> None:
+        """Close; first evict the objects this connector wrote if ``clear``.
+
+        Args:
+            clear: Override the constructor's ``clear`` (``False`` keeps the objects). Only
+                objects written while the constructor's ``clear`` was on are known.
+        """
+        if (self.clear if clear is None else clear) and self._written:
+            self._native.evict_batch(sorted(self._written))
+            self._written.clear()
+        self._native.close()
 
 
 class GrpcConnector(RustConnector):
