@@ -398,9 +398,11 @@ impl Error {
         let connector = connector.into();
         let message = message.into();
         match e.kind() {
-            K::StorageFull | K::QuotaExceeded | K::FileTooLarge => Error::LimitExceeded {
-                message: format!("{connector} connector {message}: {e}"),
-            },
+            K::StorageFull | K::QuotaExceeded | K::FileTooLarge | K::OutOfMemory => {
+                Error::LimitExceeded {
+                    message: format!("{connector} connector {message}: {e}"),
+                }
+            }
             K::Interrupted
             | K::WouldBlock
             | K::TimedOut

@@ -65,6 +65,7 @@ pub mod retry;
 pub mod runtime;
 pub mod trace;
 
+mod buffer;
 mod cache;
 mod key;
 mod registry;

@@ -105,16 +105,29 @@ pub(crate) fn read_object(
         return Ok(None);
     };
     let Some(range) = range else {
-        let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        let mut buf = buffer_for(len)?;
         f.read_to_end(&mut buf)?;
         return Ok(Some(Bytes::from(buf)));
     };
     let end = range.end.min(len);
     let start = range.start.min(end);
     f.seek(SeekFrom::Start(start))?;
-    let mut buf = Vec::with_capacity(usize::try_from(end - start).unwrap_or(0));
+    let mut buf = buffer_for(end - start)?;
     f.take(end - start).read_to_end(&mut buf)?;
     Ok(Some(Bytes::from(buf)))
+}
+
+/// A buffer for `len` bytes read from a file ([`crate::buffer`]).
+fn buffer_for(len: u64) -> std::io::Result<Vec<u8>> {
+    usize::try_from(len)
+        .ok()
+        .and_then(crate::buffer::with_capacity)
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                format!("cannot allocate {len} bytes"),
+            )
+        })
 }
 
 /// Whether `path` is an object: a regular file, checked without following links.

@@ -271,6 +271,10 @@ impl ChunkBuffer {
     }
 
     fn reserve(buf: &mut Vec<u8>, want: usize) -> Result<()> {
+        if buf.capacity() == 0 {
+            *buf = crate::buffer::with_capacity(want).ok_or_else(|| too_large(want as u64))?;
+            return Ok(());
+        }
         buf.try_reserve_exact(want)
             .map_err(|_| too_large(want as u64))
     }

@@ -525,11 +525,9 @@ impl RedisConnector {
         if size < first.len() {
             return Err(changed());
         }
-        let mut buf: Vec<u8> = Vec::new();
-        buf.try_reserve_exact(size)
-            .map_err(|_| Error::LimitExceeded {
-                message: format!("redis GET: cannot allocate {size} bytes"),
-            })?;
+        let mut buf = crate::buffer::with_capacity(size).ok_or_else(|| Error::LimitExceeded {
+            message: format!("redis GET: cannot allocate {size} bytes"),
+        })?;
         buf.extend_from_slice(&first);
         drop(first);
         while (buf.len() as u64) < total {
