@@ -522,3 +522,99 @@ async fn per_key_metrics_created_keys_and_populated_proxies() {
     assert_eq!(store.take_key_metrics().len(), 3);
     assert!(store.take_key_metrics().is_empty());
 }
+
+/// A layer that counts the calls it sees and forwards them the async way (it keeps the
+/// default `immediate`, so a store cannot go around it).
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn proxystore::Connector>,
+    calls: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[async_trait::async_trait]
+impl proxystore::Connector for Counting {
+    fn kind(&self) -> &str {
+        self.inner.kind()
+    }
+    async fn put_opts(
+        &self,
+        data: Bytes,
+        options: &proxystore::PutOptions,
+    ) -> proxystore::Result<Key> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.put_opts(data, options).await
+    }
+    async fn get(&self, key: &Key) -> proxystore::Result<Option<Bytes>> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.get(key).await
+    }
+    async fn exists(&self, key: &Key) -> proxystore::Result<bool> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.exists(key).await
+    }
+    async fn evict(&self, key: &Key) -> proxystore::Result<()> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.evict(key).await
+    }
+    fn config(&self) -> proxystore::ConnectorConfig {
+        self.inner.config()
+    }
+}
+
+struct CountingLayer(Arc<std::sync::atomic::AtomicU64>);
+
+impl proxystore::layer::Layer for CountingLayer {
+    fn layer(&self, inner: Arc<dyn proxystore::Connector>) -> Arc<dyn proxystore::Connector> {
+        Arc::new(Counting {
+            inner,
+            calls: self.0.clone(),
+        })
+    }
+}
+
+/// A memory store's calls go around the async machinery (the connector's immediate calls),
+/// except through a layer that does not forward them: that layer sees every call.
+#[tokio::test]
+async fn a_layer_that_keeps_the_async_path_sees_every_call_of_a_memory_store() {
+    let name = unique("immediate-layer");
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let store = Store::builder(name.clone(), MemoryConnector::new(&name))
+        .layer(CountingLayer(calls.clone()))
+        .cache_bytes(0)
+        .build();
+    let key = store.put(&Bytes::from_static(b"seen")).await.unwrap();
+    let got: Bytes = store.get(&key).await.unwrap().unwrap();
+    assert_eq!(&got[..], b"seen");
+    assert!(store.exists(&key).await.unwrap());
+    store.evict(&key).await.unwrap();
+    assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 4);
+    assert_eq!(store.metrics().put.count, 1);
+}
+
+/// Immediate calls are counted one by one; their time is estimated from a sample, never zero
+/// once any ran, and the mean stays that of a call.
+#[tokio::test]
+async fn immediate_calls_are_all_counted_and_their_time_estimated() {
+    let store = memory_store();
+    let data = Bytes::from(vec![1u8; 100]);
+    for _ in 0..1000 {
+        let key = store.put(&data).await.unwrap();
+        let _: Bytes = store.get(&key).await.unwrap().unwrap();
+        store.evict(&key).await.unwrap();
+    }
+    let m = store.metrics();
+    for (op, stats, bytes) in [
+        ("put", m.put, 100_000),
+        ("get", m.get, 100_000),
+        ("evict", m.evict, 0),
+    ] {
+        assert_eq!(stats.count, 1000, "{op}");
+        assert_eq!(stats.bytes, bytes, "{op}");
+        assert!(stats.time > Duration::ZERO, "{op}: {stats:?}");
+        assert!(stats.mean() < Duration::from_millis(10), "{op}: {stats:?}");
+    }
+}

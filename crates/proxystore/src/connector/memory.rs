@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::stream::{ChunkBuffer, ObjectReader, ObjectWriter, StoredObject};
-use super::{Connector, ConnectorConfig, PutOptions};
+use super::{Connector, ConnectorConfig, ImmediateConnector, PutOptions};
 use crate::error::Result;
 use crate::key::Key;
 
@@ -174,29 +174,52 @@ impl MemoryConnector {
     }
 }
 
+/// Every call of a memory connector is a map operation under a lock, done at once.
+impl ImmediateConnector for MemoryConnector {
+    fn put_now(&self, data: Bytes, _options: &PutOptions) -> Result<Key> {
+        let key = Key::random();
+        self.write().insert(key.clone(), data);
+        Ok(key)
+    }
+
+    fn get_now(&self, key: &Key) -> Result<Option<Bytes>> {
+        Ok(self.read().get(key).cloned())
+    }
+
+    fn exists_now(&self, key: &Key) -> Result<bool> {
+        Ok(self.read().contains_key(key))
+    }
+
+    fn evict_now(&self, key: &Key) -> Result<()> {
+        self.write().remove(key);
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Connector for MemoryConnector {
     fn kind(&self) -> &str {
         KIND
     }
 
-    async fn put_opts(&self, data: Bytes, _options: &PutOptions) -> Result<Key> {
-        let key = Key::random();
-        self.write().insert(key.clone(), data);
-        Ok(key)
+    async fn put_opts(&self, data: Bytes, options: &PutOptions) -> Result<Key> {
+        self.put_now(data, options)
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
-        Ok(self.read().get(key).cloned())
+        self.get_now(key)
     }
 
     async fn exists(&self, key: &Key) -> Result<bool> {
-        Ok(self.read().contains_key(key))
+        self.exists_now(key)
     }
 
     async fn evict(&self, key: &Key) -> Result<()> {
-        self.write().remove(key);
-        Ok(())
+        self.evict_now(key)
+    }
+
+    fn immediate(&self) -> Option<&dyn ImmediateConnector> {
+        Some(self)
     }
 
     fn config(&self) -> ConnectorConfig {

@@ -368,6 +368,19 @@ pub trait Connector: Debug + Send + Sync + 'static {
         Ok(None)
     }
 
+    /// The connector's calls done here and now, without a future, for a backend that never
+    /// waits (an in-process map): what a [`crate::Store`] calls on its hot paths when it is
+    /// there, sparing the machinery of an async call (a small object through a memory store
+    /// costs a few hundred nanoseconds, as much as that machinery). `None`, the default, for
+    /// every connector that does I/O.
+    ///
+    /// A [`crate::layer::Layer`] forwards it only when its behaviour does not apply to calls
+    /// that cannot wait or fail temporarily (the built-in layers do); one that must see every
+    /// call keeps the default, and the store then calls it the async way.
+    fn immediate(&self) -> Option<&dyn ImmediateConnector> {
+        None
+    }
+
     /// How a store runs this connector's calls (I/O runtime, timeout, retries); see
     /// [`CallConfig`]. A wrapper that already applies them reports the default.
     fn call_config(&self) -> CallConfig {
@@ -381,6 +394,34 @@ pub trait Connector: Debug + Send + Sync + 'static {
     async fn close(&self) -> Result<()> {
         Ok(())
     }
+}
+
+/// The calls of a connector whose backend never waits, made here and now (see
+/// [`Connector::immediate`]). Each does what the async method of the same name does.
+pub trait ImmediateConnector: Send + Sync {
+    /// As [`Connector::put_opts`].
+    ///
+    /// # Errors
+    /// As for [`Connector::put_opts`].
+    fn put_now(&self, data: Bytes, options: &PutOptions) -> Result<Key>;
+
+    /// As [`Connector::get`].
+    ///
+    /// # Errors
+    /// As for [`Connector::get`].
+    fn get_now(&self, key: &Key) -> Result<Option<Bytes>>;
+
+    /// As [`Connector::exists`].
+    ///
+    /// # Errors
+    /// As for [`Connector::exists`].
+    fn exists_now(&self, key: &Key) -> Result<bool>;
+
+    /// As [`Connector::evict`].
+    ///
+    /// # Errors
+    /// As for [`Connector::evict`].
+    fn evict_now(&self, key: &Key) -> Result<()>;
 }
 
 /// [`Connector::wait`] by polling [`Connector::exists`]: 1 ms, doubling to 100 ms.

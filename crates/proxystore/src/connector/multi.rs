@@ -456,6 +456,11 @@ impl Connector for MultiConnector {
         self.put_opts(data, &PutOptions::default()).await
     }
 
+    /// None: a call goes to a route, which may do I/O.
+    fn immediate(&self) -> Option<&dyn super::ImmediateConnector> {
+        None
+    }
+
     /// Nothing: each route runs inside the layers it asks for already.
     fn call_config(&self) -> super::CallConfig {
         super::CallConfig::default()

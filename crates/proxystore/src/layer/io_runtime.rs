@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::Layer;
 use crate::connector::stream::{ObjectReader, ObjectWriter, StoredObject};
-use crate::connector::{CallConfig, Connector, ConnectorConfig, PutOptions};
+use crate::connector::{CallConfig, Connector, ConnectorConfig, ImmediateConnector, PutOptions};
 use crate::error::Result;
 use crate::key::Key;
 use crate::runtime::run_on_io as hop;
@@ -144,6 +144,11 @@ impl Connector for IoRuntime {
     async fn inventory(&self) -> Result<Option<Vec<StoredObject>>> {
         let c = self.inner.clone();
         hop(async move { c.inventory().await }).await
+    }
+
+    /// An immediate call needs no runtime: the inner connector's, as it is.
+    fn immediate(&self) -> Option<&dyn ImmediateConnector> {
+        self.inner.immediate()
     }
 
     /// What the inner connector asks for, less the hop this layer makes.

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::Layer;
 use crate::connector::stream::{ObjectReader, ObjectWriter, StoredObject};
-use crate::connector::{CallConfig, Connector, ConnectorConfig, PutOptions};
+use crate::connector::{CallConfig, Connector, ConnectorConfig, ImmediateConnector, PutOptions};
 use crate::error::Result;
 use crate::key::Key;
 use crate::metrics::{Metrics, Op, OpCounter};
@@ -80,9 +80,90 @@ fn got(d: &Option<Bytes>) -> u64 {
     d.as_ref().map_or(0, |d| d.len() as u64)
 }
 
+/// An immediate connector's calls, counted (see [`Measured::immediate`]).
+pub(crate) struct Immediate<'a> {
+    inner: &'a dyn ImmediateConnector,
+    metrics: &'a Metrics,
+}
+
+impl Immediate<'_> {
+    /// Run `call` counted in `counter` with the bytes `bytes` says it moved, timed as
+    /// [`OpCounter::clock`] says; `key` gets the per-key figures.
+    fn counted<T>(
+        &self,
+        counter: &OpCounter,
+        op: Op,
+        call: impl FnOnce() -> Result<T>,
+        bytes: impl FnOnce(&T) -> u64,
+        key: impl FnOnce(&T) -> Key,
+    ) -> Result<T> {
+        let per_key = self.metrics.per_key.is_some();
+        let start = counter.clock(per_key);
+        let result = call();
+        let elapsed = start.map(|s| s.elapsed());
+        let n = result.as_ref().map_or(0, bytes);
+        counter.record_sampled(n, elapsed);
+        if per_key && let Ok(v) = &result {
+            self.metrics
+                .record_key(&key(v), op, n, elapsed.unwrap_or_default());
+        }
+        result
+    }
+
+    pub(crate) fn put(&self, data: Bytes, options: &PutOptions) -> Result<Key> {
+        let n = data.len() as u64;
+        self.counted(
+            &self.metrics.put,
+            Op::Put,
+            || self.inner.put_now(data, options),
+            |_| n,
+            Key::clone,
+        )
+    }
+
+    pub(crate) fn get(&self, key: &Key) -> Result<Option<Bytes>> {
+        self.counted(
+            &self.metrics.get,
+            Op::Get,
+            || self.inner.get_now(key),
+            got,
+            |_| key.clone(),
+        )
+    }
+
+    pub(crate) fn exists(&self, key: &Key) -> Result<bool> {
+        self.counted(
+            &self.metrics.exists,
+            Op::Exists,
+            || self.inner.exists_now(key),
+            |_| 0,
+            |_| key.clone(),
+        )
+    }
+
+    pub(crate) fn evict(&self, key: &Key) -> Result<()> {
+        self.counted(
+            &self.metrics.evict,
+            Op::Evict,
+            || self.inner.evict_now(key),
+            |()| 0,
+            |()| key.clone(),
+        )
+    }
+}
+
 /// The calls a store makes on its hot paths, counted, as plain async methods (what the
 /// `Connector` impl below also runs).
 impl Measured {
+    /// The inner connector's immediate calls, counted, when it has them: the store's hot
+    /// paths call these without a future.
+    pub(crate) fn immediate(&self) -> Option<Immediate<'_>> {
+        self.inner.immediate().map(|inner| Immediate {
+            inner,
+            metrics: &self.metrics,
+        })
+    }
+
     /// Record `op` of `n` bytes on `key` in the per-key figures (if kept).
     fn on_key<'a>(&'a self, key: &'a Key, op: Op) -> impl FnOnce(u64, std::time::Duration) + 'a {
         move |n, elapsed| self.metrics.record_key(key, op, n, elapsed)
@@ -279,6 +360,11 @@ impl Connector for Measured {
 
     async fn inventory(&self) -> Result<Option<Vec<StoredObject>>> {
         self.inner.inventory().await
+    }
+
+    /// The inner connector's: a store counts immediate calls itself ([`Measured::immediate`]).
+    fn immediate(&self) -> Option<&dyn ImmediateConnector> {
+        self.inner.immediate()
     }
 
     fn call_config(&self) -> CallConfig {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::Layer;
 use crate::connector::stream::{ObjectReader, ObjectWriter, StoredObject};
-use crate::connector::{CallConfig, Connector, ConnectorConfig, PutOptions};
+use crate::connector::{CallConfig, Connector, ConnectorConfig, ImmediateConnector, PutOptions};
 use crate::error::Result;
 use crate::key::Key;
 use crate::retry::RetryConfig;
@@ -179,6 +179,11 @@ impl Connector for Retry {
 
     async fn inventory(&self) -> Result<Option<Vec<StoredObject>>> {
         self.retrying("inventory", || self.inner.inventory()).await
+    }
+
+    /// An immediate call never fails temporarily: the inner connector's, as it is.
+    fn immediate(&self) -> Option<&dyn ImmediateConnector> {
+        self.inner.immediate()
     }
 
     /// What the inner connector asks for, less the retries this layer applies.

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::Layer;
 use crate::connector::stream::{ObjectReader, ObjectWriter, StoredObject};
-use crate::connector::{CallConfig, Connector, ConnectorConfig, PutOptions};
+use crate::connector::{CallConfig, Connector, ConnectorConfig, ImmediateConnector, PutOptions};
 use crate::error::{Error, Result};
 use crate::key::Key;
 
@@ -165,6 +165,11 @@ impl Connector for Timeout {
 
     async fn inventory(&self) -> Result<Option<Vec<StoredObject>>> {
         self.bound("inventory", self.inner.inventory()).await
+    }
+
+    /// An immediate call cannot outlast a bound: the inner connector's, as it is.
+    fn immediate(&self) -> Option<&dyn ImmediateConnector> {
+        self.inner.immediate()
     }
 
     /// What the inner connector asks for, less the time bound this layer applies.

@@ -105,6 +105,13 @@ async fn traced<T>(span: Span, fut: impl Future<Output = Result<T>>) -> Result<T
     result
 }
 
+/// As [`traced`], for a call done here and now (an immediate connector's).
+fn traced_now<T>(span: &Span, call: impl FnOnce() -> Result<T>) -> Result<T> {
+    let result = span.in_scope(call);
+    trace::record_result(span, &result);
+    result
+}
+
 /// Record the outcome of a lookup that may find nothing.
 fn record_lookup<T>(span: &Span, result: &Result<Option<T>>) {
     match result {
@@ -320,11 +327,41 @@ impl Store {
         options: &PutOptions,
     ) -> Result<Stored> {
         let span = op_span!("proxystore.put", self);
+        if let Some(now) = self.inner.measured.immediate() {
+            return traced_now(&span, || {
+                let (data, codec) = self.inner.config.codec.encode(obj)?;
+                let size = data.len() as u64;
+                span.record("bytes", size);
+                let digest = self.inner.config.digest.digest(&data);
+                let key = now.put(data, options)?;
+                self.created(std::slice::from_ref(&key));
+                Ok(self.stored(&span, key, size, digest, codec))
+            });
+        }
         traced(span.clone(), async {
             let (data, codec) = self.inner.config.codec.encode(obj)?;
             self.store_bytes(&span, data, codec, options, None).await
         })
         .await
+    }
+
+    /// What a put inside `span` stored.
+    fn stored(
+        &self,
+        span: &Span,
+        key: Key,
+        size: u64,
+        digest: Option<Digest>,
+        codec: Codec,
+    ) -> Stored {
+        span.record("key", display(&key));
+        Stored {
+            key,
+            size,
+            digest,
+            codec,
+            trace: trace::inject(span),
+        }
     }
 
     /// Digest, put and count already encoded bytes, inside the put span `span`.
@@ -361,14 +398,7 @@ impl Store {
             }
         };
         let digest = digests.pop().flatten();
-        span.record("key", display(&key));
-        Ok(Stored {
-            key,
-            size,
-            digest,
-            codec,
-            trace: trace::inject(span),
-        })
+        Ok(self.stored(span, key, size, digest, codec))
     }
 
     /// `write` and the digests of `data` (the objects it writes): for large objects
@@ -515,28 +545,49 @@ impl Store {
         T: DeserializeOwned + Send + Sync + 'static,
     {
         let span = op_span!("proxystore.get", self, key = key.as_str());
-        let result = async {
-            if let Some(hit) = self.inner.cache.get::<T>(key) {
-                self.inner.metrics.hit();
-                span.record("cache_hit", true);
-                return Ok(Some(hit));
-            }
-            span.record("cache_hit", false);
-            self.inner.metrics.miss();
-            let Some(data) = self.fetch(key).await? else {
-                return Ok(None);
-            };
-            let codec = codec_for::<T>(self.inner.config.codec);
-            let size = data.len() as u64;
-            span.record("bytes", size);
-            let obj = Arc::new(self.decode::<T>(key, codec, data)?);
-            self.inner.cache.insert(key.clone(), obj.clone(), size);
-            Ok(Some(obj))
+        if let Some(hit) = self.cached_in::<T>(&span, key) {
+            record_lookup(&span, &Ok(Some(())));
+            return Ok(Some(hit));
         }
-        .instrument(span.clone())
-        .await;
+        let result = match self.inner.measured.immediate() {
+            Some(now) => span.in_scope(|| self.fetched(&span, key, now.get(key)?)),
+            None => {
+                async { self.fetched(&span, key, self.fetch(key).await?) }
+                    .instrument(span.clone())
+                    .await
+            }
+        };
         record_lookup(&span, &result);
         result
+    }
+
+    /// The object under `key` from the cache, counted as a hit or a miss on the store and on
+    /// `span`.
+    fn cached_in<T: Send + Sync + 'static>(&self, span: &Span, key: &Key) -> Option<Arc<T>> {
+        let hit = self.inner.cache.get::<T>(key);
+        span.record("cache_hit", hit.is_some());
+        if hit.is_some() {
+            self.inner.metrics.hit();
+        } else {
+            self.inner.metrics.miss();
+        }
+        hit
+    }
+
+    /// The object decoded from `data`, the bytes fetched for `key` inside `span`, and cached.
+    fn fetched<T>(&self, span: &Span, key: &Key, data: Option<Bytes>) -> Result<Option<Arc<T>>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        let Some(data) = data else {
+            return Ok(None);
+        };
+        let codec = codec_for::<T>(self.inner.config.codec);
+        let size = data.len() as u64;
+        span.record("bytes", size);
+        let obj = Arc::new(self.decode::<T>(key, codec, data)?);
+        self.inner.cache.insert(key.clone(), obj.clone(), size);
+        Ok(Some(obj))
     }
 
     /// The object under `key`, or `None` when absent. A second get of a key is served from the
@@ -871,6 +922,9 @@ impl Store {
     /// The connector's error.
     pub async fn exists(&self, key: &Key) -> Result<bool> {
         let span = op_span!("proxystore.exists", self, key = key.as_str());
+        if let Some(now) = self.inner.measured.immediate() {
+            return traced_now(&span, || now.exists(key));
+        }
         traced(span, self.inner.measured.counted_exists(key)).await
     }
 
@@ -880,8 +934,15 @@ impl Store {
     /// The connector's error.
     pub async fn evict(&self, key: &Key) -> Result<()> {
         let span = op_span!("proxystore.evict", self, key = key.as_str());
+        self.inner.cache.remove(key);
+        if let Some(now) = self.inner.measured.immediate() {
+            return traced_now(&span, || {
+                now.evict(key)?;
+                self.evicted(std::slice::from_ref(key));
+                Ok(())
+            });
+        }
         traced(span, async {
-            self.inner.cache.remove(key);
             self.inner.measured.counted_evict(key).await?;
             self.evicted(std::slice::from_ref(key));
             Ok(())
