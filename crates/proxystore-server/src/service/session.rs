@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
-use proxystore::connector::grpc::rpc_trace::{Side, call_span, record_call_status};
+use proxystore::connector::grpc::rpc_trace::{
+    Side, call_span, record_call_status, store_method_path,
+};
 use proxystore::connector::grpc::session_error;
 use proxystore_proto::v1;
 use proxystore_proto::v1::session_request::Call;
@@ -173,10 +175,7 @@ async fn call(
         Some(Call::Evict(_)) => "Evict",
         None => "Session",
     };
-    let span = call_span(
-        Side::Server,
-        &format!("{}/{method}", proxystore_proto::STORE_SERVICE_NAME),
-    );
+    let span = call_span(Side::Server, store_method_path(method));
     if !span.is_disabled() {
         proxystore::trace::set_parent(&span, &traceparent, &tracestate);
     }

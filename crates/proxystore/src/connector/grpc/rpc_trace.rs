@@ -122,6 +122,18 @@ impl<S> RpcTrace<S> {
     }
 }
 
+/// The path of the store service's `method` (`Put`, `Get`, `Exists`, `Evict`; any other:
+/// `Session`), as [`call_span`] takes it, without building a string per call.
+pub fn store_method_path(method: &str) -> &'static str {
+    match method {
+        "Put" => "proxystore_rs.v1.StoreService/Put",
+        "Get" => "proxystore_rs.v1.StoreService/Get",
+        "Exists" => "proxystore_rs.v1.StoreService/Exists",
+        "Evict" => "proxystore_rs.v1.StoreService/Evict",
+        _ => "proxystore_rs.v1.StoreService/Session",
+    }
+}
+
 /// The method path of the `Session` stream ends so.
 const SESSION_SUFFIX: &str = "/Session";
 
@@ -368,6 +380,16 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_method_paths_name_the_service() {
+        for m in ["Put", "Get", "Exists", "Evict", "Session"] {
+            assert_eq!(
+                store_method_path(m),
+                format!("{}/{m}", proxystore_proto::STORE_SERVICE_NAME)
+            );
+        }
+    }
 
     #[test]
     fn status_comes_from_grpc_status() {

@@ -27,7 +27,7 @@ use tonic::{Code, Request, Status};
 use tracing::Instrument;
 
 use super::client::{Client, protocol_error, timeout_status};
-use super::rpc_trace::{Side, call_span, record_call_status};
+use super::rpc_trace::{Side, call_span, record_call_status, store_method_path};
 use super::status::session_status;
 use crate::runtime;
 use crate::trace;
@@ -177,7 +177,7 @@ impl Session {
         call: Call,
         timeout: Duration,
     ) -> Result<Option<Answer>, Status> {
-        let span = call_span(Side::Client, &format!("{}/{method}", SERVICE));
+        let span = call_span(Side::Client, store_method_path(method));
         let cx = if span.is_disabled() {
             None
         } else {
@@ -242,9 +242,6 @@ impl Session {
         }
     }
 }
-
-/// The service's name in method paths.
-const SERVICE: &str = "proxystore_rs.v1.StoreService";
 
 /// The status of a call whose answer was lost with its session's reader.
 fn ended() -> Status {
