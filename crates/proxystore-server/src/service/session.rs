@@ -196,6 +196,11 @@ async fn call(
     .instrument(span.clone())
     .await;
     let result = match result {
+        // An absent object, as the call on a stream of its own ends: NOT_FOUND.
+        Ok(Answer::Get(g)) if !g.found => {
+            record_call_status(&span, Side::Server, Code::NotFound, "not found");
+            Answer::Get(g)
+        }
         Ok(answer) => {
             record_call_status(&span, Side::Server, Code::Ok, "");
             answer

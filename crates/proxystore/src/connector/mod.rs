@@ -172,6 +172,18 @@ pub trait Connector: Debug + Send + Sync + 'static {
     /// makes.
     async fn get(&self, key: &Key) -> Result<Option<Bytes>>;
 
+    /// As [`Connector::get`], for an object whose size the caller knows (a reference records
+    /// it): a connector may choose how to fetch by it (the gRPC connector fetches a large object
+    /// on a stream of its own at once, without first asking for it in one message). The default
+    /// ignores the size. The object returned is what is stored, whatever its size.
+    ///
+    /// # Errors
+    /// As for [`Connector::get`].
+    async fn get_sized(&self, key: &Key, size: u64) -> Result<Option<Bytes>> {
+        let _ = size;
+        self.get(key).await
+    }
+
     /// Whether the key is present.
     ///
     /// # Errors

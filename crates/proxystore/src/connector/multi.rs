@@ -304,6 +304,11 @@ impl Connector for MultiConnector {
         entry.connector.get(&inner).await
     }
 
+    async fn get_sized(&self, key: &Key, size: u64) -> Result<Option<Bytes>> {
+        let (entry, inner) = self.locate(key)?;
+        entry.connector.get_sized(&inner, size).await
+    }
+
     async fn get_range(&self, key: &Key, range: std::ops::Range<u64>) -> Result<Option<Bytes>> {
         let (entry, inner) = self.locate(key)?;
         entry.connector.get_range(&inner, range).await

@@ -55,6 +55,11 @@ impl Connector for IoRuntime {
         hop(async move { c.get(&key).await }).await
     }
 
+    async fn get_sized(&self, key: &Key, size: u64) -> Result<Option<Bytes>> {
+        let (c, key) = (self.inner.clone(), key.clone());
+        hop(async move { c.get_sized(&key, size).await }).await
+    }
+
     async fn exists(&self, key: &Key) -> Result<bool> {
         let (c, key) = (self.inner.clone(), key.clone());
         hop(async move { c.exists(&key).await }).await

@@ -206,6 +206,19 @@ impl Measured {
         .await
     }
 
+    pub(crate) async fn counted_get_sized(&self, key: &Key, size: u64) -> Result<Option<Bytes>> {
+        let on = self.on_key(key, Op::Get);
+        counted_with(
+            &self.metrics.get,
+            self.inner.get_sized(key, size),
+            got,
+            |_, n, t| {
+                on(n, t);
+            },
+        )
+        .await
+    }
+
     pub(crate) async fn counted_exists(&self, key: &Key) -> Result<bool> {
         let on = self.on_key(key, Op::Exists);
         counted_with(
@@ -246,6 +259,10 @@ impl Connector for Measured {
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
         self.counted_get(key).await
+    }
+
+    async fn get_sized(&self, key: &Key, size: u64) -> Result<Option<Bytes>> {
+        self.counted_get_sized(key, size).await
     }
 
     async fn exists(&self, key: &Key) -> Result<bool> {

@@ -90,6 +90,11 @@ impl Connector for Retry {
         self.retrying("get", || self.inner.get(key)).await
     }
 
+    async fn get_sized(&self, key: &Key, size: u64) -> Result<Option<Bytes>> {
+        self.retrying("get", || self.inner.get_sized(key, size))
+            .await
+    }
+
     async fn exists(&self, key: &Key) -> Result<bool> {
         self.retrying("exists", || self.inner.exists(key)).await
     }

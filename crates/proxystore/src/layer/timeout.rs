@@ -76,6 +76,10 @@ impl Connector for Timeout {
         self.bound("get", self.inner.get(key)).await
     }
 
+    async fn get_sized(&self, key: &Key, size: u64) -> Result<Option<Bytes>> {
+        self.bound("get", self.inner.get_sized(key, size)).await
+    }
+
     async fn exists(&self, key: &Key) -> Result<bool> {
         self.bound("exists", self.inner.exists(key)).await
     }

@@ -871,7 +871,17 @@ impl Store {
             // was made); its record is checked instead.
             return crate::future::fetch(self, r, info).await;
         }
-        let data = self.fetch(&r.key).await?;
+        let data = match self.inner.measured.immediate() {
+            Some(now) => now.get(&r.key)?,
+            // The reference knows the size (0: an empty object, or a reference without it).
+            None if r.size > 0 => {
+                self.inner
+                    .measured
+                    .counted_get_sized(&r.key, r.size)
+                    .await?
+            }
+            None => self.fetch(&r.key).await?,
+        };
         self.check_fetched(r, data)
     }
 

@@ -471,11 +471,36 @@ impl Inner {
     }
 
     pub(super) async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<Option<Bytes>> {
+        self.get_expecting(key, range, None).await
+    }
+
+    /// A get of an object of `size` bytes: on a stream of its own at once when a session would
+    /// not answer it inline.
+    pub(super) async fn get_sized(&self, key: &Key, size: u64) -> Result<Option<Bytes>> {
+        self.get_expecting(key, None, Some(size)).await
+    }
+
+    /// A get, with the object's size when known.
+    async fn get_expecting(
+        &self,
+        key: &Key,
+        range: Option<Range<u64>>,
+        size: Option<u64>,
+    ) -> Result<Option<Bytes>> {
         self.on_replica_pick(|pick| {
             let range = range.clone();
             async move {
                 let mut inline_max = None;
-                if self.large_gets.load(Ordering::Relaxed) < LARGE_GETS_TO_STREAMS {
+                let limit = self
+                    .pool
+                    .session_slot(pick)
+                    .inline_max()
+                    .unwrap_or(SESSION_GET_SMALL);
+                let likely_small = match size {
+                    Some(s) => s <= limit,
+                    None => self.large_gets.load(Ordering::Relaxed) < LARGE_GETS_TO_STREAMS,
+                };
+                if likely_small {
                     let call = Call::Get(v1::GetRequest {
                         key: key.to_string(),
                         range: range.clone().map(|r| v1::ByteRange {

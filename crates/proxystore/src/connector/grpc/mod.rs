@@ -282,6 +282,12 @@ impl Connector for GrpcConnector {
         self.inner.get(key, None).await
     }
 
+    /// A small object from the session; one too large for a session's answer on a stream of
+    /// its own at once.
+    async fn get_sized(&self, key: &Key, size: u64) -> Result<Option<Bytes>> {
+        self.inner.get_sized(key, size).await
+    }
+
     async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Option<Bytes>> {
         self.inner.get(key, Some(range)).await
     }

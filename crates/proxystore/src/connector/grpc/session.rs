@@ -84,6 +84,11 @@ impl SessionSlot {
         }
     }
 
+    /// The largest object the open session answers inline, if one is open.
+    pub(super) fn inline_max(&self) -> Option<u64> {
+        self.live().map(|s| s.limits.max_inline_bytes)
+    }
+
     /// Whether the server is known not to have sessions.
     pub(super) fn unsupported(&self) -> bool {
         self.unsupported.load(Ordering::Relaxed)
@@ -198,6 +203,10 @@ impl Session {
         match &result {
             Ok(Some(Answer::Error(e))) => {
                 record_call_status(&span, Side::Client, Code::from_i32(e.code), &e.message)
+            }
+            // An absent object, as the call on a stream of its own ends: NOT_FOUND.
+            Ok(Some(Answer::Get(g))) if !g.found => {
+                record_call_status(&span, Side::Client, Code::NotFound, "not found");
             }
             Ok(Some(_)) => record_call_status(&span, Side::Client, Code::Ok, ""),
             Ok(None) => {}
