@@ -554,6 +554,44 @@ mod tests {
         );
     }
 
+    /// A server that accepts connections and never answers: concurrent first calls wait for
+    /// one session open and share its timeout, instead of each timing out in turn.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn callers_waiting_for_a_session_share_its_failure() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming() {
+                held.push(conn);
+            }
+        });
+        let timeout = Duration::from_millis(300);
+        let c = Arc::new(
+            GrpcConnector::with_config(
+                GrpcConfig::new(addr.to_string())
+                    .timeout(timeout)
+                    .retries(0),
+            )
+            .unwrap(),
+        );
+        let started = Instant::now();
+        let calls = (0..8).map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move { c.exists(&Key::from(format!("k{i}"))).await })
+        });
+        for r in futures::future::join_all(calls).await {
+            let e = r.unwrap().unwrap_err();
+            assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
+        }
+        // One open's timeout, perhaps two; not eight in a row.
+        assert!(
+            started.elapsed() < timeout * 4,
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
     #[tokio::test]
     async fn unreachable_server_is_a_typed_error_after_retries() {
         // Port 1 on loopback: connection refused.

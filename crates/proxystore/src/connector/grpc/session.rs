@@ -47,6 +47,10 @@ pub(super) struct SessionSlot {
     opening: tokio::sync::Mutex<()>,
     /// The server answered UNIMPLEMENTED: its calls go on streams of their own.
     unsupported: AtomicBool,
+    /// When the last open failed, and how: callers that waited for that open share its
+    /// failure instead of each trying again in turn (a server that does not answer would
+    /// otherwise cost each of them a whole timeout, one after the other).
+    last_failure: Mutex<Option<(std::time::Instant, Status)>>,
 }
 
 impl SessionSlot {
@@ -64,10 +68,16 @@ impl SessionSlot {
         if self.unsupported.load(Ordering::Relaxed) {
             return Ok(None);
         }
+        let waiting_since = std::time::Instant::now();
         let _opening = self.opening.lock().await;
-        // Opened by another caller while this one waited.
+        // Opened by another caller while this one waited, or failed to.
         if let Some(s) = self.live() {
             return Ok(Some(s));
+        }
+        if let Some((at, status)) = lock(&self.last_failure).as_ref()
+            && *at >= waiting_since
+        {
+            return Err(status.clone());
         }
         match Session::open(client, auth, timeout).await {
             Ok(s) => {
@@ -80,7 +90,10 @@ impl SessionSlot {
                 self.unsupported.store(true, Ordering::Relaxed);
                 Ok(None)
             }
-            Err(s) => Err(s),
+            Err(s) => {
+                *lock(&self.last_failure) = Some((std::time::Instant::now(), s.clone()));
+                Err(s)
+            }
         }
     }
 
