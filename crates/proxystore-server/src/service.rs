@@ -368,15 +368,24 @@ impl Inner {
         })
     }
 
-    /// The reader of a get, with the header of its answer; `NOT_FOUND` when absent.
-    async fn open_get(&self, r: v1::GetRequest) -> Result<(v1::GetHeader, ObjectReader), Status> {
+    /// The key of a get and its reader; no reader when the object is absent.
+    async fn open_reader(&self, r: v1::GetRequest) -> Result<(Key, Option<ObjectReader>), Status> {
         let key = self.key(r.key)?;
         self.expire_if_due(&key).await?;
         let range = r.range.map(|r| r.start..r.end);
-        let Some(reader) = self.connector.reader(&key, range).await? else {
+        let reader = self.connector.reader(&key, range).await?;
+        if let Some(reader) = &reader {
+            record_call(&key, reader.len);
+        }
+        Ok((key, reader))
+    }
+
+    /// The reader of a get, with the header of its answer; `NOT_FOUND` when absent.
+    async fn open_get(&self, r: v1::GetRequest) -> Result<(v1::GetHeader, ObjectReader), Status> {
+        let (key, reader) = self.open_reader(r).await?;
+        let Some(reader) = reader else {
             return Err(self.not_found(&key));
         };
-        record_call(&key, reader.len);
         let digest = self
             .acc
             .meta(&key)
@@ -397,17 +406,13 @@ impl Inner {
         r: v1::GetRequest,
         max_inline: u64,
     ) -> Result<v1::GetBatchItem, Status> {
-        let (header, reader) = match self.open_get(r).await {
-            Ok(opened) => opened,
-            Err(s) if s.code() == tonic::Code::NotFound => {
-                return Ok(v1::GetBatchItem::default());
-            }
-            Err(s) => return Err(s),
+        let (_, Some(reader)) = self.open_reader(r).await? else {
+            return Ok(v1::GetBatchItem::default());
         };
         let mut item = v1::GetBatchItem {
             found: true,
-            omitted: header.size > max_inline,
-            size: header.size,
+            omitted: reader.len > max_inline,
+            size: reader.len,
             data: Bytes::new(),
         };
         if !item.omitted {

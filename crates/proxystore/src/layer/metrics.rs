@@ -199,23 +199,24 @@ impl Measured {
     }
 
     pub(crate) async fn counted_get(&self, key: &Key) -> Result<Option<Bytes>> {
-        let on = self.on_key(key, Op::Get);
-        counted_with(&self.metrics.get, self.inner.get(key), got, |_, n, t| {
-            on(n, t);
-        })
-        .await
+        self.counted_fetch(key, self.inner.get(key)).await
     }
 
     pub(crate) async fn counted_get_sized(&self, key: &Key, size: u64) -> Result<Option<Bytes>> {
+        self.counted_fetch(key, self.inner.get_sized(key, size))
+            .await
+    }
+
+    /// `fetch`, a get of `key`, counted.
+    async fn counted_fetch(
+        &self,
+        key: &Key,
+        fetch: impl Future<Output = Result<Option<Bytes>>>,
+    ) -> Result<Option<Bytes>> {
         let on = self.on_key(key, Op::Get);
-        counted_with(
-            &self.metrics.get,
-            self.inner.get_sized(key, size),
-            got,
-            |_, n, t| {
-                on(n, t);
-            },
-        )
+        counted_with(&self.metrics.get, fetch, got, |_, n, t| {
+            on(n, t);
+        })
         .await
     }
 

@@ -552,7 +552,7 @@ impl Store {
         let result = match self.inner.measured.immediate() {
             Some(now) => span.in_scope(|| self.fetched(&span, key, now.get(key)?)),
             None => {
-                async { self.fetched(&span, key, self.fetch(key).await?) }
+                async { self.fetched(&span, key, self.fetch(key, None).await?) }
                     .instrument(span.clone())
                     .await
             }
@@ -564,11 +564,9 @@ impl Store {
     /// The object under `key` from the cache, counted as a hit or a miss on the store and on
     /// `span`.
     fn cached_in<T: Send + Sync + 'static>(&self, span: &Span, key: &Key) -> Option<Arc<T>> {
-        let hit = self.inner.cache.get::<T>(key);
+        let hit = self.cached::<T>(key);
         span.record("cache_hit", hit.is_some());
-        if hit.is_some() {
-            self.inner.metrics.hit();
-        } else {
+        if hit.is_none() {
             self.inner.metrics.miss();
         }
         hit
@@ -614,7 +612,7 @@ impl Store {
     /// The connector's error.
     pub async fn get_bytes(&self, key: &Key) -> Result<Option<Bytes>> {
         let span = op_span!("proxystore.get", self, key = key.as_str());
-        let result = self.fetch(key).instrument(span.clone()).await;
+        let result = self.fetch(key, None).instrument(span.clone()).await;
         if let Ok(Some(d)) = &result {
             span.record("bytes", d.len());
         }
@@ -622,8 +620,16 @@ impl Store {
         result
     }
 
-    async fn fetch(&self, key: &Key) -> Result<Option<Bytes>> {
-        self.inner.measured.counted_get(key).await
+    /// The bytes under `key`, counted; `size`, when the caller knows it (from a reference), lets
+    /// the connector choose how to fetch ([`Connector::get_sized`]).
+    async fn fetch(&self, key: &Key, size: Option<u64>) -> Result<Option<Bytes>> {
+        let measured = &self.inner.measured;
+        match (measured.immediate(), size) {
+            (Some(now), _) => now.get(key),
+            // 0: an empty object, or a reference that does not say.
+            (None, Some(size)) if size > 0 => measured.counted_get_sized(key, size).await,
+            (None, _) => measured.counted_get(key).await,
+        }
     }
 
     fn decode<T: DeserializeOwned + 'static>(
@@ -871,17 +877,7 @@ impl Store {
             // was made); its record is checked instead.
             return crate::future::fetch(self, r, info).await;
         }
-        let data = match self.inner.measured.immediate() {
-            Some(now) => now.get(&r.key)?,
-            // The reference knows the size (0: an empty object, or a reference without it).
-            None if r.size > 0 => {
-                self.inner
-                    .measured
-                    .counted_get_sized(&r.key, r.size)
-                    .await?
-            }
-            None => self.fetch(&r.key).await?,
-        };
+        let data = self.fetch(&r.key, Some(r.size)).await?;
         self.check_fetched(r, data)
     }
 

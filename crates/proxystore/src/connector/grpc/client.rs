@@ -204,11 +204,13 @@ impl Inner {
     /// The session of the picked replica, opened if need be; `None` when its server has no
     /// sessions.
     async fn session(&self, pick: Pick) -> Result<Option<Arc<Session>>> {
-        let slot = self.pool.session_slot(pick);
-        if slot.unsupported() {
-            return Ok(None);
-        }
-        slot.get(self.pool.client(pick), self.auth.as_ref(), self.timeout())
+        self.pool
+            .session_slot(pick)
+            .get(
+                || self.pool.client(pick),
+                self.auth.as_ref(),
+                self.timeout(),
+            )
             .await
             .map_err(Error::from)
     }
@@ -222,7 +224,7 @@ impl Inner {
         pick: Pick,
         method: &'static str,
         call: &Call,
-        mut fits: impl FnMut(&v1::SessionOpened) -> bool,
+        fits: impl Fn(&v1::SessionOpened) -> bool,
     ) -> Result<Option<Answer>> {
         for _ in 0..SESSION_ATTEMPTS {
             let Some(session) = self.session(pick).await? else {
@@ -490,14 +492,15 @@ impl Inner {
         self.on_replica_pick(|pick| {
             let range = range.clone();
             async move {
-                let mut inline_max = None;
-                let limit = self
-                    .pool
-                    .session_slot(pick)
-                    .inline_max()
-                    .unwrap_or(SESSION_GET_SMALL);
+                // What a session answers inline: its own limit once one is open.
+                let inline_limit = || {
+                    self.pool
+                        .session_slot(pick)
+                        .inline_max()
+                        .unwrap_or(SESSION_GET_SMALL)
+                };
                 let likely_small = match size {
-                    Some(s) => s <= limit,
+                    Some(s) => s <= inline_limit(),
                     None => self.large_gets.load(Ordering::Relaxed) < LARGE_GETS_TO_STREAMS,
                 };
                 if likely_small {
@@ -508,11 +511,7 @@ impl Inner {
                             end: r.end,
                         }),
                     });
-                    let fits = |l: &v1::SessionOpened| {
-                        inline_max = Some(l.max_inline_bytes);
-                        true
-                    };
-                    match self.session_call(pick, "Get", &call, fits).await? {
+                    match self.session_call(pick, "Get", &call, |_| true).await? {
                         Some(Answer::Get(item)) if !item.found => return Ok(None),
                         Some(Answer::Get(item)) if !item.omitted => {
                             if item.data.len() as u64 != item.size {
@@ -538,8 +537,10 @@ impl Inner {
                     .await
                     .map_err(Error::from)?;
                 // Small enough for a session: the next get tries one again.
-                let limit = inline_max.unwrap_or(SESSION_GET_SMALL);
-                if data.as_ref().is_some_and(|d| d.len() as u64 <= limit) {
+                if data
+                    .as_ref()
+                    .is_some_and(|d| d.len() as u64 <= inline_limit())
+                {
                     self.large_gets.store(0, Ordering::Relaxed);
                 }
                 Ok(data)

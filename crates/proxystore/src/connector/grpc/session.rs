@@ -54,11 +54,11 @@ pub(super) struct SessionSlot {
 }
 
 impl SessionSlot {
-    /// The open session, opening one on `client` when there is none; `None` when the server
+    /// The open session, opening one on `client()` when there is none; `None` when the server
     /// does not have sessions.
     pub(super) async fn get(
         &self,
-        client: Client,
+        client: impl FnOnce() -> Client,
         auth: Option<&MetadataValue<Ascii>>,
         timeout: Duration,
     ) -> Result<Option<Arc<Session>>, Status> {
@@ -79,7 +79,7 @@ impl SessionSlot {
         {
             return Err(status.clone());
         }
-        match Session::open(client, auth, timeout).await {
+        match Session::open(client(), auth, timeout).await {
             Ok(s) => {
                 let s = Arc::new(s);
                 *lock(&self.current) = Some(s.clone());
@@ -100,11 +100,6 @@ impl SessionSlot {
     /// The largest object the open session answers inline, if one is open.
     pub(super) fn inline_max(&self) -> Option<u64> {
         self.live().map(|s| s.limits.max_inline_bytes)
-    }
-
-    /// Whether the server is known not to have sessions.
-    pub(super) fn unsupported(&self) -> bool {
-        self.unsupported.load(Ordering::Relaxed)
     }
 
     fn live(&self) -> Option<Arc<Session>> {
