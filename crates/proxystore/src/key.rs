@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// An opaque identifier of one object in one connector.
 ///
-/// Each connector chooses its own keys (a UUID for memory and file, `name:inner` for multi) and
+/// Each connector chooses its own keys (a UUID for file, `name:inner` for multi) and
 /// validates keys it is handed. A key is cheap to clone and round-trips through `Display` and
 /// `FromStr`.
 ///
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub struct Key(Arc<str>);
 
 impl Key {
-    /// A new random key (UUID v4, 36 characters), as used by the memory and file connectors.
+    /// A new random key (UUID v4, 36 characters), as used by the file connector.
     pub fn random() -> Self {
         let mut buf = uuid::Uuid::encode_buffer();
         Key(Arc::from(

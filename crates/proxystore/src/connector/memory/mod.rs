@@ -2,7 +2,8 @@
 //!
 //! Objects live in a named *segment* shared by every `MemoryConnector` of that segment in the
 //! process, so two stores (or a store rebuilt from a proxy's config) see the same objects. Bytes
-//! are handed out without copying.
+//! are handed out without copying. The keys a segment makes name the slot of their object, so
+//! that a segment of many objects stays quick to fill (see `objects.rs`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -20,14 +21,15 @@ use crate::key::Key;
 /// Kind name of this connector.
 pub const KIND: &str = "memory";
 
-// foldhash: several times faster than SipHash on short keys, and still seeded per process.
-type Map = HashMap<Key, Bytes, foldhash::fast::RandomState>;
+mod objects;
+
+use objects::Objects;
 
 /// The objects of a segment, and the notification of writes under a given key (what
 /// [`Connector::wait`] waits on).
 #[derive(Default)]
 struct Segment {
-    map: RwLock<Map>,
+    map: RwLock<Objects>,
     written: tokio::sync::Notify,
 }
 
@@ -35,18 +37,11 @@ impl Segment {
     /// Insert under a key someone may be waiting for, and wake the waiters.
     /// Insert unless present (under the lock): whether it inserted.
     fn set_once(&self, key: Key, data: Bytes) -> bool {
-        let inserted = match self
+        let inserted = self
             .map
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(key)
-        {
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(data);
-                true
-            }
-        };
+            .insert_once(key, data);
         if inserted {
             self.written.notify_waiters();
         }
@@ -165,11 +160,11 @@ impl MemoryConnector {
         self.len() == 0
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Map> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Objects> {
         self.data.map.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Map> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Objects> {
         self.data.map.write().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -177,9 +172,7 @@ impl MemoryConnector {
 /// Every call of a memory connector is a map operation under a lock, done at once.
 impl ImmediateConnector for MemoryConnector {
     fn put_now(&self, data: Bytes, _options: &PutOptions) -> Result<Key> {
-        let key = Key::random();
-        self.write().insert(key.clone(), data);
-        Ok(key)
+        Ok(self.write().insert_new(data))
     }
 
     fn get_now(&self, key: &Key) -> Result<Option<Bytes>> {
@@ -187,7 +180,7 @@ impl ImmediateConnector for MemoryConnector {
     }
 
     fn exists_now(&self, key: &Key) -> Result<bool> {
-        Ok(self.read().contains_key(key))
+        Ok(self.read().contains(key))
     }
 
     fn evict_now(&self, key: &Key) -> Result<()> {
@@ -227,12 +220,8 @@ impl Connector for MemoryConnector {
     }
 
     async fn put_batch(&self, data: Vec<Bytes>, _options: &PutOptions) -> Result<Vec<Key>> {
-        let keys: Vec<Key> = data.iter().map(|_| Key::random()).collect();
         let mut map = self.write();
-        for (k, d) in keys.iter().zip(data) {
-            map.insert(k.clone(), d);
-        }
-        Ok(keys)
+        Ok(data.into_iter().map(|d| map.insert_new(d)).collect())
     }
 
     async fn get_batch(&self, keys: &[Key]) -> Result<Vec<Option<Bytes>>> {
@@ -274,11 +263,11 @@ impl Connector for MemoryConnector {
             tokio::pin!(written);
             // Registered before the check: a write between the check and the wait wakes it.
             written.as_mut().enable();
-            if self.read().contains_key(key) {
+            if self.read().contains(key) {
                 return Ok(true);
             }
             if tokio::time::timeout_at(deadline, written).await.is_err() {
-                return Ok(self.read().contains_key(key));
+                return Ok(self.read().contains(key));
             }
         }
     }
@@ -297,7 +286,7 @@ impl Connector for MemoryConnector {
     ) -> Result<Option<Box<dyn ObjectWriter>>> {
         Ok(Some(Box::new(MemoryWriter {
             data: self.data.clone(),
-            key: key.cloned().unwrap_or_else(Key::random),
+            key: key.cloned(),
             buf: ChunkBuffer::new(size),
         })))
     }
@@ -318,7 +307,7 @@ impl Connector for MemoryConnector {
         Ok(Some(
             self.read()
                 .iter()
-                .map(|(k, b)| StoredObject::new(k.clone(), b.len() as u64, Default::default()))
+                .map(|(k, b)| StoredObject::new(k, b.len() as u64, Default::default()))
                 .collect(),
         ))
     }
@@ -327,7 +316,8 @@ impl Connector for MemoryConnector {
 /// A memory connector's streaming writer.
 struct MemoryWriter {
     data: Arc<Segment>,
-    key: Key,
+    /// The key it was given, if any (otherwise the segment makes one on finish).
+    key: Option<Key>,
     buf: ChunkBuffer,
 }
 
@@ -340,7 +330,16 @@ impl ObjectWriter for MemoryWriter {
     async fn finish(self: Box<Self>) -> Result<Key> {
         let MemoryWriter { data, key, buf } = *self;
         let bytes = buf.finish()?;
-        data.set(key.clone(), bytes);
-        Ok(key)
+        Ok(match key {
+            Some(key) => {
+                data.set(key.clone(), bytes);
+                key
+            }
+            None => data
+                .map
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert_new(bytes),
+        })
     }
 }
