@@ -611,3 +611,57 @@ async fn large_values_go_on_bulk_connections_with_the_same_rules() {
         .unwrap();
     assert_eq!(stored, data);
 }
+
+/// Calls of `cmd` the server has run, from `INFO commandstats`.
+fn calls(server: &RedisServer, cmd: &str) -> u64 {
+    let mut raw = redis::Client::open(server.url().as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut raw)
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+/// A put is one `SET` (nobody can wait for a key before the put returns it, so it is not
+/// announced: a `PUBLISH` per put cost the server a third of its commands in a put+get
+/// loop); a `set` of a key given beforehand is announced, and a waiter sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_are_one_set_and_only_sets_are_announced() {
+    let server = start();
+    let c = RedisConnector::with_config(config(&server)).unwrap();
+    // Small, bulk-connection and in-pieces sizes.
+    let sizes = [100, 512 << 10, 3 << 20];
+    let c_chunked = RedisConnector::with_config(RedisConfig {
+        chunked_above_bytes: 1 << 20,
+        chunk_bytes: 1 << 20,
+        ..config(&server)
+    })
+    .unwrap();
+    let before = calls(&server, "publish");
+    for (i, size) in sizes.into_iter().enumerate() {
+        let data = payload(size, i as u64);
+        let key = c_chunked.put(data.clone()).await.unwrap();
+        assert_eq!(c_chunked.get(&key).await.unwrap(), Some(data));
+    }
+    let sets = calls(&server, "set");
+    c.put(payload(100, 9)).await.unwrap();
+    assert_eq!(calls(&server, "set"), sets + 1);
+    assert_eq!(calls(&server, "publish"), before, "a put was announced");
+
+    for (i, size) in sizes.into_iter().enumerate() {
+        let key = c_chunked.new_key(&Default::default()).await.unwrap();
+        let waiter = {
+            let (c, key) = (c_chunked.clone(), key.clone());
+            tokio::spawn(async move { c.wait(&key, Duration::from_secs(10)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        c_chunked.set(&key, payload(size, i as u64)).await.unwrap();
+        assert!(waiter.await.unwrap().unwrap(), "set of {size} B not seen");
+        assert_eq!(calls(&server, "publish"), before + i as u64 + 1);
+    }
+}

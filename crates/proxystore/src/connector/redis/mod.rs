@@ -387,11 +387,11 @@ impl RedisConnector {
         self.check_replicas(op, acked)
     }
 
-    /// `SET` (with its `PX`), `PUBLISH` and `WAIT`, as [`Connector::set`] writes them, through
-    /// a bulk connection of this runtime ([`bulk`]): the value is written from `data`, not
-    /// copied. `None` when there is none at hand (TLS, a cluster, outside any tokio runtime,
+    /// `SET` (with its `PX`), `PUBLISH` when `announce`, and `WAIT`, as
+    /// [`Self::write_object`] writes them, through a bulk connection of this runtime
+    /// ([`bulk`]): the value is written from `data`, not copied. `None` when there is none at hand (TLS, a cluster, outside any tokio runtime,
     /// all busy): the caller goes through the crate.
-    async fn bulk_set(&self, k: &[u8], data: Bytes) -> Option<Result<()>> {
+    async fn bulk_set(&self, k: &[u8], data: Bytes, announce: bool) -> Option<Result<()>> {
         use bulk::Arg;
         let target = self.inner.bulk_target.as_ref()?;
         let pool = self
@@ -408,7 +408,9 @@ impl RedisConnector {
             set.extend([Arg::from("PX"), Arg::from(ttl.as_str())]);
         }
         commands.push(set);
-        commands.push(["PUBLISH".into(), Arg::from(channel.as_slice()), "1".into()]);
+        if announce {
+            commands.push(["PUBLISH".into(), Arg::from(channel.as_slice()), "1".into()]);
+        }
         let wait = self
             .wait_args()
             .map(|(n, ms)| (n.to_string(), ms.to_string()));
@@ -467,6 +469,30 @@ impl RedisConnector {
 }
 
 impl RedisConnector {
+    /// Write the object under `key`; with `announce`, announce it on the key's channel in the
+    /// same round trip (see [`Connector::wait`]).
+    async fn write_object(&self, key: &Key, data: Bytes, announce: bool) -> Result<()> {
+        let k = self.redis_key(key);
+        if data.len() as u64 > self.inner.config.chunked_above_bytes {
+            self.set_chunked(key, data).await?;
+            return match announce {
+                true => self.announce(&k).await,
+                false => Ok(()),
+            };
+        }
+        if data.len() >= bulk::BULK_BYTES
+            && let Some(done) = self.bulk_set(&k, data.clone(), announce).await
+        {
+            return done;
+        }
+        let mut pipe = redis::pipe();
+        pipe.add_command(self.set_cmd(k.clone(), &data)).ignore();
+        if announce {
+            pipe.cmd("PUBLISH").arg(wait::channel(&k)).arg(1).ignore();
+        }
+        self.write("SET", pipe).await
+    }
+
     /// Write a large object in pieces into a temporary key, then rename it over `key`: readers
     /// never see a partial object, and a writer that dies leaves a key that expires.
     async fn set_chunked(&self, key: &Key, data: Bytes) -> Result<()> {
@@ -808,9 +834,11 @@ impl Connector for RedisConnector {
         }
     }
 
+    /// A `SET` under a new random key, not announced: nobody can wait for a key before it is
+    /// returned (an announcement would cost the server a `PUBLISH` per put).
     async fn put_opts(&self, data: Bytes, _options: &PutOptions) -> Result<Key> {
         let key = Key::random();
-        self.set(&key, data).await?;
+        self.write_object(&key, data, false).await?;
         Ok(key)
     }
 
@@ -967,24 +995,7 @@ impl Connector for RedisConnector {
     /// Writes the object, then announces it on the key's channel (see [`Connector::wait`]),
     /// in one round trip.
     async fn set(&self, key: &Key, data: Bytes) -> Result<()> {
-        let k = self.redis_key(key);
-        if data.len() as u64 > self.inner.config.chunked_above_bytes {
-            self.set_chunked(key, data).await?;
-            return self.announce(&k).await;
-        }
-        if data.len() >= bulk::BULK_BYTES
-            && let Some(done) = self.bulk_set(&k, data.clone()).await
-        {
-            return done;
-        }
-        let mut pipe = redis::pipe();
-        pipe.add_command(self.set_cmd(k.clone(), &data))
-            .ignore()
-            .cmd("PUBLISH")
-            .arg(wait::channel(&k))
-            .arg(1)
-            .ignore();
-        self.write("SET", pipe).await
+        self.write_object(key, data, true).await
     }
 
     /// `SET NX` and `PUBLISH` in one round trip (objects written in pieces: look, then write).
