@@ -106,16 +106,16 @@ pub(crate) fn read_object(
         return Ok(None);
     };
     let Some(range) = range else {
-        let mut buf = buffer_for(len)?;
+        let (mut buf, head) = buffer_for(len)?;
         f.read_to_end(&mut buf)?;
-        return Ok(Some(Bytes::from(buf)));
+        return Ok(Some(Bytes::from(buf).slice(head..)));
     };
     let end = range.end.min(len);
     let start = range.start.min(end);
     f.seek(SeekFrom::Start(start))?;
-    let mut buf = buffer_for(end - start)?;
+    let (mut buf, head) = buffer_for(end - start)?;
     f.take(end - start).read_to_end(&mut buf)?;
-    Ok(Some(Bytes::from(buf)))
+    Ok(Some(Bytes::from(buf).slice(head..)))
 }
 
 /// The object at `path` read into `sink` (see [`crate::connector::Connector::get_into`]);
@@ -144,11 +144,12 @@ pub(crate) fn read_object_into(
     Ok(true)
 }
 
-/// A buffer for `len` bytes read from a file ([`crate::buffer`]).
-fn buffer_for(len: u64) -> std::io::Result<Vec<u8>> {
+/// A buffer for `len` bytes read from a file, and the length of its head
+/// ([`crate::buffer::aligned_with_capacity`]).
+fn buffer_for(len: u64) -> std::io::Result<(Vec<u8>, usize)> {
     usize::try_from(len)
         .ok()
-        .and_then(crate::buffer::with_capacity)
+        .and_then(crate::buffer::aligned_with_capacity)
         .ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::OutOfMemory,
