@@ -8,8 +8,7 @@ Measured, per payload size (default 1 MiB and 100 MiB, ``os.urandom`` bytes):
   ``RustFileConnector`` and ``RustRedisConnector``: ``store.put(payload)`` and a cold
   ``store.get(key)``. The serializer's work is the same code on both sides.
 - ``connector``: the same backends without the ``Store``: ``connector.put(payload)`` and
-  ``connector.get(key)`` (Python's returns ``bytes``; ours a read-only ``memoryview`` over the
-  Rust-owned bytes, which is what the Rust-backed connectors return).
+  ``connector.get(key)`` (both return ``bytes``; ours is filled by the read itself).
 - ``array``: a 100 MiB ``<f8`` array made by a Rust process (``py-interop put-array``, stored
   by the Rust file connector as NPY) resolved with ``proxystore_rs.resolve`` into a NumPy
   array (digest checked), against reading the same file's elements with ``numpy.fromfile``
@@ -512,8 +511,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [
         '',
         "`store` rows: `Store(..., cache_size=0)`'s `put(payload)` and `get(key)`; "
-        '`connector` rows: `connector.put(payload)` and `connector.get(key)` (Python\'s '
-        'connectors return `bytes`, ours a read-only `memoryview` over the fetched bytes). '
+        '`connector` rows: `connector.put(payload)` and `connector.get(key)` (both return '
+        '`bytes`; ours is a `bytes` object that the read itself fills). '
         '`floor`: the raw client in the same rounds (a plain Python write of a new file and '
         'read of it; redis-py `set`/`get`), i.e. what any connector of that backend pays. '
         'Ratio: anchor time / ours for the connector and store rows (higher is better), ours / '

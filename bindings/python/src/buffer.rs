@@ -1,13 +1,17 @@
-//! Rust-owned bytes lent to Python through the buffer protocol, without a copy.
+//! Memory shared with Python without a copy: Rust-owned bytes lent to Python through the
+//! buffer protocol ([`Buffer`]), and Python `bytes` objects that a read fills
+//! ([`PyBytesMemory`]).
 
 #![allow(unsafe_code)]
 
 use std::ffi::{c_int, c_void};
+use std::mem::MaybeUninit;
 
 use bytes::Bytes;
+use proxystore::connector::ObjectMemory;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyMemoryView;
+use pyo3::types::{PyBytes, PyMemoryView};
 
 /// Read-only bytes fetched by the Rust core, exposed through the buffer protocol: wrap it in
 /// `memoryview`, pass it to `numpy.frombuffer`, `bytes()`, or anything that takes a buffer.
@@ -62,3 +66,121 @@ impl Buffer {
         self.data.len()
     }
 }
+
+/// A Python `bytes` object of an object's size, made when the size is known and filled by the
+/// read itself ([`proxystore::Connector::get_into`]) with the GIL released: what the connector
+/// classes of Python ProxyStore's protocol return from `get`. Python ProxyStore's deserializer
+/// takes an exact `bytes` as it is (`io.BytesIO` shares it) and copies anything else, so a
+/// `bytes` saves a copy of the whole object that a `memoryview` costs there.
+///
+/// The room is left uninitialized (CPython allows a fresh `bytes` to be written before it is
+/// shared), and from [`HUGE_PAGES_FROM`] bytes asks for transparent huge pages, as the core's
+/// own buffers do.
+pub(crate) struct PyBytesMemory {
+    bytes: Option<Py<PyBytes>>,
+    data: *mut MaybeUninit<u8>,
+    len: usize,
+}
+
+// SAFETY: `data` points into the storage of the `bytes` object held in `bytes` (or is dangling
+// with `len` 0), which moves with it; a `Py` may be sent between threads, and the storage is
+// reached only through `&mut self`.
+unsafe impl Send for PyBytesMemory {}
+
+/// `bytes` objects of at least this many bytes ask for huge pages (the core's threshold,
+/// NumPy's too).
+const HUGE_PAGES_FROM: usize = 4 << 20;
+
+impl Default for PyBytesMemory {
+    fn default() -> Self {
+        PyBytesMemory {
+            bytes: None,
+            data: std::ptr::NonNull::dangling().as_ptr(),
+            len: 0,
+        }
+    }
+}
+
+impl ObjectMemory for PyBytesMemory {
+    fn allocate(&mut self, len: usize) -> proxystore::Result<()> {
+        let too_large = |why: String| proxystore::Error::LimitExceeded {
+            message: format!("a bytes object of {len} bytes: {why}"),
+        };
+        let size = ffi::Py_ssize_t::try_from(len).map_err(|_| too_large("too large".into()))?;
+        let (bytes, data) = Python::attach(|py| {
+            self.bytes = None;
+            self.len = 0;
+            // SAFETY: the GIL is held; a NULL source makes a new object of `size` bytes left
+            // uninitialized, or NULL with MemoryError set.
+            let made = unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), size) };
+            // SAFETY: `made` is a new (owned) reference, or NULL with an error set.
+            let bytes = unsafe { Bound::from_owned_ptr_or_err(py, made) }
+                .map_err(|e| too_large(e.to_string()))?;
+            // SAFETY: `made` is a bytes object (just made); its storage holds `size` bytes.
+            let data = unsafe { ffi::PyBytes_AsString(made) };
+            // SAFETY: `made` is a bytes object.
+            let bytes: Bound<'_, PyBytes> = unsafe { bytes.cast_into_unchecked() };
+            Ok::<_, proxystore::Error>((bytes.unbind(), data))
+        })?;
+        if len >= HUGE_PAGES_FROM {
+            advise_huge_pages(data.cast(), len);
+        }
+        self.bytes = Some(bytes);
+        self.data = data.cast();
+        self.len = len;
+        Ok(())
+    }
+
+    fn room(&mut self) -> &mut [MaybeUninit<u8>] {
+        // SAFETY: `data..data + len` is the storage of the `bytes` object in `self.bytes` (or
+        // `len` is 0). That object was made here and is not shared until `finish`, so no other
+        // code reads or writes it, with or without the GIL; `&mut self` makes this borrow the
+        // only one; `MaybeUninit` bytes need no initialization.
+        unsafe { std::slice::from_raw_parts_mut(self.data, self.len) }
+    }
+}
+
+impl PyBytesMemory {
+    /// The `bytes` object, once the sink over this memory completed `written` bytes: that must
+    /// be its whole length, or its content would be partly unwritten.
+    pub(crate) fn finish(self, py: Python<'_>, written: u64) -> PyResult<Bound<'_, PyBytes>> {
+        match self.bytes {
+            Some(bytes) if written == self.len as u64 => Ok(bytes.into_bound(py)),
+            _ => Err(crate::errors::to_py(
+                py,
+                proxystore::Error::backend_message(
+                    "get_into",
+                    format!("{written} bytes written into a room of {}", self.len),
+                    false,
+                ),
+            )),
+        }
+    }
+}
+
+/// Ask the kernel for transparent huge pages under the whole pages of `len` bytes at `data`:
+/// faulting a large fresh buffer in 2 MiB at a time instead of 4 KiB costs a fraction (many
+/// kernels, `transparent_hugepage=madvise`, use them only where asked).
+#[cfg(target_os = "linux")]
+fn advise_huge_pages(data: *mut u8, len: usize) {
+    const PAGE: usize = 4096;
+    let start = data as usize;
+    let end = start + len;
+    let first = start.next_multiple_of(PAGE);
+    let last = end - end % PAGE;
+    if last > first {
+        // SAFETY: the range is inside the allocation of `len` bytes at `data`, owned by the
+        // caller. MADV_HUGEPAGE is advice about how to back that memory; it changes neither
+        // its contents nor its mapping, and its failure changes nothing (not worth reporting).
+        let _ = unsafe {
+            libc::madvise(
+                first as *mut libc::c_void,
+                last - first,
+                libc::MADV_HUGEPAGE,
+            )
+        };
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages(_data: *mut u8, _len: usize) {}

@@ -7,8 +7,11 @@
 //! - [`NativeConnector`]: any connector kind of the core (`memory`, `file`, `redis`, `s3`,
 //!   `grpc`, `multi`, `globus`) built from its kind and JSON options, with byte-level `put`,
 //!   `get`, `exists`, `evict`, batches and deferred puts. Every call releases the GIL and runs
-//!   its I/O on the core's own tokio runtime ([`proxystore::runtime`]); `get` returns a
-//!   `memoryview` over the Rust-owned bytes, without a copy.
+//!   its I/O on the core's own tokio runtime ([`proxystore::runtime`]). `get` returns a
+//!   `memoryview` over the Rust-owned bytes, without a copy (for code that takes any buffer,
+//!   such as NumPy); `get_bytes` returns a `bytes` object that the read itself filled
+//!   ([`proxystore::Connector::get_into`]), which is what the connector classes of Python
+//!   ProxyStore's protocol return.
 //! - References that cross the language line: [`NativeConnector::put_reference`] and
 //!   [`NativeConnector::put_npy`] store bytes or an array and return the protobuf bytes of a
 //!   `proxystore_rs.v1.ProxyReference` that a Rust process resolves; [`resolve_reference`]
@@ -23,6 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use proxystore::codec::npy::NpyArray;
+use proxystore::connector::ObjectSink;
 use proxystore::{Codec, Connector, ConnectorConfig, Key, PutOptions, Reference, Store};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
@@ -31,7 +35,7 @@ use pyo3::types::{PyBytes, PyDict, PyMemoryView};
 mod buffer;
 pub mod errors;
 
-use buffer::Buffer;
+use buffer::{Buffer, PyBytesMemory};
 
 /// Run `fut` on the core's I/O runtime with the GIL released, and turn its error into the
 /// matching Python exception.
@@ -136,7 +140,29 @@ impl NativeConnector {
         Ok(keys.iter().map(Key::to_string).collect())
     }
 
-    /// The object's bytes as a read-only `memoryview` (no copy), or `None` when absent.
+    /// The object's bytes as a `bytes` object that the read itself filled (the file read
+    /// into it, the Redis reply read off the socket into it; other backends fetch the object
+    /// and copy it in once), or `None` when absent. What the Python ProxyStore connector
+    /// classes return: its deserializer takes a `bytes` without a copy.
+    fn get_bytes<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let c = self.inner.clone();
+        let key = Key::from(key);
+        let got = run(py, async move {
+            let mut memory = PyBytesMemory::default();
+            let mut sink = ObjectSink::new(&mut memory);
+            if !c.get_into(&key, &mut sink).await? {
+                return Ok(None);
+            }
+            let written = sink.complete()?;
+            drop(sink);
+            Ok(Some((memory, written)))
+        })?;
+        got.map(|(memory, written)| memory.finish(py, written))
+            .transpose()
+    }
+
+    /// The object's bytes as a read-only `memoryview` over the Rust-owned bytes (no copy),
+    /// or `None` when absent.
     fn get<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<Bound<'py, PyMemoryView>>> {
         let c = self.inner.clone();
         let key = Key::from(key);

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::connector::{Connector, PutOptions};
+use crate::connector::{Connector, ObjectMemory, ObjectSink, PutOptions};
 use crate::error::Error;
 use crate::key::Key;
 
@@ -102,6 +102,79 @@ pub async fn round_trip(c: &dyn Connector) -> CheckResult {
 /// A 64 MiB object comes back byte-identical.
 pub async fn large_object(c: &dyn Connector) -> CheckResult {
     put_get_evict(c, payload(64 << 20, 64), "round trip of 64 MiB").await
+}
+
+/// Room for an object in a zeroed vector, that never adopts `Bytes`: what a caller whose
+/// memory must hold the object (a Python `bytes`) gives [`Connector::get_into`].
+#[derive(Default)]
+struct OwnRoom(Vec<std::mem::MaybeUninit<u8>>);
+
+impl ObjectMemory for OwnRoom {
+    fn allocate(&mut self, len: usize) -> crate::Result<()> {
+        self.0 = vec![std::mem::MaybeUninit::new(0); len];
+        Ok(())
+    }
+    fn room(&mut self) -> &mut [std::mem::MaybeUninit<u8>] {
+        &mut self.0
+    }
+}
+
+/// `get_into` writes the object `get` returns, whole, into memory that takes `Bytes` as they
+/// are and into memory that must hold the bytes itself, hashing what it wrote; an absent
+/// key writes nothing.
+pub async fn get_into(c: &dyn Connector) -> CheckResult {
+    use crate::digest::DigestAlgorithm::{Blake3, Xxh3};
+    for (i, len) in [0usize, 1, 1000, 300 << 10, 5 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        let data = payload(len, 40 + i as u64);
+        let what = format!("get_into of {len} B");
+        let key = c.put(data.clone()).await.map_err(|e| fail(&what, e))?;
+        let hint = if i % 2 == 0 { len as u64 } else { 0 };
+        let got = crate::buffer::get_into_buffer(c, &key, hint, Blake3)
+            .await
+            .map_err(|e| fail(&what, e))?;
+        match got {
+            Some((back, digest)) if back == data && digest == Blake3.digest(&data) => {}
+            Some((back, _)) => {
+                return Err(format!(
+                    "{what}: {} bytes came back, or a wrong digest, into a store's buffer",
+                    back.len()
+                ));
+            }
+            None => return Err(format!("{what}: absent")),
+        }
+        let mut room = OwnRoom::default();
+        let mut sink = ObjectSink::new(&mut room).hashing(Xxh3);
+        let found = c
+            .get_into(&key, &mut sink)
+            .await
+            .map_err(|e| fail(&what, e))?;
+        let complete = sink.complete().map_err(|e| fail(&what, e))?;
+        // The sink hashes the bytes it wrote, so the digest vouches for the room's content.
+        if !found || complete != len as u64 || sink.digest() != Xxh3.digest(&data) {
+            return Err(format!(
+                "{what} into memory of the caller's: found {found}, {complete} bytes, digest \
+                 {:?} where {:?} was put",
+                sink.digest(),
+                Xxh3.digest(&data)
+            ));
+        }
+        c.evict(&key).await.map_err(|e| fail("evict", e))?;
+        let mut room = OwnRoom::default();
+        let mut sink = ObjectSink::new(&mut room);
+        match c.get_into(&key, &mut sink).await {
+            Ok(false) if sink.size().is_none() => {}
+            other => {
+                return Err(format!(
+                    "get_into of an evicted key gave {other:?} with {sink:?}, expected \
+                     Ok(false) and nothing written"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A key that was put then evicted reads as absent everywhere, and evicting it again is fine.
@@ -582,7 +655,7 @@ pub async fn inventory(c: &dyn Connector) -> CheckResult {
 macro_rules! conformance_tests {
     ($fixture:path) => {
         $crate::conformance_tests!(@each $fixture;
-            round_trip, large_object, missing_key, exists_and_evict, batches, ranges,
+            round_trip, large_object, get_into, missing_key, exists_and_evict, batches, ranges,
             concurrency, config_round_trip, hostile_keys, streaming, inventory, wait);
     };
     (@each $fixture:path; $($check:ident),*) => {

@@ -121,6 +121,74 @@ impl Digest {
     }
 }
 
+/// A digest computed piece by piece, for bytes that arrive in chunks: the same value as
+/// [`DigestAlgorithm::digest`] of all the pieces joined, without joining them. Hashing each
+/// piece as it lands, while it is still in the CPU's cache, spares a second pass over a large
+/// object in memory (see [`crate::connector::ObjectSink::hashing`]).
+///
+/// ```
+/// use proxystore::digest::{DigestAlgorithm, DigestHasher};
+/// let mut h = DigestHasher::new(DigestAlgorithm::Xxh3).unwrap();
+/// h.update(b"hello ");
+/// h.update(b"world");
+/// assert_eq!(Some(h.finish()), DigestAlgorithm::Xxh3.digest(b"hello world"));
+/// ```
+#[derive(Clone)]
+pub struct DigestHasher(HasherState);
+
+#[derive(Clone)]
+enum HasherState {
+    Xxh3(Box<twox_hash::XxHash3_64>),
+    Blake3(Box<blake3::Hasher>),
+}
+
+impl DigestHasher {
+    /// A hasher of `algorithm`; `None` for [`DigestAlgorithm::None`].
+    pub fn new(algorithm: DigestAlgorithm) -> Option<Self> {
+        match algorithm {
+            DigestAlgorithm::None => None,
+            DigestAlgorithm::Xxh3 => Some(DigestHasher(HasherState::Xxh3(Box::default()))),
+            DigestAlgorithm::Blake3 => Some(DigestHasher(HasherState::Blake3(Box::default()))),
+        }
+    }
+
+    /// The algorithm of this hasher.
+    pub fn algorithm(&self) -> DigestAlgorithm {
+        match &self.0 {
+            HasherState::Xxh3(_) => DigestAlgorithm::Xxh3,
+            HasherState::Blake3(_) => DigestAlgorithm::Blake3,
+        }
+    }
+
+    /// Add the next piece.
+    pub fn update(&mut self, data: &[u8]) {
+        use std::hash::Hasher as _;
+        match &mut self.0 {
+            HasherState::Xxh3(h) => h.write(data),
+            HasherState::Blake3(h) => {
+                h.update(data);
+            }
+        }
+    }
+
+    /// The digest of all the pieces so far.
+    pub fn finish(&self) -> Digest {
+        use std::hash::Hasher as _;
+        match &self.0 {
+            HasherState::Xxh3(h) => Digest::Xxh3(h.finish()),
+            HasherState::Blake3(h) => Digest::Blake3(*h.finalize().as_bytes()),
+        }
+    }
+}
+
+impl fmt::Debug for DigestHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("DigestHasher")
+            .field(&self.algorithm())
+            .finish()
+    }
+}
+
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.algorithm().as_str())?;
@@ -189,6 +257,28 @@ mod tests {
             DigestAlgorithm::Xxh3.digest(b""),
             Some(Digest::Xxh3(0x2D06_8005_38D3_94C2))
         );
+    }
+
+    #[test]
+    fn a_digest_in_pieces_is_the_digest_of_the_whole() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for alg in [DigestAlgorithm::Xxh3, DigestAlgorithm::Blake3] {
+            let whole = alg.digest(&data).unwrap();
+            // Pieces around xxh3's internal block and stripe sizes, and empty ones.
+            for piece in [1, 63, 64, 240, 1024, 4096, 65_537, 300_000] {
+                let mut h = DigestHasher::new(alg).unwrap();
+                h.update(&[]);
+                for chunk in data.chunks(piece) {
+                    h.update(chunk);
+                }
+                assert_eq!(h.finish(), whole, "{alg:?} in pieces of {piece}");
+            }
+            assert_eq!(
+                DigestHasher::new(alg).unwrap().finish(),
+                alg.digest(b"").unwrap()
+            );
+        }
+        assert!(DigestHasher::new(DigestAlgorithm::None).is_none());
     }
 
     #[test]

@@ -117,23 +117,32 @@ impl RetryConfig {
         let mut retries = 0;
         loop {
             match attempt().await {
-                Err(e) if e.is_temporary() && retries < self.max_retries => {
-                    let wait = self.backoff(retries);
-                    tracing::debug!(
-                        op,
-                        error = %e,
-                        retry = retries + 1,
-                        wait_ms = wait.as_millis() as u64,
-                        "temporary failure; retrying"
-                    );
-                    if !wait.is_zero() {
-                        tokio::time::sleep(wait).await;
-                    }
-                    retries += 1;
-                }
+                Err(e) if self.again(op, &e, &mut retries).await => {}
                 other => return other,
             }
         }
+    }
+
+    /// After a failed attempt (the `retries`-th retry so far): whether to try again, having
+    /// slept the backoff and counted the retry. For callers whose attempts cannot be made by
+    /// a closure (each borrows what the last one did), as [`RetryConfig::run`] does.
+    pub async fn again(&self, op: &str, error: &crate::Error, retries: &mut u32) -> bool {
+        if !error.is_temporary() || *retries >= self.max_retries {
+            return false;
+        }
+        let wait = self.backoff(*retries);
+        tracing::debug!(
+            op,
+            error = %error,
+            retry = *retries + 1,
+            wait_ms = wait.as_millis() as u64,
+            "temporary failure; retrying"
+        );
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        *retries += 1;
+        true
     }
 }
 

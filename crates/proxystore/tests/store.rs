@@ -249,6 +249,41 @@ async fn digest_mismatch_and_missing_objects_are_typed_errors() {
     assert_eq!(*p.resolve().await.unwrap(), vec![3u8; 16]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_resolves_are_hashed_as_read_and_counted_through_user_layers() {
+    // Hashing as the file is read (in pieces) gives the digest of the whole object, through a
+    // user's layer (which forwards `get_into`), for both algorithms; the read is counted.
+    let dir = tempfile::tempdir().unwrap();
+    for alg in [DigestAlgorithm::Xxh3, DigestAlgorithm::Blake3] {
+        let store = Store::builder(unique("hashed"), FileConnector::new(dir.path()).unwrap())
+            .digest(alg)
+            .cache_bytes(0)
+            .layer(proxystore::layer::TimeoutLayer::new(Duration::from_secs(
+                30,
+            )))
+            .build();
+        let data = Bytes::from(
+            (0..(9 << 20) + 7)
+                .map(|i| (i % 241) as u8)
+                .collect::<Vec<_>>(),
+        );
+        let p = store.proxy(&data).await.unwrap();
+        let r = p.reference().unwrap().clone();
+        let before = store.metrics().get;
+        assert_eq!(store.get_verified_bytes(&r).await.unwrap(), data);
+        let after = store.metrics().get;
+        assert_eq!(after.count - before.count, 1);
+        assert_eq!(after.bytes - before.bytes, r.size);
+        // One byte changed deep inside (not in the first piece) is caught.
+        let path = dir.path().join(r.key.as_str());
+        let mut stored = std::fs::read(&path).unwrap();
+        stored[5 << 20] ^= 1;
+        std::fs::write(&path, &stored).unwrap();
+        let e = store.get_verified_bytes(&r).await.unwrap_err();
+        assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+    }
+}
+
 #[tokio::test]
 async fn decode_into_the_wrong_type_is_a_typed_error() {
     let store = memory_store();

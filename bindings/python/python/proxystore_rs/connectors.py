@@ -11,7 +11,13 @@ into unchanged Python ProxyStore code::
     store = Store('s', RustFileConnector('/tmp/objects'))
 
 Every call releases the GIL while the Rust core does its I/O on its own runtime. ``get``
-returns a read-only ``memoryview`` over the bytes the Rust core fetched (no copy).
+returns ``bytes``, as Python ProxyStore's own connectors do: a ``bytes`` object of the
+object's size that the read itself fills (the file connector reads the file into it, the
+Redis connector its reply off the socket; other backends copy the fetched bytes in once).
+Python ProxyStore's deserializer takes a ``bytes`` as it is and copies anything else, so this
+spares the ``Store`` a copy of the whole object. ``get_batch`` returns ``bytes`` too. For a
+read-only ``memoryview`` over the bytes the Rust core fetched (no copy, e.g. for
+``numpy.frombuffer``), use ``connector.native.get(key)``.
 
 ``config()`` returns the keyword arguments of the constructor, so ``type(c)(**c.config())``
 and ``type(c).from_config(c.config())`` rebuild the connector in any process (that is what
@@ -124,13 +130,17 @@ class RustConnector:
         """Store many objects (one round trip where the backend allows); keys in order."""
         return [RustKey(k) for k in self._native.put_batch(list(objs))]
 
-    def get(self, key: RustKey) -> memoryview | None:
-        """The object's bytes (a read-only ``memoryview``), or ``None`` when absent."""
-        return self._native.get(_key_str(key))
+    def get(self, key: RustKey) -> bytes | None:
+        """The object's bytes (filled by the read itself), or ``None`` when absent."""
+        return self._native.get_bytes(_key_str(key))
 
-    def get_batch(self, keys: Sequence[RustKey]) -> list[memoryview | None]:
-        """Many objects in order; ``None`` for each absent key."""
-        return self._native.get_batch([_key_str(k) for k in keys])
+    def get_batch(self, keys: Sequence[RustKey]) -> list[bytes | None]:
+        """Many objects in order (one round trip where the backend allows), as ``bytes``;
+        ``None`` for each absent key."""
+        return [
+            None if v is None else bytes(v)
+            for v in self._native.get_batch([_key_str(k) for k in keys])
+        ]
 
     def exists(self, key: RustKey) -> bool:
         """Whether an object is stored under ``key``."""

@@ -37,7 +37,10 @@ mod object_dir;
 pub mod redis;
 #[cfg(feature = "s3")]
 pub mod s3;
+mod sink;
 pub mod stream;
+
+pub use sink::{ObjectMemory, ObjectSink};
 
 /// Something a connector built from a config would touch, as a
 /// [`crate::ResolvePolicy`] sees it: each connector lists those of a config, the policy judges
@@ -182,6 +185,26 @@ pub trait Connector: Debug + Send + Sync + 'static {
     async fn get_sized(&self, key: &Key, size: u64) -> Result<Option<Bytes>> {
         let _ = size;
         self.get(key).await
+    }
+
+    /// As [`Connector::get`], into memory the caller provides: the object is written through
+    /// `sink` (which asks the caller's [`ObjectMemory`] for room of its size, then counts what
+    /// is written and hashes it when asked); `false` when the key is absent, nothing written.
+    /// The caller checks [`ObjectSink::complete`] after `true`. See [`ObjectSink`].
+    ///
+    /// The default fetches the object with [`Connector::get`] ([`Connector::get_sized`] when
+    /// the sink has a size hint) and hands it over whole ([`ObjectSink::put_bytes`]: taken as
+    /// it is by memory that adopts `Bytes`, else copied). Connectors that can read straight
+    /// into memory override it: the file connector reads the file into the room, the Redis
+    /// connector its reply off the socket, so the object is copied once, by the kernel.
+    ///
+    /// A call that is tried again (a retry layer) starts the sink over.
+    ///
+    /// # Errors
+    /// As for [`Connector::get`]; the sink's errors ([`Error::LimitExceeded`] when the memory
+    /// cannot hold the object).
+    async fn get_into(&self, key: &Key, sink: &mut ObjectSink<'_>) -> Result<bool> {
+        get_into_whole(self, key, sink).await
     }
 
     /// Whether the key is present.
@@ -434,6 +457,28 @@ pub trait ImmediateConnector: Send + Sync {
     /// # Errors
     /// As for [`Connector::evict`].
     fn evict_now(&self, key: &Key) -> Result<()>;
+}
+
+/// [`Connector::get_into`] as the default does it: the object fetched whole with
+/// [`Connector::get`] ([`Connector::get_sized`] when the sink has a size hint), then handed to
+/// the sink ([`ObjectSink::put_bytes`]). For overrides that cannot read into memory in some
+/// case (a connector without its fast path at hand).
+///
+/// # Errors
+/// As for [`Connector::get_into`].
+pub async fn get_into_whole<C: Connector + ?Sized>(
+    connector: &C,
+    key: &Key,
+    sink: &mut ObjectSink<'_>,
+) -> Result<bool> {
+    let data = match sink.expected_size() {
+        Some(size) if size > 0 => connector.get_sized(key, size).await?,
+        _ => connector.get(key).await?,
+    };
+    match data {
+        Some(data) => sink.put_bytes(data).map(|()| true),
+        None => Ok(false),
+    }
 }
 
 /// [`Connector::wait`] by polling [`Connector::exists`]: 1 ms, doubling to 100 ms.

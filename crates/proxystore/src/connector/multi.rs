@@ -16,7 +16,7 @@ use globset::{Glob, GlobMatcher};
 use serde::{Deserialize, Serialize};
 
 use super::stream::{ObjectMeta, ObjectReader, ObjectWriter, StoredObject};
-use super::{Connector, ConnectorConfig, PutOptions};
+use super::{Connector, ConnectorConfig, ObjectSink, PutOptions};
 use crate::error::{Error, Result};
 use crate::key::Key;
 
@@ -307,6 +307,11 @@ impl Connector for MultiConnector {
     async fn get_sized(&self, key: &Key, size: u64) -> Result<Option<Bytes>> {
         let (entry, inner) = self.locate(key)?;
         entry.connector.get_sized(&inner, size).await
+    }
+
+    async fn get_into(&self, key: &Key, sink: &mut ObjectSink<'_>) -> Result<bool> {
+        let (entry, inner) = self.locate(key)?;
+        entry.connector.get_into(&inner, sink).await
     }
 
     async fn get_range(&self, key: &Key, range: std::ops::Range<u64>) -> Result<Option<Bytes>> {

@@ -20,6 +20,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 
+use crate::connector::ObjectSink;
 use crate::error::{Error, Result};
 use crate::key::Key;
 
@@ -105,23 +106,50 @@ pub(crate) fn read_object(
         return Ok(None);
     };
     let Some(range) = range else {
-        let mut buf = buffer_for(len)?;
+        let (mut buf, head) = buffer_for(len)?;
         f.read_to_end(&mut buf)?;
-        return Ok(Some(Bytes::from(buf)));
+        return Ok(Some(Bytes::from(buf).slice(head..)));
     };
     let end = range.end.min(len);
     let start = range.start.min(end);
     f.seek(SeekFrom::Start(start))?;
-    let mut buf = buffer_for(end - start)?;
+    let (mut buf, head) = buffer_for(end - start)?;
     f.take(end - start).read_to_end(&mut buf)?;
-    Ok(Some(Bytes::from(buf)))
+    Ok(Some(Bytes::from(buf).slice(head..)))
 }
 
-/// A buffer for `len` bytes read from a file ([`crate::buffer`]).
-fn buffer_for(len: u64) -> std::io::Result<Vec<u8>> {
+/// The object at `path` read into `sink` (see [`crate::connector::Connector::get_into`]);
+/// `false` when absent. Opened with [`open_object`], so links and special files are refused.
+pub(crate) fn read_object_into(
+    kind: &'static str,
+    path: &Path,
+    sink: &mut ObjectSink<'_>,
+) -> Result<bool> {
+    let io = |e| Error::io(kind, "get", e);
+    let Some((f, len)) = open_object(path).map_err(io)? else {
+        return Ok(false);
+    };
+    sink.start(len)?;
+    sink.read_file(&f).map_err(io)?;
+    if !sink.is_complete() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!(
+                "{} ended after {} of its {len} bytes (changed while read)",
+                path.display(),
+                sink.filled()
+            ),
+        )));
+    }
+    Ok(true)
+}
+
+/// A buffer for `len` bytes read from a file, and the length of its head
+/// ([`crate::buffer::aligned_with_capacity`]).
+fn buffer_for(len: u64) -> std::io::Result<(Vec<u8>, usize)> {
     usize::try_from(len)
         .ok()
-        .and_then(crate::buffer::with_capacity)
+        .and_then(crate::buffer::aligned_with_capacity)
         .ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::OutOfMemory,
@@ -196,6 +224,21 @@ pub(crate) async fn blocking<T: Send + 'static>(
         Err(_) => f(),
     };
     out.map_err(|e| Error::io(kind, what, e))
+}
+
+/// Run blocking file I/O that borrows from its caller (so it cannot move to another
+/// thread): in place on a multi-thread runtime (`block_in_place`, as [`blocking`] does) or
+/// outside any runtime; `None` on a current-thread runtime, which only a `'static` call can
+/// leave (the caller then does without it).
+pub(crate) fn blocking_here<T>(f: impl FnOnce() -> Result<T>) -> Option<Result<T>> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            Some(tokio::task::block_in_place(f))
+        }
+        Ok(_) => None,
+        Err(_) => Some(f()),
+    }
 }
 
 #[cfg(test)]

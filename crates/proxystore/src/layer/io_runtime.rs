@@ -9,10 +9,12 @@ use bytes::Bytes;
 
 use super::Layer;
 use crate::connector::stream::{ObjectReader, ObjectWriter, StoredObject};
-use crate::connector::{CallConfig, Connector, ConnectorConfig, ImmediateConnector, PutOptions};
+use crate::connector::{
+    CallConfig, Connector, ConnectorConfig, ImmediateConnector, ObjectSink, PutOptions,
+};
 use crate::error::Result;
 use crate::key::Key;
-use crate::runtime::run_on_io as hop;
+use crate::runtime::{on_io_runtime, run_on_io as hop};
 
 /// Runs every call of a connector on the library's I/O runtime
 /// ([`crate::runtime::io_handle`]), where networked connectors keep their connections, so that
@@ -58,6 +60,28 @@ impl Connector for IoRuntime {
     async fn get_sized(&self, key: &Key, size: u64) -> Result<Option<Bytes>> {
         let (c, key) = (self.inner.clone(), key.clone());
         hop(async move { c.get_sized(&key, size).await }).await
+    }
+
+    /// In place on the I/O runtime. From elsewhere the sink cannot go along (it borrows the
+    /// caller's memory), so the object is fetched there whole and handed over
+    /// ([`ObjectSink::put_bytes`]), as the default `get_into` does.
+    async fn get_into(&self, key: &Key, sink: &mut ObjectSink<'_>) -> Result<bool> {
+        if on_io_runtime() {
+            return self.inner.get_into(key, sink).await;
+        }
+        let (c, key) = (self.inner.clone(), key.clone());
+        let size = sink.expected_size();
+        let data = hop(async move {
+            match size {
+                Some(size) if size > 0 => c.get_sized(&key, size).await,
+                _ => c.get(&key).await,
+            }
+        })
+        .await?;
+        match data {
+            Some(data) => sink.put_bytes(data).map(|()| true),
+            None => Ok(false),
+        }
     }
 
     async fn exists(&self, key: &Key) -> Result<bool> {

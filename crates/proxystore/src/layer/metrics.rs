@@ -9,7 +9,9 @@ use bytes::Bytes;
 
 use super::Layer;
 use crate::connector::stream::{ObjectReader, ObjectWriter, StoredObject};
-use crate::connector::{CallConfig, Connector, ConnectorConfig, ImmediateConnector, PutOptions};
+use crate::connector::{
+    CallConfig, Connector, ConnectorConfig, ImmediateConnector, ObjectSink, PutOptions,
+};
 use crate::error::Result;
 use crate::key::Key;
 use crate::metrics::{Metrics, Op, OpCounter};
@@ -207,6 +209,27 @@ impl Measured {
             .await
     }
 
+    /// [`Connector::get_into`], counted as a get of the bytes the sink was given.
+    pub(crate) async fn counted_get_into(
+        &self,
+        key: &Key,
+        sink: &mut ObjectSink<'_>,
+    ) -> Result<bool> {
+        let start = Instant::now();
+        let result = self.inner.get_into(key, sink).await;
+        let elapsed = start.elapsed();
+        let n = if matches!(result, Ok(true)) {
+            sink.filled()
+        } else {
+            0
+        };
+        self.metrics.get.record(n, elapsed);
+        if result.is_ok() {
+            self.metrics.record_key(key, Op::Get, n, elapsed);
+        }
+        result
+    }
+
     /// `fetch`, a get of `key`, counted.
     async fn counted_fetch(
         &self,
@@ -264,6 +287,10 @@ impl Connector for Measured {
 
     async fn get_sized(&self, key: &Key, size: u64) -> Result<Option<Bytes>> {
         self.counted_get_sized(key, size).await
+    }
+
+    async fn get_into(&self, key: &Key, sink: &mut ObjectSink<'_>) -> Result<bool> {
+        self.counted_get_into(key, sink).await
     }
 
     async fn exists(&self, key: &Key) -> Result<bool> {

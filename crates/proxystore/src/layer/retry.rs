@@ -9,7 +9,9 @@ use bytes::Bytes;
 
 use super::Layer;
 use crate::connector::stream::{ObjectReader, ObjectWriter, StoredObject};
-use crate::connector::{CallConfig, Connector, ConnectorConfig, ImmediateConnector, PutOptions};
+use crate::connector::{
+    CallConfig, Connector, ConnectorConfig, ImmediateConnector, ObjectSink, PutOptions,
+};
 use crate::error::Result;
 use crate::key::Key;
 use crate::retry::RetryConfig;
@@ -93,6 +95,17 @@ impl Connector for Retry {
     async fn get_sized(&self, key: &Key, size: u64) -> Result<Option<Bytes>> {
         self.retrying("get", || self.inner.get_sized(key, size))
             .await
+    }
+
+    /// Each attempt starts the sink over.
+    async fn get_into(&self, key: &Key, sink: &mut ObjectSink<'_>) -> Result<bool> {
+        let mut retries = 0;
+        loop {
+            match self.inner.get_into(key, sink).await {
+                Err(e) if self.config.again("get", &e, &mut retries).await => {}
+                done => return done,
+            }
+        }
     }
 
     async fn exists(&self, key: &Key) -> Result<bool> {

@@ -9,7 +9,9 @@ use bytes::Bytes;
 
 use super::Layer;
 use crate::connector::stream::{ObjectReader, ObjectWriter, StoredObject};
-use crate::connector::{CallConfig, Connector, ConnectorConfig, ImmediateConnector, PutOptions};
+use crate::connector::{
+    CallConfig, Connector, ConnectorConfig, ImmediateConnector, ObjectSink, PutOptions,
+};
 use crate::error::{Error, Result};
 use crate::key::Key;
 
@@ -78,6 +80,10 @@ impl Connector for Timeout {
 
     async fn get_sized(&self, key: &Key, size: u64) -> Result<Option<Bytes>> {
         self.bound("get", self.inner.get_sized(key, size)).await
+    }
+
+    async fn get_into(&self, key: &Key, sink: &mut ObjectSink<'_>) -> Result<bool> {
+        self.bound("get", self.inner.get_into(key, sink)).await
     }
 
     async fn exists(&self, key: &Key) -> Result<bool> {

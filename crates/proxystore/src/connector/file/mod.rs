@@ -17,10 +17,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::object_dir::{self, blocking, is_object, read_object, remove, write_atomic};
+use super::object_dir::{
+    self, blocking, blocking_here, is_object, read_object, read_object_into, remove, write_atomic,
+};
 pub use super::object_dir::{RESERVED_PREFIX, TMP_PREFIX, open_object};
 use super::stream::{ObjectReader, ObjectWriter, StoredObject};
-use super::{Connector, ConnectorConfig, PutOptions, Resource};
+use super::{Connector, ConnectorConfig, ObjectSink, PutOptions, Resource, get_into_whole};
 use crate::error::{Error, Result};
 use crate::key::Key;
 
@@ -191,6 +193,17 @@ impl Connector for FileConnector {
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
         let path = self.path(key)?;
         blocking(KIND, "get", move || read_object(&path, None)).await
+    }
+
+    /// Reads the file straight into the sink's room, a piece at a time (hashed as it lands
+    /// when asked). On a current-thread runtime, which the read cannot leave in place, the
+    /// file is read whole on the blocking pool and handed over.
+    async fn get_into(&self, key: &Key, sink: &mut ObjectSink<'_>) -> Result<bool> {
+        let path = self.path(key)?;
+        match blocking_here(|| read_object_into(KIND, &path, sink)) {
+            Some(done) => done,
+            None => get_into_whole(self, key, sink).await,
+        }
     }
 
     async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Option<Bytes>> {

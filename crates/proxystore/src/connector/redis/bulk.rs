@@ -21,6 +21,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use redis::{ConnectionAddr, ConnectionInfo, RedisError, RedisResult, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::connector::ObjectSink;
+
 /// Values of at least this many bytes are written through a bulk connection.
 pub(super) const BULK_BYTES: usize = 256 << 10;
 
@@ -223,6 +225,114 @@ impl Conn {
     }
 }
 
+/// Why a [`Pool::get_into`] failed: the connection or the server, or the caller's memory.
+pub(super) enum GetError {
+    Redis(RedisError),
+    Sink(crate::Error),
+}
+
+impl From<RedisError> for GetError {
+    fn from(e: RedisError) -> Self {
+        GetError::Redis(e)
+    }
+}
+
+impl From<std::io::Error> for GetError {
+    fn from(e: std::io::Error) -> Self {
+        GetError::Redis(e.into())
+    }
+}
+
+/// Longest reply line read before the value: `$` and a length, or an error message.
+const MAX_LINE: usize = 64 << 10;
+
+fn protocol_error(what: String) -> GetError {
+    GetError::Redis(RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("redis bulk connection: {what}"),
+    )))
+}
+
+impl Conn {
+    /// `GET key`, the value read off the socket straight into `sink` (its room made once the
+    /// reply's header gives the size); `false` for a nil reply (no such key).
+    async fn get_into(&mut self, key: &[u8], sink: &mut ObjectSink<'_>) -> Result<bool, GetError> {
+        let mut get = Commands::default();
+        get.push(["GET".into(), Arg::from(key)]);
+        for part in &get.finish().parts {
+            self.io.write_all(part).await?;
+        }
+        self.io.flush().await?;
+        // The reply's first line, and what came with it.
+        let mut buf = Vec::with_capacity(256);
+        let line_end = loop {
+            if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
+                break end;
+            }
+            if buf.len() > MAX_LINE {
+                return Err(protocol_error(format!(
+                    "a reply line longer than {MAX_LINE} bytes"
+                )));
+            }
+            let mut chunk = [0u8; 256];
+            let n = self.io.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let (line, rest) = buf.split_at(line_end + 2);
+        let len = match line.first() {
+            Some(b'$') => std::str::from_utf8(&line[1..line_end])
+                .ok()
+                .and_then(|n| n.parse::<i64>().ok())
+                .ok_or_else(|| {
+                    protocol_error(format!(
+                        "a bulk reply of length {:?}",
+                        String::from_utf8_lossy(&line[1..line_end])
+                    ))
+                })?,
+            Some(b'-') => {
+                redis::parse_redis_value(line)?.extract_error()?;
+                return Err(protocol_error("an error reply that is no error".into()));
+            }
+            _ => {
+                return Err(protocol_error(format!(
+                    "GET answered {:?}",
+                    String::from_utf8_lossy(line)
+                )));
+            }
+        };
+        let Ok(len) = u64::try_from(len) else {
+            // `$-1`: nil, no such key; nothing may follow it.
+            if len != -1 || !rest.is_empty() {
+                return Err(protocol_error(format!("a bulk reply of length {len}")));
+            }
+            return Ok(false);
+        };
+        sink.start(len).map_err(GetError::Sink)?;
+        let first = rest.len().min(usize::try_from(len).unwrap_or(usize::MAX));
+        sink.put_slice(&rest[..first]).map_err(GetError::Sink)?;
+        while sink.remaining() > 0 {
+            if sink.read_from(&mut self.io).await? == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+        }
+        // The value's closing CRLF, part of which may have come with the header.
+        let got = &rest[first..];
+        let mut tail = [0u8; 2];
+        if got.len() > 2 {
+            return Err(protocol_error("more reply bytes than one value".into()));
+        }
+        tail[..got.len()].copy_from_slice(got);
+        self.io.read_exact(&mut tail[got.len()..]).await?;
+        if &tail != b"\r\n" {
+            return Err(protocol_error("a value not closed by CRLF".into()));
+        }
+        Ok(true)
+    }
+}
+
 /// The bulk connections of one runtime.
 pub(super) struct Pool {
     target: Target,
@@ -281,22 +391,64 @@ impl Pool {
         })
     }
 
+    /// `lease`'s connection, made first if it has none.
+    async fn connection<'l>(&self, lease: &'l mut Lease<'_>) -> RedisResult<&'l mut Conn> {
+        let target = &self.target;
+        let conn = match lease.conn.take() {
+            Some(c) => c,
+            None => tokio::time::timeout(target.connect_timeout, Conn::connect(target))
+                .await
+                .map_err(|_| timed_out("connect"))??,
+        };
+        Ok(lease.conn.insert(conn))
+    }
+
     /// `commands` on `lease`'s connection, made first if it has none.
     async fn attempt(&self, lease: &mut Lease<'_>, commands: &Encoded) -> RedisResult<Vec<Value>> {
-        let target = &self.target;
-        let conn = match &mut lease.conn {
-            Some(c) => c,
-            None => lease.conn.insert(
-                tokio::time::timeout(target.connect_timeout, Conn::connect(target))
-                    .await
-                    .map_err(|_| timed_out("connect"))??,
-            ),
-        };
-        let replies = tokio::time::timeout(target.response_timeout, conn.exchange(commands))
+        let response_timeout = self.target.response_timeout;
+        let conn = self.connection(lease).await?;
+        let replies = tokio::time::timeout(response_timeout, conn.exchange(commands))
             .await
             .map_err(|_| timed_out("reply"))??;
         lease.healthy = true;
         Ok(replies)
+    }
+
+    /// `GET key` on a connection of the pool, the value read into `sink` ([`Conn::get_into`]);
+    /// `None` when [`MAX_CONNS`] are busy. A connection that had been idle and fails with an
+    /// I/O error is replaced and the `GET` sent again at once (the sink starts over), as
+    /// [`Pool::run`] does; a connection whose reply was not read to its end is dropped.
+    pub(super) async fn get_into(
+        &self,
+        key: &[u8],
+        sink: &mut ObjectSink<'_>,
+    ) -> Option<Result<bool, GetError>> {
+        let mut lease = self.lease()?;
+        let reused = lease.conn.is_some();
+        let first = self.get_attempt(&mut lease, key, sink).await;
+        drop(lease);
+        Some(match first {
+            Err(GetError::Redis(e)) if reused && e.is_io_error() && !e.is_timeout() => {
+                let mut lease = self.lease()?;
+                self.get_attempt(&mut lease, key, sink).await
+            }
+            done => done,
+        })
+    }
+
+    async fn get_attempt(
+        &self,
+        lease: &mut Lease<'_>,
+        key: &[u8],
+        sink: &mut ObjectSink<'_>,
+    ) -> Result<bool, GetError> {
+        let response_timeout = self.target.response_timeout;
+        let conn = self.connection(lease).await?;
+        let found = tokio::time::timeout(response_timeout, conn.get_into(key, sink))
+            .await
+            .map_err(|_| timed_out("reply"))??;
+        lease.healthy = true;
+        Ok(found)
     }
 }
 
