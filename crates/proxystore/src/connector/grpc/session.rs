@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use proxystore_proto::v1;
 use proxystore_proto::v1::session_request::Call;
 use proxystore_proto::v1::session_response::Result as Answer;
@@ -139,8 +140,20 @@ impl Session {
         timeout: Duration,
     ) -> Result<Session, Status> {
         let (tx, rx) = tokio::sync::mpsc::channel(OUTBOUND);
-        let requests =
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+        let requests = futures::stream::unfold(rx, |mut rx| async move {
+            let first = rx.recv().await?;
+            // Callers woken by the same batch of answers queue their next calls now: let them
+            // run first, so that their requests go out together (one frame, one write). Without
+            // this the transport, woken by the first request, ran before them and sent each
+            // request in a write of its own.
+            tokio::task::yield_now().await;
+            let mut batch = vec![first];
+            while let Ok(r) = rx.try_recv() {
+                batch.push(r);
+            }
+            Some((futures::stream::iter(batch), rx))
+        })
+        .flatten();
         let mut request = Request::new(requests);
         if let Some(a) = auth {
             request.metadata_mut().insert("authorization", a.clone());
