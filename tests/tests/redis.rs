@@ -659,7 +659,7 @@ async fn puts_are_one_set_and_only_sets_are_announced() {
             let (c, key) = (c_chunked.clone(), key.clone());
             tokio::spawn(async move { c.wait(&key, Duration::from_secs(10)).await })
         };
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Before or after the waiter subscribed: it looks for the key once subscribed.
         c_chunked.set(&key, payload(size, i as u64)).await.unwrap();
         assert!(waiter.await.unwrap().unwrap(), "set of {size} B not seen");
         assert_eq!(calls(&server, "publish"), before + i as u64 + 1);

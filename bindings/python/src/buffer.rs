@@ -74,8 +74,8 @@ impl Buffer {
 /// `bytes` saves a copy of the whole object that a `memoryview` costs there.
 ///
 /// The room is left uninitialized (CPython allows a fresh `bytes` to be written before it is
-/// shared), and from [`HUGE_PAGES_FROM`] bytes asks for transparent huge pages, as the core's
-/// own buffers do.
+/// shared), and a large one asks for transparent huge pages
+/// ([`proxystore::connector::advise_huge_pages`]), as the core's own buffers do.
 pub(crate) struct PyBytesMemory {
     bytes: Option<Py<PyBytes>>,
     data: *mut MaybeUninit<u8>,
@@ -86,10 +86,6 @@ pub(crate) struct PyBytesMemory {
 // with `len` 0), which moves with it; a `Py` may be sent between threads, and the storage is
 // reached only through `&mut self`.
 unsafe impl Send for PyBytesMemory {}
-
-/// `bytes` objects of at least this many bytes ask for huge pages (the core's threshold,
-/// NumPy's too).
-const HUGE_PAGES_FROM: usize = 4 << 20;
 
 impl Default for PyBytesMemory {
     fn default() -> Self {
@@ -122,12 +118,10 @@ impl ObjectMemory for PyBytesMemory {
             let bytes: Bound<'_, PyBytes> = unsafe { bytes.cast_into_unchecked() };
             Ok::<_, proxystore::Error>((bytes.unbind(), data))
         })?;
-        if len >= HUGE_PAGES_FROM {
-            advise_huge_pages(data.cast(), len);
-        }
         self.bytes = Some(bytes);
         self.data = data.cast();
         self.len = len;
+        proxystore::connector::advise_huge_pages(self.room());
         Ok(())
     }
 
@@ -157,30 +151,3 @@ impl PyBytesMemory {
         }
     }
 }
-
-/// Ask the kernel for transparent huge pages under the whole pages of `len` bytes at `data`:
-/// faulting a large fresh buffer in 2 MiB at a time instead of 4 KiB costs a fraction (many
-/// kernels, `transparent_hugepage=madvise`, use them only where asked).
-#[cfg(target_os = "linux")]
-fn advise_huge_pages(data: *mut u8, len: usize) {
-    const PAGE: usize = 4096;
-    let start = data as usize;
-    let end = start + len;
-    let first = start.next_multiple_of(PAGE);
-    let last = end - end % PAGE;
-    if last > first {
-        // SAFETY: the range is inside the allocation of `len` bytes at `data`, owned by the
-        // caller. MADV_HUGEPAGE is advice about how to back that memory; it changes neither
-        // its contents nor its mapping, and its failure changes nothing (not worth reporting).
-        let _ = unsafe {
-            libc::madvise(
-                first as *mut libc::c_void,
-                last - first,
-                libc::MADV_HUGEPAGE,
-            )
-        };
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn advise_huge_pages(_data: *mut u8, _len: usize) {}

@@ -44,9 +44,7 @@ pub(crate) fn aligned_with_capacity(len: usize) -> Option<(Vec<u8>, usize)> {
     let mut buf = Vec::new();
     buf.try_reserve_exact(len.checked_add(PAGE - 1)?).ok()?;
     // The advice first: the head's write is the buffer's first touch.
-    if len >= HUGE_PAGES_FROM {
-        advise_huge_pages(&mut buf);
-    }
+    advise_huge_pages(buf.spare_capacity_mut());
     let head = (PAGE - buf.as_ptr() as usize % PAGE) % PAGE;
     buf.resize(head, 0);
     Some((buf, head))
@@ -57,9 +55,7 @@ pub(crate) fn aligned_with_capacity(len: usize) -> Option<(Vec<u8>, usize)> {
 pub(crate) fn with_capacity(len: usize) -> Option<Vec<u8>> {
     let mut buf = Vec::new();
     buf.try_reserve_exact(len).ok()?;
-    if len >= HUGE_PAGES_FROM {
-        advise_huge_pages(&mut buf);
-    }
+    advise_huge_pages(buf.spare_capacity_mut());
     Some(buf)
 }
 
@@ -196,32 +192,43 @@ impl VecMemory {
     }
 }
 
-#[cfg(target_os = "linux")]
-fn advise_huge_pages(buf: &mut Vec<u8>) {
-    // Whole pages inside the allocation: madvise takes a page-aligned start, and the advice
-    // must not reach memory that belongs to another allocation.
-    let start = buf.as_mut_ptr() as usize;
-    let end = start + buf.capacity();
-    let first = start.next_multiple_of(PAGE);
-    let last = end - end % PAGE;
-    if last > first {
-        // SAFETY: the range is inside `buf`'s allocation, which is live and owned here.
-        // MADV_HUGEPAGE is advice about how to back that memory; it does not change its
-        // contents or its mapping, and a kernel without huge pages ignores it (the error is
-        // not worth reporting: the buffer works the same).
-        #[allow(unsafe_code)]
-        let _ = unsafe {
-            libc::madvise(
-                first as *mut libc::c_void,
-                last - first,
-                libc::MADV_HUGEPAGE,
-            )
-        };
+/// Ask the kernel to back `room`, fresh memory for a whole object, with transparent huge
+/// pages when it is 4 MiB or more (NumPy's threshold; on Linux, nothing elsewhere): faulting
+/// a large buffer in 2 MiB at a time instead of 4 KiB costs a fraction, and many kernels
+/// (`transparent_hugepage=madvise`) use them only where asked. Call it before the first write.
+/// For an [`ObjectMemory`] that makes its own room; the buffers of this crate already do.
+///
+/// ```
+/// let mut buf = Vec::<u8>::with_capacity(8 << 20);
+/// proxystore::connector::advise_huge_pages(buf.spare_capacity_mut());
+/// ```
+pub fn advise_huge_pages(room: &mut [MaybeUninit<u8>]) {
+    #[cfg(target_os = "linux")]
+    if room.len() >= HUGE_PAGES_FROM {
+        // Whole pages inside the room: madvise takes a page-aligned start, and the advice
+        // must not reach memory that belongs to another allocation.
+        let start = room.as_mut_ptr() as usize;
+        let end = start + room.len();
+        let first = start.next_multiple_of(PAGE);
+        let last = end - end % PAGE;
+        if last > first {
+            // SAFETY: the range is inside `room`, memory borrowed mutably here. MADV_HUGEPAGE
+            // is advice about how to back that memory; it does not change its contents or its
+            // mapping, and a kernel without huge pages ignores it (the error is not worth
+            // reporting: the memory works the same).
+            #[allow(unsafe_code)]
+            let _ = unsafe {
+                libc::madvise(
+                    first as *mut libc::c_void,
+                    last - first,
+                    libc::MADV_HUGEPAGE,
+                )
+            };
+        }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = room;
 }
-
-#[cfg(not(target_os = "linux"))]
-fn advise_huge_pages(_buf: &mut Vec<u8>) {}
 
 #[cfg(test)]
 mod tests {

@@ -40,6 +40,7 @@ pub mod s3;
 mod sink;
 pub mod stream;
 
+pub use crate::buffer::advise_huge_pages;
 pub use sink::{ObjectMemory, ObjectSink};
 
 /// Something a connector built from a config would touch, as a

@@ -11,6 +11,7 @@ use super::Layer;
 use crate::connector::stream::{ObjectReader, ObjectWriter, StoredObject};
 use crate::connector::{
     CallConfig, Connector, ConnectorConfig, ImmediateConnector, ObjectSink, PutOptions,
+    get_into_whole,
 };
 use crate::error::Result;
 use crate::key::Key;
@@ -63,25 +64,13 @@ impl Connector for IoRuntime {
     }
 
     /// In place on the I/O runtime. From elsewhere the sink cannot go along (it borrows the
-    /// caller's memory), so the object is fetched there whole and handed over
-    /// ([`ObjectSink::put_bytes`]), as the default `get_into` does.
+    /// caller's memory), so the object is fetched there whole (this layer's `get` and
+    /// `get_sized` hop) and handed over, as the default `get_into` does.
     async fn get_into(&self, key: &Key, sink: &mut ObjectSink<'_>) -> Result<bool> {
         if on_io_runtime() {
             return self.inner.get_into(key, sink).await;
         }
-        let (c, key) = (self.inner.clone(), key.clone());
-        let size = sink.expected_size();
-        let data = hop(async move {
-            match size {
-                Some(size) if size > 0 => c.get_sized(&key, size).await,
-                _ => c.get(&key).await,
-            }
-        })
-        .await?;
-        match data {
-            Some(data) => sink.put_bytes(data).map(|()| true),
-            None => Ok(false),
-        }
+        get_into_whole(self, key, sink).await
     }
 
     async fn exists(&self, key: &Key) -> Result<bool> {

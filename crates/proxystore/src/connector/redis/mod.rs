@@ -485,9 +485,10 @@ impl RedisConnector {
         let k = self.redis_key(key);
         if data.len() as u64 > self.inner.config.chunked_above_bytes {
             self.set_chunked(key, data).await?;
-            return match announce {
-                true => self.announce(&k).await,
-                false => Ok(()),
+            return if announce {
+                self.announce(&k).await
+            } else {
+                Ok(())
             };
         }
         if data.len() >= bulk::BULK_BYTES
@@ -876,11 +877,15 @@ impl Connector for RedisConnector {
 
     /// One `GET` on a bulk connection of this runtime ([`bulk`]), its value read off the
     /// socket straight into the sink (so a 100 MiB object is copied once, by the kernel, and
-    /// hashed as it arrives when asked), whatever its size. Where there is no bulk connection
-    /// at hand (TLS, a cluster, all busy) the object is read as [`Connector::get`] reads it and
-    /// handed over.
+    /// hashed as it arrives when asked). An object the caller knows to be smaller than a bulk
+    /// write ([`bulk::BULK_BYTES`], as for puts) stays on the shared connection, as does any
+    /// where there is no bulk connection at hand (TLS, a cluster, all busy): it is read as
+    /// [`Connector::get`] reads it and handed over.
     async fn get_into(&self, key: &Key, sink: &mut ObjectSink<'_>) -> Result<bool> {
-        if let Some(pool) = self.bulk_pool() {
+        let small = sink
+            .expected_size()
+            .is_some_and(|n| n < bulk::BULK_BYTES as u64);
+        if !small && let Some(pool) = self.bulk_pool() {
             let k = self.redis_key(key);
             match pool.get_into(&k, sink).await {
                 Some(Ok(found)) => return Ok(found),
