@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use clap::{ArgGroup, Args, ValueEnum};
 use futures::StreamExt as _;
 use proxystore::connector::grpc::{DEFAULT_CHUNK_SIZE, UploadOptions};
+use proxystore::digest::DigestHasher;
 use proxystore::{Codec, Digest, DigestAlgorithm, Key, Reference};
 
 use crate::client::ClientArgs;
@@ -253,7 +254,9 @@ fn read_chunks(
     hash: bool,
     input: &InputClock,
 ) -> Option<ReadSummary> {
-    let mut hasher = hash.then(xxhash_rust::xxh3::Xxh3::new);
+    let mut hasher = hash
+        .then(|| DigestHasher::new(DigestAlgorithm::Xxh3))
+        .flatten();
     let mut total = 0u64;
     loop {
         let mut buf = BytesMut::zeroed(DEFAULT_CHUNK_SIZE);
@@ -287,7 +290,7 @@ fn read_chunks(
     }
     Some(ReadSummary {
         bytes: total,
-        digest: hasher.map(|h| Digest::Xxh3(h.digest())),
+        digest: hasher.map(|h| h.finish()),
     })
 }
 
@@ -397,38 +400,6 @@ impl Sink {
     }
 }
 
-/// A running digest of the algorithm of `expected`.
-enum Hasher {
-    Xxh3(Box<xxhash_rust::xxh3::Xxh3>),
-    Blake3(Box<blake3::Hasher>),
-}
-
-impl Hasher {
-    fn for_digest(expected: &Digest) -> Option<Self> {
-        match expected.algorithm() {
-            DigestAlgorithm::Xxh3 => Some(Hasher::Xxh3(Box::default())),
-            DigestAlgorithm::Blake3 => Some(Hasher::Blake3(Box::default())),
-            DigestAlgorithm::None => None,
-        }
-    }
-
-    fn update(&mut self, b: &[u8]) {
-        match self {
-            Hasher::Xxh3(h) => h.update(b),
-            Hasher::Blake3(h) => {
-                h.update(b);
-            }
-        }
-    }
-
-    fn finish(self) -> Digest {
-        match self {
-            Hasher::Xxh3(h) => Digest::Xxh3(h.digest()),
-            Hasher::Blake3(h) => Digest::Blake3(*h.finalize().as_bytes()),
-        }
-    }
-}
-
 pub(crate) async fn get(args: GetArgs) -> anyhow::Result<u8> {
     let connector = args.client.connector()?;
     let url = &args.client.url;
@@ -447,7 +418,7 @@ pub(crate) async fn get(args: GetArgs) -> anyhow::Result<u8> {
         .digest
         .as_ref()
         .filter(|_| whole)
-        .and_then(Hasher::for_digest);
+        .and_then(|d| DigestHasher::new(d.algorithm()));
     let mut sink = Sink::open(args.output.as_deref())?;
     let to_file = matches!(sink, Sink::File { .. });
     let progress = Progress::new(Some(info.size), "get", args.no_progress);

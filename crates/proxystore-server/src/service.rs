@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use proxystore::connector::PutOptions;
 use proxystore::connector::stream::{ObjectMeta, ObjectReader};
+use proxystore::digest::DigestHasher;
 use proxystore::{Connector, Digest, DigestAlgorithm, Error, Key};
 use proxystore_proto::v1;
 use proxystore_proto::v1::store_service_server::StoreService;
@@ -65,47 +66,18 @@ fn invalid(message: impl Into<String>) -> Status {
     Status::invalid_argument(message.into())
 }
 
-/// An incremental digest over the chunks of an upload.
-enum Hasher {
-    Xxh3(Box<xxhash_rust::xxh3::Xxh3>),
-    Blake3(Box<blake3::Hasher>),
-}
-
-impl Hasher {
-    /// The hasher for the digest announced in a header, and that digest; `None` for none.
-    fn for_digest(d: Option<&v1::Digest>) -> Result<Option<(Hasher, Digest)>, Status> {
-        let Some(d) = d else { return Ok(None) };
-        let alg: DigestAlgorithm = d
-            .algorithm
-            .parse()
-            .map_err(|e: Error| invalid(e.to_string()))?;
-        let Some(expected) =
-            Digest::from_parts(alg, &d.value).map_err(|e| invalid(e.to_string()))?
-        else {
-            return Ok(None);
-        };
-        let h = match alg {
-            DigestAlgorithm::Blake3 => Hasher::Blake3(Box::default()),
-            _ => Hasher::Xxh3(Box::default()),
-        };
-        Ok(Some((h, expected)))
-    }
-
-    fn update(&mut self, data: &[u8]) {
-        match self {
-            Hasher::Xxh3(h) => h.update(data),
-            Hasher::Blake3(h) => {
-                h.update(data);
-            }
-        }
-    }
-
-    fn finish(&self) -> Digest {
-        match self {
-            Hasher::Xxh3(h) => Digest::Xxh3(h.digest()),
-            Hasher::Blake3(h) => Digest::Blake3(*h.finalize().as_bytes()),
-        }
-    }
+/// The hasher for the digest announced in an upload's header, and that digest; `None` for none.
+fn upload_hasher(d: Option<&v1::Digest>) -> Result<Option<(DigestHasher, Digest)>, Status> {
+    let Some(d) = d else { return Ok(None) };
+    let alg: DigestAlgorithm = d
+        .algorithm
+        .parse()
+        .map_err(|e: Error| invalid(e.to_string()))?;
+    let Some(expected) = Digest::from_parts(alg, &d.value).map_err(|e| invalid(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    Ok(DigestHasher::new(alg).map(|h| (h, expected)))
 }
 
 fn proto_digest(d: &Digest) -> v1::Digest {
@@ -241,7 +213,7 @@ impl Inner {
             self.check_object_size(s)?;
         }
         let mut reservation = self.acc.reserve(up.size.unwrap_or(0), up.key.clone())?;
-        let mut hasher = Hasher::for_digest(up.digest.as_ref())?;
+        let mut hasher = upload_hasher(up.digest.as_ref())?;
         let mut writer = self
             .connector
             .put_writer(up.key.clone(), up.size, &up.options)
