@@ -34,25 +34,26 @@ struct Segment {
 }
 
 impl Segment {
-    /// Insert under a key someone may be waiting for, and wake the waiters.
-    /// Insert unless present (under the lock): whether it inserted.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Objects> {
+        self.map.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Objects> {
+        self.map.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Insert unless present (under the lock), and wake the waiters: whether it inserted.
     fn set_once(&self, key: Key, data: Bytes) -> bool {
-        let inserted = self
-            .map
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert_once(key, data);
+        let inserted = self.write().insert_once(key, data);
         if inserted {
             self.written.notify_waiters();
         }
         inserted
     }
 
+    /// Insert under a key someone may be waiting for, and wake the waiters.
     fn set(&self, key: Key, data: Bytes) {
-        self.map
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, data);
+        self.write().insert(key, data);
         self.written.notify_waiters();
     }
 }
@@ -161,11 +162,11 @@ impl MemoryConnector {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Objects> {
-        self.data.map.read().unwrap_or_else(|e| e.into_inner())
+        self.data.read()
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Objects> {
-        self.data.map.write().unwrap_or_else(|e| e.into_inner())
+        self.data.write()
     }
 }
 
@@ -335,11 +336,7 @@ impl ObjectWriter for MemoryWriter {
                 data.set(key.clone(), bytes);
                 key
             }
-            None => data
-                .map
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert_new(bytes),
+            None => data.write().insert_new(bytes),
         })
     }
 }

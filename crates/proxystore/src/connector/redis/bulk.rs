@@ -265,10 +265,13 @@ impl Conn {
         self.io.flush().await?;
         // The reply's first line, and what came with it.
         let mut buf = Vec::with_capacity(256);
+        // Where the search for the CRLF goes on (a CR at the end may start one).
+        let mut scanned = 0;
         let line_end = loop {
-            if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
-                break end;
+            if let Some(end) = buf[scanned..].windows(2).position(|w| w == b"\r\n") {
+                break scanned + end;
             }
+            scanned = buf.len().saturating_sub(1);
             if buf.len() > MAX_LINE {
                 return Err(protocol_error(format!(
                     "a reply line longer than {MAX_LINE} bytes"
@@ -510,5 +513,55 @@ mod tests {
             &parts[2][..],
             b"\r\n*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n$1\r\n1\r\n"
         );
+    }
+
+    /// Memory for a test read.
+    #[derive(Default)]
+    struct Room(Vec<std::mem::MaybeUninit<u8>>);
+
+    impl crate::connector::ObjectMemory for Room {
+        fn allocate(&mut self, len: usize) -> crate::Result<()> {
+            self.0 = vec![std::mem::MaybeUninit::new(0); len];
+            Ok(())
+        }
+        fn room(&mut self) -> &mut [std::mem::MaybeUninit<u8>] {
+            &mut self.0
+        }
+    }
+
+    /// `reply` answered to a GET one byte per read (a CRLF split across reads among them):
+    /// whether it found a value, and the digest and length of what it wrote.
+    async fn get_one_byte_at_a_time(
+        reply: &'static [u8],
+    ) -> (Result<bool, GetError>, Option<crate::Digest>, u64) {
+        let (client, mut server) = tokio::io::duplex(1);
+        let answer = tokio::spawn(async move {
+            // The command first (`*2 $3 GET $1 k`), then the reply.
+            let mut command = [0u8; 20];
+            server.read_exact(&mut command).await.unwrap();
+            server.write_all(reply).await.unwrap();
+            server
+        });
+        let mut conn = Conn {
+            io: Box::new(client),
+        };
+        let mut room = Room::default();
+        let mut sink = ObjectSink::new(&mut room).hashing(crate::DigestAlgorithm::Xxh3);
+        let found = conn.get_into(b"k", &mut sink).await;
+        let _server = answer.await.unwrap();
+        (found, sink.digest(), sink.filled())
+    }
+
+    #[tokio::test]
+    async fn a_reply_read_one_byte_at_a_time_is_whole() {
+        let (found, digest, len) = get_one_byte_at_a_time(b"$5\r\nhello\r\n").await;
+        assert!(matches!(found, Ok(true)));
+        assert_eq!(len, 5);
+        assert_eq!(digest, crate::DigestAlgorithm::Xxh3.digest(b"hello"));
+        let (found, _, len) = get_one_byte_at_a_time(b"$-1\r\n").await;
+        assert!(matches!(found, Ok(false)));
+        assert_eq!(len, 0);
+        let (found, _, _) = get_one_byte_at_a_time(b"$5\r\nhello\n\n").await;
+        assert!(found.is_err(), "a value not closed by CRLF");
     }
 }
