@@ -139,6 +139,21 @@ pub fn add_link(span: &Span, traceparent: &str, tracestate: &str) {
     }
 }
 
+/// A size or count as a span field: an `i64`, saturating.
+///
+/// Record sizes through it rather than as `u64`/`usize`: `tracing` hands those to a layer's
+/// `record_u64`, which `tracing-opentelemetry` (0.34) does not implement, so each one is
+/// formatted with `Debug` into a string attribute (an allocation, and a value a trace backend
+/// cannot compare as a number). An `i64` becomes an integer attribute.
+///
+/// ```
+/// let span = tracing::info_span!("op", bytes = proxystore::trace::int(1_u64 << 20));
+/// span.record("bytes", proxystore::trace::int(usize::MAX));
+/// ```
+pub fn int(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
 /// Record the outcome of an operation on its span: `outcome = "ok"`, or the error status
 /// fields (the span must declare `outcome`, `otel.status_code`, `otel.status_description` and
 /// `error.type`).
