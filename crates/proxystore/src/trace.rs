@@ -8,10 +8,16 @@
 //! | span | where | fields |
 //! |---|---|---|
 //! | `proxystore.put` | [`Store::put`](crate::Store::put), `proxy`, `put_batch`, `put_encoded` | `store`, `connector`, `key`, `bytes`, `count` (batches) |
-//! | `proxystore.get` | [`Store::get`](crate::Store::get), `get_bytes`; the transfer inside a resolve | `store`, `connector`, `key`, `bytes`, `cache_hit` |
+//! | `proxystore.get` | [`Store::get`](crate::Store::get), `get_bytes`; the transfer inside a resolve, at `debug` level | `store`, `connector`, `key`, `bytes`, `cache_hit` |
 //! | `proxystore.resolve` | a proxy's first use ([`Store::get_by_reference`](crate::Store::get_by_reference), `get_verified_bytes`) | `store`, `connector`, `key`, `bytes`, `cache_hit`, `type` |
 //! | `proxystore.evict` | [`Store::evict`](crate::Store::evict), `evict_batch` | `store`, `connector`, `key`, `count` |
 //! | `proxystore.exists` | [`Store::exists`](crate::Store::exists) | `store`, `connector`, `key` |
+//!
+//! Sizes and counts are integers (see [`int`]). The `proxystore.get` span of the transfer
+//! inside a resolve is a `debug` span: a resolve exported at the default `info` level is one span
+//! carrying the store, connector, key, size, type and the link to the producer, and a connector's
+//! own spans (`grpc.client`) are its children; enable `debug` for `proxystore::store` to also
+//! see how long the transfer took apart from the decode.
 //!
 //! Each records `outcome` (`ok`, `absent` or `error`); a failure also records
 //! `otel.status_code = "ERROR"`, `otel.status_description` (the message) and `error.type` (the
@@ -206,8 +212,19 @@ pub fn error_type(e: &Error) -> &'static str {
 }
 
 /// A span for one store operation, with the fields every operation records. Values known when
-/// the span opens are given then: one recording instead of one per field later.
+/// the span opens are given then: one recording instead of one per field later. `info` unless
+/// the first token is `debug`.
 macro_rules! op_span {
+    (debug $name:literal, $store:expr, key = $key:expr) => {
+        $crate::trace::op_span!(
+            @level tracing::Level::DEBUG,
+            $name,
+            $store,
+            key = $key,
+            bytes = tracing::field::Empty,
+            r#type = tracing::field::Empty
+        )
+    };
     ($name:literal, $store:expr) => {
         $crate::trace::op_span!(
             $name,
@@ -227,7 +244,18 @@ macro_rules! op_span {
         )
     };
     ($name:literal, $store:expr, key = $key:expr, bytes = $bytes:expr, r#type = $type:expr) => {
-        tracing::info_span!(
+        $crate::trace::op_span!(
+            @level tracing::Level::INFO,
+            $name,
+            $store,
+            key = $key,
+            bytes = $bytes,
+            r#type = $type
+        )
+    };
+    (@level $level:expr, $name:literal, $store:expr, key = $key:expr, bytes = $bytes:expr, r#type = $type:expr) => {
+        tracing::span!(
+            $level,
             $name,
             store = $store.name(),
             connector = $store.connector().kind(),
