@@ -107,7 +107,13 @@ fn proxies_resolved_in_another_process_link_to_their_puts() {
     let file = dir.path().join("proxies.bin");
     std::fs::write(&file, postcard::to_stdvec(&proxies).unwrap()).unwrap();
 
-    let out = run_json(exporting(NODE, &receiver).arg("consume").arg(&file));
+    let out = run_json(
+        exporting(NODE, &receiver)
+            // The transfer inside a resolve is a debug span.
+            .env("PROXYSTORE_TRACE_FILTER", "info,proxystore::store=debug")
+            .arg("consume")
+            .arg(&file),
+    );
     assert_eq!(out["sums"], serde_json::json!([0, 100_000, 200_000]));
     guard.flush().unwrap();
 
@@ -330,7 +336,8 @@ fn grpc_client_and_server_spans_join_one_trace() {
         })
         .unwrap_or_else(|s| panic!("spans missing: {s:#?}"));
     let work = &of(&spans, "telemetry-test", "client work")[0];
-    for (op, method) in [("proxystore.put", "Put"), ("proxystore.get", "Get")] {
+    // The transfer inside a resolve is a debug span: the Get call is the resolve's child.
+    for (op, method) in [("proxystore.put", "Put"), ("proxystore.resolve", "Get")] {
         let server = rpc(&spans, server_svc, 2)
             .into_iter()
             .find(|s| s.attr("rpc.method") == Some(method))

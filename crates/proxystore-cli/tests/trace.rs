@@ -84,11 +84,12 @@ fn the_demo_is_one_trace_of_encodes_tasks_transfers_and_server_calls() {
             .iter()
             .find(|r| r.links_to(put))
             .unwrap_or_else(|| panic!("no resolve of the put {put} in {task}"));
-        let get = children(&spans, resolve, "proxystore.get");
-        assert_eq!(get.len(), 1);
-        assert_eq!(get[0].attr("bytes"), put.attr("bytes"));
+        // The transfer inside a resolve is a debug span, not exported by default: the
+        // connector's call is the resolve's own child.
+        assert!(children(&spans, resolve, "proxystore.get").is_empty());
+        assert_eq!(resolve.attr("bytes"), put.attr("bytes"));
         assert_eq!(
-            children(&spans, get[0], "proxystore_rs.v1.StoreService/Get").len(),
+            children(&spans, resolve, "proxystore_rs.v1.StoreService/Get").len(),
             1
         );
         assert!(!children(&spans, task, "proxystore.evict").is_empty());

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use proxystore::trace::TraceContext;
+use proxystore::trace::{self, TraceContext};
 use proxystore::{Reference, Store};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_value::Value;
@@ -479,9 +479,12 @@ impl TaskCodec {
         objects.fetch_add(proxied.len() as u64, Ordering::Relaxed);
         stored.fetch_add(proxied_bytes, Ordering::Relaxed);
         inline.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        span.record("proxied", proxied.len());
-        span.record("bytes_proxied", proxied.iter().map(|r| r.size).sum::<u64>());
-        span.record("bytes_inline", bytes.len());
+        span.record("proxied", trace::int(proxied.len()));
+        span.record(
+            "bytes_proxied",
+            trace::int(proxied.iter().map(|r| r.size).sum::<u64>()),
+        );
+        span.record("bytes_inline", trace::int(bytes.len()));
         Ok(Encoded { bytes, proxied })
     }
 
@@ -512,8 +515,8 @@ impl TaskCodec {
         m.refs_fetched.fetch_add(fetched as u64, Ordering::Relaxed);
         m.refs_lazy.fetch_add(lazy as u64, Ordering::Relaxed);
         let span = Span::current();
-        span.record("fetched", fetched);
-        span.record("lazy", lazy);
+        span.record("fetched", trace::int(fetched));
+        span.record("lazy", trace::int(lazy));
         Ok(Decoded {
             args,
             proxied: envelope.proxied,

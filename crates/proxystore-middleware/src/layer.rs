@@ -316,7 +316,7 @@ where
             if let Some(id) = executor.task_id(&req) {
                 span.record("task_id", tracing::field::display(id));
             }
-            span.record("attempt", attempt);
+            span.record("attempt", i64::from(attempt));
         }
         let task_span = span.clone();
         Box::pin(

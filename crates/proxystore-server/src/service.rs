@@ -95,7 +95,7 @@ fn expiry(ttl_millis: u64) -> Option<Instant> {
 fn record_call(key: &Key, bytes: u64) {
     let span = tracing::Span::current();
     span.record("key", tracing::field::display(key));
-    span.record("bytes", bytes);
+    span.record("bytes", proxystore::trace::int(bytes));
 }
 
 /// What a put needs besides the bytes.

@@ -35,7 +35,7 @@ use proxystore_telemetry::receiver::OtlpReceiver;
 
 const LEN: usize = (1 << 20) / 8;
 
-/// Resolves run with the OpenTelemetry subscriber (each makes two spans).
+/// Resolves run with the OpenTelemetry subscriber (each exports one span, with a link).
 static TRACED: AtomicU64 = AtomicU64::new(0);
 
 struct Setup {

@@ -10,9 +10,12 @@ use proxystore_telemetry::receiver::{OtlpReceiver, ReceivedSpan};
 use proxystore_telemetry::{Config, TelemetryGuard};
 use tracing::Instrument;
 
+/// Exports the store's `debug` spans too (the transfer inside a resolve).
 fn setup(service: &str) -> (OtlpReceiver, TelemetryGuard) {
     let receiver = OtlpReceiver::start().unwrap();
-    let guard = Config::from_env(service)
+    let mut config = Config::from_env(service);
+    config.trace_filter = "info,proxystore::store=debug".to_owned();
+    let guard = config
         .endpoint(receiver.endpoint())
         .without_logs()
         .sample_all()

@@ -8,10 +8,16 @@
 //! | span | where | fields |
 //! |---|---|---|
 //! | `proxystore.put` | [`Store::put`](crate::Store::put), `proxy`, `put_batch`, `put_encoded` | `store`, `connector`, `key`, `bytes`, `count` (batches) |
-//! | `proxystore.get` | [`Store::get`](crate::Store::get), `get_bytes`; the transfer inside a resolve | `store`, `connector`, `key`, `bytes`, `cache_hit` |
+//! | `proxystore.get` | [`Store::get`](crate::Store::get), `get_bytes`; the transfer inside a resolve, at `debug` level | `store`, `connector`, `key`, `bytes`, `cache_hit` |
 //! | `proxystore.resolve` | a proxy's first use ([`Store::get_by_reference`](crate::Store::get_by_reference), `get_verified_bytes`) | `store`, `connector`, `key`, `bytes`, `cache_hit`, `type` |
 //! | `proxystore.evict` | [`Store::evict`](crate::Store::evict), `evict_batch` | `store`, `connector`, `key`, `count` |
 //! | `proxystore.exists` | [`Store::exists`](crate::Store::exists) | `store`, `connector`, `key` |
+//!
+//! Sizes and counts are integers (see [`int`]). The `proxystore.get` span of the transfer
+//! inside a resolve is a `debug` span: a resolve exported at the default `info` level is one span
+//! carrying the store, connector, key, size, type and the link to the producer, and a connector's
+//! own spans (`grpc.client`) are its children; enable `debug` for `proxystore::store` to also
+//! see how long the transfer took apart from the decode.
 //!
 //! Each records `outcome` (`ok`, `absent` or `error`); a failure also records
 //! `otel.status_code = "ERROR"`, `otel.status_description` (the message) and `error.type` (the
@@ -139,6 +145,21 @@ pub fn add_link(span: &Span, traceparent: &str, tracestate: &str) {
     }
 }
 
+/// A size or count as a span field: an `i64`, saturating.
+///
+/// Record sizes through it rather than as `u64`/`usize`: `tracing` hands those to a layer's
+/// `record_u64`, which `tracing-opentelemetry` (0.34) does not implement, so each one is
+/// formatted with `Debug` into a string attribute (an allocation, and a value a trace backend
+/// cannot compare as a number). An `i64` becomes an integer attribute.
+///
+/// ```
+/// let span = tracing::info_span!("op", bytes = proxystore::trace::int(1_u64 << 20));
+/// span.record("bytes", proxystore::trace::int(usize::MAX));
+/// ```
+pub fn int(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
 /// Record the outcome of an operation on its span: `outcome = "ok"`, or the error status
 /// fields (the span must declare `outcome`, `otel.status_code`, `otel.status_description` and
 /// `error.type`).
@@ -191,8 +212,19 @@ pub fn error_type(e: &Error) -> &'static str {
 }
 
 /// A span for one store operation, with the fields every operation records. Values known when
-/// the span opens are given then: one recording instead of one per field later.
+/// the span opens are given then: one recording instead of one per field later. `info` unless
+/// the first token is `debug`.
 macro_rules! op_span {
+    (debug $name:literal, $store:expr, key = $key:expr) => {
+        $crate::trace::op_span!(
+            @level tracing::Level::DEBUG,
+            $name,
+            $store,
+            key = $key,
+            bytes = tracing::field::Empty,
+            r#type = tracing::field::Empty
+        )
+    };
     ($name:literal, $store:expr) => {
         $crate::trace::op_span!(
             $name,
@@ -212,7 +244,18 @@ macro_rules! op_span {
         )
     };
     ($name:literal, $store:expr, key = $key:expr, bytes = $bytes:expr, r#type = $type:expr) => {
-        tracing::info_span!(
+        $crate::trace::op_span!(
+            @level tracing::Level::INFO,
+            $name,
+            $store,
+            key = $key,
+            bytes = $bytes,
+            r#type = $type
+        )
+    };
+    (@level $level:expr, $name:literal, $store:expr, key = $key:expr, bytes = $bytes:expr, r#type = $type:expr) => {
+        tracing::span!(
+            $level,
             $name,
             store = $store.name(),
             connector = $store.connector().kind(),

@@ -374,7 +374,7 @@ async fn complete(
     let connector = store.connector();
     let written = async {
         let data = record::encode(outcome, trace::inject(span).as_ref());
-        span.record("bytes", data.len());
+        span.record("bytes", trace::int(data.len()));
         if connector.set_once(&reference.key, data).await? {
             Ok(())
         } else {
