@@ -15,6 +15,7 @@ pub(crate) mod repeat;
 pub(crate) mod rss;
 pub(crate) mod small;
 pub(crate) mod store_ops;
+pub(crate) mod tracing_cost;
 
 use repeat::Repeat;
 use store_ops::Stores;
@@ -158,6 +159,16 @@ pub(crate) async fn measure_all(
     for (s, st) in setup.subjects.iter().zip(&stores) {
         if st.is_some() {
             proxystore::unregister_store(&format!("bench-{}-cold", s.name));
+        }
+    }
+
+    // Last: it rebuilds `tracing`'s interest cache.
+    if setup.subjects.iter().any(|s| s.name == "memory") {
+        eprintln!("[bench] tracing: a 1 MiB resolve by hand, traced without export, with OTLP");
+        match tokio::task::spawn_blocking(tracing_cost::measure).await {
+            Ok(Ok(rows)) => out.core.extend(rows),
+            Ok(Err(e)) => out.errors.push(format!("tracing: {e:#}")),
+            Err(e) => out.errors.push(format!("tracing: {e}")),
         }
     }
 }

@@ -162,7 +162,7 @@ pub(crate) fn render(t: &Tables<'_>, plots: Option<&Path>, doc: Option<&Path>) -
     if !t.core.is_empty() {
         let _ = writeln!(
             s,
-            "\n### Digests and first resolve per digest\n\n| what | size | median | p10..p90 | throughput | vs raw read |\n|---|---|---|---|---|---|"
+            "\n### Digests, first resolve per digest, and what tracing costs a resolve\n\n| what | size | median | p10..p90 | throughput | vs raw read (tracing rows: vs the resolve by hand) |\n|---|---|---|---|---|---|"
         );
         for r in &t.core {
             let _ = writeln!(

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{MIB, Report};
 use crate::format::{fmt_rate, fmt_size, fmt_time};
 use crate::measure::small::{REDIS_BENCHMARK, SmallOps};
+use crate::measure::tracing_cost::BY_HAND;
 
 /// A target from the issues and what this run measured for it.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -446,6 +447,33 @@ impl Report {
             "S3 put of 10-100 MiB through the connector: as fast as one raw PUT to the same server (<= 1.05x: the spread of repeated runs)".into(),
             (!cells.is_empty()).then(|| (cells.join(", "), ok)),
             "needs S3 at 10 or 100 MiB",
+        );
+
+        // Row 7: what tracing costs a resolve.
+        let traced = |op| {
+            self.row("memory", op, MIB)
+                .and_then(|r| r.ratio.map(|x| (r.summary.median_s, x)))
+        };
+        let by_hand = self.row("memory", BY_HAND, MIB).map(|r| r.summary.median_s);
+        push(
+            "resolve of 1 MiB (memory, no cache): with OTLP export on and every trace sampled, < 5% \
+             slower than by hand (get, digest check, decode); traced without export, < 1%"
+                .into(),
+            match (by_hand, traced("resolve_traced_off"), traced("resolve_traced_otlp")) {
+                (Some(hand), Some((off, x_off)), Some((otlp, x_otlp))) => Some((
+                    format!(
+                        "by hand {}; no export {} (+{:.1}%); OTLP {} (+{:.1}%)",
+                        fmt_time(hand),
+                        fmt_time(off),
+                        (x_off - 1.0) * 100.0,
+                        fmt_time(otlp),
+                        (x_otlp - 1.0) * 100.0
+                    ),
+                    x_otlp < 1.05 && x_off < 1.01,
+                )),
+                _ => None,
+            },
+            "needs the memory connector",
         );
     }
 }

@@ -107,7 +107,7 @@ pub(crate) fn render(t: &Tables<'_>) -> String {
     if !t.core.is_empty() {
         let _ = writeln!(
             s,
-            "\n=== core: first resolve of 1 MiB over file per digest; digests ==="
+            "\n=== core: first resolve of 1 MiB over file per digest; digests; what tracing costs a resolve ==="
         );
         for r in &t.core {
             let _ = writeln!(
@@ -122,7 +122,14 @@ pub(crate) fn render(t: &Tables<'_>) -> String {
                 r.throughput,
                 r.ratio
                     .as_ref()
-                    .map(|x| format!("  {x} raw read"))
+                    .map(|x| format!(
+                        "  {x} {}",
+                        if r.connector == "memory" {
+                            "by hand"
+                        } else {
+                            "raw read"
+                        }
+                    ))
                     .unwrap_or_default()
             );
         }
