@@ -148,6 +148,8 @@ async fn run(
         }
         None => *reading = false,
     };
+    // An answer the wait below got, to lead the next batch.
+    let mut ready = None;
     loop {
         // A session kept busy still sees the server stop (the wait below sees it otherwise).
         if reading && !matches!(stopping.has_changed(), Ok(false)) {
@@ -163,13 +165,14 @@ async fn run(
         let mut batch = Vec::new();
         let mut bytes = 0;
         while bytes < BATCH_BYTES {
-            match running.next().now_or_never() {
-                Some(Some(answer)) => {
-                    bytes += answer.encoded_len();
-                    batch.push(Ok(answer));
-                }
-                _ => break,
-            }
+            let Some(answer) = ready
+                .take()
+                .or_else(|| running.next().now_or_never().flatten())
+            else {
+                break;
+            };
+            bytes += answer.encoded_len();
+            batch.push(Ok(answer));
         }
         if !batch.is_empty() {
             if !send(&tx, batch, idle, &abandoned).await {
@@ -182,14 +185,8 @@ async fn run(
         }
         tokio::select! {
             biased;
-            Some(answer) = running.next(), if !running.is_empty() => {
-                if !send(&tx, vec![Ok(answer)], idle, &abandoned).await {
-                    return;
-                }
-                if running.is_empty() {
-                    quiet.as_mut().reset(tokio::time::Instant::now() + IDLE_END);
-                }
-            }
+            // With the requests and answers that came meanwhile, at the top.
+            Some(answer) = running.next(), if !running.is_empty() => ready = Some(answer),
             _ = stopping.changed(), if reading => reading = false,
             () = &mut quiet, if reading && running.is_empty() => reading = false,
             next = requests.next(), if reading && running.len() < MAX_IN_FLIGHT => {
