@@ -153,39 +153,31 @@ impl MemoryConnector {
 
     /// Number of objects in the segment.
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.data.read().len()
     }
 
     /// Whether the segment holds no objects.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Objects> {
-        self.data.read()
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Objects> {
-        self.data.write()
-    }
 }
 
 /// Every call of a memory connector is a map operation under a lock, done at once.
 impl ImmediateConnector for MemoryConnector {
     fn put_now(&self, data: Bytes, _options: &PutOptions) -> Result<Key> {
-        Ok(self.write().insert_new(data))
+        Ok(self.data.write().insert_new(data))
     }
 
     fn get_now(&self, key: &Key) -> Result<Option<Bytes>> {
-        Ok(self.read().get(key).cloned())
+        Ok(self.data.read().get(key).cloned())
     }
 
     fn exists_now(&self, key: &Key) -> Result<bool> {
-        Ok(self.read().contains(key))
+        Ok(self.data.read().contains(key))
     }
 
     fn evict_now(&self, key: &Key) -> Result<()> {
-        self.write().remove(key);
+        self.data.write().remove(key);
         Ok(())
     }
 }
@@ -221,17 +213,17 @@ impl Connector for MemoryConnector {
     }
 
     async fn put_batch(&self, data: Vec<Bytes>, _options: &PutOptions) -> Result<Vec<Key>> {
-        let mut map = self.write();
+        let mut map = self.data.write();
         Ok(data.into_iter().map(|d| map.insert_new(d)).collect())
     }
 
     async fn get_batch(&self, keys: &[Key]) -> Result<Vec<Option<Bytes>>> {
-        let map = self.read();
+        let map = self.data.read();
         Ok(keys.iter().map(|k| map.get(k).cloned()).collect())
     }
 
     async fn evict_batch(&self, keys: &[Key]) -> Result<()> {
-        let mut map = self.write();
+        let mut map = self.data.write();
         for k in keys {
             map.remove(k);
         }
@@ -264,11 +256,11 @@ impl Connector for MemoryConnector {
             tokio::pin!(written);
             // Registered before the check: a write between the check and the wait wakes it.
             written.as_mut().enable();
-            if self.read().contains(key) {
+            if self.data.read().contains(key) {
                 return Ok(true);
             }
             if tokio::time::timeout_at(deadline, written).await.is_err() {
-                return Ok(self.read().contains(key));
+                return Ok(self.data.read().contains(key));
             }
         }
     }
@@ -299,6 +291,7 @@ impl Connector for MemoryConnector {
         range: Option<std::ops::Range<u64>>,
     ) -> Result<Option<ObjectReader>> {
         Ok(self
+            .data
             .read()
             .get(key)
             .map(|b| ObjectReader::from_bytes(b.clone(), range)))
@@ -306,7 +299,8 @@ impl Connector for MemoryConnector {
 
     async fn inventory(&self) -> Result<Option<Vec<StoredObject>>> {
         Ok(Some(
-            self.read()
+            self.data
+                .read()
                 .iter()
                 .map(|(k, b)| StoredObject::new(k, b.len() as u64, Default::default()))
                 .collect(),
