@@ -90,7 +90,16 @@ pub fn run(options: Options) -> Result<()> {
     names.dedup();
 
     let load_before = machine::loadavg();
-    let setup = setup::setup(&options, &names)?;
+    // The measurements run in a task of a runtime of the harness's own, as a user's task runs
+    // on the user's runtime (two workers, one per core here), not on the library's I/O
+    // runtime: a connector that hops there pays for it in the figures, as it does for users.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench")
+        .enable_all()
+        .build()
+        .context("start the bench runtime")?;
+    let setup = setup::setup(&options, &names, runtime.handle())?;
     let env = machine::environment(&setup.work, setup.redis_port);
     eprintln!(
         "[bench] {} on {} ({} cores, load {}); files in {}",
@@ -107,13 +116,13 @@ pub fn run(options: Options) -> Result<()> {
 
     let mut out = report::Report::new(&options, &sizes, env);
     out.environment["loadavg_start"] = load_before.into();
-    // The measurements run in a task of the runtime, as a user's task would. A future that
-    // `block_on` drives from a thread outside the runtime is woken across threads on every
-    // reply: 100 B Redis put+get pairs ran 6-7k/s that way against 40-50k/s from a task, for
-    // the redis crate alone, which hid every connector's own cost behind the harness's.
+    // In a task, not in `block_on`: a future that `block_on` drives from a thread outside the
+    // runtime is woken across threads on every reply: 100 B Redis put+get pairs ran 6-7k/s
+    // that way against 40-50k/s from a task, for the redis crate alone, which hid every
+    // connector's own cost behind the harness's.
     let (setup, mut out) = {
         let (options, sizes) = (options.clone(), sizes.clone());
-        proxystore::runtime::io_handle().block_on(async move {
+        runtime.block_on(async move {
             tokio::spawn(async move {
                 measure::measure_all(&options, &setup, &sizes, rss_size, &repeat, &mut out).await;
                 (setup, out)

@@ -40,7 +40,11 @@ pub(crate) struct Setup {
 }
 
 /// Start (or connect to) the servers of `names`, and build their connectors and raw clients.
-pub(crate) fn setup(options: &Options, names: &[ConnectorName]) -> Result<Setup> {
+pub(crate) fn setup(
+    options: &Options,
+    names: &[ConnectorName],
+    runtime: &tokio::runtime::Handle,
+) -> Result<Setup> {
     let parent = options.dir.clone().unwrap_or_else(std::env::temp_dir);
     let (dir, work) = servers::work_dir(&parent)?;
     let filestore = work.join("filestore");
@@ -179,7 +183,7 @@ pub(crate) fn setup(options: &Options, names: &[ConnectorName]) -> Result<Setup>
             cross_process: cross,
         });
     }
-    let raw = proxystore::runtime::io_handle().block_on(Raw::new(
+    let raw = runtime.block_on(Raw::new(
         filestore,
         redis_url.as_deref(),
         s3_config.as_ref(),

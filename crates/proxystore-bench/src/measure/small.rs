@@ -139,8 +139,8 @@ pub(crate) struct Loop<'a> {
     pub(crate) warm_up: bool,
 }
 
-/// Run `pair` in a loop for `seconds` on `clients` concurrent tasks (on the library's I/O
-/// runtime when more than one; in the calling task otherwise), after a warm-up of at least 20
+/// Run `pair` in a loop for `seconds` on `clients` concurrent tasks (on the harness's runtime
+/// when more than one; in the calling task otherwise), after a warm-up of at least 20
 /// pairs and 0.25 s if asked; then clean up what was stored, untimed.
 ///
 /// `blocking`: the pair blocks its thread (raw `std::fs`), so concurrent clients get threads
