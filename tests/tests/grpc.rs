@@ -246,3 +246,67 @@ mod replicas {
         }
     }
 }
+
+/// The runtimes the connector has channels on, as its `Debug` says (`runtimes: N`).
+fn runtimes(connector: &dyn std::fmt::Debug) -> usize {
+    let text = format!("{connector:?}");
+    let at = text.find("runtimes: ").expect("Debug names the runtimes") + "runtimes: ".len();
+    text[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A call runs on its caller's runtime, over a channel of that runtime's own (no hop to the
+/// library's I/O runtime and back); a runtime that ends takes its channel along; a caller
+/// outside any tokio runtime (another executor, a synchronous resolve) is served from the I/O
+/// runtime.
+#[test]
+fn calls_run_on_the_callers_runtime_and_from_outside_any() {
+    let server = grpc_server::in_process().unwrap();
+    let connector = server.connector().unwrap();
+    let store = Store::new(
+        format!("grpc-runtimes-{}", Key::random()),
+        connector.clone(),
+    );
+    let current = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let a = current();
+    let key = a.block_on(store.put(&vec![7u8; 100])).unwrap();
+    assert_eq!(
+        a.block_on(store.get::<Vec<u8>>(&key)).unwrap(),
+        Some(vec![7u8; 100])
+    );
+    assert_eq!(runtimes(&connector), 1);
+
+    let b = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let proxy: Proxy<Vec<u8>> = b.block_on(store.proxy(&vec![9u8; 1000])).unwrap();
+    assert!(b.block_on(store.exists(&key)).unwrap());
+    assert_eq!(runtimes(&connector), 2);
+    drop(a);
+    assert_eq!(
+        runtimes(&connector),
+        1,
+        "the ended runtime's channel went with it"
+    );
+
+    // Another executor: the store's layer runs the call on the I/O runtime.
+    let got = futures::executor::block_on(store.get_bytes(&key)).unwrap();
+    assert_eq!(got.as_deref(), Some(&[7u8; 100][..]));
+    assert_eq!(runtimes(&connector), 2);
+    // A synchronous resolve on a plain thread.
+    let resolved = std::thread::spawn(move || proxy.len()).join().unwrap();
+    assert_eq!(resolved, 1000);
+    drop(b);
+    assert_eq!(runtimes(&connector), 1);
+}

@@ -4,8 +4,10 @@
 //! thread, inside a multi-thread tokio runtime, or inside a current-thread runtime (every default
 //! `#[tokio::test]`). Blocking on the caller's runtime panics or deadlocks in some of those places,
 //! so the library owns a small multi-thread runtime: sync callers spawn the work there and wait
-//! for it (inside `block_in_place` when that is allowed), and networked connectors drive their
-//! connections there, so that their I/O never depends on a runtime the caller may be blocking.
+//! for it (inside `block_in_place` when that is allowed). Networked connectors drive their
+//! connections either there, so that their I/O never depends on a runtime the caller may be
+//! blocking (S3, Globus), or on each calling runtime, one connection per runtime
+//! ([`PerRuntime`]), so that a small call makes no hop between runtimes (Redis, gRPC).
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -149,6 +151,17 @@ where
         .map_err(|e| Error::backend("runtime", "I/O task failed", e))
 }
 
+/// The runtime the caller runs on, or the I/O runtime for a caller outside any tokio runtime:
+/// where a client made for this caller keeps its tasks (with [`PerRuntime::get_or_try_init_in`]).
+///
+/// ```
+/// use proxystore::runtime::{current_or_io, io_handle};
+/// assert_eq!(current_or_io().id(), io_handle().id()); // outside any runtime
+/// ```
+pub fn current_or_io() -> Handle {
+    Handle::try_current().unwrap_or_else(|_| io_handle().clone())
+}
+
 /// Whether the current task runs on the library's I/O runtime.
 pub fn on_io_runtime() -> bool {
     Handle::try_current().is_ok_and(|h| h.id() == io_handle().id())
@@ -250,14 +263,40 @@ impl<T: Clone + Send + 'static> PerRuntime<T> {
         let Ok(handle) = Handle::try_current() else {
             return Ok(None);
         };
+        self.get_or_try_init_in(&handle, make).map(Some)
+    }
+
+    /// The value of the runtime of `handle`, made with `make` (inside that runtime) when it
+    /// has none yet: [`PerRuntime::get_or_try_init`] for a runtime the caller names, as a
+    /// caller outside any runtime names the I/O runtime ([`io_handle`]).
+    ///
+    /// ```
+    /// use proxystore::runtime::{PerRuntime, current_or_io};
+    /// let clients: PerRuntime<u32> = PerRuntime::new();
+    /// // Outside any runtime: the I/O runtime's value, made inside it.
+    /// let v = clients.get_or_try_init_in(&current_or_io(), || Ok::<_, std::io::Error>(7))?;
+    /// assert_eq!((v, clients.len()), (7, 1));
+    /// # Ok::<_, std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `make`'s.
+    pub fn get_or_try_init_in<E>(
+        &self,
+        handle: &Handle,
+        make: impl FnOnce() -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
         let id = handle.id();
         let (alive, dropped) = tokio::sync::oneshot::channel::<()>();
         let value = {
             let mut map = self.lock();
             if let Some((value, _)) = map.get(&id) {
-                return Ok(Some(value.clone()));
+                return Ok(value.clone());
             }
-            let value = make()?;
+            let value = {
+                let _inside = handle.enter();
+                make()?
+            };
             map.insert(id, (value.clone(), alive));
             value
         };
@@ -273,7 +312,7 @@ impl<T: Clone + Send + 'static> PerRuntime<T> {
             let _guard = guard;
             let _ = dropped.await;
         });
-        Ok(Some(value))
+        Ok(value)
     }
 }
 

@@ -110,27 +110,45 @@ impl PutOptions {
 /// use std::time::Duration;
 /// use proxystore::connector::CallConfig;
 /// use proxystore::retry::RetryConfig;
+/// use proxystore::connector::CallRuntime;
 /// let c = CallConfig::networked(Some(Duration::from_secs(30)), RetryConfig::default());
-/// assert!(c.io_runtime && c.retry.is_some());
+/// assert!(c.runtime == CallRuntime::Io && c.retry.is_some());
 /// assert!(CallConfig::default().is_empty());
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CallConfig {
-    /// Run every call on the library's I/O runtime ([`crate::runtime::io_handle`]), where the
-    /// connector's connections live.
-    pub io_runtime: bool,
+    /// Where the calls run: where the connector's connections live.
+    pub runtime: CallRuntime,
     /// Bound of one attempt; past it the call ends with [`Error::Timeout`].
     pub timeout: Option<Duration>,
     /// Retries of temporary failures.
     pub retry: Option<RetryConfig>,
 }
 
+/// Where a connector's calls run ([`CallConfig::runtime`]; the hop is
+/// [`crate::layer::IoRuntimeLayer`]'s).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallRuntime {
+    /// Wherever the caller runs them: in-process connectors, and connectors that choose for
+    /// each call themselves.
+    #[default]
+    Caller,
+    /// On the caller's tokio runtime, where the connector keeps a client of that runtime's own
+    /// ([`crate::runtime::PerRuntime`]), so that a call stays on its caller's threads; a call
+    /// from outside any tokio runtime (another executor) runs on the I/O runtime.
+    CallerTokio,
+    /// On the library's I/O runtime ([`crate::runtime::io_handle`]), where the connector keeps
+    /// its one client.
+    Io,
+}
+
 impl CallConfig {
     /// On the I/O runtime, with `timeout` per attempt and `retry`.
     pub fn networked(timeout: Option<Duration>, retry: RetryConfig) -> Self {
         CallConfig {
-            io_runtime: true,
+            runtime: CallRuntime::Io,
             timeout,
             retry: Some(retry),
         }

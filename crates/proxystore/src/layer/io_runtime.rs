@@ -1,5 +1,6 @@
 //! The hop onto the library's I/O runtime.
 
+use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,29 +11,77 @@ use bytes::Bytes;
 use super::Layer;
 use crate::connector::stream::{ObjectReader, ObjectWriter, StoredObject};
 use crate::connector::{
-    CallConfig, Connector, ConnectorConfig, ImmediateConnector, ObjectSink, PutOptions,
-    get_into_whole,
+    CallConfig, CallRuntime, Connector, ConnectorConfig, ImmediateConnector, ObjectSink,
+    PutOptions, get_into_whole,
 };
 use crate::error::Result;
 use crate::key::Key;
-use crate::runtime::{on_io_runtime, run_on_io as hop};
+use crate::runtime::{on_io_runtime, spawn_io};
 
 /// Runs every call of a connector on the library's I/O runtime
 /// ([`crate::runtime::io_handle`]), where networked connectors keep their connections, so that
 /// their I/O never depends on a runtime the caller may be blocking or may drop. A call that
 /// already runs there (a synchronous resolve, another layer) does not hop again.
+///
+/// [`IoRuntimeLayer::outside_tokio`] hops only the calls made outside any tokio runtime, for a
+/// connector that keeps a client per runtime ([`CallRuntime::CallerTokio`]).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct IoRuntimeLayer;
+pub struct IoRuntimeLayer {
+    outside_tokio_only: bool,
+}
+
+impl IoRuntimeLayer {
+    /// Every call on the I/O runtime (as [`IoRuntimeLayer::default`]).
+    pub fn always() -> Self {
+        IoRuntimeLayer::default()
+    }
+
+    /// Only the calls made outside any tokio runtime go to the I/O runtime; the others run
+    /// where they are.
+    pub fn outside_tokio() -> Self {
+        IoRuntimeLayer {
+            outside_tokio_only: true,
+        }
+    }
+}
 
 impl Layer for IoRuntimeLayer {
     fn layer(&self, inner: Arc<dyn Connector>) -> Arc<dyn Connector> {
-        Arc::new(IoRuntime { inner })
+        Arc::new(IoRuntime {
+            inner,
+            outside_tokio_only: self.outside_tokio_only,
+        })
     }
 }
 
 /// A connector whose calls run on the I/O runtime (made by [`IoRuntimeLayer`]).
 pub struct IoRuntime {
     inner: Arc<dyn Connector>,
+    outside_tokio_only: bool,
+}
+
+impl IoRuntime {
+    /// Whether a call made here runs in place.
+    fn in_place(&self) -> bool {
+        if self.outside_tokio_only {
+            tokio::runtime::Handle::try_current().is_ok()
+        } else {
+            on_io_runtime()
+        }
+    }
+
+    /// Run `fut` in place or on the I/O runtime (see [`IoRuntime::in_place`]).
+    async fn hop<T, F>(&self, fut: F) -> Result<T>
+    where
+        F: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        if self.in_place() {
+            fut.await
+        } else {
+            spawn_io(fut).await?
+        }
+    }
 }
 
 impl std::fmt::Debug for IoRuntime {
@@ -50,24 +99,25 @@ impl Connector for IoRuntime {
 
     async fn put_opts(&self, data: Bytes, options: &PutOptions) -> Result<Key> {
         let (c, options) = (self.inner.clone(), options.clone());
-        hop(async move { c.put_opts(data, &options).await }).await
+        self.hop(async move { c.put_opts(data, &options).await })
+            .await
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
         let (c, key) = (self.inner.clone(), key.clone());
-        hop(async move { c.get(&key).await }).await
+        self.hop(async move { c.get(&key).await }).await
     }
 
     async fn get_sized(&self, key: &Key, size: u64) -> Result<Option<Bytes>> {
         let (c, key) = (self.inner.clone(), key.clone());
-        hop(async move { c.get_sized(&key, size).await }).await
+        self.hop(async move { c.get_sized(&key, size).await }).await
     }
 
     /// In place on the I/O runtime. From elsewhere the sink cannot go along (it borrows the
     /// caller's memory), so the object is fetched there whole (this layer's `get` and
     /// `get_sized` hop) and handed over, as the default `get_into` does.
     async fn get_into(&self, key: &Key, sink: &mut ObjectSink<'_>) -> Result<bool> {
-        if on_io_runtime() {
+        if self.in_place() {
             return self.inner.get_into(key, sink).await;
         }
         get_into_whole(self, key, sink).await
@@ -75,12 +125,12 @@ impl Connector for IoRuntime {
 
     async fn exists(&self, key: &Key) -> Result<bool> {
         let (c, key) = (self.inner.clone(), key.clone());
-        hop(async move { c.exists(&key).await }).await
+        self.hop(async move { c.exists(&key).await }).await
     }
 
     async fn wait(&self, key: &Key, timeout: Duration) -> Result<bool> {
         let (c, key) = (self.inner.clone(), key.clone());
-        hop(async move { c.wait(&key, timeout).await }).await
+        self.hop(async move { c.wait(&key, timeout).await }).await
     }
 
     fn wait_mechanism(&self) -> &'static str {
@@ -89,7 +139,7 @@ impl Connector for IoRuntime {
 
     async fn evict(&self, key: &Key) -> Result<()> {
         let (c, key) = (self.inner.clone(), key.clone());
-        hop(async move { c.evict(&key).await }).await
+        self.hop(async move { c.evict(&key).await }).await
     }
 
     fn config(&self) -> ConnectorConfig {
@@ -98,27 +148,29 @@ impl Connector for IoRuntime {
 
     async fn put(&self, data: Bytes) -> Result<Key> {
         let c = self.inner.clone();
-        hop(async move { c.put(data).await }).await
+        self.hop(async move { c.put(data).await }).await
     }
 
     async fn put_batch(&self, data: Vec<Bytes>, options: &PutOptions) -> Result<Vec<Key>> {
         let (c, options) = (self.inner.clone(), options.clone());
-        hop(async move { c.put_batch(data, &options).await }).await
+        self.hop(async move { c.put_batch(data, &options).await })
+            .await
     }
 
     async fn get_batch(&self, keys: &[Key]) -> Result<Vec<Option<Bytes>>> {
         let (c, keys) = (self.inner.clone(), keys.to_vec());
-        hop(async move { c.get_batch(&keys).await }).await
+        self.hop(async move { c.get_batch(&keys).await }).await
     }
 
     async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Option<Bytes>> {
         let (c, key) = (self.inner.clone(), key.clone());
-        hop(async move { c.get_range(&key, range).await }).await
+        self.hop(async move { c.get_range(&key, range).await })
+            .await
     }
 
     async fn evict_batch(&self, keys: &[Key]) -> Result<()> {
         let (c, keys) = (self.inner.clone(), keys.to_vec());
-        hop(async move { c.evict_batch(&keys).await }).await
+        self.hop(async move { c.evict_batch(&keys).await }).await
     }
 
     async fn writer(
@@ -128,27 +180,28 @@ impl Connector for IoRuntime {
         options: &PutOptions,
     ) -> Result<Option<Box<dyn ObjectWriter>>> {
         let (c, key, options) = (self.inner.clone(), key.cloned(), options.clone());
-        hop(async move { c.writer(key.as_ref(), size, &options).await }).await
+        self.hop(async move { c.writer(key.as_ref(), size, &options).await })
+            .await
     }
 
     async fn reader(&self, key: &Key, range: Option<Range<u64>>) -> Result<Option<ObjectReader>> {
         let (c, key) = (self.inner.clone(), key.clone());
-        hop(async move { c.reader(&key, range).await }).await
+        self.hop(async move { c.reader(&key, range).await }).await
     }
 
     async fn new_key(&self, options: &PutOptions) -> Result<Key> {
         let (c, options) = (self.inner.clone(), options.clone());
-        hop(async move { c.new_key(&options).await }).await
+        self.hop(async move { c.new_key(&options).await }).await
     }
 
     async fn set(&self, key: &Key, data: Bytes) -> Result<()> {
         let (c, key) = (self.inner.clone(), key.clone());
-        hop(async move { c.set(&key, data).await }).await
+        self.hop(async move { c.set(&key, data).await }).await
     }
 
     async fn set_once(&self, key: &Key, data: Bytes) -> Result<bool> {
         let (c, key) = (self.inner.clone(), key.clone());
-        hop(async move { c.set_once(&key, data).await }).await
+        self.hop(async move { c.set_once(&key, data).await }).await
     }
 
     fn set_once_is_atomic(&self) -> bool {
@@ -161,7 +214,7 @@ impl Connector for IoRuntime {
 
     async fn inventory(&self) -> Result<Option<Vec<StoredObject>>> {
         let c = self.inner.clone();
-        hop(async move { c.inventory().await }).await
+        self.hop(async move { c.inventory().await }).await
     }
 
     /// An immediate call needs no runtime: the inner connector's, as it is.
@@ -172,14 +225,14 @@ impl Connector for IoRuntime {
     /// What the inner connector asks for, less the hop this layer makes.
     fn call_config(&self) -> CallConfig {
         CallConfig {
-            io_runtime: false,
+            runtime: CallRuntime::Caller,
             ..self.inner.call_config()
         }
     }
 
     async fn close(&self) -> Result<()> {
         let c = self.inner.clone();
-        hop(async move { c.close().await }).await
+        self.hop(async move { c.close().await }).await
     }
 }
 
@@ -216,7 +269,8 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn calls_run_on_the_io_runtime_and_hop_once() {
-        let c = IoRuntimeLayer.layer(Arc::new(WhereAmI(MemoryConnector::new("io-layer"))));
+        let c =
+            IoRuntimeLayer::always().layer(Arc::new(WhereAmI(MemoryConnector::new("io-layer"))));
         assert!(!on_io_runtime());
         assert!(c.exists(&Key::from("k")).await.unwrap());
         // Already there (as in a synchronous resolve): runs in place, still on the runtime.

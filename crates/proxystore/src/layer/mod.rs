@@ -10,7 +10,9 @@
 //! The stack, outermost first, for a connector that asks for all of it:
 //!
 //! 1. [`IoRuntimeLayer`]: the call runs on [`crate::runtime::io_handle`] (no hop when it
-//!    already runs there, as a synchronous resolve does);
+//!    already runs there, as a synchronous resolve does; for a connector with a client per
+//!    runtime, [`crate::connector::CallRuntime::CallerTokio`], only a call from outside any
+//!    tokio runtime goes there);
 //! 2. [`RetryLayer`]: temporary failures ([`crate::Error::is_temporary`]) are tried again
 //!    after a backoff; permanent ones and timeouts return at once;
 //! 3. [`TimeoutLayer`]: each attempt is bounded, ending in [`crate::Error::Timeout`];
@@ -36,7 +38,7 @@
 
 use std::sync::Arc;
 
-use crate::connector::{CallConfig, Connector};
+use crate::connector::{CallConfig, CallRuntime, Connector};
 
 mod io_runtime;
 pub(crate) mod metrics;
@@ -62,7 +64,7 @@ pub trait Layer: Send + Sync {
 /// that is already stacked (the layers report an empty call config).
 pub fn stack(connector: Arc<dyn Connector>) -> Arc<dyn Connector> {
     let CallConfig {
-        io_runtime,
+        runtime,
         timeout,
         retry,
     } = connector.call_config();
@@ -73,8 +75,10 @@ pub fn stack(connector: Arc<dyn Connector>) -> Arc<dyn Connector> {
     if let Some(r) = retry.filter(|r| r.max_retries > 0) {
         c = RetryLayer::new(r).layer(c);
     }
-    if io_runtime {
-        c = IoRuntimeLayer.layer(c);
+    match runtime {
+        CallRuntime::Caller => {}
+        CallRuntime::CallerTokio => c = IoRuntimeLayer::outside_tokio().layer(c),
+        CallRuntime::Io => c = IoRuntimeLayer::always().layer(c),
     }
     c
 }

@@ -103,7 +103,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::object_dir::{blocking, is_object, read_object, remove, write_atomic};
-use super::{CallConfig, Connector, ConnectorConfig, PutOptions, Resource};
+use super::{CallConfig, CallRuntime, Connector, ConnectorConfig, PutOptions, Resource};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use config::expand_home;
@@ -394,7 +394,7 @@ impl Connector for GlobusConnector {
     /// deadline ([`GlobusConfig::timeout_ms`]), which a whole-operation retry would restart.
     fn call_config(&self) -> CallConfig {
         CallConfig {
-            io_runtime: true,
+            runtime: CallRuntime::Io,
             timeout: None,
             retry: None,
         }

@@ -204,13 +204,9 @@ impl Inner {
     /// The session of the picked replica, opened if need be; `None` when its server has no
     /// sessions.
     async fn session(&self, pick: Pick) -> Result<Option<Arc<Session>>> {
-        self.pool
-            .session_slot(pick)
-            .get(
-                || self.pool.client(pick),
-                self.auth.as_ref(),
-                self.timeout(),
-            )
+        let conn = self.pool.conn(pick);
+        conn.session
+            .get(|| conn.client.clone(), self.auth.as_ref(), self.timeout())
             .await
             .map_err(Error::from)
     }
@@ -495,7 +491,8 @@ impl Inner {
                 // What a session answers inline: its own limit once one is open.
                 let inline_limit = || {
                     self.pool
-                        .session_slot(pick)
+                        .conn(pick)
+                        .session
                         .inline_max()
                         .unwrap_or(SESSION_GET_SMALL)
                 };

@@ -1,7 +1,9 @@
 //! The gRPC connector: the client of the ProxyStore store service (`proxystore-server`).
 //!
-//! One HTTP/2 channel per server address, created lazily on the library's I/O runtime and reused
-//! by every call; with several addresses of replicas serving the same objects
+//! One HTTP/2 channel per server address and tokio runtime that calls, created lazily on that
+//! runtime (the library's I/O runtime for callers outside any) and reused by its calls, so that
+//! a call stays on its caller's threads; like any tokio network client it needs the runtime's
+//! I/O and time drivers (`enable_all`, as `#[tokio::main]` and `#[tokio::test]` have); with several addresses of replicas serving the same objects
 //! ([`GrpcConfig::addresses`]), calls are spread over them and move on from one that is down.
 //! Small calls (gets of objects up to 256 KiB, puts up to 64 KiB: the server's limits; exists
 //! and evict) share one long-lived `Session` stream per server, matched by id, so that a call
@@ -47,7 +49,7 @@ use futures::Stream;
 use tonic::metadata::MetadataValue;
 
 use super::stream::{ObjectReader, ObjectWriter};
-use super::{CallConfig, Connector, ConnectorConfig, PutOptions, Resource};
+use super::{CallConfig, CallRuntime, Connector, ConnectorConfig, PutOptions, Resource};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::retry::RetryConfig;
@@ -88,6 +90,7 @@ impl std::fmt::Debug for GrpcConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GrpcConnector")
             .field("config", &self.inner.config)
+            .field("runtimes", &self.inner.pool.runtimes())
             .finish_non_exhaustive()
     }
 }
@@ -173,15 +176,20 @@ impl GrpcConnector {
         &self.inner.config
     }
 
-    /// Run `f` on the library's I/O runtime, for the methods outside the [`Connector`] trait
-    /// (which a store's layers run there).
+    /// Run `f` where the store's layers run the [`Connector`] methods, for the methods outside
+    /// the trait: in place on any tokio runtime, on the library's I/O runtime from outside one.
     async fn io<T, F, Fut>(&self, f: F) -> Result<T>
     where
         F: FnOnce(Arc<Inner>) -> Fut,
         Fut: Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
-        runtime::run_on_io(f(self.inner.clone())).await
+        let fut = f(self.inner.clone());
+        if tokio::runtime::Handle::try_current().is_ok() {
+            fut.await
+        } else {
+            runtime::spawn_io(fut).await?
+        }
     }
 
     /// The retries of idempotent calls: [`GrpcConfig::retries`] with the shared backoff.
@@ -265,13 +273,17 @@ impl Connector for GrpcConnector {
         KIND
     }
 
-    /// On the I/O runtime, where the channel lives; idempotent calls (reads, exists,
+    /// On the caller's tokio runtime, with a channel of that runtime's own (see `pool`); a
+    /// call from outside any tokio runtime runs on the I/O runtime. Idempotent calls (reads, exists,
     /// evictions, `set` under a fixed key) retried [`GrpcConfig::retries`] times on a temporary
     /// failure (`UNAVAILABLE`, a broken connection), puts not (the server chooses their keys).
     /// Each call bounds itself: a unary call by [`GrpcConfig::timeout_ms`], a stream by the
     /// time between two messages.
     fn call_config(&self) -> CallConfig {
-        CallConfig::networked(None, self.retry_config())
+        CallConfig {
+            runtime: CallRuntime::CallerTokio,
+            ..CallConfig::networked(None, self.retry_config())
+        }
     }
 
     async fn put_opts(&self, data: Bytes, options: &PutOptions) -> Result<Key> {
@@ -377,7 +389,7 @@ impl Connector for GrpcConnector {
         };
         let inner = self.inner.clone();
         let task =
-            runtime::io_handle().spawn(async move { inner.put(Box::pin(data), upload).await });
+            runtime::current_or_io().spawn(async move { inner.put(Box::pin(data), upload).await });
         Ok(Some(Box::new(GrpcWriter {
             tx: Some(tx),
             task: Some(task),

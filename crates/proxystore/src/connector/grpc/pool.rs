@@ -1,6 +1,11 @@
-//! The replicas a connector calls ([`GrpcConfig::all_addresses`]): an endpoint and a lazily
-//! connected channel per address, the choice of a replica for each call, and the marks of
-//! replicas that could not be reached.
+//! The replicas a connector calls ([`GrpcConfig::all_addresses`]): an endpoint per address and,
+//! for each tokio runtime that calls, a lazily connected channel and session to it; the choice
+//! of a replica for each call, and the marks of replicas that could not be reached.
+//!
+//! A channel's connection task runs on the runtime that made the channel. One channel per
+//! runtime ([`PerRuntime`]) keeps a call on its caller's runtime all the way to the socket and
+//! back: with one channel on the library's I/O runtime, a call from a user's runtime went
+//! there and back (a spawn and two cross-thread wakes per call).
 //!
 //! Calls go round-robin over the replicas not marked down. A replica that a call could not
 //! reach ([`status::unreachable`]) is marked down for [`DOWN_FIRST`], doubled per further
@@ -8,7 +13,7 @@
 //! marked down, the one whose mark ends first is called anyway: a call is never failed
 //! without being tried.
 
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -21,7 +26,7 @@ use super::rpc_trace::{RpcTrace, Side};
 use super::session::SessionSlot;
 use super::status::{self, Unreachable};
 use crate::error::{Error, Result};
-use crate::runtime;
+use crate::runtime::{self, PerRuntime};
 
 /// How long a replica that could not be reached is skipped after its first failure.
 pub(super) const DOWN_FIRST: Duration = Duration::from_secs(1);
@@ -44,12 +49,19 @@ pub(super) struct Pool {
 struct Replica {
     address: String,
     endpoint: Endpoint,
-    client: OnceLock<Client>,
-    /// Its `Session` stream, for small calls.
-    session: SessionSlot,
+    /// The channel and session of each runtime that calls.
+    conns: PerRuntime<Arc<Conn>>,
     /// `down_until_ms << FAILURE_BITS | consecutive_failures`; 0 for a replica that never
     /// failed or answered since.
     state: AtomicU64,
+}
+
+/// A runtime's connection to a replica.
+pub(super) struct Conn {
+    /// The channel, its connection task on that runtime.
+    pub(super) client: Client,
+    /// Its `Session` stream, for small calls.
+    pub(super) session: SessionSlot,
 }
 
 /// A replica chosen for a call, with its state when chosen.
@@ -84,8 +96,7 @@ impl Pool {
             replicas.push(Replica {
                 address: address.to_owned(),
                 endpoint: endpoint(config, address)?,
-                client: OnceLock::new(),
-                session: SessionSlot::default(),
+                conns: PerRuntime::new(),
                 state: AtomicU64::new(0),
             });
         }
@@ -129,29 +140,43 @@ impl Pool {
         earliest.map(|(_, p)| p)
     }
 
-    /// The channel to the picked replica, created on first use with its worker on the I/O
-    /// runtime.
+    /// The channel to the picked replica from the calling runtime.
     pub(super) fn client(&self, pick: Pick) -> Client {
+        self.conn(pick).client.clone()
+    }
+
+    /// The calling runtime's channel and session to the picked replica, made on its first
+    /// call from there (with its connection task there); a caller outside any tokio runtime
+    /// gets the I/O runtime's.
+    pub(super) fn conn(&self, pick: Pick) -> Arc<Conn> {
         let replica = &self.replicas[pick.index];
-        replica
-            .client
-            .get_or_init(|| {
-                // The channel spawns its worker on the current runtime: make that the I/O
-                // runtime, whoever calls first.
-                let _io = runtime::io_handle().enter();
-                StoreServiceClient::new(RpcTrace::new(
+        let make = || {
+            Ok::<_, std::convert::Infallible>(Arc::new(Conn {
+                client: StoreServiceClient::new(RpcTrace::new(
                     replica.endpoint.connect_lazy(),
                     Side::Client,
                 ))
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                .max_encoding_message_size(MAX_MESSAGE_SIZE)
-            })
-            .clone()
+                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+                session: SessionSlot::default(),
+            }))
+        };
+        match replica
+            .conns
+            .get_or_try_init_in(&runtime::current_or_io(), make)
+        {
+            Ok(conn) => conn,
+            Err(never) => match never {},
+        }
     }
 
-    /// The session state of the picked replica.
-    pub(super) fn session_slot(&self, pick: Pick) -> &SessionSlot {
-        &self.replicas[pick.index].session
+    /// How many tokio runtimes have a channel to some replica now (the most of any replica).
+    pub(super) fn runtimes(&self) -> usize {
+        self.replicas
+            .iter()
+            .map(|r| r.conns.len())
+            .max()
+            .unwrap_or(0)
     }
 
     /// The address of the picked replica.

@@ -176,7 +176,9 @@ impl Session {
             pending: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
         });
-        runtime::io_handle().spawn(read_answers(responses, shared.clone()));
+        // Beside the channel's connection task: on the runtime the session was opened from,
+        // whose channel it uses (see `pool`).
+        runtime::current_or_io().spawn(read_answers(responses, shared.clone()));
         Ok(Session {
             tx,
             shared,

@@ -43,7 +43,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::{ConnectionInfo, IntoConnectionInfo, RedisError, RedisResult};
 
 use super::{
-    CallConfig, Connector, ConnectorConfig, ObjectSink, PutOptions, Resource, get_into_whole,
+    CallConfig, CallRuntime, Connector, ConnectorConfig, ObjectSink, PutOptions, Resource,
+    get_into_whole,
 };
 use crate::error::{Error, Result};
 use crate::key::Key;
@@ -834,7 +835,7 @@ impl Connector for RedisConnector {
     /// the client's own response and connect timeouts.
     fn call_config(&self) -> CallConfig {
         CallConfig {
-            io_runtime: false,
+            runtime: CallRuntime::Caller,
             ..CallConfig::networked(
                 None,
                 RetryConfig::default()

@@ -31,7 +31,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectI
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use super::{CallConfig, Connector, ConnectorConfig, PutOptions, Resource};
+use super::{CallConfig, CallRuntime, Connector, ConnectorConfig, PutOptions, Resource};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::runtime::io_handle;
@@ -545,7 +545,7 @@ impl Connector for S3Connector {
     /// re-sends a failed part, not the whole object; the layer adds no retries of its own.
     fn call_config(&self) -> CallConfig {
         CallConfig {
-            io_runtime: true,
+            runtime: CallRuntime::Io,
             timeout: Some(self.inner.config.operation_timeout()),
             retry: None,
         }
