@@ -29,7 +29,8 @@ pub(crate) struct Row {
     pub(crate) throughput_bps: f64,
     /// The baseline row this one is compared with (`raw/<op>`), if any.
     pub(crate) baseline: Option<String>,
-    /// Median over the baseline's median (below 1: faster than the baseline).
+    /// Median over the baseline's median (below 1: faster than the baseline); for the rows of
+    /// what tracing costs, the median of the paired ratios of each round (see `tracing_cost`).
     pub(crate) ratio: Option<f64>,
 }
 
