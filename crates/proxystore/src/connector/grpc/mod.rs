@@ -5,7 +5,7 @@
 //! a call stays on its caller's threads; like any tokio network client it needs the runtime's
 //! I/O and time drivers (`enable_all`, as `#[tokio::main]` and `#[tokio::test]` have); with several addresses of replicas serving the same objects
 //! ([`GrpcConfig::addresses`]), calls are spread over them and move on from one that is down.
-//! Small calls (gets of objects up to 256 KiB, puts up to 64 KiB: the server's limits; exists
+//! Small calls (gets of objects up to 256 KiB, puts up to 256 KiB: the server's limits; exists
 //! and evict) share one long-lived `Session` stream per server, matched by id, so that a call
 //! costs one message each way instead of an HTTP/2 stream of its own; larger objects move as
 //! streams of 1 MiB chunks with HTTP/2 flow control as backpressure (after two gets in a row
