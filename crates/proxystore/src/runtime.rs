@@ -185,6 +185,24 @@ where
     }
 }
 
+/// Run `fut` on the caller's tokio runtime, in place; from outside any tokio runtime (another
+/// executor, a plain thread), spawned on the I/O runtime and awaited. Where the calls of a
+/// connector with a client per runtime run ([`crate::connector::CallRuntime::CallerTokio`]).
+///
+/// # Errors
+/// `fut`'s error, or [`Error::Backend`] if the spawned task panicked.
+pub(crate) async fn run_on_tokio_or_io<T, F>(fut: F) -> Result<T>
+where
+    F: Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    if Handle::try_current().is_ok() {
+        fut.await
+    } else {
+        spawn_io(fut).await?
+    }
+}
+
 /// One value per tokio runtime: a client whose connection task must live on the runtime that
 /// uses it, so that a call does not hop between threads (a spawn on the I/O runtime and a wake
 /// back) on its way to the socket and back.

@@ -16,7 +16,7 @@ use crate::connector::{
 };
 use crate::error::Result;
 use crate::key::Key;
-use crate::runtime::{on_io_runtime, spawn_io};
+use crate::runtime::{on_io_runtime, run_on_io, run_on_tokio_or_io};
 
 /// Runs every call of a connector on the library's I/O runtime
 /// ([`crate::runtime::io_handle`]), where networked connectors keep their connections, so that
@@ -76,10 +76,10 @@ impl IoRuntime {
         F: Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
-        if self.in_place() {
-            fut.await
+        if self.outside_tokio_only {
+            run_on_tokio_or_io(fut).await
         } else {
-            spawn_io(fut).await?
+            run_on_io(fut).await
         }
     }
 }

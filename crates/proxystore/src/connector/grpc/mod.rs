@@ -184,12 +184,7 @@ impl GrpcConnector {
         Fut: Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
-        let fut = f(self.inner.clone());
-        if tokio::runtime::Handle::try_current().is_ok() {
-            fut.await
-        } else {
-            runtime::spawn_io(fut).await?
-        }
+        runtime::run_on_tokio_or_io(f(self.inner.clone())).await
     }
 
     /// The retries of idempotent calls: [`GrpcConfig::retries`] with the shared backoff.
