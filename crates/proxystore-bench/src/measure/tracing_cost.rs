@@ -27,7 +27,7 @@ use proxystore::{Proxy, Reference, Store};
 use proxystore_telemetry::Config;
 use proxystore_telemetry::receiver::OtlpReceiver;
 
-use super::repeat::Summary;
+use super::repeat::{Summary, percentile};
 use super::store_ops::Row;
 
 /// Rounds of the three variants.
@@ -126,7 +126,7 @@ pub(crate) fn measure() -> Result<Vec<Row>> {
                 .map(|(t, h)| t.as_secs_f64() / h.as_secs_f64().max(1e-9))
                 .collect();
             ratios.sort_unstable_by(f64::total_cmp);
-            ratios[ratios.len() / 2]
+            percentile(&ratios, 50.0)
         };
         let ratios = [paired(1), paired(2)];
         let [hand, off, otlp] = times.map(|t| Summary::of(&t));
