@@ -17,6 +17,7 @@ use std::time::Duration;
 
 pub use proxystore_server::{RunningServer, ServerConfig, spawn};
 
+use crate::front::Front;
 use crate::process::ChildGuard;
 
 /// A memory-backed server in this process on a free loopback port; stops when dropped.
@@ -153,11 +154,14 @@ fn start_child(mut cmd: Command, prefix: &str) -> anyhow::Result<ServerChild> {
 }
 
 /// Several `proxystore serve` processes over one shared backend (a Redis Cluster, an S3
-/// bucket): the same `args` and `env` for each, so that they serve the same objects.
+/// bucket): the same `args` and `env` for each, so that they serve the same objects. Clients
+/// dial each through a [`Front`] of the test's own, so that the port of a killed replica is
+/// never another test's server.
 #[derive(Debug)]
 pub struct Replicas {
     /// The servers; a killed one stays in place (its process ended).
     pub servers: Vec<ServerChild>,
+    fronts: Vec<Front>,
 }
 
 impl Replicas {
@@ -166,19 +170,25 @@ impl Replicas {
     /// # Errors
     /// When one cannot start (the others are stopped).
     pub fn start(n: usize, args: &[String], env: &[(String, String)]) -> anyhow::Result<Self> {
-        let servers = (0..n)
+        let servers: Vec<ServerChild> = (0..n)
             .map(|_| start_serve(args, env))
             .collect::<anyhow::Result<_>>()?;
-        Ok(Replicas { servers })
+        let fronts = servers
+            .iter()
+            .map(|s| Front::start(&s.url))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Replicas { servers, fronts })
     }
 
-    /// Every replica's URL, in start order.
+    /// Every replica's URL (its front's), in start order.
     pub fn urls(&self) -> Vec<String> {
-        self.servers.iter().map(|s| s.url.clone()).collect()
+        self.fronts.iter().map(Front::url).collect()
     }
 
-    /// Kill replica `i` at once (SIGKILL: no graceful end for the calls in flight).
+    /// Kill replica `i` at once (SIGKILL: no graceful end for the calls in flight), then
+    /// close its front for good.
     pub fn kill(&mut self, i: usize) {
         self.servers[i].process.kill();
+        self.fronts[i].stop();
     }
 }

@@ -4,6 +4,7 @@
 //! Every server is started by the test that needs it and stopped when its guard drops; a
 //! missing server binary is a clear failure, never a skip.
 
+pub mod front;
 pub mod globus_fake;
 pub mod grpc_server;
 pub mod nats_server;

@@ -75,13 +75,38 @@ mod replicas {
     use proxystore::connector::grpc::{GrpcConfig, GrpcConnector};
     use proxystore::connector::memory::MemoryConnector;
     use proxystore::{Error, Key, Store};
+    use proxystore_tests::front::Front;
     use proxystore_tests::grpc_server::{RunningServer, ServerConfig, spawn};
 
+    /// A server of the test, dialed through a front port of the test's own ([`Front`]), so
+    /// that once stopped, no server of another test can take its port and answer in its
+    /// place.
+    struct Replica {
+        server: RunningServer,
+        front: Front,
+    }
+
+    impl Replica {
+        fn url(&self) -> String {
+            self.front.url()
+        }
+
+        /// Stop it for good: every connection to it closes, and none gets through again.
+        async fn stop(self) {
+            self.front.stop();
+            self.server.shutdown().await.unwrap();
+        }
+    }
+
     /// `n` servers storing into the same memory segment, so they serve the same objects.
-    fn start(n: usize) -> Vec<RunningServer> {
+    fn start(n: usize) -> Vec<Replica> {
         let shared: Arc<dyn Connector> = Arc::new(MemoryConnector::private());
         (0..n)
-            .map(|_| spawn(ServerConfig::default().connector(shared.clone())).unwrap())
+            .map(|_| {
+                let server = spawn(ServerConfig::default().connector(shared.clone())).unwrap();
+                let front = Front::start(&server.url()).unwrap();
+                Replica { server, front }
+            })
             .collect()
     }
 
@@ -90,8 +115,8 @@ mod replicas {
         GrpcConfig::new(urls[0].clone()).addresses(urls[1..].iter().cloned())
     }
 
-    fn urls(servers: &[RunningServer]) -> Vec<String> {
-        servers.iter().map(RunningServer::url).collect()
+    fn urls(servers: &[Replica]) -> Vec<String> {
+        servers.iter().map(Replica::url).collect()
     }
 
     /// A store over `config` that misses its cache, so that every get is a call.
@@ -122,7 +147,8 @@ mod replicas {
         // Each server counts the objects stored through it.
         let mut counts = Vec::new();
         for s in &servers {
-            counts.push(s.connector().unwrap().stat().await.unwrap().object_count);
+            let stat = s.server.connector().unwrap().stat().await.unwrap();
+            counts.push(stat.object_count);
         }
         assert!(counts.iter().all(|&c| c > 0), "{counts:?}");
         assert_eq!(counts.iter().sum::<u64>(), n as u64, "{counts:?}");
@@ -145,7 +171,7 @@ mod replicas {
         keys.push(multi.put(large.clone()).await.unwrap());
         let expected: Vec<&Bytes> = objects.iter().chain([&large]).collect();
         for s in &servers {
-            let single = s.connector().unwrap();
+            let single = s.server.connector().unwrap();
             for (k, o) in keys.iter().zip(&expected) {
                 let got = single.get(k).await.unwrap();
                 assert_eq!(got.as_ref(), Some(*o), "{k} from {}", s.url());
@@ -161,7 +187,7 @@ mod replicas {
         for i in 0..6 {
             before.push(store.connector().put(object(i, 64)).await.unwrap());
         }
-        servers.remove(1).shutdown().await.unwrap();
+        servers.remove(1).stop().await;
         // Every call succeeds: puts and gets alike move on from the stopped replica.
         for round in 0..30 {
             let value: Vec<u64> = (0..100).map(|x| x * round).collect();
@@ -200,7 +226,7 @@ mod replicas {
         let mut addresses = urls(&servers);
         addresses.insert(1, broken);
         let keys: Vec<Key> = {
-            let single = servers[0].connector().unwrap();
+            let single = servers[0].server.connector().unwrap();
             let mut keys = Vec::new();
             for i in 0..30 {
                 keys.push(single.put(object(i, 64)).await.unwrap());
@@ -230,7 +256,7 @@ mod replicas {
         let store = store(config(&addresses).retries(2));
         let key = store.put(&7u32).await.unwrap();
         for s in servers {
-            s.shutdown().await.unwrap();
+            s.stop().await;
         }
         let calls = async {
             let get = store.get::<u32>(&key).await.unwrap_err();
