@@ -4,12 +4,21 @@
 //! tonic answers INTERNAL when a request is not valid protobuf (or holds a string field that
 //! is not UTF-8, such as a key), which tells a client the server is broken; the request is
 //! what is wrong, and `proto/proxystore_rs/v1/store.proto` promises INVALID_ARGUMENT.
+//!
+//! Its encoder leaves large `Get` chunks out of the encode buffer when a
+//! [`SplicedBody`](crate::splice::SplicedBody) sends them from their own bytes (see
+//! [`crate::splice`]); everywhere else it encodes as prost does.
 
+use std::any::Any;
 use std::marker::PhantomData;
 
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
+use prost::encoding::{WireType, encode_key, encode_varint};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
-use tonic_prost::{ProstCodec, ProstDecoder};
+use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+
+use crate::splice::{self, LeftOut, SPLICE_MIN_BYTES};
+use crate::v1;
 
 /// A prost codec whose decoding errors are INVALID_ARGUMENT.
 #[derive(Debug, Clone)]
@@ -32,11 +41,13 @@ where
 {
     type Encode = T;
     type Decode = U;
-    type Encoder = <ProstCodec<T, U> as Codec>::Encoder;
+    type Encoder = ProtoEncoder<T>;
     type Decoder = ProtoDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        self.inner.encoder()
+        ProtoEncoder {
+            inner: self.inner.encoder(),
+        }
     }
 
     fn decoder(&mut self) -> Self::Decoder {
@@ -69,3 +80,54 @@ impl<U: prost::Message + Default> Decoder for ProtoDecoder<U> {
         self.inner.buffer_settings()
     }
 }
+
+/// The encoder of [`ProtoCodec`]: prost's, except for the large `Get` chunks that a
+/// [`SplicedBody`](crate::splice::SplicedBody) polling on this thread sends from their own
+/// bytes.
+#[derive(Debug)]
+pub struct ProtoEncoder<T> {
+    inner: ProstEncoder<T>,
+}
+
+impl<T: prost::Message + 'static> Encoder for ProtoEncoder<T> {
+    type Item = T;
+    type Error = Status;
+
+    fn encode(&mut self, mut item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        if !splice::recording() {
+            return self.inner.encode(item, buf);
+        }
+        let chunk = match (&mut item as &mut dyn Any).downcast_mut::<v1::GetResponse>() {
+            Some(v1::GetResponse {
+                msg: Some(v1::get_response::Msg::Chunk(chunk)),
+            }) if chunk.len() >= SPLICE_MIN_BYTES => std::mem::take(chunk),
+            _ => {
+                splice::record(None);
+                return self.inner.encode(item, buf);
+            }
+        };
+        // The message is the chunk field alone: its key and length, then (left out) its bytes.
+        let mut field_head = Vec::with_capacity(11);
+        encode_key(CHUNK_FIELD, WireType::LengthDelimited, &mut field_head);
+        encode_varint(chunk.len() as u64, &mut field_head);
+        bytes::BufMut::put_slice(buf, &field_head);
+        splice::record(Some(LeftOut { chunk, field_head }));
+        Ok(())
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        if splice::recording()
+            && std::any::TypeId::of::<T>() == std::any::TypeId::of::<v1::GetResponse>()
+        {
+            // Each answer as soon as it is encoded: see `crate::splice`. (tonic reads the
+            // buffer size, tonic's default here, only when it allocates the buffer, before any
+            // poll.)
+            BufferSettings::new(8 * 1024, 1)
+        } else {
+            self.inner.buffer_settings()
+        }
+    }
+}
+
+/// The field number of `GetResponse.chunk` (`proto/proxystore_rs/v1/store.proto`).
+const CHUNK_FIELD: u32 = 2;

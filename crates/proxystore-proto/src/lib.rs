@@ -5,12 +5,15 @@
 //!   ([`v1::ProxyReference`]).
 //! - the messages of streams of proxies ([`v1::StreamMessage`]), published on message brokers.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
+//! - [`codec`]: the codec of the generated client and server, and [`splice`]: the response
+//!   body that sends a `Get`'s large chunks from the object's own bytes.
 //!
 //! Byte fields are [`bytes::Bytes`], so chunks move from the socket to the caller without
-//! copying. This crate depends only on `prost` and `tonic`; the ProxyStore core builds on it
+//! copying. This crate depends only on `prost` and `tonic` (and `http-body`, which tonic builds on); the ProxyStore core builds on it
 //! (feature `grpc`), never the other way round.
 
 pub mod codec;
+pub mod splice;
 
 /// Package `proxystore_rs.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

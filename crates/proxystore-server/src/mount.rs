@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use proxystore::connector::grpc::rpc_trace::{RpcTrace, Side};
+use proxystore_proto::splice::SplicedBody;
 use proxystore_proto::v1::store_service_server::StoreServiceServer;
 use tonic::codegen::{Service, StdError, http};
 use tonic::server::NamedService;
@@ -19,6 +20,9 @@ use crate::accounting::Accounting;
 use crate::auth::BearerAuth;
 use crate::config::ServerConfig;
 use crate::service::{Limits, StoreSvc};
+
+/// The path of `StoreService/Get`, whose answers [`SplicedBody`] sends.
+const GET_PATH: &str = "/proxystore_rs.v1.StoreService/Get";
 
 type Stack = RpcTrace<InterceptedService<StoreServiceServer<StoreSvc>, BearerAuth>>;
 
@@ -78,6 +82,8 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // A Get's large chunks go out from the object's own bytes (`splice`).
+        let get = request.uri().path() == GET_PATH;
         let response = self.stack.call(request);
         Box::pin(async move {
             let mut response = response.await?;
@@ -91,7 +97,12 @@ where
                     http::HeaderValue::from_static("8"), // RESOURCE_EXHAUSTED
                 );
             }
-            Ok(response.map(tonic::body::Body::new))
+            let compressed = response.headers().contains_key("grpc-encoding");
+            Ok(if get && !compressed {
+                response.map(|body| tonic::body::Body::new(SplicedBody::new(body)))
+            } else {
+                response.map(tonic::body::Body::new)
+            })
         })
     }
 }
