@@ -9,8 +9,8 @@
 //!   body that sends a `Get`'s large chunks from the object's own bytes.
 //!
 //! Byte fields are [`bytes::Bytes`], so chunks move from the socket to the caller without
-//! copying. This crate depends only on `prost` and `tonic` (and `http-body`, which tonic builds on); the ProxyStore core builds on it
-//! (feature `grpc`), never the other way round.
+//! copying. This crate depends only on `prost` and `tonic` (and `http-body`, which tonic
+//! builds on); the ProxyStore core builds on it (feature `grpc`), never the other way round.
 
 pub mod codec;
 pub mod splice;
