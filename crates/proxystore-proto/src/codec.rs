@@ -5,7 +5,7 @@
 //! is not UTF-8, such as a key), which tells a client the server is broken; the request is
 //! what is wrong, and `proto/proxystore_rs/v1/store.proto` promises INVALID_ARGUMENT.
 //!
-//! Its encoder leaves large `Get` chunks out of the encode buffer when a
+//! Its encoder leaves large `Get` and `Put` chunks out of the encode buffer when a
 //! [`SplicedBody`](crate::splice::SplicedBody) sends them from their own bytes (see
 //! [`crate::splice`]); everywhere else it encodes as prost does.
 
@@ -81,9 +81,9 @@ impl<U: prost::Message + Default> Decoder for ProtoDecoder<U> {
     }
 }
 
-/// The encoder of [`ProtoCodec`]: prost's, except for the large `Get` chunks that a
-/// [`SplicedBody`](crate::splice::SplicedBody) polling on this thread sends from their own
-/// bytes.
+/// The encoder of [`ProtoCodec`]: prost's, except for the large chunks of `Get` answers and
+/// `Put` requests that a [`SplicedBody`](crate::splice::SplicedBody) polling on this thread
+/// sends from their own bytes.
 #[derive(Debug)]
 pub struct ProtoEncoder<T> {
     inner: ProstEncoder<T>,
@@ -97,14 +97,9 @@ impl<T: prost::Message + 'static> Encoder for ProtoEncoder<T> {
         if !splice::recording() {
             return self.inner.encode(item, buf);
         }
-        let chunk = match (&mut item as &mut dyn Any).downcast_mut::<v1::GetResponse>() {
-            Some(v1::GetResponse {
-                msg: Some(v1::get_response::Msg::Chunk(chunk)),
-            }) if chunk.len() >= SPLICE_MIN_BYTES => std::mem::take(chunk),
-            _ => {
-                splice::record(None);
-                return self.inner.encode(item, buf);
-            }
+        let Some(chunk) = large_chunk(&mut item as &mut dyn Any) else {
+            splice::record(None);
+            return self.inner.encode(item, buf);
         };
         // The message is the chunk field alone: its key and length, then (left out) its bytes.
         let mut field_head = Vec::with_capacity(11);
@@ -116,10 +111,8 @@ impl<T: prost::Message + 'static> Encoder for ProtoEncoder<T> {
     }
 
     fn buffer_settings(&self) -> BufferSettings {
-        if splice::recording()
-            && std::any::TypeId::of::<T>() == std::any::TypeId::of::<v1::GetResponse>()
-        {
-            // Each answer as soon as it is encoded: see `crate::splice`. (tonic reads the
+        if splice::recording() && carries_chunks::<T>() {
+            // Each message as soon as it is encoded: see `crate::splice`. (tonic reads the
             // buffer size, tonic's default here, only when it allocates the buffer, before any
             // poll.)
             BufferSettings::new(8 * 1024, 1)
@@ -129,5 +122,33 @@ impl<T: prost::Message + 'static> Encoder for ProtoEncoder<T> {
     }
 }
 
-/// The field number of `GetResponse.chunk` (`proto/proxystore_rs/v1/store.proto`).
+/// The field number of `GetResponse.chunk` and `PutRequest.chunk`
+/// (`proto/proxystore_rs/v1/store.proto`).
 const CHUNK_FIELD: u32 = 2;
+
+/// Whether `T` is a message that carries an object's chunks: a `Get` answer or a `Put`
+/// request.
+fn carries_chunks<T: 'static>() -> bool {
+    use std::any::TypeId;
+    let t = TypeId::of::<T>();
+    t == TypeId::of::<v1::GetResponse>() || t == TypeId::of::<v1::PutRequest>()
+}
+
+/// The chunk of a `Get` answer or a `Put` request of at least [`SPLICE_MIN_BYTES`], taken out
+/// of the message (which is then that field alone, emptied).
+fn large_chunk(message: &mut dyn Any) -> Option<bytes::Bytes> {
+    let chunk = if let Some(v1::GetResponse {
+        msg: Some(v1::get_response::Msg::Chunk(chunk)),
+    }) = message.downcast_mut::<v1::GetResponse>()
+    {
+        chunk
+    } else if let Some(v1::PutRequest {
+        msg: Some(v1::put_request::Msg::Chunk(chunk)),
+    }) = message.downcast_mut::<v1::PutRequest>()
+    {
+        chunk
+    } else {
+        return None;
+    };
+    (chunk.len() >= SPLICE_MIN_BYTES).then(|| std::mem::take(chunk))
+}

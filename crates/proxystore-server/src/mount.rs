@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use proxystore::connector::grpc::rpc_trace::{RpcTrace, Side};
-use proxystore_proto::splice::SplicedBody;
+use proxystore_proto::splice::{GET_PATH, SplicedBody};
 use proxystore_proto::v1::store_service_server::StoreServiceServer;
 use tonic::codegen::{Service, StdError, http};
 use tonic::server::NamedService;
@@ -20,9 +20,6 @@ use crate::accounting::Accounting;
 use crate::auth::BearerAuth;
 use crate::config::ServerConfig;
 use crate::service::{Limits, StoreSvc};
-
-/// The path of `StoreService/Get`, whose answers [`SplicedBody`] sends.
-const GET_PATH: &str = "/proxystore_rs.v1.StoreService/Get";
 
 type Stack = RpcTrace<InterceptedService<StoreServiceServer<StoreSvc>, BearerAuth>>;
 

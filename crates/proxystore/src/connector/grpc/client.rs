@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
+use proxystore_proto::splice::SpliceRequests;
 use proxystore_proto::v1;
 use proxystore_proto::v1::session_request::Call;
 use proxystore_proto::v1::session_response::Result as Answer;
@@ -45,7 +46,7 @@ pub(super) struct Inner {
     pub(super) large_gets: AtomicU32,
 }
 
-pub(super) type Client = StoreServiceClient<RpcTrace<Channel>>;
+pub(super) type Client = StoreServiceClient<SpliceRequests<RpcTrace<Channel>>>;
 
 /// Largest object put on a session (one message), whatever the server allows
 /// (`SessionOpened::max_put_bytes`); larger ones go on a `Put` stream of their own.

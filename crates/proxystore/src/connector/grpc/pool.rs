@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use proxystore_proto::splice::SpliceRequests;
 use proxystore_proto::v1::store_service_client::StoreServiceClient;
 use tonic::transport::Endpoint;
 
@@ -152,10 +153,11 @@ impl Pool {
         let replica = &self.replicas[pick.index];
         let make = || {
             Ok::<_, std::convert::Infallible>(Arc::new(Conn {
-                client: StoreServiceClient::new(RpcTrace::new(
+                // A put's large chunks go out from the caller's own bytes.
+                client: StoreServiceClient::new(SpliceRequests::new(RpcTrace::new(
                     replica.endpoint.connect_lazy(),
                     Side::Client,
-                ))
+                )))
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
                 session: SessionSlot::default(),
