@@ -17,7 +17,7 @@ use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder
 use tonic::{Code, Status};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
-use crate::splice::{self, LeftOut, SPLICE_MIN_BYTES};
+use crate::splice::{self, SPLICE_MIN_BYTES};
 use crate::v1;
 
 /// A prost codec whose decoding errors are INVALID_ARGUMENT.
@@ -102,11 +102,9 @@ impl<T: prost::Message + 'static> Encoder for ProtoEncoder<T> {
             return self.inner.encode(item, buf);
         };
         // The message is the chunk field alone: its key and length, then (left out) its bytes.
-        let mut field_head = Vec::with_capacity(11);
-        encode_key(CHUNK_FIELD, WireType::LengthDelimited, &mut field_head);
-        encode_varint(chunk.len() as u64, &mut field_head);
-        bytes::BufMut::put_slice(buf, &field_head);
-        splice::record(Some(LeftOut { chunk, field_head }));
+        let (head, n) = chunk_field_head(chunk.len());
+        bytes::BufMut::put_slice(buf, &head[..n]);
+        splice::record(Some(chunk));
         Ok(())
     }
 
@@ -125,6 +123,17 @@ impl<T: prost::Message + 'static> Encoder for ProtoEncoder<T> {
 /// The field number of `GetResponse.chunk` and `PutRequest.chunk`
 /// (`proto/proxystore_rs/v1/store.proto`).
 const CHUNK_FIELD: u32 = 2;
+
+/// The key and length of a chunk field of `len` bytes, as prost encodes them: the first `n`
+/// bytes of the array (at most 1 + 10).
+pub(crate) fn chunk_field_head(len: usize) -> ([u8; 11], usize) {
+    let mut head = [0u8; 11];
+    let mut rest = &mut head[..];
+    encode_key(CHUNK_FIELD, WireType::LengthDelimited, &mut rest);
+    encode_varint(len as u64, &mut rest);
+    let n = 11 - rest.len();
+    (head, n)
+}
 
 /// Whether `T` is a message that carries an object's chunks: a `Get` answer or a `Put`
 /// request.

@@ -5,8 +5,8 @@
 //!   ([`v1::ProxyReference`]).
 //! - the messages of streams of proxies ([`v1::StreamMessage`]), published on message brokers.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
-//! - [`codec`]: the codec of the generated client and server, and [`splice`]: the response
-//!   body that sends a `Get`'s large chunks from the object's own bytes.
+//! - [`codec`]: the codec of the generated client and server, and [`splice`]: the HTTP body
+//!   that sends the large chunks of `Get` answers and `Put` requests from their own bytes.
 //!
 //! Byte fields are [`bytes::Bytes`], so chunks move from the socket to the caller without
 //! copying. This crate depends only on `prost` and `tonic` (and `http-body`, which tonic

@@ -23,8 +23,8 @@
 //!
 //! The bytes on the wire are exactly those tonic would have sent (a test checks them byte for
 //! byte). A message is spliced only under a `SplicedBody` that is polling: elsewhere (a client,
-//! a server without the wrapper) the encoder encodes as prost does. Compressed responses are
-//! never wrapped: the compressor needs the whole message.
+//! a server without the wrapper) the encoder encodes as prost does. Compressed messages are
+//! never wrapped ([`spliced_unless_compressed`]): the compressor needs the whole message.
 //!
 //! The encoder also asks tonic to yield each of these messages as soon as it is encoded (a
 //! yield threshold of one byte). Otherwise tonic would keep pulling chunks from the object's
@@ -45,6 +45,7 @@ use tonic::codec::HEADER_SIZE;
 
 use tonic::codegen::{Service, http};
 
+use crate::codec::chunk_field_head;
 #[cfg(doc)]
 use crate::v1;
 
@@ -62,15 +63,7 @@ thread_local! {
     /// What the encoders called inside a [`SplicedBody`]'s poll on this thread record: per
     /// message encoded, in order, the chunk left out of it (`None`: encoded whole). `None`
     /// outside such a poll.
-    static RECORDER: RefCell<Option<VecDeque<Option<LeftOut>>>> = const { RefCell::new(None) };
-}
-
-/// A chunk the encoder left out of a message, and the field key and length it wrote in its
-/// place (the end of the shortened message).
-#[derive(Debug)]
-pub(crate) struct LeftOut {
-    pub(crate) chunk: Bytes,
-    pub(crate) field_head: Vec<u8>,
+    static RECORDER: RefCell<Option<VecDeque<Option<Bytes>>>> = const { RefCell::new(None) };
 }
 
 /// Whether a [`SplicedBody`] is polling on this thread (its recorder is open).
@@ -80,7 +73,7 @@ pub(crate) fn recording() -> bool {
 
 /// Record one message encoded inside a [`SplicedBody`]'s poll: `Some(chunk)` when `chunk` was
 /// left out of it. Does nothing outside such a poll.
-pub(crate) fn record(left_out: Option<LeftOut>) {
+pub(crate) fn record(left_out: Option<Bytes>) {
     RECORDER.with(|r| {
         if let Some(marks) = r.borrow_mut().as_mut() {
             marks.push_back(left_out);
@@ -91,11 +84,11 @@ pub(crate) fn record(left_out: Option<LeftOut>) {
 /// Puts the wrapper's marks back into its recorder slot when the poll ends (also on a panic
 /// inside the inner body, so the thread's recorder never stays open).
 struct Open<'a> {
-    marks: &'a mut VecDeque<Option<LeftOut>>,
+    marks: &'a mut VecDeque<Option<Bytes>>,
 }
 
 impl<'a> Open<'a> {
-    fn new(marks: &'a mut VecDeque<Option<LeftOut>>) -> Self {
+    fn new(marks: &'a mut VecDeque<Option<Bytes>>) -> Self {
         let taken = std::mem::take(marks);
         RECORDER.with(|r| *r.borrow_mut() = Some(taken));
         Open { marks }
@@ -110,20 +103,21 @@ impl Drop for Open<'_> {
     }
 }
 
-/// The HTTP body of a gRPC response whose large `Get` chunks are sent from their own
-/// `Bytes`; see the [module](self). Wrap the body of an uncompressed response only.
+/// The HTTP body of a gRPC response or request whose large chunks (of `Get` answers, of `Put`
+/// requests) are sent from their own `Bytes`; see the [module](self). Made by
+/// [`spliced_unless_compressed`], which wraps uncompressed messages only.
 #[derive(Debug)]
 pub struct SplicedBody<B> {
     inner: B,
     /// Per message encoded and not yet seen in the bytes: the chunk left out of it.
-    marks: VecDeque<Option<LeftOut>>,
+    marks: VecDeque<Option<Bytes>>,
     /// Body frames ready to go, in order.
     ready: VecDeque<Bytes>,
 }
 
 impl<B> SplicedBody<B> {
-    /// Wrap `inner`, the body of a gRPC response that is not compressed.
-    pub fn new(inner: B) -> Self {
+    /// Wrap `inner`, the body of gRPC messages that are not compressed.
+    fn new(inner: B) -> Self {
         SplicedBody {
             inner,
             marks: VecDeque::new(),
@@ -143,15 +137,16 @@ impl<B> SplicedBody<B> {
             if end > data.len() {
                 break;
             }
-            if let Some(LeftOut { chunk, field_head }) = self.marks.pop_front().flatten() {
+            if let Some(chunk) = self.marks.pop_front().flatten() {
                 let body = &data[at + HEADER_SIZE..end];
-                if data[at] != 0 || !body.ends_with(&field_head) {
+                let (head, n) = chunk_field_head(chunk.len());
+                if data[at] != 0 || !body.ends_with(&head[..n]) {
                     return Err(tonic::Status::internal(
-                        "response framing out of step with the chunks left out of it",
+                        "message framing out of step with the chunks left out of it",
                     ));
                 }
                 let whole = u32::try_from(len as usize + chunk.len()).map_err(|_| {
-                    tonic::Status::internal("a Get chunk does not fit in a gRPC message")
+                    tonic::Status::internal("a chunk does not fit in a gRPC message")
                 })?;
                 if at > sent {
                     self.ready.push_back(data.slice(sent..at));
@@ -223,6 +218,20 @@ where
     }
 }
 
+/// `body`, the messages of a `Get` answer or a `Put` request whose HTTP headers are
+/// `headers`, as tonic's body type: in a [`SplicedBody`], unless the messages are compressed
+/// (`grpc-encoding`), which leaves them as they are (the compressor needs whole messages).
+pub fn spliced_unless_compressed<B>(headers: &http::HeaderMap, body: B) -> tonic::body::Body
+where
+    B: Body<Data = Bytes, Error = tonic::Status> + Unpin + Send + 'static,
+{
+    if headers.contains_key("grpc-encoding") {
+        tonic::body::Body::new(body)
+    } else {
+        tonic::body::Body::new(SplicedBody::new(body))
+    }
+}
+
 /// A client's transport with the `Put` requests' large chunks sent from their own bytes: it
 /// wraps the body of each uncompressed `Put` request in a [`SplicedBody`] and passes every
 /// request on to `S`.
@@ -270,10 +279,10 @@ where
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> S::Future {
-        let request = if request.uri().path() == PUT_PATH
-            && !request.headers().contains_key("grpc-encoding")
-        {
-            request.map(|body| tonic::body::Body::new(SplicedBody::new(body)))
+        let request = if request.uri().path() == PUT_PATH {
+            let (parts, body) = request.into_parts();
+            let body = spliced_unless_compressed(&parts.headers, body);
+            http::Request::from_parts(parts, body)
         } else {
             request
         };
@@ -488,10 +497,7 @@ mod tests {
     fn bytes_out_of_step_with_the_recorder_end_the_call() {
         let mut body = SplicedBody::new(http_body_util_empty());
         let left = chunk(SPLICE_MIN_BYTES, 9);
-        body.marks.push_back(Some(LeftOut {
-            chunk: left,
-            field_head: vec![0x12, 0x80, 0x80, 0x04],
-        }));
+        body.marks.push_back(Some(left));
         // A message that does not end in that key and length.
         let mut frame = vec![0u8, 0, 0, 0, 3];
         frame.extend_from_slice(&[0x0a, 0x01, 0x00]);

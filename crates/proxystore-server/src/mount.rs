@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use proxystore::connector::grpc::rpc_trace::{RpcTrace, Side};
-use proxystore_proto::splice::{GET_PATH, SplicedBody};
+use proxystore_proto::splice::{GET_PATH, spliced_unless_compressed};
 use proxystore_proto::v1::store_service_server::StoreServiceServer;
 use tonic::codegen::{Service, StdError, http};
 use tonic::server::NamedService;
@@ -94,9 +94,10 @@ where
                     http::HeaderValue::from_static("8"), // RESOURCE_EXHAUSTED
                 );
             }
-            let compressed = response.headers().contains_key("grpc-encoding");
-            Ok(if get && !compressed {
-                response.map(|body| tonic::body::Body::new(SplicedBody::new(body)))
+            Ok(if get {
+                let (parts, body) = response.into_parts();
+                let body = spliced_unless_compressed(&parts.headers, body);
+                http::Response::from_parts(parts, body)
             } else {
                 response.map(tonic::body::Body::new)
             })
