@@ -355,9 +355,9 @@ impl GrpcServer {
     /// # Errors
     /// When the runtime cannot start or the server cannot bind.
     pub(crate) fn start() -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("bench-grpc-server")
+        // The server serves its connections on threads of its own; this runtime runs its
+        // accept loop and its sweeper.
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("runtime for the gRPC server")?;

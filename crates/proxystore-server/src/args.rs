@@ -1,6 +1,7 @@
 //! Command-line arguments of a server (`proxystore serve`, `proxystore-server`).
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -115,6 +116,11 @@ pub struct ServeArgs {
     #[arg(long, env = "PROXYSTORE_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
+    /// Threads serving connections, a connection staying on one from accept to close
+    /// (default: one per core).
+    #[arg(long, env = "PROXYSTORE_THREADS")]
+    pub threads: Option<NonZeroUsize>,
+
     /// TLS certificate chain (PEM); serves https with --tls-key.
     #[arg(long, env = "PROXYSTORE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -212,6 +218,7 @@ impl ServeArgs {
             token: self.token.filter(|t| !t.is_empty()),
             tls,
             idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
+            threads: self.threads,
             ..ServerConfig::default()
         })
     }

@@ -1,6 +1,7 @@
 //! Server settings.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +58,9 @@ pub struct ServerConfig {
     /// reserved bytes back, a stalled Get lets go of the object (default 30 s, the clients'
     /// default timeout; `None`: wait for as long as the connection lives).
     pub idle_timeout: Option<Duration>,
+    /// Threads serving connections, each a current-thread runtime where its connections
+    /// live from accept to close (default `None`: one per core). See [`ServerConfig::threads`].
+    pub threads: Option<NonZeroUsize>,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +77,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             sweep_interval: Duration::from_secs(1),
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            threads: None,
         }
     }
 }
@@ -91,6 +96,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("sweep_interval", &self.sweep_interval)
             .field("idle_timeout", &self.idle_timeout)
+            .field("threads", &self.threads)
             .finish()
     }
 }
@@ -152,6 +158,26 @@ impl ServerConfig {
     #[must_use]
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// Serve connections on `threads` threads (default: one per core).
+    ///
+    /// Each thread is a current-thread tokio runtime, and a connection is served on one
+    /// thread from accept to close, given to the thread with the fewest open connections. A
+    /// connection's calls hand work from task to task many times; on one thread those
+    /// hand-offs cost no cross-thread wake-ups. One client process (one connection per
+    /// calling runtime) is therefore served by one thread; several client processes spread
+    /// over the threads.
+    ///
+    /// ```
+    /// use std::num::NonZeroUsize;
+    /// let config = proxystore_server::ServerConfig::default().threads(NonZeroUsize::MIN);
+    /// assert_eq!(config.threads, Some(NonZeroUsize::MIN));
+    /// ```
+    #[must_use]
+    pub fn threads(mut self, threads: NonZeroUsize) -> Self {
+        self.threads = Some(threads);
         self
     }
 

@@ -43,6 +43,17 @@
 //! (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`). Such a program does better with
 //! jemalloc or those thresholds.
 //!
+//! # Threads
+//!
+//! A server serves its connections on threads of its own, one per core unless
+//! [`ServerConfig::threads`] says otherwise. Each is a current-thread tokio runtime, and a
+//! connection stays on one of them from accept to close: the many hand-offs between the tasks
+//! of one call (the HTTP/2 connection, the call, a session, the answer) then cost no
+//! cross-thread wake-ups. The caller's runtime runs only the accept loop, which gives each
+//! connection to the thread with the fewest open ones, and the sweeper of expired objects.
+//! On the benchmark machine this served 100 B put+get pairs from one client about 15% faster
+//! than one multi-thread runtime did (docs/benchmarks.md).
+//!
 //! # Standalone
 //!
 //! [`serve`] runs until SIGINT or SIGTERM, then finishes the calls in flight (for up to
@@ -52,14 +63,12 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use proxystore::connector::grpc::{
     CONNECTION_WINDOW, GrpcConfig, GrpcConnector, MAX_FRAME_SIZE, STREAM_WINDOW,
 };
-use tonic::transport::server::{Router, TcpIncoming};
+use tonic::transport::server::Router;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -72,6 +81,7 @@ mod config;
 mod linger;
 mod mount;
 mod service;
+mod workers;
 
 #[cfg(feature = "cli")]
 pub use args::{BackendKind, ServeArgs, parse_duration, parse_size};
@@ -183,8 +193,12 @@ impl Server {
     /// Serve until `signal` completes, then stop accepting connections, let the calls in
     /// flight finish (for up to [`ServerConfig::shutdown_grace`]) and return.
     ///
+    /// Connections are served on threads of the server's own (see the crate docs,
+    /// "Threads"); this future runs the accept loop. Dropping it closes every connection.
+    ///
     /// # Errors
-    /// [`ServerError::Transport`] when TLS cannot be set up or serving fails.
+    /// [`ServerError::Transport`] when TLS cannot be set up or serving fails,
+    /// [`ServerError::Task`] when a serving thread cannot start.
     pub async fn run_until<F>(self, signal: F) -> Result<(), ServerError>
     where
         F: Future<Output = ()> + Send + 'static,
@@ -197,41 +211,47 @@ impl Server {
         } = self;
         let sessions = store.clone();
         let (router, reporter) = router(&config, store).await?;
-
-        // The builder's TCP_NODELAY does not apply to a custom incoming stream: set it here.
-        // Each connection closes with a lingering drain (see `linger`).
-        let incoming = TcpIncoming::from(listener)
-            .with_nodelay(Some(true))
-            .map_ok(linger::LingeringStream::new);
-        let stopping = Arc::new(tokio::sync::Notify::new());
-        let shutdown = {
-            let stopping = stopping.clone();
-            let reporter = reporter.clone();
-            async move {
-                signal.await;
-                tracing::info!(%local_addr, "proxystore server shutting down");
-                reporter
-                    .set_service_status(
-                        proxystore_proto::STORE_SERVICE_NAME,
-                        ServingStatus::NotServing,
-                    )
-                    .await;
-                sessions.stop_sessions();
-                stopping.notify_one();
+        let threads = config.threads.unwrap_or_else(workers::default_threads);
+        let mut workers = workers::Workers::start(threads, &router)?;
+        tracing::info!(%local_addr, backend = ?config.backend, threads, "proxystore server listening");
+        tokio::pin!(signal);
+        loop {
+            tokio::select! {
+                () = &mut signal => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => match stream.into_std() {
+                        Ok(stream) => workers.dispatch(stream),
+                        Err(e) => tracing::debug!(error = %e, "accepted connection lost"),
+                    },
+                    Err(e) => {
+                        tracing::debug!(error = %e, "accept failed");
+                        if let Some(wait) = workers::accept_backoff(&e) {
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
+                },
             }
-        };
-        tracing::info!(%local_addr, backend = ?config.backend, "proxystore server listening");
-        let serve = router.serve_with_incoming_shutdown(incoming, shutdown);
-        tokio::pin!(serve);
+        }
+        // Closing the socket at once makes new clients fail fast instead of hanging.
+        drop(listener);
+        tracing::info!(%local_addr, "proxystore server shutting down");
+        reporter
+            .set_service_status(
+                proxystore_proto::STORE_SERVICE_NAME,
+                ServingStatus::NotServing,
+            )
+            .await;
+        sessions.stop_sessions();
+        workers.close();
         let grace = config.shutdown_grace;
-        let result = tokio::select! {
-            r = &mut serve => r.map_err(ServerError::from),
-            () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
+        tokio::select! {
+            r = workers.finished() => r,
+            () = tokio::time::sleep(grace) => {
                 tracing::warn!(%local_addr, ?grace, "calls still in flight after the grace period; closing them");
+                workers.abort();
                 Ok(())
             }
-        };
-        result
+        }
     }
 }
 
@@ -410,8 +430,9 @@ impl std::fmt::Debug for RunningServer {
     }
 }
 
-/// Start a server with `config` inside this process, on the library's I/O runtime, and
-/// return once it listens. With the default config it uses memory and a free loopback port.
+/// Start a server with `config` inside this process and return once it listens. Its accept
+/// loop runs on the library's I/O runtime, its connections on threads of its own (see the
+/// crate docs, "Threads"). With the default config it uses memory and a free loopback port.
 ///
 /// Callable from synchronous code and from any async runtime.
 ///

@@ -11,6 +11,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,21 +19,28 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::workers::Load;
+
 /// How long a closed connection keeps draining what the client still sends.
-const LINGER: Duration = Duration::from_secs(2);
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
 
 /// A TCP connection that drains its peer's last bytes before it closes (see the module docs).
 pub(crate) struct LingeringStream {
     /// Taken only by `drop`.
     inner: Option<TcpStream>,
     info: TcpConnectInfo,
+    /// The connection count of the thread serving it.
+    load: Arc<Load>,
 }
 
 impl LingeringStream {
-    pub(crate) fn new(stream: TcpStream) -> Self {
+    /// `stream`, counted as open in `load` (which [`crate::workers::Workers::dispatch`]
+    /// did) until it closes, then as draining until it has drained.
+    pub(crate) fn new(stream: TcpStream, load: Arc<Load>) -> Self {
         Self {
             info: stream.connect_info(),
             inner: Some(stream),
+            load,
         }
     }
 
@@ -52,6 +60,8 @@ impl Drop for LingeringStream {
         let Some(mut stream) = self.inner.take() else {
             return;
         };
+        self.load.closed();
+        let load = self.load.clone();
         // Without a runtime (process exit) the socket simply closes.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
@@ -65,7 +75,10 @@ impl Drop for LingeringStream {
                     }
                 })
                 .await;
+                load.drain_done();
             });
+        } else {
+            load.drain_done();
         }
     }
 }

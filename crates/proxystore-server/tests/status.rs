@@ -422,6 +422,67 @@ async fn graceful_shutdown_finishes_calls_in_flight() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_calls_still_in_flight_after_the_grace_period() {
+    let grace = Duration::from_millis(300);
+    let server = spawn(ServerConfig {
+        shutdown_grace: grace,
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let c = server.connector().unwrap();
+    let data = payload(256 << 20, 3);
+    let key = c.put(data.clone()).await.unwrap();
+    // A Get read only to its first chunk: the rest waits on flow control, past the grace.
+    let mut stream = c.get_stream(&key, None).await.unwrap().unwrap();
+    let mut got = stream.next().await.unwrap().unwrap().len();
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), server.shutdown())
+        .await
+        .expect("shutdown returns once the grace period is over")
+        .unwrap();
+    assert!(started.elapsed() >= grace, "{:?}", started.elapsed());
+    // The call was closed, not left running: the stream ends in an error, never with the
+    // whole object, and does not hang.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => got += c.len(),
+                Err(e) => return Some(e),
+            }
+        }
+        None
+    })
+    .await
+    .expect("the stream ends");
+    assert!(
+        ended.is_some(),
+        "the stream ended cleanly after {got} bytes"
+    );
+    assert!(got < data.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_thread_serves_many_connections_at_once() {
+    let server = spawn(ServerConfig::default().threads(std::num::NonZeroUsize::MIN)).unwrap();
+    // Each connector has a connection of its own.
+    let clients: Vec<GrpcConnector> = (0..4).map(|_| server.connector().unwrap()).collect();
+    // A Get left unread on one connection does not hold up the others.
+    let big = clients[0].put(payload(64 << 20, 1)).await.unwrap();
+    let mut held = clients[0].get_stream(&big, None).await.unwrap().unwrap();
+    let _first = held.next().await.unwrap().unwrap();
+    let calls = clients.iter().enumerate().map(|(i, c)| async move {
+        for n in 0..50 {
+            let data = payload(1000 + n, i as u64);
+            let key = c.put(data.clone()).await.unwrap();
+            assert_eq!(c.get(&key).await.unwrap(), Some(data));
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(calls))
+        .await
+        .expect("calls on one thread finish");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_the_backend_refuses_are_invalid_key() {
     let dir = tempfile::tempdir().unwrap();
     let server = spawn(ServerConfig::default().file(dir.path())).unwrap();

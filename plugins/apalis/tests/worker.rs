@@ -726,6 +726,11 @@ async fn an_owned_input_survives_a_failed_attempt_and_is_evicted_once_after_succ
     })
     .await;
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // The object is gone from the backend before the store counts the eviction in its
+    // metrics: wait for the background eviction to finish before counting.
+    assert!(proxystore::lifetime::wait_for_evictions(
+        Duration::from_secs(5)
+    ));
     assert_eq!(
         env.store.metrics().evict.count,
         evictions + 1,
