@@ -220,7 +220,10 @@ impl Server {
                 () = &mut signal => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => match stream.into_std() {
-                        Ok(stream) => workers.dispatch(stream),
+                        // No thread serves any more: stop, with the error they ended with.
+                        Ok(stream) => if !workers.dispatch(stream) {
+                            break;
+                        },
                         Err(e) => tracing::debug!(error = %e, "accepted connection lost"),
                     },
                     Err(e) => {

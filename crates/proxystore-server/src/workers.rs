@@ -126,22 +126,36 @@ impl Workers {
         Ok(Workers { workers, next: 0 })
     }
 
-    /// Give `stream` to the thread with the fewest open connections.
-    pub(crate) fn dispatch(&mut self, stream: std::net::TcpStream) {
+    /// Give `stream` to the thread with the fewest open connections; false when no thread
+    /// serves any more (each one's serving ended with an error, which [`Workers::finished`]
+    /// returns), and the connection is dropped.
+    pub(crate) fn dispatch(&mut self, mut stream: std::net::TcpStream) -> bool {
         let n = self.workers.len();
-        let start = self.next;
-        let chosen = (0..n)
-            .map(|i| (start + i) % n)
-            .min_by_key(|&i| self.workers[i].load.open.load(Ordering::Relaxed))
-            .unwrap_or(0);
-        self.next = (chosen + 1) % n;
-        let worker = &self.workers[chosen];
-        worker.load.opened();
-        let sent = worker.queue.as_ref().map(|q| q.send(stream));
-        if !matches!(sent, Some(Ok(()))) {
-            // The thread has ended (its serving failed): the connection closes with it.
-            worker.load.open.fetch_sub(1, Ordering::Relaxed);
-            tracing::warn!(thread = chosen, "serving thread gone; connection dropped");
+        loop {
+            let start = self.next;
+            let Some(chosen) = (0..n)
+                .map(|i| (start + i) % n)
+                .filter(|&i| self.workers[i].queue.is_some())
+                .min_by_key(|&i| self.workers[i].load.open.load(Ordering::Relaxed))
+            else {
+                return false;
+            };
+            self.next = (chosen + 1) % n;
+            let worker = &mut self.workers[chosen];
+            let Some(queue) = &worker.queue else {
+                return false; // not chosen: filtered above
+            };
+            worker.load.opened();
+            match queue.send(stream) {
+                Ok(()) => return true,
+                Err(mpsc::error::SendError(back)) => {
+                    // That thread has ended: take it out, and try the others.
+                    worker.load.open.fetch_sub(1, Ordering::Relaxed);
+                    worker.queue = None;
+                    tracing::warn!(thread = chosen, "serving thread ended");
+                    stream = back;
+                }
+            }
         }
     }
 
