@@ -42,6 +42,12 @@ impl Load {
         self.open.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A connection counted by [`Load::opened`] never reached hyper (its thread had ended, or
+    /// it could not be registered): uncount it.
+    fn not_served(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// A connection closes; it drains until [`Load::drain_done`].
     pub(crate) fn closed(&self) {
         self.draining.fetch_add(1, Ordering::Relaxed);
@@ -85,7 +91,7 @@ pub(crate) struct Workers {
 }
 
 impl Workers {
-    /// Start `threads` threads serving `router`, named after `name`.
+    /// Start `threads` threads serving `router` (named `proxystore-server-N`).
     ///
     /// # Errors
     /// [`ServerError::Task`] when a thread or its runtime cannot start.
@@ -133,29 +139,26 @@ impl Workers {
         let n = self.workers.len();
         loop {
             let start = self.next;
-            let Some(chosen) = (0..n)
+            let Some((chosen, worker, queue)) = (0..n)
                 .map(|i| (start + i) % n)
-                .filter(|&i| self.workers[i].queue.is_some())
-                .min_by_key(|&i| self.workers[i].load.open.load(Ordering::Relaxed))
+                .filter_map(|i| {
+                    let w = &self.workers[i];
+                    w.queue.as_ref().map(|q| (i, w, q))
+                })
+                .min_by_key(|(_, w, _)| w.load.open.load(Ordering::Relaxed))
             else {
                 return false;
             };
-            self.next = (chosen + 1) % n;
-            let worker = &mut self.workers[chosen];
-            let Some(queue) = &worker.queue else {
-                return false; // not chosen: filtered above
-            };
             worker.load.opened();
-            match queue.send(stream) {
-                Ok(()) => return true,
-                Err(mpsc::error::SendError(back)) => {
-                    // That thread has ended: take it out, and try the others.
-                    worker.load.open.fetch_sub(1, Ordering::Relaxed);
-                    worker.queue = None;
-                    tracing::warn!(thread = chosen, "serving thread ended");
-                    stream = back;
-                }
-            }
+            let Err(mpsc::error::SendError(back)) = queue.send(stream) else {
+                self.next = (chosen + 1) % n;
+                return true;
+            };
+            // That thread has ended: take it out, and try the others.
+            worker.load.not_served();
+            self.workers[chosen].queue = None;
+            tracing::warn!(thread = chosen, "serving thread ended");
+            stream = back;
         }
     }
 
@@ -228,7 +231,7 @@ fn open(stream: std::net::TcpStream, load: Arc<Load>) -> std::io::Result<Lingeri
     match opened {
         Ok(s) => Ok(LingeringStream::new(s, load)),
         Err(e) => {
-            load.open.fetch_sub(1, Ordering::Relaxed);
+            load.not_served();
             Err(e)
         }
     }
