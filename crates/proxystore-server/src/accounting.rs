@@ -10,6 +10,7 @@
 //! be passed by at most the size of the object being replaced.)
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
@@ -25,11 +26,37 @@ pub(crate) struct Meta {
     pub(crate) expires: Option<Instant>,
 }
 
+/// Every object the server holds: a large table whose keys come from clients, so hashed with
+/// foldhash (seeded per process, several times faster than SipHash on keys this short).
+type Objects = HashMap<Key, Meta, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 struct State {
     used: u64,
     in_flight: u64,
-    objects: HashMap<Key, Meta>,
+    objects: Objects,
+}
+
+impl State {
+    /// Record `meta` under `key`, returning what the key held.
+    fn insert(&mut self, key: Key, meta: Meta, expiring: &AtomicUsize) -> Option<Meta> {
+        if meta.expires.is_some() {
+            expiring.fetch_add(1, Ordering::Relaxed);
+        }
+        let old = self.objects.insert(key, meta);
+        self.forgot(old.as_ref(), expiring);
+        old
+    }
+
+    /// Account for `old`, a record that left the table.
+    fn forgot(&mut self, old: Option<&Meta>, expiring: &AtomicUsize) {
+        if let Some(old) = old {
+            self.used = self.used.saturating_sub(old.size);
+            if old.expires.is_some() {
+                expiring.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// Usage figures for `Stat`.
@@ -42,11 +69,15 @@ pub(crate) struct Usage {
 pub(crate) struct Accounting {
     max_total: Option<u64>,
     state: Mutex<State>,
+    /// Objects with an expiry time (changed under `state`'s lock): while there are none, as
+    /// with every object put without a time to live, a get asks nothing of the table.
+    expiring: AtomicUsize,
 }
 
 impl Accounting {
     pub(crate) fn new(max_total: Option<u64>, existing: Vec<StoredObject>) -> Arc<Self> {
         let mut state = State::default();
+        let expiring = AtomicUsize::new(0);
         let (now, wall) = (Instant::now(), SystemTime::now());
         for e in existing {
             state.used += e.size;
@@ -60,11 +91,12 @@ impl Accounting {
                 digest: e.meta.digest,
                 expires,
             };
-            state.objects.insert(e.key, meta);
+            state.insert(e.key, meta, &expiring);
         }
         Arc::new(Accounting {
             max_total,
             state: Mutex::new(state),
+            expiring,
         })
     }
 
@@ -97,17 +129,14 @@ impl Accounting {
         s.in_flight = s.in_flight.saturating_sub(reservation.bytes);
         reservation.bytes = 0;
         s.used += meta.size;
-        if let Some(old) = s.objects.insert(key, meta) {
-            s.used = s.used.saturating_sub(old.size);
-        }
+        s.insert(key, meta, &self.expiring);
     }
 
     /// Forget `key`.
     pub(crate) fn remove(&self, key: &Key) {
         let mut s = self.lock();
-        if let Some(old) = s.objects.remove(key) {
-            s.used = s.used.saturating_sub(old.size);
-        }
+        let old = s.objects.remove(key);
+        s.forgot(old.as_ref(), &self.expiring);
     }
 
     pub(crate) fn meta(&self, key: &Key) -> Option<Meta> {
@@ -115,6 +144,9 @@ impl Accounting {
     }
 
     pub(crate) fn is_expired(&self, key: &Key, now: Instant) -> bool {
+        if self.expiring.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
         self.lock()
             .objects
             .get(key)
@@ -124,6 +156,9 @@ impl Accounting {
 
     /// Keys whose time to live has passed.
     pub(crate) fn expired(&self, now: Instant) -> Vec<Key> {
+        if self.expiring.load(Ordering::Relaxed) == 0 {
+            return Vec::new();
+        }
         self.lock()
             .objects
             .iter()
@@ -251,5 +286,30 @@ mod tests {
         assert_eq!((u.objects, u.used, u.in_flight), (1, 60, 0));
         acc.remove(&Key::from("old"));
         assert_eq!(acc.usage().used, 0);
+    }
+
+    #[test]
+    fn expiry_is_looked_up_while_some_object_has_one() {
+        let acc = Accounting::new(None, Vec::new());
+        let later = Instant::now() + std::time::Duration::from_secs(60);
+        let expiring = |size| Meta {
+            expires: Some(Instant::now()),
+            ..meta(size)
+        };
+        acc.commit(Key::from("a"), expiring(1), acc.reserve(1, None).unwrap());
+        acc.commit(Key::from("b"), meta(1), acc.reserve(1, None).unwrap());
+        assert!(acc.is_expired(&Key::from("a"), later));
+        assert!(!acc.is_expired(&Key::from("b"), later));
+        assert_eq!(acc.expired(later), vec![Key::from("a")]);
+        // Replaced by an object without expiry, then expiring again, then removed: the count
+        // follows, and nothing is reported expired once none expires.
+        acc.commit(Key::from("a"), meta(1), acc.reserve(1, None).unwrap());
+        assert!(!acc.is_expired(&Key::from("a"), later));
+        assert!(acc.expired(later).is_empty());
+        acc.commit(Key::from("b"), expiring(1), acc.reserve(1, None).unwrap());
+        assert_eq!(acc.expired(later), vec![Key::from("b")]);
+        acc.remove(&Key::from("b"));
+        assert_eq!(acc.expiring.load(Ordering::Relaxed), 0);
+        assert!(acc.expired(later).is_empty());
     }
 }
