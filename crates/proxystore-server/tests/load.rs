@@ -456,8 +456,13 @@ async fn a_full_store_refuses_puts_instead_of_growing() {
         mib(peak)
     );
     assert!(refused >= FILLERS as u64, "{refused}");
+    // Refusing does not grow it: what a refused put's bytes make the server hold is gone with
+    // the put, so the peak grows by at most what the puts in flight (one per filler) can have
+    // sent before they were refused. A serving thread reads its sockets ahead of the call that
+    // refuses, so up to a whole object (below the 16 MiB stream window) each: 17-38 MiB in
+    // runs of this test (see docs/reliability.md), against the thousands of puts refused.
     assert!(
-        peak < full_peak + (32 << 20),
+        peak < full_peak + (FILLERS * MAX_OBJECT) as u64,
         "the server grew from {} to {} while refusing puts",
         mib(full_peak),
         mib(peak)
