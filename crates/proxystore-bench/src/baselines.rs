@@ -14,6 +14,14 @@ use tokio::net::TcpStream;
 /// Values of at least this many bytes are `SET` on a plain connection in the Redis baseline.
 pub(crate) const PLAIN_SET_BYTES: usize = 256 << 10;
 
+/// The plain `SET` writes a value of [`PLAIN_SET_PIECES_FROM`] bytes or more in pieces of this
+/// many bytes, as the Redis connector does: a 100 MiB value written whole took 61-64 ms on
+/// loopback, in pieces of 256 KiB 54-57 ms (2026-12-07), so the anchor is the faster of the
+/// two. A smaller one goes in one write call, which was the faster at 1 MiB.
+const PLAIN_SET_PIECE: usize = 256 << 10;
+/// See [`PLAIN_SET_PIECE`].
+const PLAIN_SET_PIECES_FROM: usize = 8 << 20;
+
 /// A raw backend client used as a baseline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum RawKind {
@@ -222,8 +230,9 @@ impl Raw {
         }
     }
 
-    /// `SET key data` on the plain connection: the head, then the value from its `Bytes`
-    /// (the kernel's copy into the socket is the only one), then the `+OK` read back.
+    /// `SET key data` on the plain connection: the head, then the value from its `Bytes` (in
+    /// pieces of [`PLAIN_SET_PIECE`] from [`PLAIN_SET_PIECES_FROM`]; the kernel's copy into the
+    /// socket is the only one), then the `+OK` read back.
     async fn plain_set(&self, key: &str, data: &Bytes) -> Result<()> {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let Some((host, port, con)) = &self.redis_plain else {
@@ -247,7 +256,14 @@ impl Raw {
         );
         let written = async {
             stream.write_all(head.as_bytes()).await?;
-            stream.write_all(data).await?;
+            let piece = if data.len() >= PLAIN_SET_PIECES_FROM {
+                PLAIN_SET_PIECE
+            } else {
+                data.len().max(1)
+            };
+            for piece in data.chunks(piece) {
+                stream.write_all(piece).await?;
+            }
             stream.write_all(b"\r\n").await?;
             let mut ok = [0u8; 5];
             stream.read_exact(&mut ok).await?;

@@ -177,6 +177,42 @@ pub async fn get_into(c: &dyn Connector) -> CheckResult {
     Ok(())
 }
 
+/// `put_hashing` stores the object as `put` does and returns its digest with the algorithm
+/// asked for (none for `None`), small and large (9 MiB: what the Redis connector hashes as it
+/// writes).
+pub async fn put_hashing(c: &dyn Connector) -> CheckResult {
+    use crate::digest::DigestAlgorithm::{Blake3, None as NoDigest, Xxh3};
+    let cases = [
+        (0usize, NoDigest),
+        (1000, Xxh3),
+        (300 << 10, Blake3),
+        (9 << 20, Xxh3),
+        (9 << 20, Blake3),
+        (9 << 20, NoDigest),
+    ];
+    for (i, (len, algorithm)) in cases.into_iter().enumerate() {
+        let data = payload(len, 70 + i as u64);
+        let what = format!("put_hashing of {len} B with {}", algorithm.as_str());
+        let (key, digest) = c
+            .put_hashing(data.clone(), &PutOptions::default(), algorithm)
+            .await
+            .map_err(|e| fail(&what, e))?;
+        if digest != algorithm.digest(&data) {
+            return Err(format!(
+                "{what}: digest {digest:?}, expected {:?}",
+                algorithm.digest(&data)
+            ));
+        }
+        match c.get(&key).await.map_err(|e| fail(&what, e))? {
+            Some(back) if back == data => {}
+            Some(back) => return Err(format!("{what}: {} other bytes came back", back.len())),
+            None => return Err(format!("{what}: absent after the put")),
+        }
+        c.evict(&key).await.map_err(|e| fail("evict", e))?;
+    }
+    Ok(())
+}
+
 /// A key that was put then evicted reads as absent everywhere, and evicting it again is fine.
 pub async fn missing_key(c: &dyn Connector) -> CheckResult {
     let key = c.put(payload(10, 1)).await.map_err(|e| fail("put", e))?;
@@ -655,7 +691,7 @@ pub async fn inventory(c: &dyn Connector) -> CheckResult {
 macro_rules! conformance_tests {
     ($fixture:path) => {
         $crate::conformance_tests!(@each $fixture;
-            round_trip, large_object, get_into, missing_key, exists_and_evict, batches, ranges,
+            round_trip, large_object, get_into, put_hashing, missing_key, exists_and_evict, batches, ranges,
             concurrency, config_round_trip, hostile_keys, streaming, inventory, wait);
     };
     (@each $fixture:path; $($check:ident),*) => {

@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use crate::digest::{Digest, DigestAlgorithm};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::retry::RetryConfig;
@@ -204,6 +205,51 @@ pub trait Connector: Debug + Send + Sync + 'static {
     async fn get_sized(&self, key: &Key, size: u64) -> Result<Option<Bytes>> {
         let _ = size;
         self.get(key).await
+    }
+
+    /// As [`Connector::put_opts`], and the digest of `data` with `algorithm` (`None` for
+    /// [`DigestAlgorithm::None`]): how [`crate::Store`] puts an object, so that a connector
+    /// that writes an object in pieces can hash each piece right after writing it, while it is
+    /// still in the CPU's cache, instead of the object being read from memory once more
+    /// beside the write.
+    ///
+    /// The default hashes beside [`Connector::put_opts`]: before it for objects under 1 MiB,
+    /// on a thread of the blocking pool while it runs from 1 MiB up. The Redis connector
+    /// overrides it: a large value is written in pieces and each is hashed as it goes out.
+    /// A call that is tried again (a retry layer) hashes again.
+    ///
+    /// ```
+    /// # proxystore::runtime::block_on(async {
+    /// use bytes::Bytes;
+    /// use proxystore::connector::{Connector, PutOptions, memory::MemoryConnector};
+    /// use proxystore::digest::DigestAlgorithm;
+    /// let c = MemoryConnector::new("put-hashing-doc");
+    /// let data = Bytes::from_static(b"data");
+    /// let (key, digest) = c
+    ///     .put_hashing(data.clone(), &PutOptions::default(), DigestAlgorithm::Xxh3)
+    ///     .await?;
+    /// assert_eq!(digest, DigestAlgorithm::Xxh3.digest(&data));
+    /// assert_eq!(c.get(&key).await?, Some(data));
+    /// # Ok::<_, proxystore::Error>(()) })??;
+    /// # Ok::<_, proxystore::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As for [`Connector::put_opts`].
+    async fn put_hashing(
+        &self,
+        data: Bytes,
+        options: &PutOptions,
+        algorithm: DigestAlgorithm,
+    ) -> Result<(Key, Option<Digest>)> {
+        let hashed = data.clone();
+        let (key, mut digests) = crate::digest::digest_beside(
+            algorithm,
+            std::slice::from_ref(&hashed),
+            self.put_opts(data, options),
+        )
+        .await?;
+        Ok((key, digests.pop().flatten()))
     }
 
     /// As [`Connector::get`], into memory the caller provides: the object is written through

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::stream::{ObjectMeta, ObjectReader, ObjectWriter, StoredObject};
 use super::{Connector, ConnectorConfig, ObjectSink, PutOptions};
+use crate::digest::{Digest, DigestAlgorithm};
 use crate::error::{Error, Result};
 use crate::key::Key;
 
@@ -297,6 +298,20 @@ impl Connector for MultiConnector {
         let entry = self.choose(Some(data.len() as u64), options)?;
         let inner = entry.connector.put_opts(data, options).await?;
         Ok(Self::wrap(entry, &inner))
+    }
+
+    async fn put_hashing(
+        &self,
+        data: Bytes,
+        options: &PutOptions,
+        algorithm: DigestAlgorithm,
+    ) -> Result<(Key, Option<Digest>)> {
+        let entry = self.choose(Some(data.len() as u64), options)?;
+        let (inner, digest) = entry
+            .connector
+            .put_hashing(data, options, algorithm)
+            .await?;
+        Ok((Self::wrap(entry, &inner), digest))
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {

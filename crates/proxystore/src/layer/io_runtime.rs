@@ -14,6 +14,7 @@ use crate::connector::{
     CallConfig, CallRuntime, Connector, ConnectorConfig, ImmediateConnector, ObjectSink,
     PutOptions, get_into_whole,
 };
+use crate::digest::{Digest, DigestAlgorithm};
 use crate::error::Result;
 use crate::key::Key;
 use crate::runtime::{on_io_runtime, run_on_io, run_on_tokio_or_io};
@@ -100,6 +101,17 @@ impl Connector for IoRuntime {
     async fn put_opts(&self, data: Bytes, options: &PutOptions) -> Result<Key> {
         let (c, options) = (self.inner.clone(), options.clone());
         self.hop(async move { c.put_opts(data, &options).await })
+            .await
+    }
+
+    async fn put_hashing(
+        &self,
+        data: Bytes,
+        options: &PutOptions,
+        algorithm: DigestAlgorithm,
+    ) -> Result<(Key, Option<Digest>)> {
+        let (c, options) = (self.inner.clone(), options.clone());
+        self.hop(async move { c.put_hashing(data, &options, algorithm).await })
             .await
     }
 

@@ -12,6 +12,7 @@ use crate::connector::stream::{ObjectReader, ObjectWriter, StoredObject};
 use crate::connector::{
     CallConfig, Connector, ConnectorConfig, ImmediateConnector, ObjectSink, PutOptions,
 };
+use crate::digest::{Digest, DigestAlgorithm};
 use crate::error::Result;
 use crate::key::Key;
 use crate::metrics::{Metrics, Op, OpCounter};
@@ -200,6 +201,26 @@ impl Measured {
         .await
     }
 
+    /// [`Connector::put_hashing`], counted as a put.
+    pub(crate) async fn counted_put_hashing(
+        &self,
+        data: Bytes,
+        options: &PutOptions,
+        algorithm: DigestAlgorithm,
+    ) -> Result<(Key, Option<Digest>)> {
+        let n = data.len() as u64;
+        let put = self.inner.put_hashing(data, options, algorithm);
+        counted_with(
+            &self.metrics.put,
+            put,
+            |_| n,
+            |(k, _), n, t| {
+                self.metrics.record_key(k, Op::Put, n, t);
+            },
+        )
+        .await
+    }
+
     pub(crate) async fn counted_get(&self, key: &Key) -> Result<Option<Bytes>> {
         self.counted_fetch(key, self.inner.get(key)).await
     }
@@ -279,6 +300,15 @@ impl Connector for Measured {
 
     async fn put_opts(&self, data: Bytes, options: &PutOptions) -> Result<Key> {
         self.counted_put(data, options).await
+    }
+
+    async fn put_hashing(
+        &self,
+        data: Bytes,
+        options: &PutOptions,
+        algorithm: DigestAlgorithm,
+    ) -> Result<(Key, Option<Digest>)> {
+        self.counted_put_hashing(data, options, algorithm).await
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {

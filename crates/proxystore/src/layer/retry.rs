@@ -12,6 +12,7 @@ use crate::connector::stream::{ObjectReader, ObjectWriter, StoredObject};
 use crate::connector::{
     CallConfig, Connector, ConnectorConfig, ImmediateConnector, ObjectSink, PutOptions,
 };
+use crate::digest::{Digest, DigestAlgorithm};
 use crate::error::Result;
 use crate::key::Key;
 use crate::retry::RetryConfig;
@@ -86,6 +87,19 @@ impl Connector for Retry {
     async fn put_opts(&self, data: Bytes, options: &PutOptions) -> Result<Key> {
         self.put_retrying("put", || self.inner.put_opts(data.clone(), options))
             .await
+    }
+
+    /// Each attempt hashes again.
+    async fn put_hashing(
+        &self,
+        data: Bytes,
+        options: &PutOptions,
+        algorithm: DigestAlgorithm,
+    ) -> Result<(Key, Option<Digest>)> {
+        self.put_retrying("put", || {
+            self.inner.put_hashing(data.clone(), options, algorithm)
+        })
+        .await
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {

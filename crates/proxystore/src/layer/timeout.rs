@@ -12,6 +12,7 @@ use crate::connector::stream::{ObjectReader, ObjectWriter, StoredObject};
 use crate::connector::{
     CallConfig, Connector, ConnectorConfig, ImmediateConnector, ObjectSink, PutOptions,
 };
+use crate::digest::{Digest, DigestAlgorithm};
 use crate::error::{Error, Result};
 use crate::key::Key;
 
@@ -72,6 +73,16 @@ impl Connector for Timeout {
 
     async fn put_opts(&self, data: Bytes, options: &PutOptions) -> Result<Key> {
         self.bound("put", self.inner.put_opts(data, options)).await
+    }
+
+    async fn put_hashing(
+        &self,
+        data: Bytes,
+        options: &PutOptions,
+        algorithm: DigestAlgorithm,
+    ) -> Result<(Key, Option<Digest>)> {
+        self.bound("put", self.inner.put_hashing(data, options, algorithm))
+            .await
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {

@@ -22,10 +22,6 @@ use crate::trace::{self, TraceContext, op_span};
 /// Default byte bound of the decoded-object cache: 256 MiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
 
-/// Objects of at least this many bytes in all are hashed beside the connector's write, on a
-/// thread of the blocking pool.
-const DIGEST_ASIDE_BYTES: u64 = 1 << 20;
-
 /// Everything needed to rebuild a store in another process.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StoreConfig {
@@ -378,59 +374,41 @@ impl Store {
     ) -> Result<Stored> {
         let size = data.len() as u64;
         span.record("bytes", trace::int(size));
-        // The write takes `data`; the digest reads this handle of the same bytes.
-        let hashed = data.clone();
-        let hashed = std::slice::from_ref(&hashed);
-        let (key, mut digests) = match at {
+        let (key, digest) = match at {
+            // The connector hashes as it writes (or beside the write: `put_hashing`'s default).
             None => {
-                let (key, digests) = self
-                    .with_digests(hashed, self.inner.measured.counted_put(data, options))
+                let (key, digest) = self
+                    .inner
+                    .measured
+                    .counted_put_hashing(data, options, self.inner.config.digest)
                     .await?;
                 self.created(std::slice::from_ref(&key));
-                (key, digests)
+                (key, digest)
             }
             Some(key) => {
-                let ((), digests) = self
-                    .with_digests(hashed, self.inner.connector.set(key, data))
+                // The write takes `data`; the digest reads this handle of the same bytes.
+                let hashed = data.clone();
+                let ((), mut digests) = self
+                    .with_digests(
+                        std::slice::from_ref(&hashed),
+                        self.inner.connector.set(key, data),
+                    )
                     .await?;
                 self.inner.cache.remove(key);
-                (key.clone(), digests)
+                (key.clone(), digests.pop().flatten())
             }
         };
-        let digest = digests.pop().flatten();
         Ok(self.stored(span, key, size, digest, codec))
     }
 
-    /// `write` and the digests of `data` (the objects it writes): for large objects
-    /// ([`DIGEST_ASIDE_BYTES`]) on a thread of the blocking pool while `write` runs, otherwise
-    /// before it. Before, a 100 MiB put hashed first (reading the object from memory once
-    /// more) and wrote after, and the hash was a sixth of its time.
+    /// `write` and the digests of `data` (the objects it writes) with the store's algorithm
+    /// ([`crate::digest::digest_beside`]).
     async fn with_digests<T>(
         &self,
         data: &[Bytes],
         write: impl Future<Output = Result<T>>,
     ) -> Result<(T, Vec<Option<Digest>>)> {
-        let algorithm = self.inner.config.digest;
-        let digest_all = move |data: &[Bytes]| -> Vec<Option<Digest>> {
-            data.iter().map(|b| algorithm.digest(b)).collect()
-        };
-        let large = data.iter().map(|b| b.len() as u64).sum::<u64>() >= DIGEST_ASIDE_BYTES;
-        let aside = (algorithm != DigestAlgorithm::None && large)
-            .then(tokio::runtime::Handle::try_current)
-            .and_then(std::result::Result::ok);
-        match aside {
-            Some(rt) => {
-                let owned = data.to_vec();
-                let hashing = rt.spawn_blocking(move || digest_all(&owned));
-                let (written, digests) = tokio::join!(write, hashing);
-                let digests = digests.unwrap_or_else(|_| digest_all(data));
-                Ok((written?, digests))
-            }
-            None => {
-                let digests = digest_all(data);
-                Ok((write.await?, digests))
-            }
-        }
+        crate::digest::digest_beside(self.inner.config.digest, data, write).await
     }
 
     /// Encode `obj` and store it under a new key.

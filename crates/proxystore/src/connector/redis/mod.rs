@@ -46,6 +46,7 @@ use super::{
     CallConfig, CallRuntime, Connector, ConnectorConfig, ObjectSink, PutOptions, Resource,
     get_into_whole,
 };
+use crate::digest::{Digest, DigestAlgorithm};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::retry::RetryConfig;
@@ -404,17 +405,28 @@ impl RedisConnector {
 
     /// `SET` (with its `PX`), `PUBLISH` when `announce`, and `WAIT`, as
     /// [`Self::write_object`] writes them, through a bulk connection of this runtime
-    /// ([`bulk`]): the value is written from `data`, not copied. `None` when there is none at
-    /// hand (TLS, a cluster, outside any tokio runtime, all busy): the caller goes through the
+    /// ([`bulk`]): the value is written from `data`, not copied, and hashed with `algorithm`
+    /// as it goes out; the digest comes back. `None` when there is no connection at hand
+    /// (TLS, a cluster, outside any tokio runtime, all busy): the caller goes through the
     /// crate.
-    async fn bulk_set(&self, k: &[u8], data: Bytes, announce: bool) -> Option<Result<()>> {
+    async fn bulk_set(
+        &self,
+        k: &[u8],
+        data: Bytes,
+        announce: bool,
+        algorithm: DigestAlgorithm,
+    ) -> Option<Result<Option<Digest>>> {
         use bulk::Arg;
         let pool = self.bulk_pool()?;
         let config = &self.inner.config;
         let ttl = config.ttl_ms.map(|t| t.to_string());
         let channel = wait::channel(k);
         let mut commands = bulk::Commands::default();
-        let mut set = vec![Arg::from("SET"), Arg::from(k), Arg::Bytes(data)];
+        let value = match algorithm {
+            DigestAlgorithm::None => Arg::Bytes(data),
+            algorithm => Arg::Hashed(data, algorithm),
+        };
+        let mut set = vec![Arg::from("SET"), Arg::from(k), value];
         if let Some(ttl) = &ttl {
             set.extend([Arg::from("PX"), Arg::from(ttl.as_str())]);
         }
@@ -428,8 +440,8 @@ impl RedisConnector {
         if let Some((n, ms)) = &wait {
             commands.push(["WAIT".into(), n.as_str().into(), ms.as_str().into()]);
         }
-        let replies = match pool.run(commands).await? {
-            Ok(replies) => replies,
+        let bulk::Written { replies, digest } = match pool.run(commands).await? {
+            Ok(written) => written,
             Err(e) => return Some(Err(self.inner.error("SET", e))),
         };
         // With `WAIT`, the last integer is its reply (`PUBLISH`'s comes before it).
@@ -442,8 +454,8 @@ impl RedisConnector {
             }
         }
         Some(match (&wait, acked) {
-            (Some(_), Some(n)) => self.check_replicas("SET", n),
-            _ => Ok(()),
+            (Some(_), Some(n)) => self.check_replicas("SET", n).map(|()| digest),
+            _ => Ok(digest),
         })
     }
 
@@ -481,26 +493,55 @@ impl RedisConnector {
 
 impl RedisConnector {
     /// Write the object under `key`; with `announce`, announce it on the key's channel in the
-    /// same round trip (see [`Connector::wait`]).
-    async fn write_object(&self, key: &Key, data: Bytes, announce: bool) -> Result<()> {
+    /// same round trip (see [`Connector::wait`]). Returns its digest with `algorithm`: hashed
+    /// as it is written on a bulk connection, else beside the write
+    /// ([`crate::digest::digest_beside`]).
+    async fn write_object(
+        &self,
+        key: &Key,
+        data: Bytes,
+        announce: bool,
+        algorithm: DigestAlgorithm,
+    ) -> Result<Option<Digest>> {
         let k = self.redis_key(key);
-        if data.len() as u64 > self.inner.config.chunked_above_bytes {
+        let chunked = data.len() as u64 > self.inner.config.chunked_above_bytes;
+        if !chunked
+            && data.len() >= bulk::BULK_BYTES
+            && let Some(done) = self.bulk_set(&k, data.clone(), announce, algorithm).await
+        {
+            return done;
+        }
+        let hashed = data.clone();
+        let ((), mut digests) = crate::digest::digest_beside(
+            algorithm,
+            std::slice::from_ref(&hashed),
+            self.write_unhashed(key, &k, data, announce, chunked),
+        )
+        .await?;
+        Ok(digests.pop().flatten())
+    }
+
+    /// [`Self::write_object`] in pieces (`chunked`) or through the crate.
+    async fn write_unhashed(
+        &self,
+        key: &Key,
+        k: &[u8],
+        data: Bytes,
+        announce: bool,
+        chunked: bool,
+    ) -> Result<()> {
+        if chunked {
             self.set_chunked(key, data).await?;
             return if announce {
-                self.announce(&k).await
+                self.announce(k).await
             } else {
                 Ok(())
             };
         }
-        if data.len() >= bulk::BULK_BYTES
-            && let Some(done) = self.bulk_set(&k, data.clone(), announce).await
-        {
-            return done;
-        }
         let mut pipe = redis::pipe();
-        pipe.add_command(self.set_cmd(k.clone(), &data)).ignore();
+        pipe.add_command(self.set_cmd(k.to_vec(), &data)).ignore();
         if announce {
-            pipe.cmd("PUBLISH").arg(wait::channel(&k)).arg(1).ignore();
+            pipe.cmd("PUBLISH").arg(wait::channel(k)).arg(1).ignore();
         }
         self.write("SET", pipe).await
     }
@@ -850,8 +891,36 @@ impl Connector for RedisConnector {
     /// returned (an announcement would cost the server a `PUBLISH` per put).
     async fn put_opts(&self, data: Bytes, _options: &PutOptions) -> Result<Key> {
         let key = Key::random();
-        self.write_object(&key, data, false).await?;
+        self.write_object(&key, data, false, DigestAlgorithm::None)
+            .await?;
         Ok(key)
+    }
+
+    /// As `put_opts`. A value of `bulk::PIECES_FROM` (8 MiB) or more written on a bulk
+    /// connection (plain TCP, not a cluster) is hashed piece by piece as it goes out, each
+    /// piece while it is still in the CPU's cache, instead of beside the write: a 100 MiB put
+    /// through a `Store` then takes what the connector's write alone takes. A smaller one is
+    /// hashed beside the write (on another thread from 1 MiB), which costs less there.
+    async fn put_hashing(
+        &self,
+        data: Bytes,
+        _options: &PutOptions,
+        algorithm: DigestAlgorithm,
+    ) -> Result<(Key, Option<Digest>)> {
+        let key = Key::random();
+        if data.len() < bulk::PIECES_FROM {
+            let hashed = data.clone();
+            let ((), mut digests) =
+                crate::digest::digest_beside(algorithm, std::slice::from_ref(&hashed), async {
+                    self.write_object(&key, data, false, DigestAlgorithm::None)
+                        .await
+                        .map(drop)
+                })
+                .await?;
+            return Ok((key, digests.pop().flatten()));
+        }
+        let digest = self.write_object(&key, data, false, algorithm).await?;
+        Ok((key, digest))
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
@@ -1029,7 +1098,9 @@ impl Connector for RedisConnector {
     /// Writes the object, then announces it on the key's channel (see [`Connector::wait`]),
     /// in one round trip.
     async fn set(&self, key: &Key, data: Bytes) -> Result<()> {
-        self.write_object(key, data, true).await
+        self.write_object(key, data, true, DigestAlgorithm::None)
+            .await
+            .map(drop)
     }
 
     /// `SET NX` and `PUBLISH` in one round trip (objects written in pieces: look, then write).
