@@ -242,14 +242,7 @@ pub trait Connector: Debug + Send + Sync + 'static {
         options: &PutOptions,
         algorithm: DigestAlgorithm,
     ) -> Result<(Key, Option<Digest>)> {
-        let hashed = data.clone();
-        let (key, mut digests) = crate::digest::digest_beside(
-            algorithm,
-            std::slice::from_ref(&hashed),
-            self.put_opts(data, options),
-        )
-        .await?;
-        Ok((key, digests.pop().flatten()))
+        put_hashing_beside(self, data, options, algorithm).await
     }
 
     /// As [`Connector::get`], into memory the caller provides: the object is written through
@@ -522,6 +515,44 @@ pub trait ImmediateConnector: Send + Sync {
     /// # Errors
     /// As for [`Connector::evict`].
     fn evict_now(&self, key: &Key) -> Result<()>;
+}
+
+/// [`Connector::put_hashing`] as the default does it: [`Connector::put_opts`], and the digest
+/// computed beside it (before it under 1 MiB, on a thread of the blocking pool while it runs
+/// from 1 MiB up). For overrides that hash as they write only in some cases (the Redis
+/// connector, from 8 MiB on its bulk connections).
+///
+/// ```
+/// # proxystore::runtime::block_on(async {
+/// use bytes::Bytes;
+/// use proxystore::connector::{PutOptions, memory::MemoryConnector, put_hashing_beside};
+/// use proxystore::digest::DigestAlgorithm;
+/// let c = MemoryConnector::new("put-hashing-beside-doc");
+/// let data = Bytes::from_static(b"data");
+/// let (_key, digest) =
+///     put_hashing_beside(&c, data.clone(), &PutOptions::default(), DigestAlgorithm::Blake3)
+///         .await?;
+/// assert_eq!(digest, DigestAlgorithm::Blake3.digest(&data));
+/// # Ok::<_, proxystore::Error>(()) })??;
+/// # Ok::<_, proxystore::Error>(())
+/// ```
+///
+/// # Errors
+/// As for [`Connector::put_opts`].
+pub async fn put_hashing_beside<C: Connector + ?Sized>(
+    c: &C,
+    data: Bytes,
+    options: &PutOptions,
+    algorithm: DigestAlgorithm,
+) -> Result<(Key, Option<Digest>)> {
+    let hashed = data.clone();
+    let (key, mut digests) = crate::digest::digest_beside(
+        algorithm,
+        std::slice::from_ref(&hashed),
+        c.put_opts(data, options),
+    )
+    .await?;
+    Ok((key, digests.pop().flatten()))
 }
 
 /// [`Connector::get_into`] as the default does it: the object fetched whole with

@@ -44,7 +44,7 @@ use redis::{ConnectionInfo, IntoConnectionInfo, RedisError, RedisResult};
 
 use super::{
     CallConfig, CallRuntime, Connector, ConnectorConfig, ObjectSink, PutOptions, Resource,
-    get_into_whole,
+    get_into_whole, put_hashing_beside,
 };
 use crate::digest::{Digest, DigestAlgorithm};
 use crate::error::{Error, Result};
@@ -904,21 +904,13 @@ impl Connector for RedisConnector {
     async fn put_hashing(
         &self,
         data: Bytes,
-        _options: &PutOptions,
+        options: &PutOptions,
         algorithm: DigestAlgorithm,
     ) -> Result<(Key, Option<Digest>)> {
-        let key = Key::random();
         if data.len() < bulk::PIECES_FROM {
-            let hashed = data.clone();
-            let ((), mut digests) =
-                crate::digest::digest_beside(algorithm, std::slice::from_ref(&hashed), async {
-                    self.write_object(&key, data, false, DigestAlgorithm::None)
-                        .await
-                        .map(drop)
-                })
-                .await?;
-            return Ok((key, digests.pop().flatten()));
+            return put_hashing_beside(self, data, options, algorithm).await;
         }
+        let key = Key::random();
         let digest = self.write_object(&key, data, false, algorithm).await?;
         Ok((key, digest))
     }
