@@ -691,8 +691,9 @@ pub async fn inventory(c: &dyn Connector) -> CheckResult {
 macro_rules! conformance_tests {
     ($fixture:path) => {
         $crate::conformance_tests!(@each $fixture;
-            round_trip, large_object, get_into, put_hashing, missing_key, exists_and_evict, batches, ranges,
-            concurrency, config_round_trip, hostile_keys, streaming, inventory, wait);
+            round_trip, large_object, get_into, put_hashing, missing_key, exists_and_evict,
+            batches, ranges, concurrency, config_round_trip, hostile_keys, streaming, inventory,
+            wait);
     };
     (@each $fixture:path; $($check:ident),*) => {
         $(

@@ -124,7 +124,7 @@ impl Digest {
 
 /// Objects of at least this many bytes in all are hashed beside the write that stores them, on
 /// a thread of the blocking pool (see [`digest_beside`]).
-pub(crate) const DIGEST_ASIDE_BYTES: u64 = 1 << 20;
+const DIGEST_ASIDE_BYTES: u64 = 1 << 20;
 
 /// `write` and the digests of `data` (the objects it writes) with `algorithm`: for large
 /// objects ([`DIGEST_ASIDE_BYTES`]) on a thread of the blocking pool while `write` runs,

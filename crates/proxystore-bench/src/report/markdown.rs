@@ -73,8 +73,8 @@ pub(crate) fn render(t: &Tables<'_>, plots: Option<&Path>, doc: Option<&Path>) -
         Some(n) => format!(
             "the redis crate's SET/GET against the same redis-server, except a SET of {} or \
              more, written as it is (the command's head, then the value from its buffer, in \
-             pieces of 256 KiB from 8 MiB) on a plain connection: the crate copies the value into buffers \
-             of its own, 3x slower at 100 MiB",
+             pieces of 256 KiB from 8 MiB) on a plain connection: the crate copies the value \
+             into buffers of its own, 3x slower at 100 MiB",
             crate::format::fmt_size(n)
         ),
         None => "the redis crate's SET/GET against the same redis-server".to_owned(),

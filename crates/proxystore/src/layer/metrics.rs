@@ -189,16 +189,8 @@ impl Measured {
 
     pub(crate) async fn counted_put(&self, data: Bytes, options: &PutOptions) -> Result<Key> {
         let n = data.len() as u64;
-        let put = self.inner.put_opts(data, options);
-        counted_with(
-            &self.metrics.put,
-            put,
-            |_| n,
-            |k, n, t| {
-                self.metrics.record_key(k, Op::Put, n, t);
-            },
-        )
-        .await
+        let put = async { Ok((self.inner.put_opts(data, options).await?, None)) };
+        Ok(self.counted_put_of(n, put).await?.0)
     }
 
     /// [`Connector::put_hashing`], counted as a put.
@@ -209,7 +201,16 @@ impl Measured {
         algorithm: DigestAlgorithm,
     ) -> Result<(Key, Option<Digest>)> {
         let n = data.len() as u64;
-        let put = self.inner.put_hashing(data, options, algorithm);
+        self.counted_put_of(n, self.inner.put_hashing(data, options, algorithm))
+            .await
+    }
+
+    /// `put`, a put of `n` bytes, counted with its key's figures.
+    async fn counted_put_of(
+        &self,
+        n: u64,
+        put: impl Future<Output = Result<(Key, Option<Digest>)>>,
+    ) -> Result<(Key, Option<Digest>)> {
         counted_with(
             &self.metrics.put,
             put,

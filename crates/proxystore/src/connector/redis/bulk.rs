@@ -624,6 +624,7 @@ mod tests {
         let (found, _, _) = get_one_byte_at_a_time(b"$5\r\nhello\n\n").await;
         assert!(found.is_err(), "a value not closed by CRLF");
     }
+
     /// A value of many pieces and a ragged end, marked to hash: the server reads exactly the
     /// command (the value's bytes in order), and the digest is the whole value's.
     #[tokio::test]
