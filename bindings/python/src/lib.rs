@@ -12,9 +12,9 @@
 //!   such as NumPy); `get_bytes` returns a `bytes` object that the read itself filled
 //!   ([`proxystore::Connector::get_into`]), which is what the connector classes of Python
 //!   ProxyStore's protocol return.
-//! - References that cross the language line: [`NativeConnector::put_reference`] and
-//!   [`NativeConnector::put_npy`] store bytes or an array and return the protobuf bytes of a
-//!   `proxystore_rs.v1.ProxyReference` that a Rust process resolves; [`resolve_reference`]
+//! - References that cross the language line: `NativeConnector.put_reference` and
+//!   `NativeConnector.put_npy` store bytes or an array and return the protobuf bytes of a
+//!   `proxystore_rs.v1.ProxyReference` that a Rust process resolves; `resolve_reference`
 //!   resolves one made by Rust. Raw bytes and NPY arrays cross; postcard, JSON and MessagePack
 //!   encoded Rust values do not (a `CodecError` says so), and neither do pickled Python objects
 //!   (those are Python ProxyStore's own proxies, not references of this format).

@@ -81,7 +81,7 @@ impl ProxyCodec {
         self
     }
 
-    /// Also give each task's objects to a [`Lease`] that evicts them `ttl` after the task was
+    /// Also give each task's objects to a [`Lease`](proxystore::Lease) that evicts them `ttl` after the task was
     /// encoded, unless the worker evicted them before (it normally does, when the task
     /// finishes). A backstop for tasks whose workers all crash: it lives in this (the
     /// producer's) process, so choose a `ttl` longer than a task may wait in the queue.

@@ -939,10 +939,10 @@ impl Connector for RedisConnector {
         self.get_rest(&k, first).await.map(Some)
     }
 
-    /// One `GET` on a bulk connection of this runtime ([`bulk`]), its value read off the
-    /// socket straight into the sink (so a 100 MiB object is copied once, by the kernel, and
-    /// hashed as it arrives when asked). An object the caller knows to be smaller than a bulk
-    /// write ([`bulk::BULK_BYTES`], as for puts) stays on the shared connection, as does any
+    /// One `GET` on a bulk connection of this runtime (a plain socket of the connector's own),
+    /// its value read off the socket straight into the sink (so a 100 MiB object is copied
+    /// once, by the kernel, and hashed as it arrives when asked). An object the caller knows
+    /// to be smaller than a bulk write (256 KiB, as for puts) stays on the shared connection, as does any
     /// where there is no bulk connection at hand (TLS, a cluster, all busy): it is read as
     /// [`Connector::get`] reads it and handed over.
     async fn get_into(&self, key: &Key, sink: &mut ObjectSink<'_>) -> Result<bool> {
