@@ -159,6 +159,22 @@ pub(crate) async fn digest_beside<T>(
     }
 }
 
+/// [`digest_beside`] for one object: `write(data)` and the digest of `data` with `algorithm`
+/// (the write takes the bytes; the digest reads another handle of them).
+pub(crate) async fn digest_one_beside<T, F>(
+    algorithm: DigestAlgorithm,
+    data: Bytes,
+    write: impl FnOnce(Bytes) -> F,
+) -> Result<(T, Option<Digest>)>
+where
+    F: Future<Output = Result<T>>,
+{
+    let hashed = data.clone();
+    let (written, mut digests) =
+        digest_beside(algorithm, std::slice::from_ref(&hashed), write(data)).await?;
+    Ok((written, digests.pop().flatten()))
+}
+
 /// A digest computed piece by piece, for bytes that arrive in chunks: the same value as
 /// [`DigestAlgorithm::digest`] of all the pieces joined, without joining them. Hashing each
 /// piece as it lands, while it is still in the CPU's cache, spares a second pass over a large

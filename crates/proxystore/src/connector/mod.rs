@@ -545,14 +545,7 @@ pub async fn put_hashing_beside<C: Connector + ?Sized>(
     options: &PutOptions,
     algorithm: DigestAlgorithm,
 ) -> Result<(Key, Option<Digest>)> {
-    let hashed = data.clone();
-    let (key, mut digests) = crate::digest::digest_beside(
-        algorithm,
-        std::slice::from_ref(&hashed),
-        c.put_opts(data, options),
-    )
-    .await?;
-    Ok((key, digests.pop().flatten()))
+    crate::digest::digest_one_beside(algorithm, data, |data| c.put_opts(data, options)).await
 }
 
 /// [`Connector::get_into`] as the default does it: the object fetched whole with

@@ -386,16 +386,13 @@ impl Store {
                 (key, digest)
             }
             Some(key) => {
-                // The write takes `data`; the digest reads this handle of the same bytes.
-                let hashed = data.clone();
-                let ((), mut digests) = self
-                    .with_digests(
-                        std::slice::from_ref(&hashed),
-                        self.inner.connector.set(key, data),
-                    )
+                let ((), digest) =
+                    crate::digest::digest_one_beside(self.inner.config.digest, data, |data| {
+                        self.inner.connector.set(key, data)
+                    })
                     .await?;
                 self.inner.cache.remove(key);
-                (key.clone(), digests.pop().flatten())
+                (key.clone(), digest)
             }
         };
         Ok(self.stored(span, key, size, digest, codec))

@@ -490,7 +490,7 @@ impl RedisConnector {
     /// Write the object under `key`; with `announce`, announce it on the key's channel in the
     /// same round trip (see [`Connector::wait`]). Returns its digest with `algorithm`: hashed
     /// as it is written on a bulk connection, else beside the write
-    /// ([`crate::digest::digest_beside`]).
+    /// ([`crate::digest::digest_one_beside`]).
     async fn write_object(
         &self,
         key: &Key,
@@ -506,14 +506,11 @@ impl RedisConnector {
         {
             return done;
         }
-        let hashed = data.clone();
-        let ((), mut digests) = crate::digest::digest_beside(
-            algorithm,
-            std::slice::from_ref(&hashed),
-            self.write_unhashed(key, &k, data, announce, chunked),
-        )
+        let ((), digest) = crate::digest::digest_one_beside(algorithm, data, |data| {
+            self.write_unhashed(key, &k, data, announce, chunked)
+        })
         .await?;
-        Ok(digests.pop().flatten())
+        Ok(digest)
     }
 
     /// [`Self::write_object`] in pieces (`chunked`) or through the crate.
@@ -942,9 +939,9 @@ impl Connector for RedisConnector {
     /// One `GET` on a bulk connection of this runtime (a plain socket of the connector's own),
     /// its value read off the socket straight into the sink (so a 100 MiB object is copied
     /// once, by the kernel, and hashed as it arrives when asked). An object the caller knows
-    /// to be smaller than a bulk write (256 KiB, as for puts) stays on the shared connection, as does any
-    /// where there is no bulk connection at hand (TLS, a cluster, all busy): it is read as
-    /// [`Connector::get`] reads it and handed over.
+    /// to be smaller than a bulk write (256 KiB, as for puts) stays on the shared connection,
+    /// as does any where there is no bulk connection at hand (TLS, a cluster, all busy): it is
+    /// read as [`Connector::get`] reads it and handed over.
     async fn get_into(&self, key: &Key, sink: &mut ObjectSink<'_>) -> Result<bool> {
         let small = sink
             .expected_size()
